@@ -1,0 +1,25 @@
+# Multi-stage build: wheels are built in the first stage, the runtime stage has no compiler
+# and runs as an unprivileged user.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md alembic.ini ./
+COPY broker ./broker
+COPY agent ./agent
+COPY audit ./audit
+COPY web ./web
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim AS runtime
+RUN useradd --system --create-home --home-dir /srv/supportbroker --uid 10001 broker
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER broker
+WORKDIR /srv/supportbroker
+ENV SUPPORTBROKER_ENVIRONMENT=production \
+    SUPPORTBROKER_HOST=0.0.0.0 \
+    SUPPORTBROKER_DATA_DIR=/srv/supportbroker/var \
+    PYTHONUNBUFFERED=1
+EXPOSE 8080 2222
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"
+CMD ["supportbroker", "serve"]

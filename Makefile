@@ -1,0 +1,55 @@
+# Two commands for a fresh machine: `make run` (the broker on SQLite) and `make test` (the suite).
+# CI runs `make test` through .ci/run.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install lint typecheck migrations-check pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Front-end libraries (htmx, xterm.js, asciinema-player, Chart.js, noVNC) come from npm and
+# are served by the broker from node_modules; they are never copied into the repository.
+NPM_STAMP := node_modules/.installed-stamp
+$(NPM_STAMP): package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --no-audit --no-fund --loglevel=error && touch $(NPM_STAMP); \
+	else \
+		echo "npm not found: the web pages will lack their front-end libraries"; \
+	fi
+
+install: $(STAMP) $(NPM_STAMP)
+
+## run: install, migrate, start the broker on SQLite at 127.0.0.1:8080 (prints how to log in)
+run: install
+	$(BIN)/supportbroker serve
+
+## test: lint, type-check, migration drift check, then the whole test suite
+test: install lint typecheck migrations-check pytest
+
+lint: install
+	$(BIN)/ruff check broker agent audit web tests bench
+	$(BIN)/ruff format --check broker agent audit web tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+migrations-check: install
+	$(BIN)/python -m broker.db.check
+
+pytest: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/audit \
+		--cov=audit --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

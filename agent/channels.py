@@ -1,0 +1,190 @@
+"""The three things a technician can reach, each checked against the local grant first.
+
+``shell SESSION``: a PTY running the user's shell (or the configured command);
+``forward SESSION PORT``: bytes relayed to 127.0.0.1:PORT if the group allows the port;
+subsystem ``sftp`` with env ``SB_SESSION``: SFTP confined to the group's allowed directories,
+each transferred file reported (name, size, SHA-256, direction) to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import pty
+import struct
+import termios
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def _set_winsize(fd: int, width: int, height: int) -> None:
+    if width > 0 and height > 0:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+async def run_shell(process: asyncssh.SSHServerProcess[bytes], command: str | None) -> None:
+    """Run the shell on a fresh PTY and pump bytes until either side ends."""
+    master, slave = pty.openpty()
+    width, height, _, _ = process.get_terminal_size()
+    _set_winsize(slave, width or 80, height or 24)
+    argv = [command] if command else [os.environ.get("SHELL", "/bin/sh")]
+    env = dict(os.environ, TERM=process.get_terminal_type() or "xterm-256color")
+    proc = await asyncio.create_subprocess_exec(
+        *argv[0].split(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,  # the PTY becomes the child's controlling terminal
+        env=env,
+    )
+    os.close(slave)
+    loop = asyncio.get_running_loop()
+    out_done = loop.create_future()
+
+    def _readable() -> None:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(master)
+            if not out_done.done():
+                out_done.set_result(None)
+            return
+        process.stdout.write(data)
+
+    loop.add_reader(master, _readable)
+
+    async def _input() -> None:
+        while True:
+            try:
+                data = await process.stdin.read(65536)
+            except asyncssh.TerminalSizeChanged as change:
+                _set_winsize(master, change.width, change.height)
+                continue
+            if not data:
+                return
+            os.write(master, data)
+
+    pump = asyncio.create_task(_input())
+    try:
+        await asyncio.wait(
+            {pump, out_done, asyncio.ensure_future(proc.wait())},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        pump.cancel()
+        loop.remove_reader(master)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        os.close(master)
+    process.exit(proc.returncode if proc.returncode and proc.returncode > 0 else 0)
+
+
+async def run_forward(process: asyncssh.SSHServerProcess[bytes], port: int) -> None:
+    """Relay the channel to a local TCP port."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError as exc:
+        process.stderr.write(f"cannot reach local port {port}: {exc}\n".encode())
+        process.exit(1)
+        return
+
+    async def _up() -> None:
+        while data := await process.stdin.read(262144):
+            writer.write(data)
+            await writer.drain()
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+
+    async def _down() -> None:
+        while data := await reader.read(262144):
+            process.stdout.write(data)
+            await process.stdout.drain()
+
+    tasks = {asyncio.create_task(_up()), asyncio.create_task(_down())}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+    process.exit(0)
+
+
+class ConfinedSFTPServer(asyncssh.SFTPServer):
+    """SFTP limited to ``roots`` (symlinks resolved first), reporting every transfer."""
+
+    def __init__(
+        self,
+        chan: asyncssh.SSHServerChannel[bytes],
+        roots: tuple[str, ...],
+        session_id: str,
+        report: Report,
+        refusal: str | None = None,
+    ) -> None:
+        super().__init__(chan)
+        self._refusal = refusal
+        self._roots = tuple(os.path.realpath(r) for r in roots)
+        self._session_id = session_id
+        self._report = report
+        self._touched: dict[int, tuple[str, str]] = {}
+
+    def map_path(self, path: bytes) -> bytes:
+        text = os.fsdecode(path)
+        if self._refusal is not None:
+            raise asyncssh.SFTPPermissionDenied(f"refused by the agent: {self._refusal}")
+        if not self._roots:
+            raise asyncssh.SFTPPermissionDenied("no directories are allowed for this group")
+        if text in {"", "."}:
+            text = self._roots[0]
+        elif not text.startswith("/"):
+            text = os.path.join(self._roots[0], text)
+        real = os.path.realpath(text)
+        for root in self._roots:
+            if real == root or real.startswith(root.rstrip("/") + "/"):
+                return os.fsencode(real)
+        raise asyncssh.SFTPPermissionDenied(f"{text} is outside the allowed directories")
+
+    def reverse_map_path(self, path: bytes) -> bytes:
+        return path
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        file_obj = super().open(path, pflags, attrs)
+        writing = bool(pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT))
+        self._touched[id(file_obj)] = (os.fsdecode(path), "upload" if writing else "download")
+        return file_obj
+
+    def close(self, file_obj: object) -> None:
+        super().close(file_obj)
+        touched = self._touched.pop(id(file_obj), None)
+        if touched is None:
+            return
+        name, direction = touched
+        # Hash what is on disk after close: offsets may arrive out of order, the file is truth.
+        sha, size = hashlib.sha256(), 0
+        with open(name, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                sha.update(chunk)
+                size += len(chunk)
+        self._report(
+            {
+                "type": "file_transfer",
+                "session_id": self._session_id,
+                "name": Path(name).name,
+                "path": name,
+                "size": size,
+                "sha256": sha.hexdigest(),
+                "direction": direction,
+            }
+        )

@@ -1,0 +1,94 @@
+"""Agent settings (environment, prefix ``SUPPORTBROKER_AGENT_``) and the stored enrollment.
+
+The enrollment (broker address, pinned broker key fingerprint, device id) lives in
+``config_dir/agent.json`` and the device key in ``config_dir/device_ed25519``; both are
+written mode 0600 and refused at load time when group- or world-readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent.errors import ConfigError
+
+CONFIG_NAME = "agent.json"
+KEY_NAME = "device_ed25519"
+
+
+class AgentSettings(BaseSettings):
+    """How this agent behaves; the enrollment itself is in :class:`EnrollmentConfig`."""
+
+    model_config = SettingsConfigDict(env_prefix="SUPPORTBROKER_AGENT_", extra="ignore")
+
+    config_dir: Path = Path("~/.config/supportbroker-agent").expanduser()
+    consent_timeout_seconds: float = Field(default=120.0, gt=0)
+    shell_command: str | None = None  # None: the user's login shell
+    keepalive_interval: float = Field(default=10.0, gt=0)
+    keepalive_count_max: int = Field(default=2, ge=1)
+    backoff_initial: float = Field(default=1.0, gt=0)
+    backoff_max: float = Field(default=60.0, gt=0)
+    notify: bool = True  # desktop notification via notify-send when available
+
+    @property
+    def config_path(self) -> Path:
+        return self.config_dir / CONFIG_NAME
+
+    @property
+    def key_path(self) -> Path:
+        return self.config_dir / KEY_NAME
+
+
+@dataclass
+class EnrollmentConfig:
+    """What enrollment established; read by ``run``."""
+
+    broker_host: str
+    broker_port: int
+    broker_fingerprint: str  # SHA256:... of the broker's gateway key, pinned
+    device_id: str
+    device_name: str = ""
+    policy: dict[str, Any] = field(default_factory=dict)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by the owner only, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)  # O_CREAT honours umask only for new files
+    os.replace(tmp, path)
+
+
+def check_private(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path} is readable by others (mode {oct(mode & 0o777)}); chmod 600")
+
+
+def save_enrollment(settings: AgentSettings, config: EnrollmentConfig) -> None:
+    write_private(settings.config_path, json.dumps(asdict(config), indent=2).encode())
+
+
+def load_enrollment(settings: AgentSettings) -> EnrollmentConfig:
+    path = settings.config_path
+    if not path.exists():
+        raise ConfigError(f"not enrolled: {path} missing; run `supportbroker-agent enroll`")
+    check_private(path)
+    try:
+        raw = json.loads(path.read_text())
+        return EnrollmentConfig(**raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a valid agent configuration: {exc}") from exc

@@ -1,0 +1,85 @@
+"""The audit tables (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+
+``audit_records`` holds sealed records in log order; ``audit_data_keys`` the wrapped per-stream
+data keys (wrapped key NULL once destroyed); ``audit_stream_heads`` each stream's last
+sequence number and hash; ``audit_tree_state`` the single row with the Merkle frontier;
+``audit_checkpoints`` every signed tree head. Log order is the ``position`` the single writer
+assigns under a lock, never a database sequence.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+records = Table(
+    "audit_records",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("record_id", String(36), nullable=False),
+    Column("stream", String(200), nullable=False),
+    Column("stream_seq", BigInteger, nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("occurred_at_us", BigInteger, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("payload_size", Integer, nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    UniqueConstraint("record_id", name="uq_audit_records_record_id"),
+    UniqueConstraint("stream", "stream_seq", name="uq_audit_records_stream_seq"),
+)
+Index("ix_audit_records_event_type", records.c.event_type)
+Index("ix_audit_records_occurred_at_us", records.c.occurred_at_us)
+
+data_keys = Table(
+    "audit_data_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("stream", String(200), nullable=False),
+    Column("kek_id", String(100), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("destroyed_at_us", BigInteger, nullable=True),
+)
+Index("ix_audit_data_keys_stream", data_keys.c.stream)
+
+stream_heads = Table(
+    "audit_stream_heads",
+    metadata,
+    Column("stream", String(200), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", LargeBinary, nullable=False),
+    Column("last_position", BigInteger, nullable=False),
+)
+
+tree_state = Table(
+    "audit_tree_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("frontier", LargeBinary, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+)
+
+checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+)

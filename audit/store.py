@@ -1,0 +1,177 @@
+"""The audit log on a SQL database (SQLite or PostgreSQL) through SQLAlchemy's async Core.
+
+:class:`AuditLog` is the library's front door; each job lives in its own module:
+``appender`` (one append transaction under the single-writer lock), ``driver`` (its
+statements, per database driver), ``keyring`` (data keys), ``reader`` (reading back), ``dbverify``
+(verifying a database). :meth:`AuditLog.append` runs inside the caller's transaction: the
+broker writes an event in the same transaction as the change it describes, and the event is
+acknowledged when that transaction commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from audit import reader
+from audit.appender import ADVISORY_LOCK_KEY, Appended, append_batch, take_lock
+from audit.checkpoint import CheckpointSigner, SignedCheckpoint
+from audit.dbverify import verify_database
+from audit.errors import AuditError, RollbackDetected
+from audit.keyring import CIPHER_CACHE_SIZE, Keyring
+from audit.keys import KeyProvider
+from audit.merkle import consistency_proof, inclusion_proof
+from audit.publish import CheckpointPublisher
+from audit.reader import ReadRecord
+from audit.records import FieldCodec, Record, to_micros
+from audit.sealing import NewEvent
+from audit.verify import VerifyReport, row_to_record
+
+__all__ = [
+    "ADVISORY_LOCK_KEY",
+    "CIPHER_CACHE_SIZE",
+    "ERASED_EVENT",
+    "Appended",
+    "AuditLog",
+    "NewEvent",
+    "ReadRecord",
+    "row_to_record",
+    "verify_database",
+]
+
+ERASED_EVENT = "ticket.erased"
+
+
+class AuditLog:
+    """One log (``log_id``), its key-encryption keys and its checkpoint signer."""
+
+    def __init__(
+        self,
+        *,
+        log_id: str,
+        keys: KeyProvider,
+        signer: CheckpointSigner,
+        publisher: CheckpointPublisher | None = None,
+    ) -> None:
+        if log_id != signer.origin:
+            # Verifiers know the log only by its public key, whose name is the origin.
+            raise AuditError(f"log id {log_id!r} must be the signer's origin {signer.origin!r}")
+        self.log_id = log_id
+        self.signer = signer
+        self.publisher = publisher
+        self.keyring = Keyring(keys)
+        self._codec = FieldCodec(log_id)
+
+    @property
+    def keys(self) -> KeyProvider:
+        return self.keyring.provider
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def append(self, conn: AsyncConnection, events: Sequence[NewEvent]) -> list[Appended]:
+        """Seal ``events`` in the caller's transaction; signs one checkpoint for the batch."""
+        return await append_batch(
+            conn, events, codec=self._codec, keyring=self.keyring, signer=self.signer
+        )
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def records(
+        self,
+        conn: AsyncConnection,
+        *,
+        stream: str | None = None,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """Sealed records in log order (optionally one stream's), as stored."""
+        return await reader.read_records(conn, stream=stream, after=after, limit=limit)
+
+    async def read_stream(self, conn: AsyncConnection, stream: str) -> list[ReadRecord]:
+        """A stream's records with decrypted payloads (``None`` where the key was destroyed)."""
+        return await reader.read_stream(conn, self.log_id, self.keyring, stream)
+
+    async def latest_checkpoint(self, conn: AsyncConnection) -> SignedCheckpoint | None:
+        return await reader.latest_checkpoint(conn)
+
+    async def size(self, conn: AsyncConnection) -> int:
+        frontier = await reader.read_frontier(conn)
+        return 0 if frontier is None else frontier.size
+
+    async def leaf_hashes(self, conn: AsyncConnection, size: int) -> list[bytes]:
+        return await reader.leaf_hashes(conn, size)
+
+    async def inclusion_proof(self, conn: AsyncConnection, position: int, size: int) -> list[bytes]:
+        return inclusion_proof(position, await self.leaf_hashes(conn, size))
+
+    async def consistency_proof(
+        self, conn: AsyncConnection, old_size: int, new_size: int
+    ) -> list[bytes]:
+        return consistency_proof(old_size, await self.leaf_hashes(conn, new_size))
+
+    # -- keys and erasure --------------------------------------------------------------
+
+    async def erase_stream(
+        self, conn: AsyncConnection, stream: str, *, actor: Mapping[str, Any]
+    ) -> Appended:
+        """Crypto-shred a ticket: destroy its data keys, then seal a ``ticket.erased`` record.
+
+        The record is encrypted under a new key of the stream; the old content can never be
+        read again, and every hash (which covers ciphertext) still verifies.
+        """
+        await take_lock(conn)
+        destroyed = await self.keyring.destroy(conn, stream, to_micros(datetime.now(UTC)))
+        if not destroyed:
+            raise AuditError(f"stream {stream!r} has no live data key to erase")
+        payload = {"actor": dict(actor), "destroyed_keys": destroyed}
+        (appended,) = await self.append(conn, [NewEvent(stream, ERASED_EVENT, payload)])
+        return appended
+
+    async def rotate_kek(self, conn: AsyncConnection, new_keys: KeyProvider) -> int:
+        """Re-wrap every live data key under ``new_keys``' current KEK; records untouched."""
+        return await self.keyring.rewrap(conn, new_keys)
+
+    async def data_keys_for(self, conn: AsyncConnection, key_ids: set[str]) -> dict[str, bytes]:
+        """Raw data keys (for a plaintext export); destroyed ones are absent."""
+        return await self.keyring.raw_keys(conn, key_ids)
+
+    # -- verification and publication --------------------------------------------------
+
+    async def verify_log(
+        self,
+        conn: AsyncConnection,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        published: SignedCheckpoint | None = None,
+    ) -> VerifyReport:
+        """Verify every record, chain, checkpoint and the tree state; never raises on bad data."""
+        return await verify_database(
+            conn, self.signer.verifier, progress=progress, published=published
+        )
+
+    async def publish(self, conn: AsyncConnection) -> SignedCheckpoint | None:
+        """Publish the latest committed checkpoint (call after commit)."""
+        latest = await self.latest_checkpoint(conn)
+        if latest is not None and self.publisher is not None:
+            self.publisher.publish(latest)
+        return latest
+
+    async def check_published(self, conn: AsyncConnection) -> VerifyReport:
+        """Compare the database with the last published checkpoint; raises RollbackDetected."""
+        published = self.publisher.latest() if self.publisher is not None else None
+        report = await self.verify_log(conn, published=published)
+        if report.rolled_back:
+            raise RollbackDetected(
+                str(report.problem), position=report.position, record_id=report.record_id
+            )
+        return report
+
+    async def export_bundle(
+        self, conn: AsyncConnection, stream: str, *, include_plaintext: bool
+    ) -> bytes:
+        from audit.bundle import build_bundle
+
+        return await build_bundle(self, conn, stream, include_plaintext=include_plaintext)

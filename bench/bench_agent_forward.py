@@ -1,0 +1,196 @@
+"""Port-forward throughput through agent + broker vs OpenSSH ``ssh -L`` on loopback.
+
+Our path: sender → ``supportbroker connect --forward`` (technician side) → WebSocket → broker
+(uvicorn + SSH gateway) → reverse-SSH channel → agent (separate process) → TCP sink. Baseline,
+measured in the same run on the same machine: sender → ``ssh -L`` → a private sshd (own host
+key and authorized key, 127.0.0.1 on a high port) → the same sink. Each side moves the same
+number of bytes; the sink acknowledges the last one. Prints MB/s and the ratio (target ≥ 0.5).
+openssh-server is installed with apt-get if sshd is missing.
+
+    .venv/bin/python bench/bench_agent_forward.py [--mb 256] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_agent_common import ROOT, broker, device_id, enroll_agent, spawn_agent
+
+SINK = textwrap.dedent(
+    """
+    import socket, struct, sys
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", int(sys.argv[1]))); srv.listen(8)
+    while True:
+        c, _ = srv.accept()
+        want = struct.unpack("!Q", c.recv(8, socket.MSG_WAITALL))[0]
+        got = 0
+        while got < want:
+            b = c.recv(1 << 20)
+            if not b: break
+            got += len(b)
+        c.sendall(b"k"); c.close()
+    """
+)
+SENDER = textwrap.dedent(
+    """
+    import os, socket, struct, sys, time
+    port, total = int(sys.argv[1]), int(sys.argv[2])
+    for attempt in range(100):
+        try:
+            s = socket.create_connection(("127.0.0.1", port)); break
+        except OSError:
+            time.sleep(0.1)
+    block = os.urandom(1 << 18)  # incompressible, like real remote-desktop traffic
+    t0 = time.perf_counter()
+    s.sendall(struct.pack("!Q", total))
+    left = total
+    while left > 0:
+        n = min(left, len(block)); s.sendall(block[:n]); left -= n
+    assert s.recv(1) == b"k"
+    print(time.perf_counter() - t0)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def send(port: int, total: int) -> float:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SENDER, str(port), str(total), stdout=subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit("sender failed")
+    return float(out)
+
+
+def ensure_sshd() -> str:
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        print("installing openssh-server (apt-get)…", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server"], check=True)
+    Path("/run/sshd").mkdir(exist_ok=True)
+    return sshd
+
+
+@contextlib.contextmanager
+def openssh_forward(tmp: Path, sink: int):
+    sshd = ensure_sshd()
+    for name in ("host", "client"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True
+        )
+    (tmp / "authorized_keys").write_text((tmp / "client.pub").read_text())
+    port, local = free_port(), free_port()
+    config = tmp / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host'}\n"
+        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\nPidFile {tmp / 'sshd.pid'}\n"
+        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nAllowTcpForwarding yes\n"
+    )
+    daemon = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    client = subprocess.Popen(
+        ["ssh", "-N", "-p", str(port), "-i", str(tmp / "client"), "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "ExitOnForwardFailure=yes", "-L", f"{local}:127.0.0.1:{sink}", f"{user}@127.0.0.1"],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield local
+    finally:
+        client.terminate()
+        daemon.terminate()
+        client.wait()
+        daemon.wait()
+
+
+async def ours(tmp: Path, sink: int, total: int, runs: int) -> list[float]:
+    async with broker(tmp, allowed_ports=[sink], unattended_allowed=True) as b:
+        settings = await enroll_agent(b)
+        agent = await spawn_agent(settings)
+        relay = None
+        try:
+            dev = device_id(settings)
+            while dev not in b.gateway.links:  # noqa: ASYNC110 - a dict, not an event
+                await asyncio.sleep(0.05)
+            import httpx
+
+            async with httpx.AsyncClient(base_url=b.url) as client:
+                resp = await client.post(
+                    "/api/v1/sessions",
+                    headers={"Authorization": f"Bearer {b.tech_token}"},
+                    json={
+                        "ticket": {"system": "standalone", "external_id": "HD-1", "subject": "x"},
+                        "device_id": dev,
+                        "reason": "forward benchmark",
+                        "capabilities": ["control"],
+                        "duration_minutes": 60,
+                        "unattended": True,
+                    },
+                )
+                resp.raise_for_status()
+                sid = resp.json()["id"]
+            await asyncio.sleep(1.5)  # the poller hands the unattended grant to the agent
+            local = free_port()
+            code = (
+                "import asyncio; from broker.gateway.cli import serve_forward; "
+                f"asyncio.run(serve_forward({b.url!r}, {b.tech_token!r}, {sid!r}, {local}, {sink}))"
+            )
+            relay = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", code, cwd=str(ROOT), stdout=subprocess.DEVNULL
+            )
+            await send(local, 1 << 20)  # warm-up: connects, ticket, first channel
+            return [await send(local, total) for _ in range(runs)]
+        finally:
+            for proc in (relay, agent):
+                if proc is not None and proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mb", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    total = args.mb << 20
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        sink_port = free_port()
+        sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)])  # noqa: ASYNC220 - set-up
+        try:
+            with openssh_forward(tmp, sink_port) as local:
+                await send(local, 1 << 20)
+                base = [await send(local, total) for _ in range(args.runs)]
+            mine = await ours(tmp / "broker", sink_port, total, args.runs)
+        finally:
+            sink.kill()
+    b_rate = args.mb / min(base)
+    o_rate = args.mb / min(mine)
+    print(f"payload {args.mb} MiB, best of {args.runs}")
+    print(f"OpenSSH ssh -L        : {b_rate:8.1f} MiB/s")
+    print(f"agent + broker forward: {o_rate:8.1f} MiB/s")
+    print(f"ratio (target >= 0.5) : {o_rate / b_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,190 @@
+"""The application factory: settings, database, audit log, routers, and the one error mapping."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from broker import __version__
+from broker.config import Settings, get_settings
+from broker.db.engine import create_engine, create_sessionmaker
+from broker.errors import (
+    AuditFailure,
+    BrokerError,
+    Conflict,
+    ConnectorError,
+    NotAuthenticated,
+    NotFound,
+    PermissionDenied,
+    PolicyDenied,
+    ProviderError,
+    RateLimited,
+    ValidationFailed,
+)
+from broker.evidence.setup import build_audit_log
+from broker.logging import configure_logging
+from broker.metrics import HTTP_REQUESTS
+
+log = structlog.get_logger("broker.app")
+
+STATUS: list[tuple[type[BrokerError], int]] = [
+    (ValidationFailed, 422),
+    (NotAuthenticated, 401),
+    (PermissionDenied, 403),
+    (PolicyDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (RateLimited, 429),
+    (ProviderError, 502),
+    (ConnectorError, 502),
+    (AuditFailure, 503),
+]
+
+
+def status_for(exc: BrokerError) -> int:
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def error_response(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+class RequestContext(BaseHTTPMiddleware):
+    """Binds a request id for logs and refuses oversized bodies before anything reads them."""
+
+    def __init__(self, app: object, max_body: int) -> None:
+        super().__init__(app)  # type: ignore[arg-type]
+        self.max_body = max_body
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return error_response(413, "payload_too_large", f"body over {self.max_body} bytes")
+        response = await call_next(request)
+        HTTP_REQUESTS.labels(method=request.method, status=str(response.status_code)).inc()
+        response.headers["x-request-id"] = request_id
+        return response
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BrokerError)
+    async def _broker_error(request: Request, exc: BrokerError) -> JSONResponse:
+        status = status_for(exc)
+        log.info("request.refused", status=status, error=exc.code, path=request.url.path)
+        response = error_response(status, exc.code, exc.detail)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:10]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+        return error_response(422, "invalid_request", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request.crashed", path=request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "an unexpected error occurred; see the log")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from broker.tasks import start_background_tasks
+
+        engine = create_engine(settings.database_url)
+        audit_log = build_audit_log(settings)
+        app.state.engine = engine
+        app.state.audit_log = audit_log
+        app.state.sessionmaker = create_sessionmaker(
+            engine, info={"audit_log": audit_log, "settings": settings}
+        )
+        stoppers = [await start_background_tasks(app)]
+        if settings.gateway_enabled:
+            from broker.gateway.server import start_gateway
+
+            stoppers.append(await start_gateway(app))
+        log.info("broker.started", version=__version__, url=settings.base_url)
+        try:
+            yield
+        finally:
+            for stop in reversed(stoppers):
+                await stop()
+            await engine.dispose()
+
+    configure_logging(settings.log_format or _default_format(settings))
+    app = FastAPI(
+        title="supportbroker",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
+    _install_error_handlers(app)
+    _include_routers(app)
+    return app
+
+
+def _default_format(settings: Settings) -> str:
+    return "console" if settings.environment == "development" else "json"
+
+
+def _include_routers(app: FastAPI) -> None:
+    from broker.auth.router import router as auth_router
+    from broker.connectors.router import link_router as ticket_link_router
+    from broker.connectors.router import router as connectors_router
+    from broker.consent.pages import router as consent_pages
+    from broker.consent.router import router as consent_router
+    from broker.devices.router import router as devices_router
+    from broker.evidence.router import router as evidence_router
+    from broker.gateway.pages import pages_router as terminal_pages
+    from broker.gateway.router import router as gateway_router
+    from broker.health import router as health_router
+    from broker.sessions.router import router as sessions_router
+    from broker.tickets.router import router as tickets_router
+    from broker.ui.auditor import router as auditor_pages
+    from broker.ui.pages import router as ui_pages
+    from broker.ui.reports import router as report_pages
+
+    for router in (
+        auth_router,
+        tickets_router,
+        devices_router,
+        sessions_router,
+        consent_router,
+        evidence_router,
+        connectors_router,
+        gateway_router,
+    ):
+        app.include_router(router, prefix="/api/v1")
+    for router in (health_router, consent_pages, terminal_pages, ticket_link_router):
+        app.include_router(router)
+    app.include_router(auditor_pages)
+    app.include_router(report_pages)
+    app.include_router(ui_pages)

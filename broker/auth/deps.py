@@ -1,0 +1,193 @@
+"""Authentication and authorization dependencies for routers.
+
+A request authenticates with a bearer token (API clients, ticket systems) or the session
+cookie (the web UI). Cookie-authenticated requests that change state must carry the CSRF
+token (header ``X-CSRF-Token`` or form field ``csrf_token``). Routers declare what they need
+with ``Depends(require(Scope.x))``; finer rules (own sessions, own groups) live in services.
+
+A browser logged in with a one-time password (``must_change_password``) is refused by
+``current_principal`` and ``require`` until the password is changed; only the routes that
+take ``SignedIn`` (``/auth/me``, ``/auth/password``, ``/auth/logout``) admit it. A missing
+scope and a wrong CSRF token are refused with 403 and audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from structlog.contextvars import bind_contextvars
+
+from broker.auth.models import User
+from broker.auth.permissions import Scope, grants_for
+from broker.auth.principal import Principal
+from broker.auth.repository import ApiTokenRepository, UserRepository, WebSessionRepository
+from broker.auth.secrets import constant_equal, token_hash
+from broker.config import Settings
+from broker.db.base import utcnow
+from broker.db.session import DbSession
+from broker.errors import NotAuthenticated, PermissionDenied
+from broker.evidence.service import Actor, record_event
+
+SESSION_COOKIE = "sb_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def client_ip(request: Request) -> str:
+    """The caller's address; X-Forwarded-For is believed only from a trusted proxy."""
+    settings: Settings = request.app.state.settings
+    peer = request.client.host if request.client else "unknown"
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and peer in settings.trusted_proxies:
+        return forwarded.split(",")[0].strip()[:64]
+    return peer
+
+
+async def _from_bearer(request: Request, db: DbSession, secret: str) -> Principal:
+    ip = client_ip(request)
+    token = await ApiTokenRepository(db).by_token_hash(token_hash(secret))
+    now = utcnow()
+    problem = None
+    if token is None:
+        problem = "unknown token"
+    elif token.revoked_at is not None:
+        problem = "token revoked"
+    elif token.expires_at is not None and token.expires_at <= now:
+        problem = "token expired"
+    owner: User | None = None
+    if token is not None and problem is None and token.owner_id is not None:
+        owner = await UserRepository(db).get(token.owner_id)
+        if owner is None or not owner.is_active:
+            problem = "token owner disabled"
+    if token is None or problem is not None:
+        await record_event(
+            db,
+            "auth.token_rejected",
+            ticket=None,
+            actor=Actor(kind="anonymous", ip=ip),
+            data={"why": problem, "token_id": token.id if token else None},
+        )
+        raise NotAuthenticated(f"bearer token refused: {problem}", keep_changes=True)
+    role = owner.role if owner is not None else "integration"
+    scopes = frozenset(Scope(s) for s in token.scopes if s in Scope.__members__.values())
+    principal = Principal(
+        kind="token",
+        role=role,
+        name=owner.display_name if owner is not None else token.name,
+        scopes=scopes & grants_for(role),
+        user_id=owner.id if owner is not None else None,
+        token_id=token.id,
+        ticket_system=token.system,
+        ip=ip,
+    )
+    token.last_used_at = now
+    await record_event(
+        db,
+        "auth.token_used",
+        ticket=None,
+        actor=principal.actor(),
+        data={"method": request.method, "path": request.url.path},
+    )
+    return principal
+
+
+async def _from_cookie(request: Request, db: DbSession, secret: str) -> Principal | None:
+    web = await WebSessionRepository(db).by_token_hash(token_hash(secret))
+    if web is None or web.expires_at <= utcnow():
+        return None
+    user = await UserRepository(db).get(web.user_id)
+    if user is None or not user.is_active:
+        return None
+    principal = Principal(
+        kind="user",
+        role=user.role,
+        name=user.display_name,
+        scopes=grants_for(user.role),
+        user_id=user.id,
+        ip=client_ip(request),
+        csrf_token=web.csrf_token,
+        must_change_password=user.must_change_password,
+    )
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER) or await _form_csrf(request)
+        if not sent or not constant_equal(sent, web.csrf_token):
+            await record_event(
+                db,
+                "auth.csrf_rejected",
+                ticket=None,
+                actor=principal.actor(),
+                data={"method": request.method, "path": request.url.path, "sent": bool(sent)},
+            )
+            raise PermissionDenied("missing or wrong CSRF token", keep_changes=True)
+    return principal
+
+
+async def _form_csrf(request: Request) -> str | None:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get("csrf_token")
+        return value if isinstance(value, str) else None
+    return None
+
+
+async def optional_principal(request: Request, db: DbSession) -> Principal | None:
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    principal: Principal | None = None
+    auth = request.headers.get("authorization", "")
+    if auth:
+        scheme, _, secret = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise NotAuthenticated("Authorization header must be 'Bearer <token>'")
+        principal = await _from_bearer(request, db, secret.strip())
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        principal = await _from_cookie(request, db, cookie)
+    if principal is not None:
+        request.state.principal = principal
+        bind_contextvars(user=principal.name, role=principal.role)
+    return principal
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
+
+
+async def signed_in_principal(principal: OptionalPrincipal) -> Principal:
+    """Any authenticated caller, even one who still has to change a one-time password."""
+    if principal is None:
+        raise NotAuthenticated("log in or send a bearer token")
+    return principal
+
+
+SignedIn = Annotated[Principal, Depends(signed_in_principal)]
+
+
+async def current_principal(principal: SignedIn) -> Principal:
+    if principal.must_change_password:
+        raise PermissionDenied("change your one-time password first (POST /api/v1/auth/password)")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits a principal holding every one of ``scopes`` (refusal audited)."""
+
+    async def _check(principal: CurrentPrincipal, request: Request, db: DbSession) -> Principal:
+        missing = [s.value for s in scopes if not principal.has(s)]
+        if missing:
+            await record_event(
+                db,
+                "auth.permission_denied",
+                ticket=None,
+                actor=principal.actor(),
+                data={"method": request.method, "path": request.url.path, "missing": missing},
+            )
+            raise PermissionDenied(f"this needs the {', '.join(missing)} scope", keep_changes=True)
+        return principal
+
+    return _check

@@ -1,0 +1,101 @@
+"""SQL for users, web sessions, API tokens and the login throttle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from broker.auth.models import ApiToken, LoginThrottle, User, WebSession
+from broker.db.repository import Repository
+
+
+class UserRepository(Repository[User]):
+    model = User
+
+    async def by_username(self, username: str) -> User | None:
+        return await self.db.scalar(select(User).where(User.username == username))
+
+    async def count(self) -> int:
+        return int(await self.db.scalar(select(func.count()).select_from(User)) or 0)
+
+    async def count_active_admins(self) -> int:
+        stmt = select(func.count()).select_from(User).where(User.role == "admin", User.is_active)
+        return int(await self.db.scalar(stmt) or 0)
+
+    async def list(self) -> list[User]:
+        return await self.scalars(select(User).order_by(User.username))
+
+
+class WebSessionRepository(Repository[WebSession]):
+    model = WebSession
+
+    async def by_token_hash(self, token_hash: str) -> WebSession | None:
+        return await self.db.scalar(select(WebSession).where(WebSession.token_hash == token_hash))
+
+    async def delete_by_token_hash(self, token_hash: str) -> int:
+        result = await self.db.execute(
+            delete(WebSession).where(WebSession.token_hash == token_hash)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def delete_for_user(self, user_id: str, *, keep_token_hash: str | None = None) -> int:
+        """End a user's browser sessions (all, or all but the one with ``keep_token_hash``)."""
+        stmt = delete(WebSession).where(WebSession.user_id == user_id)
+        if keep_token_hash is not None:
+            stmt = stmt.where(WebSession.token_hash != keep_token_hash)
+        result = await self.db.execute(stmt)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def delete_expired(self, now: datetime) -> None:
+        await self.db.execute(delete(WebSession).where(WebSession.expires_at <= now))
+
+
+class ApiTokenRepository(Repository[ApiToken]):
+    model = ApiToken
+
+    async def by_token_hash(self, token_hash: str) -> ApiToken | None:
+        return await self.db.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
+
+    async def list(self) -> list[ApiToken]:
+        return await self.scalars(select(ApiToken).order_by(ApiToken.created_at))
+
+
+class LoginThrottleRepository(Repository[LoginThrottle]):
+    model = LoginThrottle
+
+    async def locked_row(self, key: str, now: datetime) -> LoginThrottle:
+        """The counter row for ``key``, locked for this transaction (created on first use)."""
+        stmt = (
+            select(LoginThrottle)
+            .where(LoginThrottle.key == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        row = await self.db.scalar(stmt)
+        if row is not None:
+            return row
+        try:
+            # A savepoint: two first failures for one key race on the primary key.
+            async with self.db.begin_nested():
+                row = LoginThrottle(key=key, failures=0, window_started_at=now)
+                self.db.add(row)
+        except IntegrityError:
+            row = await self.db.scalar(stmt)
+            if row is None:  # pragma: no cover - the racing insert must have committed
+                raise
+        return row
+
+    async def find_locked(self, key: str) -> LoginThrottle | None:
+        """The row for ``key`` if there is one, locked for this transaction."""
+        stmt = (
+            select(LoginThrottle)
+            .where(LoginThrottle.key == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return await self.db.scalar(stmt)
+
+    async def clear(self, key: str) -> None:
+        await self.db.execute(delete(LoginThrottle).where(LoginThrottle.key == key))

@@ -1,0 +1,98 @@
+"""One Settings class for the broker, read from the environment (prefix ``SUPPORTBROKER_``).
+
+Everything has a working default so ``make run`` needs zero configuration; outside the
+``development`` environment placeholder secrets are refused at start-up.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "dev-only-change-me"  # noqa: S105 - a marker we refuse outside development
+
+
+class Settings(BaseSettings):
+    """Broker settings. See docs/ARCHITECTURE.md for what each part controls."""
+
+    model_config = SettingsConfigDict(env_prefix="SUPPORTBROKER_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./var/supportbroker.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # how users reach us; derived from host/port when empty
+    log_format: Literal["console", "json"] | None = None  # None: console in development
+
+    # Secret material lives in files outside the database.
+    data_dir: Path = Path("var")
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)  # signs cookies and consent-code HMACs
+    kek_path: Path | None = None  # audit key-encryption key file; default data_dir/keys/kek.json
+    signing_key_path: Path | None = None  # Ed25519 checkpoint key; default data_dir/keys/...
+    checkpoint_publish_dir: Path | None = None  # where signed checkpoints are published
+    audit_log_id: str = "supportbroker.local/audit"
+
+    # Policies.
+    reason_min_length: int = Field(default=10, ge=1, le=2000)
+    max_concurrent_sessions: int = Field(default=2, ge=1, le=100)
+    consent_timeout_seconds: int = Field(default=600, ge=30, le=86400)
+    max_session_minutes: int = Field(default=480, ge=1, le=10080)
+    consent_max_attempts: int = Field(default=5, ge=1, le=100)
+    consent_lockout_seconds: int = Field(default=900, ge=1)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    web_session_hours: int = Field(default=12, ge=1, le=720)
+    trusted_proxies: list[str] = []  # X-Forwarded-For is honoured only from these
+    max_body_bytes: int = 1_000_000
+
+    # SSH gateway (built-in agent provider).
+    gateway_enabled: bool = True
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 2222
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if (
+            self.environment == "production"
+            and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET
+        ):
+            raise ValueError(
+                "SUPPORTBROKER_SECRET_KEY is the development placeholder; set a real secret, "
+                "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        if len(self.secret_key.get_secret_value()) < 16:
+            raise ValueError("SUPPORTBROKER_SECRET_KEY must be at least 16 characters")
+        return self
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def resolved_kek_path(self) -> Path:
+        return self.kek_path or self.keys_dir / "kek.json"
+
+    @property
+    def resolved_signing_key_path(self) -> Path:
+        return self.signing_key_path or self.keys_dir / "checkpoint-ed25519.pem"
+
+    @property
+    def resolved_publish_dir(self) -> Path:
+        return self.checkpoint_publish_dir or self.data_dir / "checkpoints"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own and pass them to create_app)."""
+    return Settings()

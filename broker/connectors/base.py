@@ -1,0 +1,107 @@
+"""The ``TicketConnector`` port and the plain values that cross it.
+
+A connector knows one ticket system: how to read a ticket, how to tell a genuine webhook
+from a forged or replayed one, how to leave an internal note, and where the broker's
+"start remote session" link for a ticket points. It knows nothing of our database; every
+failure reaches the caller as a ``broker.errors`` error (``ConnectorError`` for the foreign
+system misbehaving, ``NotFound`` for an unknown ticket, ``NotAuthenticated`` for a webhook
+that does not verify).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+TicketState = Literal["open", "closed"]
+INBOUND_EVENTS = frozenset({"ticket.updated", "ticket.closed", "ticket.reassigned"})
+OUTBOUND_EVENTS = frozenset(
+    {
+        "session.requested",
+        "consent.decided",
+        "session.started",
+        "session.ended",
+        "evidence.sealed",
+    }
+)
+
+
+@dataclass(frozen=True)
+class TicketInfo:
+    """A ticket as its system describes it; ``state`` is already mapped to open/closed."""
+
+    system: str
+    external_id: str
+    subject: str = ""
+    requester: str = ""
+    state: TicketState = "open"
+    raw_state: str = ""  # the system's own word for the state, for messages
+    assignee: str | None = None
+    group: str | None = None
+    priority: str | None = None
+    category: str | None = None
+    url: str | None = None
+    # False when the system could not be asked (standalone, osTicket): taken as typed.
+    verified: bool = True
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == "open"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.system}:{self.external_id}"
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """An inbound webhook that passed signature and replay-window checks."""
+
+    delivery_id: str
+    event_type: str  # one of INBOUND_EVENTS
+    external_id: str
+    occurred_at: datetime
+    state: str | None = None
+    assignee: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One outbox row as a connector delivers it."""
+
+    delivery_id: str
+    system: str
+    external_id: str
+    event_type: str
+    text: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@runtime_checkable
+class TicketConnector(Protocol):
+    """What the broker needs from a ticket system."""
+
+    system: str  # the configured name (``zammad``, ``helpdesk-eu``...)
+    kind: str  # the implementation (``zammad``, ``glpi``, ``null``...)
+    can_lookup: bool  # False: tickets are taken as typed
+    can_comment: bool  # False: nothing is queued for this system
+
+    async def lookup_ticket(self, external_id: str) -> TicketInfo: ...
+
+    def verify_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, now: datetime | None = None
+    ) -> WebhookEvent: ...
+
+    async def post_comment(self, external_id: str, text: str, internal: bool = True) -> None: ...
+
+    async def deliver(self, message: OutboundMessage) -> None: ...
+
+    def deep_link(self, external_id: str) -> str: ...
+
+    async def check(self) -> str: ...
+
+    async def aclose(self) -> None: ...

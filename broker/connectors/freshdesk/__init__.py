@@ -1,0 +1,1 @@
+"""Freshdesk connector (REST API v2, private notes)."""

@@ -1,0 +1,1 @@
+"""GLPI connector (REST API v1: initSession, Ticket, ITILFollowup, killSession)."""

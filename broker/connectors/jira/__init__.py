@@ -1,0 +1,1 @@
+"""Jira Service Management connector (REST API, internal comments)."""

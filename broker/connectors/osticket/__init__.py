@@ -1,0 +1,1 @@
+"""osTicket connector (API key; the API only creates tickets)."""

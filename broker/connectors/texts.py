@@ -1,0 +1,137 @@
+"""The comments a ticket receives, as plain text (each connector renders it for its system).
+
+One builder per moment of a session: the request (who, why, which rights, how long), the
+end user's decision, the start, the end (duration and summary) and the evidence digest
+(latest signed checkpoint and how to export the ticket's bundle). Texts name people and
+facts, never secrets or links that grant access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+HEADER = "[supportbroker]"
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def duration_text(start: datetime, end: datetime) -> str:
+    seconds = max(0, int((end - start).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def request_text(
+    *,
+    technician: str,
+    reason: str,
+    capabilities: Sequence[str],
+    duration_minutes: int,
+    device: str,
+    provider: str,
+    session_id: str,
+    unattended: bool = False,
+) -> str:
+    consent = (
+        "Unattended access allowed by the device group's policy (recorded as such)."
+        if unattended
+        else "Waiting for the end user's consent."
+    )
+    return "\n".join(
+        [
+            f"{HEADER} Remote session requested",
+            f"Technician: {technician}",
+            f"Device: {device} (via {provider})",
+            f"Reason: {reason}",
+            f"Rights: {', '.join(capabilities) or 'none'}; time limit {duration_minutes} min",
+            consent,
+            f"Session: {session_id}",
+        ]
+    )
+
+
+def decision_text(
+    *,
+    approved: bool,
+    decided_by: str,
+    session_id: str,
+    until: datetime | None = None,
+    note: str | None = None,
+) -> str:
+    lines = [
+        f"{HEADER} Remote session {'approved' if approved else 'denied'} by {decided_by}",
+        f"Session: {session_id}",
+    ]
+    if approved and until is not None:
+        lines.append(f"Valid until: {_when(until)}")
+    if note:
+        lines.append(f"Note: {note}")
+    return "\n".join(lines)
+
+
+def start_text(
+    *, technician: str, device: str, provider: str, started_at: datetime, session_id: str
+) -> str:
+    return "\n".join(
+        [
+            f"{HEADER} Remote session started {_when(started_at)}",
+            f"Technician: {technician}; device: {device} (via {provider})",
+            f"Session: {session_id}",
+        ]
+    )
+
+
+def end_text(
+    *,
+    technician: str,
+    session_id: str,
+    started_at: datetime | None,
+    ended_at: datetime,
+    outcome: str,
+    reason: str,
+    capabilities: Sequence[str],
+    end_reason: str | None = None,
+    summary: str | None = None,
+) -> str:
+    took = duration_text(started_at, ended_at) if started_at is not None else "not started"
+    lines = [
+        f"{HEADER} Remote session {outcome} {_when(ended_at)}",
+        f"Technician: {technician}",
+        f"Duration: {took}",
+        f"Why: {reason}",
+        f"Rights used: {', '.join(capabilities) or 'none'}",
+    ]
+    if end_reason:
+        lines.append(f"Ended because: {end_reason}")
+    if summary:
+        lines.append(f"Summary: {summary}")
+    lines.append(f"Session: {session_id}")
+    return "\n".join(lines)
+
+
+def evidence_text(
+    *,
+    ticket_ref: str,
+    tree_size: int,
+    root_hash: str,
+    signed_at: datetime,
+    key_fingerprint: str | None = None,
+    export_command: str | None = None,
+) -> str:
+    export = export_command or f"supportbroker evidence export --ticket {ticket_ref}"
+    lines = [
+        f"{HEADER} Audit evidence sealed for {ticket_ref}",
+        f"Latest signed checkpoint: size {tree_size}, root {root_hash}, {_when(signed_at)}",
+    ]
+    if key_fingerprint:
+        lines.append(f"Signing key fingerprint: {key_fingerprint}")
+    lines.append(f"Export the verifiable bundle: {export}")
+    return "\n".join(lines)

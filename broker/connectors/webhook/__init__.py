@@ -1,0 +1,1 @@
+"""Generic signed webhook connector (in and out)."""

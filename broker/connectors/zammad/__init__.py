@@ -1,0 +1,1 @@
+"""Zammad connector (REST API, token auth)."""

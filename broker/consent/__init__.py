@@ -1,0 +1,1 @@
+"""The end user's consent: codes, link tokens, decisions, brute-force protection."""

@@ -1,0 +1,37 @@
+"""Session-per-request: one transaction per request, committed before the response is sent.
+
+The dependency runs with ``scope="function"`` so its exit (the commit) happens when the
+endpoint returns and before FastAPI sends the response: a 2xx is only ever sent for work that
+is durable. Errors roll back, except refusals flagged ``keep_changes`` (see broker.errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from broker.errors import BrokerError
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        try:
+            yield session
+        except BrokerError as exc:
+            if exc.keep_changes:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]

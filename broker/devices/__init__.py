@@ -1,0 +1,1 @@
+"""Device groups (with their policies), devices, and which technicians serve which groups."""

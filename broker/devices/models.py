@@ -1,0 +1,52 @@
+"""Device groups carry the policy for their devices; technicians are members of groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from broker.db.base import Base, CreatedMixin, IdMixin
+
+
+class DeviceGroup(IdMixin, CreatedMixin, Base):
+    __tablename__ = "device_groups"
+
+    name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(String(500), default="", nullable=False)
+    unattended_allowed: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    consent_timeout_seconds: Mapped[int | None] = mapped_column()
+    record_input: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    allowed_ports: Mapped[list[int]] = mapped_column(JSON, default=list, nullable=False)
+    allowed_paths: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    # Pre-session questions shown on the consent page: [{"id": ..., "label": ...}].
+    questions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+
+
+class GroupMember(Base):
+    """A technician who may see and serve the devices of a group."""
+
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("device_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class Device(IdMixin, CreatedMixin, Base):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("provider", "provider_device_id"),)
+
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("device_groups.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    provider: Mapped[str] = mapped_column(String(30), nullable=False)
+    provider_device_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    asset_tag: Mapped[str | None] = mapped_column(String(100))
+    owner_name: Mapped[str | None] = mapped_column(String(200))
+    owner_contact: Mapped[str | None] = mapped_column(String(320))

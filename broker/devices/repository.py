@@ -1,0 +1,139 @@
+"""SQL for device groups, devices and group membership."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, delete, func, or_, select
+
+from broker.auth.models import User
+from broker.db.repository import Repository
+from broker.devices.models import Device, DeviceGroup, GroupMember
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    group_id: str | None = None
+    provider: str | None = None
+    q: str | None = None  # substring of name, provider id, asset tag, owner name
+
+
+def _like(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class GroupRepository(Repository[DeviceGroup]):
+    model = DeviceGroup
+
+    async def is_member(self, group_id: str, user_id: str) -> bool:
+        found = await self.db.scalar(
+            select(GroupMember.user_id).where(
+                GroupMember.group_id == group_id, GroupMember.user_id == user_id
+            )
+        )
+        return found is not None
+
+    async def by_name(self, name: str) -> DeviceGroup | None:
+        return await self.db.scalar(select(DeviceGroup).where(DeviceGroup.name == name))
+
+    async def visible_to(self, user_id: str | None) -> list[DeviceGroup]:
+        """Every group (``user_id`` None) or the groups ``user_id`` is a member of."""
+        stmt = select(DeviceGroup).order_by(DeviceGroup.name)
+        if user_id is not None:
+            stmt = stmt.join(GroupMember, GroupMember.group_id == DeviceGroup.id).where(
+                GroupMember.user_id == user_id
+            )
+        return await self.scalars(stmt)
+
+    async def members(self, group_id: str) -> list[User]:
+        stmt = (
+            select(User)
+            .join(GroupMember, GroupMember.user_id == User.id)
+            .where(GroupMember.group_id == group_id)
+            .order_by(User.username)
+        )
+        return list((await self.db.scalars(stmt)).all())
+
+    async def add_member(self, group_id: str, user_id: str) -> None:
+        self.db.add(GroupMember(group_id=group_id, user_id=user_id))
+        await self.db.flush()
+
+    async def remove_member(self, group_id: str, user_id: str) -> None:
+        await self.db.execute(
+            delete(GroupMember).where(
+                GroupMember.group_id == group_id, GroupMember.user_id == user_id
+            )
+        )
+
+
+class DeviceRepository(Repository[Device]):
+    model = Device
+
+    async def visible_to(self, user_id: str | None) -> list[Device]:
+        stmt = select(Device).order_by(Device.name)
+        if user_id is not None:
+            stmt = stmt.join(GroupMember, GroupMember.group_id == Device.group_id).where(
+                GroupMember.user_id == user_id
+            )
+        return await self.scalars(stmt)
+
+    async def by_provider_id(self, provider: str, provider_device_id: str) -> Device | None:
+        return await self.db.scalar(
+            select(Device).where(
+                Device.provider == provider, Device.provider_device_id == provider_device_id
+            )
+        )
+
+    @staticmethod
+    def _where(filters: DeviceFilter, member_id: str | None) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = []
+        if member_id is not None:
+            where.append(
+                Device.group_id.in_(
+                    select(GroupMember.group_id).where(GroupMember.user_id == member_id)
+                )
+            )
+        if filters.group_id is not None:
+            where.append(Device.group_id == filters.group_id)
+        if filters.provider is not None:
+            where.append(Device.provider == filters.provider)
+        if filters.q:
+            pattern = _like(filters.q)
+            columns = (Device.name, Device.provider_device_id, Device.asset_tag, Device.owner_name)
+            where.append(or_(*(func.lower(c).like(pattern, escape="\\") for c in columns)))
+        return where
+
+    async def search(
+        self, filters: DeviceFilter, *, member_id: str | None, limit: int, offset: int
+    ) -> list[Device]:
+        """Devices matching ``filters``; only those in ``member_id``'s groups when given."""
+        stmt = (
+            select(Device)
+            .where(*self._where(filters, member_id))
+            .order_by(Device.name, Device.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return await self.scalars(stmt)
+
+    async def count(self, filters: DeviceFilter, *, member_id: str | None) -> int:
+        stmt = select(func.count()).select_from(Device).where(*self._where(filters, member_id))
+        return int(await self.db.scalar(stmt) or 0)
+
+    async def session_count(self, device_id: str) -> int:
+        """Sessions referencing the device (they keep it: the audit trail names it)."""
+        from broker.sessions.models import RemoteSession
+
+        stmt = (
+            select(func.count())
+            .select_from(RemoteSession)
+            .where(RemoteSession.device_id == device_id)
+        )
+        return int(await self.db.scalar(stmt) or 0)
+
+    async def groups_of(self, group_ids: set[str]) -> dict[str, DeviceGroup]:
+        if not group_ids:
+            return {}
+        rows = await self.db.scalars(select(DeviceGroup).where(DeviceGroup.id.in_(group_ids)))
+        return {g.id: g for g in rows}

@@ -1,0 +1,138 @@
+"""The device-group and device APIs (thin: parse, authorise, call one service function).
+
+Reads need ``devices:read`` (technicians see only their groups and those groups' devices;
+admins and auditors see all); changes need ``devices:write`` (admins).
+
+- ``GET /device-groups`` · ``POST /device-groups`` (201; duplicate name → 409)
+- ``GET /device-groups/{id}`` · ``PATCH /device-groups/{id}``
+- ``PUT /device-groups/{id}/members/{user_id}`` (technicians only; idempotent)
+- ``DELETE /device-groups/{id}/members/{user_id}`` (204)
+- ``GET /devices`` filters ``group_id``, ``provider``, ``q``, ``limit``/``offset``
+- ``POST /devices`` (201; duplicate provider + provider id → 409)
+- ``GET /devices/{id}`` · ``PATCH /devices/{id}``
+- ``DELETE /devices/{id}`` (204; a device with sessions → 409)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from broker.auth.deps import require
+from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
+from broker.db.session import DbSession
+from broker.devices import service
+from broker.devices.models import DeviceGroup
+from broker.devices.repository import DeviceFilter
+from broker.devices.schemas import (
+    DeviceCreate,
+    DeviceList,
+    DeviceOut,
+    DeviceUpdate,
+    GroupCreate,
+    GroupList,
+    GroupOut,
+    GroupUpdate,
+)
+
+router = APIRouter(tags=["devices"])
+Reader = Annotated[Principal, Depends(require(Scope.devices_read))]
+Writer = Annotated[Principal, Depends(require(Scope.devices_write))]
+Id = Annotated[str, Path(min_length=1, max_length=36)]
+
+
+async def _group_out(db: DbSession, group: DeviceGroup) -> GroupOut:
+    return GroupOut.of(group, await service.group_members(db, group.id))
+
+
+@router.get("/device-groups")
+async def list_groups(principal: Reader, db: DbSession) -> GroupList:
+    groups = await service.list_groups(db, principal)
+    return GroupList(items=[await _group_out(db, g) for g in groups])
+
+
+@router.post("/device-groups", status_code=201)
+async def create_group(body: GroupCreate, principal: Writer, db: DbSession) -> GroupOut:
+    group = await service.create_group(db, actor=principal.actor(), **body.model_dump())
+    return await _group_out(db, group)
+
+
+@router.get("/device-groups/{group_id}")
+async def get_group(group_id: Id, principal: Reader, db: DbSession) -> GroupOut:
+    return await _group_out(db, await service.get_group_for(db, principal, group_id))
+
+
+@router.patch("/device-groups/{group_id}")
+async def update_group(
+    group_id: Id, body: GroupUpdate, principal: Writer, db: DbSession
+) -> GroupOut:
+    changes = body.model_dump(include=body.model_fields_set)
+    group = await service.update_group(
+        db, actor=principal.actor(), group_id=group_id, changes=changes
+    )
+    return await _group_out(db, group)
+
+
+@router.put("/device-groups/{group_id}/members/{user_id}")
+async def add_member(group_id: Id, user_id: Id, principal: Writer, db: DbSession) -> GroupOut:
+    await service.add_member(db, actor=principal.actor(), group_id=group_id, user_id=user_id)
+    return await _group_out(db, await service.get_group(db, group_id))
+
+
+@router.delete("/device-groups/{group_id}/members/{user_id}", status_code=204)
+async def remove_member(group_id: Id, user_id: Id, principal: Writer, db: DbSession) -> Response:
+    await service.remove_member(db, actor=principal.actor(), group_id=group_id, user_id=user_id)
+    return Response(status_code=204)
+
+
+@router.get("/devices")
+async def list_devices(
+    *,
+    principal: Reader,
+    db: DbSession,
+    group_id: Annotated[str | None, Query(min_length=1, max_length=36)] = None,
+    provider: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,30}$")] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DeviceList:
+    filters = DeviceFilter(group_id=group_id, provider=provider, q=q)
+    items, total = await service.list_devices(db, principal, filters, limit=limit, offset=offset)
+    groups = await service.groups_for(db, items)
+    return DeviceList(
+        items=[DeviceOut.of(d, groups[d.group_id]) for d in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post("/devices", status_code=201)
+async def create_device(body: DeviceCreate, principal: Writer, db: DbSession) -> DeviceOut:
+    device = await service.create_device(db, actor=principal.actor(), **body.model_dump())
+    return DeviceOut.of(device, await service.get_group(db, device.group_id))
+
+
+@router.get("/devices/{device_id}")
+async def get_device(device_id: Id, principal: Reader, db: DbSession) -> DeviceOut:
+    device = await service.get_device_for(db, principal, device_id)
+    return DeviceOut.of(device, await service.get_group(db, device.group_id))
+
+
+@router.patch("/devices/{device_id}")
+async def update_device(
+    device_id: Id, body: DeviceUpdate, principal: Writer, db: DbSession
+) -> DeviceOut:
+    changes = body.model_dump(include=body.model_fields_set)
+    device = await service.update_device(
+        db, actor=principal.actor(), device_id=device_id, changes=changes
+    )
+    return DeviceOut.of(device, await service.get_group(db, device.group_id))
+
+
+@router.delete("/devices/{device_id}", status_code=204)
+async def delete_device(device_id: Id, principal: Writer, db: DbSession) -> Response:
+    await service.delete_device(db, actor=principal.actor(), device_id=device_id)
+    return Response(status_code=204)

@@ -1,0 +1,393 @@
+"""Device groups (with their policies), devices and membership; what a technician may see.
+
+Technicians see only the groups they are members of and those groups' devices; admins and
+auditors see everything. Every change writes its audit event (system stream) in the same
+transaction. Text and number rules are the schemas' job (API and CLI both parse through
+them); this module applies the domain's rules: known providers, unique names and provider
+ids, technicians-only membership, and devices with sessions are never deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.auth.models import User
+from broker.auth.principal import Principal
+from broker.devices.models import Device, DeviceGroup
+from broker.devices.repository import DeviceFilter, DeviceRepository, GroupRepository
+from broker.errors import Conflict, NotFound, PolicyDenied, ValidationFailed
+from broker.evidence.service import Actor, record_event
+
+GROUP_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "unattended_allowed",
+        "consent_timeout_seconds",
+        "record_input",
+        "allowed_ports",
+        "allowed_paths",
+        "questions",
+    }
+)
+DEVICE_FIELDS = frozenset(
+    {
+        "name",
+        "group_id",
+        "provider",
+        "provider_device_id",
+        "asset_tag",
+        "owner_name",
+        "owner_contact",
+    }
+)
+REQUIRED_DEVICE_FIELDS = frozenset({"name", "group_id", "provider", "provider_device_id"})
+REQUIRED_GROUP_FIELDS = GROUP_FIELDS - {"consent_timeout_seconds"}
+
+
+def _sees_all(principal: Principal) -> bool:
+    return principal.role != "technician"
+
+
+# --- groups ----------------------------------------------------------------------------
+
+
+async def get_group(db: AsyncSession, group_id: str) -> DeviceGroup:
+    group = await GroupRepository(db).get(group_id)
+    if group is None:
+        raise NotFound(f"no device group {group_id}")
+    return group
+
+
+async def find_group(db: AsyncSession, ref: str) -> DeviceGroup:
+    """The group named ``ref``, or else with id ``ref``."""
+    found = await GroupRepository(db).by_name(ref)
+    if found is not None:
+        return found
+    group = await GroupRepository(db).get(ref)
+    if group is None:
+        raise NotFound(f"no device group named {ref!r}")
+    return group
+
+
+async def get_group_for(db: AsyncSession, principal: Principal, group_id: str) -> DeviceGroup:
+    """The group, if ``principal`` may see it: technicians only see their own groups."""
+    group = await get_group(db, group_id)
+    if not _sees_all(principal) and not await GroupRepository(db).is_member(
+        group.id, principal.user_id or ""
+    ):
+        raise PolicyDenied(f"you are not a member of device group {group.name!r}")
+    return group
+
+
+async def list_groups(db: AsyncSession, principal: Principal) -> list[DeviceGroup]:
+    member = None if _sees_all(principal) else principal.user_id or ""
+    return await GroupRepository(db).visible_to(member)
+
+
+async def group_members(db: AsyncSession, group_id: str) -> list[User]:
+    return await GroupRepository(db).members(group_id)
+
+
+async def _unique_group_name(db: AsyncSession, name: str, group_id: str | None = None) -> None:
+    existing = await GroupRepository(db).by_name(name)
+    if existing is not None and existing.id != group_id:
+        raise Conflict(f"a device group named {name!r} already exists")
+
+
+async def create_group(
+    db: AsyncSession,
+    *,
+    actor: Actor,
+    name: str,
+    description: str = "",
+    unattended_allowed: bool = False,
+    consent_timeout_seconds: int | None = None,
+    record_input: bool = False,
+    allowed_ports: Iterable[int] = (),
+    allowed_paths: Iterable[str] = (),
+    questions: Iterable[Mapping[str, str]] = (),
+) -> DeviceGroup:
+    await _unique_group_name(db, name)
+    group = DeviceGroup(
+        name=name,
+        description=description,
+        unattended_allowed=unattended_allowed,
+        consent_timeout_seconds=consent_timeout_seconds,
+        record_input=record_input,
+        allowed_ports=list(allowed_ports),
+        allowed_paths=list(allowed_paths),
+        questions=[dict(q) for q in questions],
+    )
+    try:
+        await GroupRepository(db).add(group)
+    except IntegrityError as exc:  # a concurrent create took the name
+        raise Conflict(f"a device group named {name!r} already exists") from exc
+    await record_event(
+        db,
+        "device_group.created",
+        ticket=None,
+        actor=actor,
+        data={"group_id": group.id, **{f: getattr(group, f) for f in sorted(GROUP_FIELDS)}},
+    )
+    return group
+
+
+async def update_group(
+    db: AsyncSession, *, actor: Actor, group_id: str, changes: Mapping[str, Any]
+) -> DeviceGroup:
+    """Apply ``changes`` (a subset of the policy fields); audited with before and after."""
+    unknown = sorted(set(changes) - GROUP_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"unknown device group field(s): {', '.join(unknown)}")
+    if not changes:
+        raise ValidationFailed(f"give at least one of: {', '.join(sorted(GROUP_FIELDS))}")
+    nulls = sorted(f for f in REQUIRED_GROUP_FIELDS & set(changes) if changes[f] is None)
+    if nulls:
+        raise ValidationFailed(f"may not be null: {', '.join(nulls)}")
+    group = await get_group(db, group_id)
+    if "name" in changes:
+        await _unique_group_name(db, changes["name"], group.id)
+    diff = _apply(group, changes)
+    if diff:
+        await db.flush()
+        await record_event(
+            db,
+            "device_group.updated",
+            ticket=None,
+            actor=actor,
+            data={"group_id": group.id, "name": group.name, "changes": diff},
+        )
+    return group
+
+
+def _apply(obj: DeviceGroup | Device, changes: Mapping[str, Any]) -> dict[str, Any]:
+    diff: dict[str, Any] = {}
+    for name, value in changes.items():
+        before = getattr(obj, name)
+        if before != value:
+            diff[name] = {"from": before, "to": value}
+            setattr(obj, name, value)
+    return diff
+
+
+async def add_member(db: AsyncSession, *, actor: Actor, group_id: str, user_id: str) -> bool:
+    """Make technician ``user_id`` a member; False (and nothing audited) if already one."""
+    from broker.auth.service import get_user
+
+    group = await get_group(db, group_id)
+    user = await get_user(db, user_id)
+    return await _add_member(db, actor=actor, group=group, user=user)
+
+
+async def add_member_by_name(
+    db: AsyncSession, *, actor: Actor, group: str, username: str
+) -> tuple[DeviceGroup, User, bool]:
+    """The CLI's form: group by name (or id), user by username."""
+    from broker.auth.service import get_user_by_name
+
+    found = await find_group(db, group)
+    user = await get_user_by_name(db, username)
+    return found, user, await _add_member(db, actor=actor, group=found, user=user)
+
+
+async def _add_member(db: AsyncSession, *, actor: Actor, group: DeviceGroup, user: User) -> bool:
+    if user.role != "technician":
+        raise ValidationFailed(
+            f"only technicians can be members of a device group; {user.username!r} is {user.role}"
+        )
+    repo = GroupRepository(db)
+    if await repo.is_member(group.id, user.id):
+        return False
+    await repo.add_member(group.id, user.id)
+    await record_event(
+        db,
+        "device_group.member_added",
+        ticket=None,
+        actor=actor,
+        data={"group_id": group.id, "group": group.name, "user_id": user.id, "user": user.username},
+    )
+    return True
+
+
+async def remove_member(db: AsyncSession, *, actor: Actor, group_id: str, user_id: str) -> None:
+    group = await get_group(db, group_id)
+    repo = GroupRepository(db)
+    if not await repo.is_member(group.id, user_id):
+        raise NotFound(f"user {user_id} is not a member of device group {group.name!r}")
+    await repo.remove_member(group.id, user_id)
+    await record_event(
+        db,
+        "device_group.member_removed",
+        ticket=None,
+        actor=actor,
+        data={"group_id": group.id, "group": group.name, "user_id": user_id},
+    )
+
+
+# --- devices ---------------------------------------------------------------------------
+
+
+def known_providers() -> list[str]:
+    """Provider names the broker can drive (built-ins and ``supportbroker.providers``)."""
+    from broker.providers import registry
+
+    return sorted(registry.available())
+
+
+def _check_provider(provider: str) -> None:
+    known = known_providers()
+    if provider not in known:
+        raise ValidationFailed(
+            f"provider: unknown provider {provider!r}; known: {', '.join(known)}"
+        )
+
+
+async def _group_ref(db: AsyncSession, group_id: str) -> DeviceGroup:
+    """A group named in a body: missing is a bad request, not a missing resource."""
+    group = await GroupRepository(db).get(group_id)
+    if group is None:
+        raise ValidationFailed(f"group_id: no device group {group_id}")
+    return group
+
+
+async def _unique_provider_id(
+    db: AsyncSession, provider: str, provider_device_id: str, device_id: str | None = None
+) -> None:
+    existing = await DeviceRepository(db).by_provider_id(provider, provider_device_id)
+    if existing is not None and existing.id != device_id:
+        raise Conflict(
+            f"{provider} device {provider_device_id!r} is already registered "
+            f"as {existing.name!r} ({existing.id})"
+        )
+
+
+def _device_data(device: Device) -> dict[str, Any]:
+    return {"device_id": device.id, **{f: getattr(device, f) for f in sorted(DEVICE_FIELDS)}}
+
+
+async def create_device(
+    db: AsyncSession,
+    *,
+    actor: Actor,
+    name: str,
+    group_id: str,
+    provider: str,
+    provider_device_id: str,
+    asset_tag: str | None = None,
+    owner_name: str | None = None,
+    owner_contact: str | None = None,
+) -> Device:
+    """Register a device in a group; ``provider`` + ``provider_device_id`` is unique."""
+    _check_provider(provider)
+    group = await _group_ref(db, group_id)
+    await _unique_provider_id(db, provider, provider_device_id)
+    device = Device(
+        name=name,
+        group_id=group.id,
+        provider=provider,
+        provider_device_id=provider_device_id,
+        asset_tag=asset_tag,
+        owner_name=owner_name,
+        owner_contact=owner_contact,
+    )
+    try:
+        await DeviceRepository(db).add(device)
+    except IntegrityError as exc:  # a concurrent create took the provider id
+        raise Conflict(f"{provider} device {provider_device_id!r} is already registered") from exc
+    await record_event(
+        db,
+        "device.created",
+        ticket=None,
+        actor=actor,
+        data={**_device_data(device), "group": group.name},
+    )
+    return device
+
+
+async def get_device_for(db: AsyncSession, principal: Principal, device_id: str) -> Device:
+    """The device, if ``principal`` may see it: technicians only see their groups' devices."""
+    device = await DeviceRepository(db).get(device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id}")
+    if principal.role == "technician" and not await GroupRepository(db).is_member(
+        device.group_id, principal.user_id or ""
+    ):
+        raise PolicyDenied(f"device {device.name!r} is not in any of your device groups")
+    return device
+
+
+async def list_devices(
+    db: AsyncSession, principal: Principal, filters: DeviceFilter, *, limit: int, offset: int
+) -> tuple[list[Device], int]:
+    """A page of the devices ``principal`` may see, by name, and how many match in all."""
+    member = None if _sees_all(principal) else principal.user_id or ""
+    repo = DeviceRepository(db)
+    items = await repo.search(filters, member_id=member, limit=limit, offset=offset)
+    return items, await repo.count(filters, member_id=member)
+
+
+async def groups_for(db: AsyncSession, devices: Iterable[Device]) -> dict[str, DeviceGroup]:
+    """The groups of ``devices`` by id (for listing them with their group's name)."""
+    return await DeviceRepository(db).groups_of({d.group_id for d in devices})
+
+
+async def update_device(
+    db: AsyncSession, *, actor: Actor, device_id: str, changes: Mapping[str, Any]
+) -> Device:
+    unknown = sorted(set(changes) - DEVICE_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"unknown device field(s): {', '.join(unknown)}")
+    if not changes:
+        raise ValidationFailed(f"give at least one of: {', '.join(sorted(DEVICE_FIELDS))}")
+    nulls = sorted(f for f in REQUIRED_DEVICE_FIELDS & set(changes) if changes[f] is None)
+    if nulls:
+        raise ValidationFailed(f"may not be null: {', '.join(nulls)}")
+    device = await DeviceRepository(db).get(device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id}")
+    if "provider" in changes:
+        _check_provider(changes["provider"])
+    if "group_id" in changes:
+        await _group_ref(db, changes["group_id"])
+    provider = changes.get("provider", device.provider)
+    provider_device_id = changes.get("provider_device_id", device.provider_device_id)
+    await _unique_provider_id(db, provider, provider_device_id, device.id)
+    diff = _apply(device, changes)
+    if diff:
+        try:
+            await db.flush()
+        except IntegrityError as exc:
+            raise Conflict(
+                f"{provider} device {provider_device_id!r} is already registered"
+            ) from exc
+        await record_event(
+            db,
+            "device.updated",
+            ticket=None,
+            actor=actor,
+            data={"device_id": device.id, "name": device.name, "changes": diff},
+        )
+    return device
+
+
+async def delete_device(db: AsyncSession, *, actor: Actor, device_id: str) -> None:
+    """Remove a device that never had a session; one with sessions stays (409)."""
+    repo = DeviceRepository(db)
+    device = await repo.get(device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id}")
+    sessions = await repo.session_count(device.id)
+    if sessions:
+        raise Conflict(
+            f"device {device.name!r} has {sessions} session(s) and is kept for their audit "
+            "trail; move it to another group or rename it instead"
+        )
+    data = _device_data(device)
+    await db.delete(device)
+    await db.flush()
+    await record_event(db, "device.deleted", ticket=None, actor=actor, data=data)

@@ -1,0 +1,72 @@
+"""The broker's one error tree. Domain code raises these; ``broker.app`` maps them to HTTP.
+
+Errors know nothing of HTTP: each carries a stable machine ``code`` and a human ``detail``.
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Base of every error the broker raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, detail: str, *, keep_changes: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        # A refusal that must still be remembered (the audit event of a failed login, a
+        # consent attempt counter) sets keep_changes: the request's transaction commits
+        # before the error reaches the client. Everything else rolls back.
+        self.keep_changes = keep_changes
+
+
+class ValidationFailed(BrokerError):
+    code = "invalid_request"
+
+
+class NotAuthenticated(BrokerError):
+    code = "not_authenticated"
+
+
+class PermissionDenied(BrokerError):
+    code = "forbidden"
+
+
+class NotFound(BrokerError):
+    code = "not_found"
+
+
+class Conflict(BrokerError):
+    code = "conflict"
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+
+class PolicyDenied(BrokerError):
+    """A rule of the broker's policy refused the action (reason, groups, limits...)."""
+
+    code = "policy_denied"
+
+
+class RateLimited(BrokerError):
+    code = "rate_limited"
+
+
+class ProviderError(BrokerError):
+    """A remote-access provider failed; adapters raise it ``from`` the foreign error."""
+
+    code = "provider_error"
+
+
+class ConnectorError(BrokerError):
+    """A ticket-system connector failed."""
+
+    code = "connector_error"
+
+
+class AuditFailure(BrokerError):
+    """The audit log could not record an event: the change it belongs to must not happen."""
+
+    code = "audit_failure"

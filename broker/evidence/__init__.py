@@ -1,0 +1,1 @@
+"""Wires the audit library into the broker: the one ``record_event`` every domain calls."""

@@ -1,0 +1,110 @@
+"""``supportbroker audit ...``: verify evidence, export a bundle, erase, rotate, publish.
+
+``audit verify BUNDLE --public-key KEY`` needs no database (it is ``python -m audit verify``);
+the others work on the broker's configured database and keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.evidence.service import SYSTEM_ACTOR, audit_log_of
+
+
+def _plain_verify(args: argparse.Namespace) -> int:
+    from audit.cli import run
+
+    return run(argparse.Namespace(command="verify", bundle=args.bundle, public_key=args.public_key))
+
+
+def _progress(done: int, total: int) -> None:
+    from audit.cli import _progress as bar
+
+    bar(done, total)
+
+
+async def _verify_log(db: AsyncSession, args: argparse.Namespace) -> int:
+    log = audit_log_of(db)
+    report = await log.verify_log(await db.connection(), _progress)
+    print(report.verdict())
+    return 0 if report.ok else 1
+
+
+async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
+    from broker.evidence.service import record_event
+
+    log = audit_log_of(db)
+    data = await log.export_bundle(
+        await db.connection(), args.ticket, include_plaintext=args.plaintext
+    )
+    await record_event(
+        db,
+        "evidence.exported",
+        ticket=args.ticket,
+        actor=SYSTEM_ACTOR,
+        data={"via": "cli", "include_plaintext": args.plaintext, "reason": args.reason},
+    )
+    args.out.write_bytes(data)
+    key = args.out.with_name(args.out.name + ".vkey")
+    key.write_text(log.signer.verifier.encode() + "\n")
+    print(f"wrote {args.out} ({len(data)} bytes) and its public key {key}")
+    print(f"verify with: python -m audit verify {args.out} --public-key {key}")
+    return 0
+
+
+async def _erase(db: AsyncSession, args: argparse.Namespace) -> int:
+    log = audit_log_of(db)
+    actor = {**SYSTEM_ACTOR.as_payload(), "via": "cli", "reason": args.reason}
+    appended = await log.erase_stream(await db.connection(), args.ticket, actor=actor)
+    print(f"erased the content of {args.ticket}; erasure sealed at position {appended.position}")
+    return 0
+
+
+async def _rotate(db: AsyncSession, args: argparse.Namespace) -> int:
+    from audit.keys import LocalFileKeyProvider
+
+    log = audit_log_of(db)
+    if not isinstance(log.keys, LocalFileKeyProvider):
+        print("rotate-kek works on the local key file; rotate Vault keys in Vault", file=sys.stderr)
+        return 1
+    new_id = log.keys.rotate()
+    count = await log.rotate_kek(await db.connection(), log.keys)
+    print(f"new key-encryption key {new_id}; re-wrapped {count} data keys")
+    return 0
+
+
+async def _public_key(db: AsyncSession, args: argparse.Namespace) -> int:
+    print(audit_log_of(db).signer.verifier.encode())
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    audit = subparsers.add_parser("audit", help="verify, export, erase, rotate the audit log")
+    sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+
+    verify = sub.add_parser("verify", help="verify an evidence bundle offline")
+    verify.add_argument("bundle", type=Path)
+    verify.add_argument("--public-key", required=True)
+    verify.set_defaults(plain=_plain_verify)
+
+    sub.add_parser("verify-log", help="verify the whole log").set_defaults(handler=_verify_log)
+
+    export = sub.add_parser("export", help="write a ticket's evidence bundle")
+    export.add_argument("ticket", help="SYSTEM:EXTERNAL_ID, e.g. zammad:HD-4711")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--plaintext", action="store_true", help="include decrypted payloads")
+    export.add_argument("--reason", required=True)
+    export.set_defaults(handler=_export)
+
+    erase = sub.add_parser("erase", help="crypto-shred a ticket's content")
+    erase.add_argument("ticket")
+    erase.add_argument("--reason", required=True)
+    erase.set_defaults(handler=_erase)
+
+    sub.add_parser("rotate-kek", help="new key-encryption key").set_defaults(handler=_rotate)
+    sub.add_parser("public-key", help="print the verifier key").set_defaults(handler=_public_key)

@@ -1,0 +1,157 @@
+"""What auditors and admins do with the audit log: timeline, verification, export, erasure.
+
+Reading content is itself evidence: every timeline view with payloads, every export and every
+erasure is recorded before the content leaves (in the same transaction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit.errors import AuditError
+from audit.merkle import verify_consistency
+from audit.store import AuditLog, ReadRecord
+from audit.verify import VerifyReport
+from broker.auth.principal import Principal
+from broker.errors import Conflict, NotFound, ValidationFailed
+from broker.evidence.service import SYSTEM_STREAM, audit_log_of, record_event
+
+
+@dataclass(frozen=True)
+class Timeline:
+    stream: str
+    records: list[ReadRecord]
+    chain_ok: bool
+    problem: str | None
+
+
+def _check_chain(log: AuditLog, raw: list[Any]) -> str | None:
+    """Per-record integrity for the timeline: sequence and links of the ticket's chain."""
+    from audit.records import ZERO_HASH, record_leaf_hash
+
+    prev = ZERO_HASH
+    for seq, record in enumerate(raw, start=1):
+        if record.stream_seq != seq or record.prev_hash != prev:
+            return f"record {record.record_id} breaks the ticket's chain"
+        if record_leaf_hash(log.log_id, record) != record.leaf_hash:
+            return f"record {record.record_id} was altered"
+        prev = record.leaf_hash
+    return None
+
+
+async def timeline(db: AsyncSession, principal: Principal, stream: str) -> Timeline:
+    log = audit_log_of(db)
+    conn = await db.connection()
+    raw = await log.records(conn, stream=stream)
+    if not raw:
+        raise NotFound(f"the audit log has no events for {stream}")
+    problem = _check_chain(log, raw)
+    try:
+        records = await log.read_stream(conn, stream)
+    except AuditError as exc:
+        problem = problem or str(exc)
+        records = []
+    await record_event(
+        db,
+        "audit.timeline_viewed",
+        ticket=stream if stream != SYSTEM_STREAM else None,
+        actor=principal.actor(),
+        data={"records": len(raw)},
+    )
+    return Timeline(stream, records, problem is None, problem)
+
+
+async def verify_all(db: AsyncSession) -> VerifyReport:
+    log = audit_log_of(db)
+    return await log.verify_log(await db.connection())
+
+
+async def export(
+    db: AsyncSession, principal: Principal, stream: str, *, include_plaintext: bool, reason: str
+) -> bytes:
+    if not reason.strip():
+        raise ValidationFailed("reason: say why you export this evidence")
+    log = audit_log_of(db)
+    conn = await db.connection()
+    try:
+        data = await log.export_bundle(conn, stream, include_plaintext=include_plaintext)
+    except AuditError as exc:
+        raise NotFound(str(exc)) from exc
+    await record_event(
+        db,
+        "evidence.exported",
+        ticket=stream,
+        actor=principal.actor(),
+        data={"include_plaintext": include_plaintext, "reason": reason, "bytes": len(data)},
+    )
+    return data
+
+
+async def erase(db: AsyncSession, principal: Principal, stream: str, *, reason: str) -> int:
+    """Crypto-shred a ticket's content; returns the position of the erasure record."""
+    if stream == SYSTEM_STREAM:
+        raise ValidationFailed("the system stream cannot be erased")
+    if not reason.strip():
+        raise ValidationFailed("reason: say why this ticket's content is erased")
+    log = audit_log_of(db)
+    try:
+        appended = await log.erase_stream(
+            await db.connection(),
+            stream,
+            actor={**principal.actor().as_payload(), "reason": reason},
+        )
+    except AuditError as exc:
+        raise Conflict(str(exc)) from exc
+    return appended.position
+
+
+@dataclass(frozen=True)
+class PublishedStatus:
+    ok: bool
+    detail: str
+
+
+async def compare_with_published(db: AsyncSession) -> PublishedStatus:
+    """Is the database at or ahead of the last checkpoint published outside it?
+
+    Cheaper than a full verification: the published head must be a prefix of our tree
+    (a consistency proof over the stored leaf hashes).
+    """
+    log = audit_log_of(db)
+    published = log.publisher.latest() if log.publisher is not None else None
+    if published is None:
+        return PublishedStatus(True, "nothing published yet")
+    try:
+        log.signer.verifier.verify(published.note)
+    except AuditError as exc:
+        return PublishedStatus(False, f"the published checkpoint is not ours: {exc}")
+    conn = await db.connection()
+    ours = await log.latest_checkpoint(conn)
+    size = 0 if ours is None else ours.size
+    if published.size > size:
+        return PublishedStatus(
+            False,
+            f"ROLLBACK: a checkpoint at size {published.size} was published, "
+            f"the database holds {size} records",
+        )
+    assert ours is not None
+    if published.size == size:
+        same = published.root == ours.root
+        return PublishedStatus(
+            same, "at the published checkpoint" if same else "FORK: roots differ"
+        )
+    proof = await log.consistency_proof(conn, published.size, size)
+    try:
+        verify_consistency(published.size, size, published.root, ours.root, proof)
+    except AuditError as exc:
+        return PublishedStatus(False, f"FORK: {exc}")
+    return PublishedStatus(True, f"consistent with the published checkpoint at {published.size}")
+
+
+async def publish(db: AsyncSession) -> int:
+    log = audit_log_of(db)
+    latest = await log.publish(await db.connection())
+    return 0 if latest is None else latest.size

@@ -1,0 +1,128 @@
+"""The audit API: a ticket's timeline, whole-log verification, checkpoints, export, erasure.
+
+Auditors read (scope ``audit:read``); erasure is an admin's (``users:admin``) and is itself a
+sealed record. The public verifier key is public: third parties need it to check bundles.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from broker.auth.deps import require
+from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
+from broker.db.session import DbSession
+from broker.errors import NotFound
+from broker.evidence import queries
+from broker.evidence.schemas import (
+    CheckpointOut,
+    EraseIn,
+    EraseOut,
+    EventOut,
+    ExportIn,
+    TimelineOut,
+    VerifyOut,
+)
+from broker.evidence.service import audit_log_of
+from broker.sessions.schemas import TicketId, TicketSystem
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+Auditor = Annotated[Principal, Depends(require(Scope.audit_read))]
+Admin = Annotated[Principal, Depends(require(Scope.users_admin))]
+System = Annotated[TicketSystem, Path()]
+External = Annotated[TicketId, Path()]
+
+
+@router.get("/tickets/{system}/{external_id}/events")
+async def ticket_events(
+    system: System, external_id: External, principal: Auditor, db: DbSession
+) -> TimelineOut:
+    """Every audit event of the ticket in order, decrypted, with the chain's integrity."""
+    found = await queries.timeline(db, principal, f"{system}:{external_id}")
+    return TimelineOut(
+        stream=found.stream,
+        integrity_ok=found.chain_ok,
+        problem=found.problem,
+        events=[
+            EventOut(
+                position=r.position,
+                record_id=r.record_id,
+                seq=r.stream_seq,
+                event_type=r.event_type,
+                occurred_at=r.occurred_at,
+                erased=r.erased,
+                payload=r.payload,
+            )
+            for r in found.records
+        ],
+    )
+
+
+@router.post("/tickets/{system}/{external_id}/bundle")
+async def export_bundle(
+    system: System, external_id: External, body: ExportIn, principal: Auditor, db: DbSession
+) -> Response:
+    """The ticket's evidence bundle (zip); verify it with ``python -m audit verify``."""
+    data = await queries.export(
+        db,
+        principal,
+        f"{system}:{external_id}",
+        include_plaintext=body.include_plaintext,
+        reason=body.reason,
+    )
+    filename = f"evidence-{system}-{external_id}.zip".replace('"', "")
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.post("/tickets/{system}/{external_id}/erase")
+async def erase_ticket(
+    system: System, external_id: External, body: EraseIn, principal: Admin, db: DbSession
+) -> EraseOut:
+    """Crypto-shred the ticket's content; the log (and its proofs) stay verifiable."""
+    stream = f"{system}:{external_id}"
+    position = await queries.erase(db, principal, stream, reason=body.reason)
+    return EraseOut(stream=stream, erasure_position=position)
+
+
+@router.get("/verify")
+async def verify(_: Auditor, db: DbSession) -> VerifyOut:
+    """Verify the whole log: every record, chain, checkpoint, and the tree state."""
+    report = await queries.verify_all(db)
+    return VerifyOut(
+        ok=report.ok,
+        size=report.size,
+        verdict=report.verdict(),
+        position=report.position,
+        record_id=report.record_id,
+    )
+
+
+@router.get("/checkpoint")
+async def checkpoint(_: Auditor, db: DbSession) -> CheckpointOut:
+    """The latest signed checkpoint and how it compares with the published one."""
+    log = audit_log_of(db)
+    latest = await log.latest_checkpoint(await db.connection())
+    if latest is None:
+        raise NotFound("the audit log is empty: no checkpoint yet")
+    status = await queries.compare_with_published(db)
+    return CheckpointOut(
+        size=latest.size,
+        root=latest.root.hex(),
+        note=latest.note,
+        public_key=log.signer.verifier.encode(),
+        fingerprint=log.signer.verifier.fingerprint,
+        published={"ok": status.ok, "detail": status.detail},
+    )
+
+
+@router.get("/public-key", response_class=PlainTextResponse)
+async def public_key(request: Request) -> str:
+    """The verifier key for checkpoints and bundles (``NAME+HASH+KEY``)."""
+    return str(request.app.state.audit_log.signer.verifier.encode()) + "\n"

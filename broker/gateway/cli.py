@@ -1,0 +1,155 @@
+"""``supportbroker agent token create --group G`` and ``supportbroker connect SESSION_ID``.
+
+``connect`` talks to a running broker over HTTP (a one-time terminal ticket, then the
+terminal WebSocket), so it works from a technician's machine with an API token
+(``SUPPORTBROKER_URL``, ``SUPPORTBROKER_TOKEN``). ``--forward LOCAL:REMOTE`` instead opens a
+local port whose connections are relayed to the device's port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.evidence.service import Actor
+
+
+async def _token_create(db: AsyncSession, args: argparse.Namespace) -> int:
+    from broker.gateway.service import create_enrollment_token
+
+    issued = await create_enrollment_token(
+        db, group=args.group, actor=Actor(kind="system", name="cli"), hours=args.hours
+    )
+    print(f"enrollment token for group {issued.group} (valid until {issued.expires_at}):")
+    print(issued.token)
+    return 0
+
+
+def register(sub: Any) -> None:
+    agent = sub.add_parser("agent", help="built-in agent administration")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="COMMAND")
+    token = agent_sub.add_parser("token", help="enrollment tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    create = token_sub.add_parser("create", help="create a one-time enrollment token")
+    create.add_argument("--group", required=True, help="device group name or id")
+    create.add_argument("--hours", type=float, default=24.0)
+    create.set_defaults(handler=_token_create)
+
+    connect = sub.add_parser("connect", help="open an approved session's terminal or a forward")
+    connect.add_argument("session_id")
+    connect.add_argument(
+        "--url", default=os.environ.get("SUPPORTBROKER_URL", "http://127.0.0.1:8080")
+    )
+    connect.add_argument("--token", default=os.environ.get("SUPPORTBROKER_TOKEN"))
+    connect.add_argument("--mode", default="control", choices=["control", "join", "watch"])
+    connect.add_argument("--forward", default=None, metavar="LOCAL:REMOTE")
+    connect.set_defaults(plain=_cmd_connect)
+
+
+def _cmd_connect(args: argparse.Namespace) -> int:
+    if not args.token:
+        print("supportbroker: error: set --token or SUPPORTBROKER_TOKEN", file=sys.stderr)
+        return 1
+    return asyncio.run(_connect(args))
+
+
+async def ticket(url: str, token: str, session_id: str, mode: str) -> str:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        resp = await client.post(
+            f"/api/v1/gateway/sessions/{session_id}/terminal-ticket",
+            json={"mode": mode},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    if resp.status_code != 200:
+        raise SystemExit(f"supportbroker: error: {resp.json().get('detail', resp.text)}")
+    return str(resp.json()["ticket"])
+
+
+def ws_url(url: str, path: str) -> str:
+    return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + path
+
+
+async def _connect(args: argparse.Namespace) -> int:
+    if args.forward:
+        local, _, remote = args.forward.partition(":")
+        await serve_forward(args.url, args.token, args.session_id, int(local), int(remote))
+        return 0
+    import websockets
+
+    secret = await ticket(args.url, args.token, args.session_id, args.mode)
+    uri = ws_url(args.url, f"/api/v1/gateway/terminal?ticket={secret}")
+    async with websockets.connect(uri, max_size=None) as ws:
+        await _terminal(ws)
+    return 0
+
+
+async def _terminal(ws: Any) -> None:
+    import json
+    import shutil
+    import termios
+    import tty
+
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd) if os.isatty(fd) else None
+    cols, rows = shutil.get_terminal_size()
+    await ws.send(json.dumps({"type": "resize", "cols": cols, "rows": rows}))
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    loop.add_reader(fd, lambda: queue.put_nowait(os.read(fd, 4096)))
+    if saved is not None:
+        tty.setraw(fd)
+
+    async def up() -> None:
+        while data := await queue.get():
+            await ws.send(data)
+
+    sender = asyncio.create_task(up())
+    try:
+        async for frame in ws:
+            out = frame if isinstance(frame, bytes) else frame.encode()
+            sys.stdout.buffer.write(out)
+            sys.stdout.buffer.flush()
+    finally:
+        sender.cancel()
+        loop.remove_reader(fd)
+        if saved is not None:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def serve_forward(url: str, token: str, session_id: str, local: int, remote: int) -> None:
+    """Listen on 127.0.0.1:local; relay each connection to the device's port ``remote``."""
+    import websockets
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        secret = await ticket(url, token, session_id, "control")
+        uri = ws_url(url, f"/api/v1/gateway/forward?ticket={secret}&port={remote}")
+        # No permessage-deflate: forwarded bytes are mostly encrypted or compressed already.
+        async with websockets.connect(uri, max_size=None, compression=None) as ws:
+
+            async def up() -> None:
+                while data := await reader.read(262144):
+                    await ws.send(data)
+
+            task = asyncio.create_task(up())
+            try:
+                async for frame in ws:
+                    if isinstance(frame, bytes):
+                        writer.write(frame)
+                        await writer.drain()
+            finally:
+                task.cancel()
+                writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", local)
+    print(f"forwarding 127.0.0.1:{local} -> device port {remote}; Ctrl-C to stop")
+    with contextlib.suppress(asyncio.CancelledError):
+        async with server:
+            await server.serve_forever()

@@ -1,0 +1,229 @@
+"""The control channel of each agent link, and the poller that tells agents about sessions.
+
+Agents → broker: hello, consent_decision (signed receipt), end_session, file_transfer.
+Broker → agents: welcome/refused, consent_request, unattended, approved_remotely,
+session_ended. The poller reads session state from the database, so a decision taken by any
+replica or by the web consent page reaches the agent that holds the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.db.base import utcnow
+from broker.errors import BrokerError
+from broker.gateway import receipts, service
+from broker.gateway.repository import open_sessions
+from broker.sessions import service as sessions
+from broker.sessions.states import SessionState
+
+if TYPE_CHECKING:
+    from broker.gateway.server import AgentLink, Gateway
+
+log = structlog.get_logger("broker.gateway")
+T = TypeVar("T")
+POLL_SECONDS = 0.5
+S = SessionState
+
+
+async def in_tx(link: AgentLink, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """One transaction; refusals flagged keep_changes still commit their audit record."""
+    async with link.gateway.maker() as db:
+        try:
+            result = await work(db)
+        except BrokerError as exc:
+            await (db.commit() if exc.keep_changes else db.rollback())
+            raise
+        await db.commit()
+        return result
+
+
+async def handle_link(link: AgentLink) -> None:
+    from broker.gateway.server import CONTROL, HELLO_TIMEOUT
+
+    writer, reader, _ = await link.conn.open_session(subsystem=CONTROL, encoding=None)
+    link.writer = writer
+    hello = json.loads(await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT))
+    if "token" in hello:
+        await _enroll(link, hello)
+        return
+    _key, device, group = await in_tx(link, lambda db: service.identify(db, link.fingerprint))
+    link.device_id = device.id
+    link.record_input = group.record_input
+    old = link.gateway.links.get(device.id)
+    if old is not None:
+        old.conn.close()
+    link.gateway.links[device.id] = link
+    await in_tx(link, lambda db: service.mark_connected(db, device.id, link.gateway.node, link.ip))
+    link.send(
+        {
+            "type": "welcome",
+            "device_id": device.id,
+            "device_name": device.name,
+            "policy": service.policy_of(group),
+        }
+    )
+    link.ready.set()
+    log.info("gateway.agent_connected", device_id=device.id)
+    while line := await reader.readline():
+        try:
+            await _dispatch(link, json.loads(line))
+        except BrokerError as exc:
+            log.warning(
+                "gateway.agent_message_refused",
+                device_id=device.id,
+                error=exc.code,
+                detail=exc.detail,
+            )
+            link.send({"type": "error", "detail": exc.detail})
+
+
+async def _enroll(link: AgentLink, hello: dict[str, Any]) -> None:
+    async def work(db: AsyncSession) -> dict[str, Any]:
+        device, group = await service.enroll(
+            db,
+            token=str(hello["token"]),
+            public_key=link.public_key,
+            fingerprint=link.fingerprint,
+            hostname=str(hello.get("hostname", ""))[:200],
+            ip=link.ip,
+        )
+        return {
+            "type": "welcome",
+            "device_id": device.id,
+            "device_name": device.name,
+            "policy": service.policy_of(group),
+        }
+
+    try:
+        welcome = await in_tx(link, work)
+    except BrokerError as exc:
+        link.send({"type": "refused", "detail": exc.detail})
+        await asyncio.sleep(0.2)  # let the refusal reach the agent before we hang up
+        return
+    link.send(welcome)
+    await asyncio.sleep(0.2)
+
+
+async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
+    kind = msg.get("type")
+    device_id = link.device_id
+    if kind == "consent_decision":
+        receipt, signature = dict(msg.get("receipt") or {}), str(msg.get("signature", ""))
+
+        async def apply(db: AsyncSession) -> None:
+            key, device, _ = await service.identify(db, link.fingerprint)
+            await service.apply_consent(
+                db, device=device, key=key, receipt=receipt, signature=signature, ip=link.ip
+            )
+
+        session_id = str(receipt.get("session_id"))
+        approving = receipt.get("decision") == "approve"
+        if approving:  # before the commit, so the poller never mistakes it for a web approval
+            link.tracked.add(session_id)
+        try:
+            await in_tx(link, apply)
+        except BrokerError:
+            link.tracked.discard(session_id)
+            raise
+    elif kind == "end_session":
+        session_id, who = str(msg.get("session_id")), str(msg.get("by", "end user"))[:100]
+
+        async def end(db: AsyncSession) -> None:
+            _, device, _ = await service.identify(db, link.fingerprint)
+            await service.end_from_device(db, device, session_id, who, link.ip)
+
+        await in_tx(link, end)
+        await _close_session(link, session_id, "revoked by the end user")
+    elif kind == "file_transfer":
+
+        async def transfer(db: AsyncSession) -> None:
+            _, device, _ = await service.identify(db, link.fingerprint)
+            await service.record_file_transfer(db, device, msg)
+
+        await in_tx(link, transfer)
+    else:
+        log.info("gateway.agent_message_ignored", device_id=device_id, kind=str(kind)[:40])
+
+
+async def _close_session(link: AgentLink, session_id: str, reason: str) -> None:
+    link.tracked.discard(session_id)
+    relay = link.relays.pop(session_id, None)
+    if relay is not None:
+        await relay.close(reason)
+
+
+class Poller:
+    """Pushes consent requests and approvals to agents and withdraws ended sessions."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.once()
+            except Exception as exc:  # keep polling; the failure is logged, not swallowed
+                log.error("gateway.poll_failed", exc_info=exc)
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def once(self) -> None:
+        links = dict(self.gateway.links)
+        if not links:
+            return
+        now = utcnow()
+        async with self.gateway.maker() as db:
+            rows = await open_sessions(db, list(links))
+            due = [r[0] for r in rows if r[4] is not None and r[4] <= now]
+            for session_id in due:  # apply run-out deadlines so they reach the agent now
+                await sessions.load(db, session_id)
+            if due:
+                await db.commit()
+                rows = await open_sessions(db, list(links))
+            open_by_device: dict[str, set[str]] = {}
+            for session_id, device_id, state, unattended, _ in rows:
+                open_by_device.setdefault(device_id, set()).add(session_id)
+                link = links[device_id]
+                await self._push(db, link, session_id, S(state), unattended)
+            await db.rollback()
+        for device_id, link in links.items():
+            for session_id in link.tracked - open_by_device.get(device_id, set()):
+                link.send(
+                    {
+                        "type": "session_ended",
+                        "session_id": session_id,
+                        "reason": "ended in the broker",
+                    }
+                )
+                await _close_session(link, session_id, "ended in the broker")
+
+    async def _push(
+        self, db: AsyncSession, link: AgentLink, session_id: str, state: S, unattended: bool
+    ) -> None:
+        if (session_id, state) in link.pushed:
+            return
+        if state is S.awaiting_consent:
+            record, _ = await sessions.load(db, session_id)
+            link.send(receipts.consent_request(record))
+        elif session_id not in link.tracked:
+            record, _ = await sessions.load(db, session_id)
+            s = record.session
+            kind = "unattended" if unattended else "approved_remotely"
+            link.send(
+                {
+                    "type": kind,
+                    "session_id": s.id,
+                    "capabilities": list(s.capabilities),
+                    "technician": record.technician.display_name,
+                    "ticket": record.ticket.ref,
+                    "duration_minutes": s.duration_minutes,
+                }
+            )
+            link.tracked.add(session_id)
+        link.pushed.add((session_id, state))

@@ -1,0 +1,230 @@
+"""HTTP and WebSocket endpoints of the built-in agent provider (include under ``/api/v1``).
+
+Thin: parse, authorise through a dependency, call one service function; the terminal
+WebSocket hands its bytes to the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Annotated, Any
+
+import asyncssh
+from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field, StringConstraints
+
+from broker.auth.deps import require
+from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
+from broker.db.session import DbSession
+from broker.errors import BrokerError, ProviderError
+from broker.gateway import access, replay, service
+from broker.gateway.relay import ShellRelay, Viewer, open_forward
+from broker.gateway.server import Gateway
+
+router = APIRouter(tags=["agent"])
+
+
+class TokenCreate(BaseModel):
+    group: str = Field(min_length=1, max_length=100)
+    hours: float = Field(default=24.0, gt=0, le=168)
+
+
+class TicketCreate(BaseModel):
+    mode: str = "control"
+
+
+class ReplayRequest(BaseModel):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
+    recording_id: str | None = Field(default=None, max_length=100)
+
+
+def _gateway(request: Request | WebSocket) -> Gateway:
+    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gateway is None:
+        raise ProviderError("the SSH gateway is not running in this broker process")
+    return gateway
+
+
+@router.post("/agent/enrollment-tokens", status_code=201)
+async def create_token(
+    body: TokenCreate,
+    request: Request,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.devices_write))],
+) -> dict[str, Any]:
+    issued = await service.create_enrollment_token(
+        db, group=body.group, actor=principal.actor(), hours=body.hours
+    )
+    settings = request.app.state.settings
+    gateway = getattr(request.app.state, "gateway", None)
+    return {
+        "token": issued.token,
+        "token_id": issued.token_id,
+        "group": issued.group,
+        "expires_at": issued.expires_at,
+        "gateway": f"{settings.gateway_host}:{gateway.port if gateway else settings.gateway_port}",
+        "fingerprint": gateway.fingerprint if gateway else None,
+    }
+
+
+@router.post("/gateway/sessions/{session_id}/terminal-ticket")
+async def terminal_ticket(
+    session_id: str,
+    body: TicketCreate,
+    request: Request,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.sessions_read))],
+) -> dict[str, Any]:
+    await access.authorize(db, principal, session_id, body.mode)
+    ticket = _gateway(request).tickets.issue(principal, session_id, body.mode)
+    return {
+        "ticket": ticket,
+        "expires_in": access.TICKET_SECONDS,
+        "terminal": "/api/v1/gateway/terminal",
+        "forward": "/api/v1/gateway/forward",
+    }
+
+
+@router.get("/sessions/{session_id}/recordings")
+async def recordings(
+    session_id: str,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.audit_read))],
+) -> dict[str, Any]:
+    found = await replay.recordings_of(db, principal, session_id)
+    return {"session_id": session_id, "recordings": [r.as_dict() for r in found]}
+
+
+@router.post(
+    "/gateway/sessions/{session_id}/replay",
+    response_class=Response,
+    responses={200: {"content": {"application/x-asciicast": {}}}},
+)
+async def replay_recording(
+    session_id: str,
+    body: ReplayRequest,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.audit_read))],
+) -> Response:
+    """The asciicast v2 text; ``X-Recording-Complete`` says whether it is whole and sealed."""
+    cast = await replay.replay(
+        db, principal, session_id, reason=body.reason, recording_id=body.recording_id
+    )
+    headers = {
+        "X-Recording-Id": cast.recording_id,
+        "X-Recording-Complete": "true" if cast.complete else "false",
+        "X-Recording-Chunks": str(cast.chunks),
+    }
+    if cast.problem:
+        headers["X-Recording-Problem"] = cast.problem
+    return Response(cast.text, media_type="application/x-asciicast", headers=headers)
+
+
+async def _link_and_record(ws: WebSocket, ticket: str) -> tuple[Gateway, Any, Any, str]:
+    gateway = _gateway(ws)
+    grant = gateway.tickets.redeem(ticket)
+    async with gateway.maker() as db:
+        try:
+            record = await access.authorize(db, grant.principal, grant.session_id, grant.mode)
+            await access.attach(db, grant.principal, record, grant.mode)
+        except BrokerError as exc:
+            await (db.commit() if exc.keep_changes else db.rollback())
+            raise
+        await db.commit()
+    link = gateway.links.get(record.device.id)
+    if link is None:
+        raise ProviderError("the device's agent is not connected to this broker")
+    return gateway, link, record, grant.mode
+
+
+@router.websocket("/gateway/terminal")
+async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
+    await ws.accept()
+    try:
+        gateway, link, record, mode = await _link_and_record(ws, ticket)
+        relay = link.relays.get(record.session.id)
+        if relay is None or relay.closed.is_set():
+            recorder = await gateway.open_recorder(record)
+            relay = await ShellRelay.open(
+                link.conn,
+                record.session.id,
+                recorder,
+                record_input=link.record_input,
+                on_failure=lambda why, rid: gateway.fail_session(record.session.id, why, rid),
+            )
+            link.relays[record.session.id] = relay
+    except BrokerError as exc:
+        await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
+        await ws.close(code=4403)
+        return
+    viewer = Viewer(name=record.technician.display_name, mode=mode)
+    relay.attach(viewer)
+
+    async def downstream() -> None:
+        while (data := await viewer.queue.get()) is not None:
+            await ws.send_bytes(data)
+        await ws.close(code=1000)
+
+    down = asyncio.create_task(downstream())
+    try:
+        while True:
+            frame = await ws.receive()
+            if frame.get("type") == "websocket.disconnect":
+                break
+            if frame.get("bytes"):
+                await relay.send(viewer, frame["bytes"])
+            elif frame.get("text"):
+                msg = json.loads(frame["text"])
+                if msg.get("type") == "resize":
+                    relay.resize(int(msg.get("cols", 0)), int(msg.get("rows", 0)))
+                elif msg.get("type") == "input":
+                    await relay.send(viewer, str(msg.get("data", "")).encode())
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        relay.detach(viewer)
+        down.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await down
+
+
+@router.websocket("/gateway/forward")
+async def forward(
+    ws: WebSocket, ticket: Annotated[str, Query()], port: Annotated[int, Query(gt=0, lt=65536)]
+) -> None:
+    await ws.accept()
+    try:
+        gateway, link, record, mode = await _link_and_record(ws, ticket)
+        if mode != "control":
+            raise ProviderError("only the session's technician opens port forwards")
+        process = await open_forward(link.conn, record.session.id, port)
+        await gateway.audit_forward(record, port)
+    except BrokerError as exc:
+        await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
+        await ws.close(code=4403)
+        return
+
+    async def downstream() -> None:
+        while data := await process.stdout.read(262144):
+            await ws.send_bytes(data)
+        await ws.close(code=1000)
+
+    down = asyncio.create_task(downstream())
+    try:
+        while True:
+            frame = await ws.receive()
+            if frame.get("type") == "websocket.disconnect":
+                break
+            if frame.get("bytes"):
+                process.stdin.write(frame["bytes"])
+                await process.stdin.drain()
+    except (WebSocketDisconnect, RuntimeError, asyncssh.Error):
+        pass
+    finally:
+        process.close()
+        down.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await down

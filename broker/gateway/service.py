@@ -1,0 +1,247 @@
+"""Agent enrollment, agent identity, and what the agents tell us about sessions.
+
+Everything that changes state writes its audit event in the same transaction. Session state
+changes go through ``broker.sessions.service`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.auth.secrets import new_token, token_hash
+from broker.db.base import utcnow
+from broker.devices.models import Device, DeviceGroup
+from broker.devices.service import create_device, get_group
+from broker.errors import NotAuthenticated, NotFound, PolicyDenied, ValidationFailed
+from broker.evidence.service import SYSTEM_ACTOR, Actor, record_event
+from broker.gateway import receipts
+from broker.gateway.models import AgentEnrollmentToken, AgentKey
+from broker.gateway.repository import AgentKeyRepository, TokenRepository
+from broker.sessions import service as sessions
+from broker.sessions.repository import SessionRecord
+from broker.sessions.states import SessionState
+
+PROVIDER = "agent"
+MAX_TOKEN_HOURS = 24 * 7
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str  # shown once, never stored
+    token_id: str
+    group: str
+    expires_at: str
+
+
+async def create_enrollment_token(
+    db: AsyncSession, *, group: str, actor: Actor, hours: float = 24.0
+) -> IssuedToken:
+    """A one-time token that enrolls one device into ``group`` (id or name)."""
+    if not 0 < hours <= MAX_TOKEN_HOURS:
+        raise ValidationFailed(f"hours: between 0 and {MAX_TOKEN_HOURS}")
+    found = await _group(db, group)
+    secret = new_token("sbe")
+    row = AgentEnrollmentToken(
+        token_hash=token_hash(secret),
+        prefix=secret[:10],
+        group_id=found.id,
+        created_by=actor.name,
+        expires_at=utcnow() + timedelta(hours=hours),
+    )
+    await TokenRepository(db).add(row)
+    await record_event(
+        db,
+        "agent.token_created",
+        ticket=None,
+        actor=actor,
+        data={
+            "token_id": row.id,
+            "prefix": row.prefix,
+            "group": found.name,
+            "expires_at": row.expires_at.isoformat(),
+        },
+    )
+    return IssuedToken(secret, row.id, found.name, row.expires_at.isoformat())
+
+
+async def _group(db: AsyncSession, ref: str) -> DeviceGroup:
+    from broker.devices.repository import GroupRepository
+
+    found = await GroupRepository(db).by_name(ref)
+    return found if found is not None else await get_group(db, ref)
+
+
+def policy_of(group: DeviceGroup) -> dict[str, Any]:
+    """What the agent enforces locally (sent at every connect, so changes apply on reconnect)."""
+    return {
+        "allowed_ports": list(group.allowed_ports),
+        "allowed_paths": list(group.allowed_paths),
+        "unattended_allowed": group.unattended_allowed,
+        "record_input": group.record_input,
+    }
+
+
+async def enroll(
+    db: AsyncSession, *, token: str, public_key: str, fingerprint: str, hostname: str, ip: str
+) -> tuple[Device, DeviceGroup]:
+    """Consume ``token`` and register the device with the key that proved itself in SSH."""
+    now = utcnow()
+    repo = TokenRepository(db)
+    row = await repo.by_hash(token_hash(token))
+    actor = Actor(kind="agent", name=hostname[:200], ip=ip)
+    problem = None
+    if row is None:
+        problem = "unknown token"
+    elif row.used_at is not None:
+        problem = "token already used"
+    elif row.expires_at <= now:
+        problem = "token expired"
+    elif await AgentKeyRepository(db).by_fingerprint(fingerprint) is not None:
+        problem = "this device key is already enrolled"
+    if row is None or problem is not None:
+        await record_event(
+            db,
+            "agent.enrollment_refused",
+            ticket=None,
+            actor=actor,
+            data={"why": problem, "fingerprint": fingerprint},
+        )
+        raise NotAuthenticated(f"enrollment refused: {problem}", keep_changes=True)
+    group = await get_group(db, row.group_id)
+    device = await create_device(
+        db,
+        actor=actor,
+        name=hostname[:200] or fingerprint[-12:],
+        group_id=group.id,
+        provider=PROVIDER,
+        provider_device_id=fingerprint,
+    )
+    if not await repo.consume(row.id, device.id, now):
+        raise NotAuthenticated("enrollment refused: token already used", keep_changes=True)
+    await AgentKeyRepository(db).add(
+        AgentKey(
+            device_id=device.id,
+            fingerprint=fingerprint,
+            public_key=public_key,
+            hostname=hostname[:255],
+        )
+    )
+    await record_event(
+        db,
+        "agent.enrolled",
+        ticket=None,
+        actor=actor,
+        data={
+            "device_id": device.id,
+            "group": group.name,
+            "fingerprint": fingerprint,
+            "token_id": row.id,
+        },
+    )
+    return device, group
+
+
+async def identify(db: AsyncSession, fingerprint: str) -> tuple[AgentKey, Device, DeviceGroup]:
+    key = await AgentKeyRepository(db).by_fingerprint(fingerprint)
+    if key is None or key.revoked_at is not None:
+        raise NotAuthenticated("unknown or revoked agent key")
+    device = await db.get(Device, key.device_id)
+    if device is None:
+        raise NotFound(f"device {key.device_id} is gone")
+    return key, device, await get_group(db, device.group_id)
+
+
+async def mark_connected(
+    db: AsyncSession, device_id: str, node: str | None, ip: str | None
+) -> None:
+    key = await AgentKeyRepository(db).get(device_id)
+    if key is None:
+        return
+    now = utcnow()
+    key.connected_node = node
+    key.peer_address = ip
+    key.last_seen_at = now
+    if node is not None:
+        key.connected_at = now
+
+
+def device_actor(device: Device, name: str | None = None, ip: str | None = None) -> Actor:
+    return Actor(kind="end_user", id=device.id, name=name or f"user at {device.name}", ip=ip)
+
+
+async def session_for_device(db: AsyncSession, session_id: str, device_id: str) -> SessionRecord:
+    record, _ = await sessions.load(db, session_id)
+    if record.session.device_id != device_id:
+        raise PolicyDenied(f"session {session_id} is not for this device")
+    return record
+
+
+async def apply_consent(
+    db: AsyncSession,
+    *,
+    device: Device,
+    key: AgentKey,
+    receipt: dict[str, Any],
+    signature: str,
+    ip: str | None,
+) -> SessionRecord:
+    """Verify the device-signed decision, seal it, and apply it through the sessions service."""
+    record = await session_for_device(db, str(receipt.get("session_id")), device.id)
+    receipts.verify(record, key.public_key, key.fingerprint, receipt, signature)
+    who = str(receipt.get("decided_by", ""))[:100]
+    actor = device_actor(device, who, ip)
+    await record_event(
+        db,
+        "consent.receipt",
+        ticket=record.ticket.ref,
+        actor=actor,
+        data={
+            "session_id": record.session.id,
+            "receipt": receipt,
+            "signature": signature,
+            "device_fingerprint": key.fingerprint,
+        },
+    )
+    if receipt["decision"] == "approve":
+        await sessions.approve(
+            db, record, actor=actor, data={"decided_by": who, "via": "agent", "receipt": True}
+        )
+    else:
+        await sessions.deny(
+            db, record, actor=actor, name=f"{who} ({receipt.get('why', 'declined')})"
+        )
+    return record
+
+
+async def end_from_device(
+    db: AsyncSession, device: Device, session_id: str, who: str, ip: str | None
+) -> None:
+    record = await session_for_device(db, session_id, device.id)
+    await sessions.revoke_by_end_user(
+        db, record, actor=device_actor(device, who, ip), name=who, keep=False
+    )
+
+
+async def record_file_transfer(db: AsyncSession, device: Device, msg: dict[str, Any]) -> None:
+    record = await session_for_device(db, str(msg.get("session_id")), device.id)
+    fields = ("name", "size", "sha256", "direction")
+    await record_event(
+        db,
+        "session.file_transfer",
+        ticket=record.ticket.ref,
+        actor=device_actor(device),
+        data={"session_id": record.session.id, **{f: msg.get(f) for f in fields}},
+    )
+
+
+async def fail_lost(db: AsyncSession, session_id: str, why: str) -> bool:
+    """An open session whose agent vanished → failed; False if it had already ended."""
+    record, _ = await sessions.load(db, session_id)
+    if SessionState(record.session.state) not in (SessionState.approved, SessionState.active):
+        return False
+    await sessions.fail_session(db, record, actor=SYSTEM_ACTOR, why=why)
+    return True

@@ -1,0 +1,1 @@
+"""Remote-access providers: the port (base.py), a null provider, MeshCentral and AnyDesk."""

@@ -1,0 +1,1 @@
+"""AnyDesk provider: launch URIs for approved sessions, REST API for reconciliation."""

@@ -1,0 +1,76 @@
+"""Provider discovery: entry points group ``supportbroker.providers``, built-ins as fallback.
+
+Each entry point names a class with a ``from_env()`` constructor (its own settings). Instances
+are cached per process because the MeshCentral client keeps one control connection open;
+tests install their own instances with :func:`install`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, cast
+
+from pydantic import ValidationError
+
+from broker.errors import NotFound, ProviderError
+from broker.providers.base import RemoteAccessProvider
+
+GROUP = "supportbroker.providers"
+BUILTIN: dict[str, str] = {
+    "null": "broker.providers.null:NullProvider",
+    "meshcentral": "broker.providers.meshcentral.provider:MeshCentralProvider",
+    "anydesk": "broker.providers.anydesk.provider:AnyDeskProvider",
+}
+
+_instances: dict[str, RemoteAccessProvider] = {}
+
+
+def available() -> dict[str, str]:
+    """Provider name → ``module:Class``, entry points overriding the built-ins."""
+    found = dict(BUILTIN)
+    for ep in entry_points(group=GROUP):
+        found[ep.name] = ep.value
+    return found
+
+
+def _load(target: str) -> Callable[[], Any]:
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    factory = getattr(cls, "from_env", cls)
+    return cast(Callable[[], Any], factory)
+
+
+def get(name: str) -> RemoteAccessProvider:
+    """The process-wide instance of provider ``name``."""
+    if name in _instances:
+        return _instances[name]
+    target = available().get(name)
+    if target is None:
+        raise NotFound(f"unknown provider {name!r}; known: {', '.join(sorted(available()))}")
+    try:
+        provider = _load(target)()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ProviderError(
+            f"provider {name!r} is not configured: {where}: {first.get('msg')}"
+        ) from exc
+    if not isinstance(provider, RemoteAccessProvider):
+        raise ProviderError(f"provider {name!r} ({target}) does not implement the provider port")
+    _instances[name] = provider
+    return provider
+
+
+def install(name: str, provider: RemoteAccessProvider) -> None:
+    """Use ``provider`` for ``name`` from now on (tests, embedding)."""
+    _instances[name] = provider
+
+
+async def reset() -> None:
+    """Close and forget every instance."""
+    instances = list(_instances.values())
+    _instances.clear()
+    for provider in instances:
+        await provider.aclose()

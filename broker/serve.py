@@ -1,0 +1,62 @@
+"""``supportbroker serve``: migrate, create the first admin if there is none, run the server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvicorn
+
+from broker.config import Settings
+from broker.db import migrate
+
+
+async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
+    from broker.auth.service import ensure_initial_admin
+    from broker.db.engine import create_engine, create_sessionmaker
+    from broker.evidence.setup import build_audit_log
+
+    engine = create_engine(settings.database_url)
+    maker = create_sessionmaker(
+        engine, info={"audit_log": build_audit_log(settings), "settings": settings}
+    )
+    try:
+        async with maker() as db:
+            created = await ensure_initial_admin(db)
+            await db.commit()
+            return created
+    finally:
+        await engine.dispose()
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+    if host or port:
+        settings = settings.model_copy(
+            update={"host": host or settings.host, "port": port or settings.port}
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    created = asyncio.run(_bootstrap(settings))
+    url = settings.base_url
+    out = sys.stdout
+    print(f"supportbroker is starting on {url}", file=out)
+    print(f"  log in:   {url}/login", file=out)
+    print(f"  API docs: {url}/api/docs", file=out)
+    if created is not None:
+        username, password = created
+        print(f"  first run: created admin account {username!r}", file=out)
+        print(f"  one-time password: {password}  (you will be asked to change it)", file=out)
+    else:
+        print("  forgot a password? supportbroker user reset-password USERNAME", file=out)
+    out.flush()
+
+    from broker.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=False,
+    )
+    return 0

@@ -1,0 +1,56 @@
+"""A remote session and the timestamp of every state it passed through."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from broker.db.base import Base, CreatedMixin, IdMixin, UTCDateTime
+
+
+class RemoteSession(IdMixin, CreatedMixin, Base):
+    __tablename__ = "sessions"
+    __table_args__ = (
+        Index("ix_sessions_technician_state", "technician_id", "state"),
+        Index("ix_sessions_state_deadline", "state", "deadline_at"),
+    )
+
+    ticket_id: Mapped[str] = mapped_column(
+        ForeignKey("tickets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    technician_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT"), nullable=False
+    )
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    provider: Mapped[str] = mapped_column(String(30), nullable=False)
+    reason: Mapped[str] = mapped_column(String(2000), nullable=False)
+    capabilities: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    duration_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    unattended: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    # Optimistic concurrency: every transition is a compare-and-set on (state, version).
+    version: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+    # When the current state runs out: consent expiry while awaiting, time limit once approved.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    awaiting_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    active_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    denied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    end_reason: Mapped[str | None] = mapped_column(String(500))
+    ended_by: Mapped[str | None] = mapped_column(String(200))
+    # Answers to the device group's pre-session questions, and the end user's rating.
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    rating_comment: Mapped[str | None] = mapped_column(String(2000))

@@ -1,0 +1,156 @@
+"""SQL for sessions: the compare-and-set transition, listing with filters, deadlines.
+
+Read queries join the ticket, technician and device rows because every view of a session
+names them; the other domains' tables are only read here, never written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVarTuple, cast
+
+from sqlalchemy import CursorResult, Select, func, select, update
+
+from broker.auth.models import User
+from broker.db.repository import Repository
+from broker.devices.models import Device
+from broker.sessions.models import RemoteSession
+from broker.sessions.states import OPEN_STATES, SessionState
+from broker.tickets.models import Ticket
+
+# States whose deadline means something: consent expiry, or the time limit once approved.
+Ts = TypeVarTuple("Ts")
+TIMED_STATES = (SessionState.awaiting_consent, SessionState.approved, SessionState.active)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session with what every view of it names: ticket, technician and device."""
+
+    session: RemoteSession
+    ticket: Ticket
+    technician: User
+    device: Device
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    system: str | None = None
+    external_id: str | None = None
+    technician_id: str | None = None
+    device_id: str | None = None
+    provider: str | None = None
+    state: SessionState | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class SessionRepository(Repository[RemoteSession]):
+    model = RemoteSession
+
+    def _records(self) -> Select[RemoteSession, Ticket, User, Device]:
+        return (
+            select(RemoteSession, Ticket, User, Device)
+            .join(Ticket, Ticket.id == RemoteSession.ticket_id)
+            .join(User, User.id == RemoteSession.technician_id)
+            .join(Device, Device.id == RemoteSession.device_id)
+        )
+
+    async def record(self, session_id: str) -> SessionRecord | None:
+        row = (await self.db.execute(self._records().where(RemoteSession.id == session_id))).first()
+        return SessionRecord(row[0], row[1], row[2], row[3]) if row is not None else None
+
+    async def records(
+        self, filters: SessionFilter, *, limit: int, offset: int
+    ) -> list[SessionRecord]:
+        stmt = _filtered(self._records(), filters)
+        stmt = stmt.order_by(RemoteSession.requested_at.desc(), RemoteSession.id)
+        rows = (await self.db.execute(stmt.limit(limit).offset(offset))).all()
+        return [SessionRecord(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def open_for_ticket(self, ticket_id: str) -> list[SessionRecord]:
+        """The ticket's sessions that are not over yet, oldest first."""
+        stmt = (
+            self._records()
+            .where(RemoteSession.ticket_id == ticket_id, RemoteSession.state.in_(OPEN_STATES))
+            .order_by(RemoteSession.requested_at, RemoteSession.id)
+        )
+        rows = (await self.db.execute(stmt)).all()
+        return [SessionRecord(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def due(self, now: datetime, filters: SessionFilter | None = None) -> list[str]:
+        """Ids of sessions whose current state ran out (consent expiry or time limit)."""
+        stmt = select(RemoteSession.id).where(
+            RemoteSession.state.in_(TIMED_STATES), RemoteSession.deadline_at <= now
+        )
+        if filters is not None:
+            stmt = _filtered(stmt.join(Ticket, Ticket.id == RemoteSession.ticket_id), filters)
+        stmt = stmt.order_by(RemoteSession.deadline_at).limit(500)
+        return list((await self.db.scalars(stmt)).all())
+
+    async def lock_technician(self, user_id: str) -> None:
+        """Serialise session requests of one technician (``FOR UPDATE``; SQLite is already
+        serialised by ``BEGIN IMMEDIATE`` and SQLAlchemy omits the clause there)."""
+        await self.db.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+    async def count_open(self, technician_id: str) -> int:
+        stmt = select(func.count()).where(
+            RemoteSession.technician_id == technician_id,
+            RemoteSession.state.in_(OPEN_STATES),
+        )
+        return int(await self.db.scalar(stmt) or 0)
+
+    async def compare_and_set(
+        self,
+        session_id: str,
+        *,
+        old: SessionState,
+        version: int,
+        new: SessionState,
+        values: dict[str, Any],
+    ) -> bool:
+        """Move ``old`` → ``new`` only if nobody moved the row since we read ``version``."""
+        stmt = (
+            update(RemoteSession)
+            .where(
+                RemoteSession.id == session_id,
+                RemoteSession.state == old.value,
+                RemoteSession.version == version,
+            )
+            .values(state=new.value, version=RemoteSession.version + 1, **values)
+            .execution_options(synchronize_session=False)
+        )
+        result = cast(CursorResult[Any], await self.db.execute(stmt))
+        return result.rowcount == 1
+
+    async def set_rating(self, session_id: str, score: int, comment: str | None) -> bool:
+        """Store a rating once: a second rating (or a racing one) changes nothing."""
+        stmt = (
+            update(RemoteSession)
+            .where(RemoteSession.id == session_id, RemoteSession.rating.is_(None))
+            .values(rating=score, rating_comment=comment)
+            .execution_options(synchronize_session=False)
+        )
+        result = cast(CursorResult[Any], await self.db.execute(stmt))
+        return result.rowcount == 1
+
+
+def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
+    if f.system is not None:
+        stmt = stmt.where(Ticket.system == f.system)
+    if f.external_id is not None:
+        stmt = stmt.where(Ticket.external_id == f.external_id)
+    if f.technician_id is not None:
+        stmt = stmt.where(RemoteSession.technician_id == f.technician_id)
+    if f.device_id is not None:
+        stmt = stmt.where(RemoteSession.device_id == f.device_id)
+    if f.provider is not None:
+        stmt = stmt.where(RemoteSession.provider == f.provider)
+    if f.state is not None:
+        stmt = stmt.where(RemoteSession.state == f.state.value)
+    if f.since is not None:
+        stmt = stmt.where(RemoteSession.requested_at >= f.since)
+    if f.until is not None:
+        stmt = stmt.where(RemoteSession.requested_at < f.until)
+    return stmt

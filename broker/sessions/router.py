@@ -1,0 +1,120 @@
+"""The sessions API (thin: parse, authorise, call one service function).
+
+- ``POST /sessions`` (sessions:write, technicians) → 201 session + consent code and link
+- ``GET /sessions`` (sessions:read) filters: ``system`` + ``external_id``, ``technician_id``,
+  ``device_id``, ``state``, ``since``/``until`` (requested_at), ``limit``/``offset``;
+  technicians see only their own sessions
+- ``GET /sessions/{id}`` (sessions:read)
+- ``POST /sessions/{id}/start`` (sessions:write, own): approved → active
+- ``POST /sessions/{id}/end`` (sessions:write own, or sessions:admin): active → ended
+- ``POST /sessions/{id}/cancel`` (sessions:write, own): a request not yet started → revoked
+- ``POST /sessions/{id}/revoke`` (sessions:admin): awaiting/approved/active → revoked
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from broker.auth.deps import CurrentPrincipal, require
+from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
+from broker.db.session import DbSession
+from broker.sessions import service
+from broker.sessions.repository import SessionFilter
+from broker.sessions.schemas import (
+    ActionIn,
+    ConsentInfo,
+    SessionCreate,
+    SessionCreated,
+    SessionList,
+    SessionOut,
+)
+from broker.sessions.states import SessionState
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+Writer = Annotated[Principal, Depends(require(Scope.sessions_write))]
+Reader = Annotated[Principal, Depends(require(Scope.sessions_read))]
+Admin = Annotated[Principal, Depends(require(Scope.sessions_admin))]
+Note = Annotated[ActionIn | None, Body()]
+
+
+@router.post("", status_code=201)
+async def create(body: SessionCreate, principal: Writer, db: DbSession) -> SessionCreated:
+    record, issued = await service.create_session(db, principal, body)
+    out = SessionOut.of(record)
+    consent = ConsentInfo(
+        code=None if record.session.unattended else issued.code,
+        url=issued.url,
+        expires_at=issued.expires_at,
+    )
+    return SessionCreated(**out.model_dump(), consent=consent)
+
+
+@router.get("")
+async def list_(
+    *,
+    principal: Reader,
+    db: DbSession,
+    system: Annotated[str | None, Query(max_length=50)] = None,
+    external_id: Annotated[str | None, Query(max_length=100)] = None,
+    technician_id: Annotated[str | None, Query(max_length=36)] = None,
+    device_id: Annotated[str | None, Query(max_length=36)] = None,
+    state: SessionState | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> SessionList:
+    filters = SessionFilter(
+        system=system,
+        external_id=external_id,
+        technician_id=technician_id,
+        device_id=device_id,
+        state=state,
+        since=_aware(since),
+        until=_aware(until),
+    )
+    records = await service.list_sessions(db, principal, filters, limit=limit, offset=offset)
+    return SessionList(items=[SessionOut.of(r) for r in records], limit=limit, offset=offset)
+
+
+@router.get("/{session_id}")
+async def get(session_id: str, principal: Reader, db: DbSession) -> SessionOut:
+    return SessionOut.of(await service.get_session(db, principal, session_id))
+
+
+@router.post("/{session_id}/start")
+async def start(session_id: str, principal: Writer, db: DbSession) -> SessionOut:
+    return SessionOut.of(await service.start_session(db, principal, session_id))
+
+
+@router.post("/{session_id}/end")
+async def end(
+    session_id: str, principal: CurrentPrincipal, db: DbSession, body: Note = None
+) -> SessionOut:
+    note = body.reason if body else None
+    return SessionOut.of(await service.end_session(db, principal, session_id, note))
+
+
+@router.post("/{session_id}/cancel")
+async def cancel(
+    session_id: str, principal: Writer, db: DbSession, body: Note = None
+) -> SessionOut:
+    note = body.reason if body else None
+    return SessionOut.of(await service.cancel_session(db, principal, session_id, note))
+
+
+@router.post("/{session_id}/revoke")
+async def revoke(session_id: str, principal: Admin, db: DbSession, body: Note = None) -> SessionOut:
+    note = body.reason if body else None
+    return SessionOut.of(await service.revoke_session(db, principal, session_id, note))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A time without a zone is read as UTC (the zone every stored time has)."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment

@@ -1,0 +1,164 @@
+"""Request and response bodies of the sessions API, and the text rules shared with consent.
+
+Bodies are strict and closed (``extra="forbid"``): an unknown field or a string where a
+number belongs is a 422, never silently coerced or ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from broker.sessions.repository import SessionRecord
+from broker.sessions.states import Capability, SessionState
+
+# Bidirectional overrides make text read differently from what it is ("trojan source"):
+# refused with the control characters, so a consent page cannot be made to lie.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_text(value: str) -> str:
+    """Refuse control characters (newlines included) and bidi overrides; unicode is fine."""
+    match = _FORBIDDEN.search(value)
+    if match:
+        raise ValueError(f"must not contain control characters (found U+{ord(match[0]):04X})")
+    return value
+
+
+def non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+CleanText = Annotated[str, AfterValidator(clean_text)]
+TicketSystem = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")]
+TicketId = Annotated[
+    str, Field(min_length=1, max_length=100), AfterValidator(clean_text), AfterValidator(non_blank)
+]
+
+
+class Body(BaseModel):
+    # Numbers and booleans are strict per field (a string "5" is refused); the model itself
+    # is not, because FastAPI validates parsed JSON in Python mode, where strict mode would
+    # refuse enum values given as strings.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TicketRefIn(Body):
+    system: TicketSystem
+    external_id: TicketId
+    subject: Annotated[CleanText, Field(max_length=500)] | None = None
+    requester: Annotated[CleanText, Field(max_length=200)] | None = None
+
+
+class SessionCreate(Body):
+    """A technician's request for a remote session on a ticket."""
+
+    ticket: TicketRefIn
+    device_id: Annotated[str, Field(min_length=1, max_length=36)]
+    provider: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,30}$")] | None = None
+    # Missing or short reasons are a policy refusal (audited), not a parse error.
+    reason: Annotated[CleanText, Field(max_length=2000)] = ""
+    capabilities: Annotated[list[Capability], Field(min_length=1, max_length=4)]
+    duration_minutes: Annotated[int, Field(strict=True, ge=1, le=10080)]
+    unattended: Annotated[bool, Field(strict=True)] = False
+
+
+class ActionIn(Body):
+    """Optional note for end/revoke/cancel; goes into the audit event."""
+
+    reason: Annotated[CleanText, Field(max_length=500)] | None = None
+
+
+class TicketOut(BaseModel):
+    system: str
+    external_id: str
+    subject: str
+    state: str
+
+
+class PartyOut(BaseModel):
+    id: str
+    name: str
+
+
+class SessionOut(BaseModel):
+    id: str
+    state: SessionState
+    version: int
+    ticket: TicketOut
+    technician: PartyOut
+    device: PartyOut
+    provider: str
+    reason: str
+    capabilities: list[str]
+    duration_minutes: int
+    unattended: bool
+    deadline_at: datetime | None
+    requested_at: datetime | None
+    awaiting_consent_at: datetime | None
+    approved_at: datetime | None
+    active_at: datetime | None
+    ended_at: datetime | None
+    denied_at: datetime | None
+    expired_at: datetime | None
+    revoked_at: datetime | None
+    failed_at: datetime | None
+    end_reason: str | None
+    ended_by: str | None
+    rating: int | None
+
+    @classmethod
+    def of(cls, record: SessionRecord) -> SessionOut:
+        s, t = record.session, record.ticket
+        return cls(
+            id=s.id,
+            state=SessionState(s.state),
+            version=s.version,
+            ticket=TicketOut(
+                system=t.system, external_id=t.external_id, subject=t.subject, state=t.state
+            ),
+            technician=PartyOut(id=record.technician.id, name=record.technician.display_name),
+            device=PartyOut(id=record.device.id, name=record.device.name),
+            provider=s.provider,
+            reason=s.reason,
+            capabilities=list(s.capabilities),
+            duration_minutes=s.duration_minutes,
+            unattended=s.unattended,
+            deadline_at=s.deadline_at,
+            requested_at=s.requested_at,
+            awaiting_consent_at=s.awaiting_consent_at,
+            approved_at=s.approved_at,
+            active_at=s.active_at,
+            ended_at=s.ended_at,
+            denied_at=s.denied_at,
+            expired_at=s.expired_at,
+            revoked_at=s.revoked_at,
+            failed_at=s.failed_at,
+            end_reason=s.end_reason,
+            ended_by=s.ended_by,
+            rating=s.rating,
+        )
+
+
+class ConsentInfo(BaseModel):
+    """What the technician passes to the end user. ``code`` is None for unattended sessions
+    (nothing to decide); the link still lets the end user watch and revoke."""
+
+    code: str | None
+    url: str
+    expires_at: datetime
+
+
+class SessionCreated(SessionOut):
+    consent: ConsentInfo
+
+
+class SessionList(BaseModel):
+    items: list[SessionOut]
+    limit: int
+    offset: int

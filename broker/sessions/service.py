@@ -1,0 +1,389 @@
+"""Remote sessions: request (gated by :mod:`broker.sessions.gate`), approve (with the
+provider's access), start, end, revoke, cancel, fail, end a ticket's sessions, read and list,
+and the deadline sweep.
+
+Every state change goes through :func:`broker.sessions.transitions.transition`, which also
+writes the ticket's comment and withdraws provider access (:mod:`broker.sessions.effects`).
+Deadlines are applied on read as well as by the background sweep, so a stale state is never
+returned or acted on. Policy refusals are audited (``policy.denied``) and committed although
+the request fails, so an auditor sees attempts as well as sessions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
+from broker.auth.service import get_user
+from broker.connectors import service as connectors
+from broker.context import settings_of
+from broker.db.base import utcnow
+from broker.errors import (
+    Conflict,
+    IllegalTransition,
+    NotFound,
+    PermissionDenied,
+)
+from broker.evidence.service import Actor, record_event
+from broker.sessions import effects, gate
+from broker.sessions.models import RemoteSession
+from broker.sessions.repository import SessionFilter, SessionRecord, SessionRepository
+from broker.sessions.schemas import SessionCreate
+from broker.sessions.states import SessionState
+from broker.sessions.transitions import approved_until, settle, transition
+from broker.tickets.models import Ticket
+from broker.tickets.service import ensure_ticket
+
+if TYPE_CHECKING:
+    from broker.consent.service import IssuedConsent
+
+S = SessionState
+UNATTENDED = "policy:unattended"
+UNATTENDED_ACTOR = Actor(kind="policy", name=UNATTENDED)
+CANCELLABLE = frozenset({S.awaiting_consent, S.approved})
+
+
+async def create_session(
+    db: AsyncSession, principal: Principal, req: SessionCreate
+) -> tuple[SessionRecord, IssuedConsent]:
+    """Request a session and open its consent request. Only technicians may."""
+    from broker.consent import service as consent  # consent builds on sessions: no cycle
+
+    if principal.role != "technician" or principal.user_id is None:
+        raise PermissionDenied("only technicians request remote sessions")
+    settings = settings_of(db)
+    ref = f"{req.ticket.system}:{req.ticket.external_id}"
+    admitted = await gate.check_request(db, principal, req, ref)
+    device, provider, info = admitted.device, admitted.provider, admitted.ticket
+    repo = SessionRepository(db)
+    # Lock before counting so two racing requests cannot both see room for one more.
+    await repo.lock_technician(principal.user_id)
+    technician = await get_user(db, principal.user_id)
+    limit = technician.max_concurrent_sessions or settings.max_concurrent_sessions
+    open_now = await repo.count_open(principal.user_id)
+    if open_now >= limit:
+        await gate.deny(
+            db,
+            principal,
+            ref,
+            "concurrency_limit",
+            f"you already have {open_now} open session(s); the limit is {limit}",
+        )
+    ticket = await ensure_ticket(
+        db,
+        system=req.ticket.system,
+        external_id=req.ticket.external_id,
+        actor=principal.actor(),
+        subject=info.subject or req.ticket.subject,
+        requester=info.requester or req.ticket.requester,
+    )
+    if info.verified:
+        connectors.sync_ticket(ticket, info)
+
+    now = utcnow()
+    session = await repo.add(
+        RemoteSession(
+            ticket_id=ticket.id,
+            technician_id=technician.id,
+            device_id=device.id,
+            provider=provider,
+            reason=admitted.reason,
+            capabilities=sorted({c.value for c in req.capabilities}),
+            duration_minutes=req.duration_minutes,
+            unattended=req.unattended,
+            state=S.requested.value,
+            version=1,
+            requested_at=now,
+            answers={},
+        )
+    )
+    record = SessionRecord(session, ticket, technician, device)
+    await record_event(
+        db,
+        "session.requested",
+        ticket=ticket.ref,
+        actor=principal.actor(),
+        data={
+            "session_id": session.id,
+            "device_id": device.id,
+            "device": device.name,
+            "provider": provider,
+            "reason": admitted.reason,
+            "capabilities": session.capabilities,
+            "duration_minutes": session.duration_minutes,
+            "unattended": req.unattended,
+        },
+    )
+    await effects.comment_requested(db, record)
+    timeout = admitted.group.consent_timeout_seconds or settings.consent_timeout_seconds
+    expires_at = now + timedelta(seconds=timeout)
+    await transition(
+        db,
+        record,
+        S.awaiting_consent,
+        actor=principal.actor(),
+        data={"consent_expires_at": expires_at.isoformat()},
+        values={"deadline_at": expires_at},
+        now=now,
+    )
+    issued = await consent.open_request(db, record, expires_at=expires_at)
+    if req.unattended:
+        await approve(db, record, actor=UNATTENDED_ACTOR, data={"decided_by": UNATTENDED})
+        await consent.record_policy_decision(db, issued.request, record)
+    return record, issued
+
+
+async def approve(
+    db: AsyncSession,
+    record: SessionRecord,
+    *,
+    actor: Actor,
+    data: Mapping[str, Any],
+    answers: dict[str, str] | None = None,
+) -> None:
+    """awaiting_consent → approved; the time limit starts now and the provider prepares the
+    access. A provider that cannot moves the session on to ``failed`` (audited, with the
+    provider's reason) instead of leaving an approval nobody can use."""
+    now = utcnow()
+    until = approved_until(now, record.session.duration_minutes)
+    values: dict[str, Any] = {"deadline_at": until}
+    if answers:
+        values["answers"] = answers
+    await transition(
+        db,
+        record,
+        S.approved,
+        actor=actor,
+        data={**data, "unattended": record.session.unattended, "until": until.isoformat()},
+        values=values,
+        now=now,
+    )
+    problem = await effects.provide_access(db, record)
+    if problem is not None:
+        await fail_session(db, record, actor=_provider_actor(record), why=problem)
+
+
+def _provider_actor(record: SessionRecord) -> Actor:
+    return Actor(kind="system", name=f"provider:{record.session.provider}")
+
+
+async def deny(db: AsyncSession, record: SessionRecord, *, actor: Actor, name: str) -> None:
+    await transition(
+        db,
+        record,
+        S.denied,
+        actor=actor,
+        data={"decided_by": name},
+        values={"end_reason": "denied by the end user", "ended_by": name, "deadline_at": None},
+    )
+
+
+async def load(db: AsyncSession, session_id: str) -> tuple[SessionRecord, bool]:
+    """The session with its deadline applied; the flag says whether that moved it."""
+    record = await SessionRepository(db).record(session_id)
+    if record is None:
+        raise NotFound(f"no session {session_id}")
+    return record, await settle(db, record)
+
+
+def _own(principal: Principal, record: SessionRecord) -> bool:
+    return principal.user_id is not None and record.session.technician_id == principal.user_id
+
+
+async def get_session(db: AsyncSession, principal: Principal, session_id: str) -> SessionRecord:
+    record = await SessionRepository(db).record(session_id)
+    if record is None:
+        raise NotFound(f"no session {session_id}")
+    if principal.role == "technician" and not _own(principal, record):
+        raise PermissionDenied(f"session {session_id} belongs to another technician")
+    await settle(db, record)
+    return record
+
+
+async def list_sessions(
+    db: AsyncSession, principal: Principal, filters: SessionFilter, *, limit: int, offset: int
+) -> list[SessionRecord]:
+    """Sessions matching ``filters``, newest first; technicians see only their own."""
+    if principal.role == "technician":
+        filters = dataclasses.replace(filters, technician_id=principal.user_id or "")
+    repo = SessionRepository(db)
+    # Apply run-out deadlines first so a state filter sees the states as they really are.
+    for session_id in await repo.due(utcnow(), dataclasses.replace(filters, state=None)):
+        await load(db, session_id)
+    return await repo.records(filters, limit=limit, offset=offset)
+
+
+async def _acting(
+    db: AsyncSession, principal: Principal, session_id: str, *, admin_may: bool
+) -> tuple[SessionRecord, bool]:
+    record, moved = await load(db, session_id)
+    if _own(principal, record) and principal.has(Scope.sessions_write):
+        return record, moved
+    if admin_may and principal.has(Scope.sessions_admin):
+        return record, moved
+    raise PermissionDenied(f"session {session_id} is not yours", keep_changes=moved)
+
+
+async def start_session(db: AsyncSession, principal: Principal, session_id: str) -> SessionRecord:
+    """approved → active: the technician (or their provider) connects."""
+    record, moved = await _acting(db, principal, session_id, admin_may=False)
+    await transition(db, record, S.active, actor=principal.actor(), keep_changes=moved)
+    return record
+
+
+async def end_session(
+    db: AsyncSession, principal: Principal, session_id: str, note: str | None = None
+) -> SessionRecord:
+    """active → ended, by the technician who owns it or an admin."""
+    record, moved = await _acting(db, principal, session_id, admin_may=True)
+    why = note or f"ended by {principal.role}"
+    await transition(
+        db,
+        record,
+        S.ended,
+        actor=principal.actor(),
+        data={"end_reason": why},
+        values={"end_reason": why, "ended_by": principal.name, "deadline_at": None},
+        keep_changes=moved,
+    )
+    return record
+
+
+async def revoke_session(
+    db: AsyncSession, principal: Principal, session_id: str, note: str | None = None
+) -> SessionRecord:
+    """An admin withdraws the session (awaiting consent, approved or active) → revoked."""
+    record, moved = await load(db, session_id)
+    if not principal.has(Scope.sessions_admin):
+        raise PermissionDenied("revoking needs the sessions:admin scope", keep_changes=moved)
+    why = f"revoked by an admin: {note}" if note else "revoked by an admin"
+    await _revoke(db, record, actor=principal.actor(), name=principal.name, why=why, keep=moved)
+    return record
+
+
+async def cancel_session(
+    db: AsyncSession, principal: Principal, session_id: str, note: str | None = None
+) -> SessionRecord:
+    """The technician withdraws a request that has not started (→ revoked)."""
+    record, moved = await _acting(db, principal, session_id, admin_may=False)
+    state = S(record.session.state)
+    if state not in CANCELLABLE:
+        raise IllegalTransition(
+            f"session {session_id} is {state}; only a session not yet started can be "
+            "cancelled (end an active one instead)",
+            keep_changes=moved,
+        )
+    why = f"cancelled by the technician: {note}" if note else "cancelled by the technician"
+    await _revoke(db, record, actor=principal.actor(), name=principal.name, why=why, keep=moved)
+    return record
+
+
+async def revoke_by_end_user(
+    db: AsyncSession, record: SessionRecord, *, actor: Actor, name: str, keep: bool
+) -> None:
+    """The end user takes consent back: approved or active → revoked."""
+    state = S(record.session.state)
+    if state in (S.requested, S.awaiting_consent):
+        raise IllegalTransition(
+            f"session {record.session.id} is {state}: nothing was approved yet; deny it instead",
+            keep_changes=keep,
+        )
+    await _revoke(db, record, actor=actor, name=name, why="revoked by the end user", keep=keep)
+
+
+async def _revoke(
+    db: AsyncSession, record: SessionRecord, *, actor: Actor, name: str, why: str, keep: bool
+) -> None:
+    await transition(
+        db,
+        record,
+        S.revoked,
+        actor=actor,
+        data={"end_reason": why},
+        values={"end_reason": why, "ended_by": name, "deadline_at": None},
+        keep_changes=keep,
+    )
+
+
+async def fail_session(db: AsyncSession, record: SessionRecord, *, actor: Actor, why: str) -> None:
+    """Any open state → failed (a provider could not connect, consent was locked...)."""
+    await transition(
+        db,
+        record,
+        S.failed,
+        actor=actor,
+        data={"end_reason": why},
+        values={"end_reason": why, "ended_by": actor.name, "deadline_at": None},
+    )
+
+
+# Where each open state goes when its ticket closes or changes hands.
+TICKET_GONE: dict[SessionState, SessionState] = {
+    S.requested: S.failed,
+    S.awaiting_consent: S.revoked,
+    S.approved: S.revoked,
+    S.active: S.ended,
+}
+
+
+async def end_sessions_for_ticket(
+    db: AsyncSession, ticket: Ticket, *, actor: Actor, why: str
+) -> list[str]:
+    """End every open session of ``ticket`` (closed or reassigned in its system): active →
+    ended, awaiting consent / approved → revoked, requested → failed. Each move is audited,
+    commented and withdraws provider access like any other. Returns the ids moved."""
+    moved: list[str] = []
+    for record in await SessionRepository(db).open_for_ticket(ticket.id):
+        if await settle(db, record):
+            continue  # its deadline had already passed: it ran out, the ticket did not end it
+        for _ in range(3):  # a racing move (an approval) is retried from the state it won
+            state = S(record.session.state)
+            if state not in TICKET_GONE:
+                break
+            try:
+                await transition(
+                    db,
+                    record,
+                    TICKET_GONE[state],
+                    actor=actor,
+                    data={"end_reason": why},
+                    values={"end_reason": why, "ended_by": actor.name, "deadline_at": None},
+                )
+            except IllegalTransition:
+                continue  # transition re-read the row: go again from where it is now
+            moved.append(record.session.id)
+            break
+    return moved
+
+
+async def rate_session(
+    db: AsyncSession, record: SessionRecord, *, actor: Actor, score: int, comment: str | None
+) -> None:
+    session = record.session
+    if session.active_at is None or session.state not in (S.ended, S.revoked, S.failed):
+        raise Conflict(f"session {session.id} is {session.state}; rate it once it has ended")
+    if not await SessionRepository(db).set_rating(session.id, score, comment):
+        raise Conflict(f"session {session.id} was already rated")
+    await db.refresh(session)
+    await record_event(
+        db,
+        "session.rated",
+        ticket=record.ticket.ref,
+        actor=actor,
+        data={"session_id": session.id, "score": score, "comment": comment},
+    )
+
+
+async def sweep_deadlines(db: AsyncSession) -> int:
+    """Expire unanswered consent and approvals, end sessions at their limit; returns moves."""
+    moved = 0
+    for session_id in await SessionRepository(db).due(utcnow()):
+        _, changed = await load(db, session_id)
+        moved += changed
+    return moved

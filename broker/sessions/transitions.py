@@ -1,0 +1,140 @@
+"""The one way a session changes state: a compare-and-set plus its audit event.
+
+Every transition is ``UPDATE sessions SET state=:new, version=version+1 ... WHERE id=:id AND
+state=:old AND version=:v``. Two requests racing for the same session (two approvals, an
+approval and an expiry) therefore cannot both win: the loser updates no row, re-reads the
+session and gets an :class:`IllegalTransition` that names the state it lost to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.db.base import utcnow
+from broker.errors import IllegalTransition
+from broker.evidence.service import SYSTEM_ACTOR, Actor, record_event
+from broker.sessions.effects import after_transition
+from broker.sessions.models import RemoteSession
+from broker.sessions.repository import SessionRecord, SessionRepository
+from broker.sessions.states import TRANSITIONS, SessionState, can_transition
+
+TIME_LIMIT = "time limit"
+log = structlog.get_logger("broker.sessions")
+
+
+def refusal(session_id: str, current: SessionState, target: SessionState) -> str:
+    allowed = ", ".join(sorted(TRANSITIONS[current])) or "none"
+    return (
+        f"session {session_id} is {current}; cannot go to {target} "
+        f"(allowed from {current}: {allowed})"
+    )
+
+
+async def transition(
+    db: AsyncSession,
+    record: SessionRecord,
+    target: SessionState,
+    *,
+    actor: Actor,
+    data: Mapping[str, Any] | None = None,
+    values: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+    keep_changes: bool = False,
+) -> None:
+    """Move ``record.session`` to ``target`` and write ``session.<target>`` to the ticket's
+    stream in the same transaction. ``values`` are further columns set with the state.
+
+    The move's effects outside this table (the ticket's comment, withdrawing provider
+    access) follow in the same transaction: :mod:`broker.sessions.effects`."""
+    session = record.session
+    now = now or utcnow()
+    current = SessionState(session.state)
+    if not can_transition(current, target):
+        raise IllegalTransition(refusal(session.id, current, target), keep_changes=keep_changes)
+    changed = await SessionRepository(db).compare_and_set(
+        session.id,
+        old=current,
+        version=session.version,
+        new=target,
+        values={f"{target.value}_at": now, **(values or {})},
+    )
+    await db.refresh(session)
+    if not changed:
+        # Someone else moved it first; explain against the state it is in now.
+        raise IllegalTransition(
+            refusal(session.id, SessionState(session.state), target), keep_changes=keep_changes
+        )
+    await record_event(
+        db,
+        f"session.{target.value}",
+        ticket=record.ticket.ref,
+        actor=actor,
+        data={
+            "session_id": session.id,
+            "from": current.value,
+            "to": target.value,
+            "technician_id": session.technician_id,
+            "device_id": session.device_id,
+            **(data or {}),
+        },
+    )
+    await after_transition(db, record, current, target, actor=actor, data=data or {})
+    log.info(
+        "session.transition",
+        session_id=session.id,
+        ticket=record.ticket.ref,
+        from_state=current.value,
+        to_state=target.value,
+    )
+
+
+def is_due(session: RemoteSession, now: datetime) -> bool:
+    return (
+        session.state in (SessionState.awaiting_consent, SessionState.approved, SessionState.active)
+        and session.deadline_at is not None
+        and session.deadline_at <= now
+    )
+
+
+async def settle(db: AsyncSession, record: SessionRecord, now: datetime | None = None) -> bool:
+    """Apply a deadline that has passed; True if the session moved.
+
+    Runs on every read and before every action, so a stopped sweeper never lets a stale
+    state be shown or acted on. Losing a race here is fine: whoever won moved it.
+    """
+    now = now or utcnow()
+    session = record.session
+    if not is_due(session, now):
+        return False
+    state = SessionState(session.state)
+    deadline = session.deadline_at
+    data: dict[str, Any] = {"deadline_at": deadline.isoformat() if deadline else None}
+    try:
+        if state is SessionState.awaiting_consent:
+            data["why"] = "consent was not given in time"
+            await transition(db, record, SessionState.expired, actor=SYSTEM_ACTOR, data=data)
+        elif state is SessionState.approved:
+            data["why"] = "the approved time ran out before the session started"
+            await transition(db, record, SessionState.expired, actor=SYSTEM_ACTOR, data=data)
+        else:
+            data["end_reason"] = TIME_LIMIT
+            await transition(
+                db,
+                record,
+                SessionState.ended,
+                actor=SYSTEM_ACTOR,
+                data=data,
+                values={"end_reason": TIME_LIMIT, "ended_by": SYSTEM_ACTOR.name},
+            )
+    except IllegalTransition:
+        return False
+    return True
+
+
+def approved_until(now: datetime, duration_minutes: int) -> datetime:
+    return now + timedelta(minutes=duration_minutes)

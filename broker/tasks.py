@@ -1,0 +1,109 @@
+"""Background work of a running broker, one loop, each job isolated from the others' failures:
+
+- deadlines: expire unanswered consent, end sessions at their time limit. The same checks run
+  on read (broker.sessions.service), so a stopped sweeper never lets a stale state be acted
+  on; the sweeper makes the state visible without a read;
+- the connectors' outbox: deliver comments and webhook events to ticket systems, in order;
+- providers: retry ending provider-side sessions (share links) whose first attempt failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+from fastapi import FastAPI
+
+log = structlog.get_logger("broker.tasks")
+
+
+async def sweep_once(app: FastAPI) -> int:
+    from broker.sessions.service import sweep_deadlines
+
+    async with app.state.sessionmaker() as db, db.begin():
+        return await sweep_deadlines(db)
+
+
+async def deliver_outbox(app: FastAPI) -> int:
+    from broker.connectors.outbox import deliver_due
+
+    return await deliver_due(app.state.sessionmaker)
+
+
+async def retry_provider_ends(app: FastAPI) -> int:
+    from broker.providers.service import retry_pending_ends
+
+    async with app.state.sessionmaker() as db, db.begin():
+        return await retry_pending_ends(db)
+
+
+async def publish_checkpoint(app: FastAPI) -> int:
+    """Copy the latest committed checkpoint outside the database (rollback evidence)."""
+    from broker.evidence.queries import publish
+
+    async with app.state.sessionmaker() as db:
+        size = await publish(db)
+    before: int = getattr(app.state, "published_size", 0)
+    app.state.published_size = size
+    return max(0, size - before)
+
+
+async def check_audit_log(app: FastAPI) -> bool:
+    """At start-up: is the database at or ahead of the last published checkpoint?
+
+    A rollback (an old backup restored, the log truncated) is reported loudly and makes
+    /readyz fail; the broker keeps running so that an operator can investigate.
+    """
+    from broker.evidence.queries import compare_with_published
+
+    async with app.state.sessionmaker() as db:
+        status = await compare_with_published(db)
+    app.state.audit_status = status
+    if status.ok:
+        log.info("audit.published_checkpoint_ok", detail=status.detail)
+    else:
+        log.critical("audit.rollback_detected", detail=status.detail)
+    return status.ok
+
+
+JOBS: list[tuple[str, Callable[[FastAPI], Awaitable[int]]]] = [
+    ("sessions.swept", sweep_once),
+    ("connectors.delivered", deliver_outbox),
+    ("providers.ends_retried", retry_provider_ends),
+    ("audit.published", publish_checkpoint),
+]
+
+
+async def run_jobs_once(app: FastAPI) -> dict[str, int]:
+    done: dict[str, int] = {}
+    for name, job in JOBS:
+        try:
+            done[name] = await job(app)
+        except Exception as exc:  # the next job and the next round still run; logged, not lost
+            log.error("background.job_failed", job=name, exc_info=exc)
+            continue
+        if done[name]:
+            log.info(name, count=done[name])
+    return done
+
+
+async def start_background_tasks(app: FastAPI) -> Callable[[], Awaitable[None]]:
+    interval = app.state.settings.sweep_interval_seconds
+    await check_audit_log(app)
+
+    async def _loop() -> None:
+        while True:
+            # Sleep first: start-up stays quick, and tests (long interval) drive jobs themselves.
+            await asyncio.sleep(interval)
+            await run_jobs_once(app)
+
+    task = asyncio.create_task(_loop(), name="deadline-sweeper")
+
+    async def _stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return _stop

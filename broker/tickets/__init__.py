@@ -1,0 +1,1 @@
+"""Tickets from help-desk systems (or typed in, standalone) that sessions are about."""

@@ -1,0 +1,37 @@
+"""A ticket is identified by its system and its id there; sessions hang off it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from broker.db.base import Base, CreatedMixin, IdMixin, UTCDateTime, utcnow
+
+CLOSED_STATES = frozenset({"closed", "resolved", "merged", "cancelled", "removed"})
+
+
+class Ticket(IdMixin, CreatedMixin, Base):
+    __tablename__ = "tickets"
+    __table_args__ = (UniqueConstraint("system", "external_id"),)
+
+    system: Mapped[str] = mapped_column(String(50), nullable=False)
+    external_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    subject: Mapped[str] = mapped_column(String(500), default="", nullable=False)
+    requester: Mapped[str] = mapped_column(String(200), default="", nullable=False)
+    state: Mapped[str] = mapped_column(String(30), default="open", nullable=False)
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    url: Mapped[str | None] = mapped_column(String(1000))
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+    @property
+    def ref(self) -> str:
+        """The ticket's key in the audit log and in messages: ``system:external_id``."""
+        return f"{self.system}:{self.external_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state.lower() not in CLOSED_STATES

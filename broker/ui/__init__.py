@@ -1,0 +1,1 @@
+"""The broker's web pages (Jinja2, progressively enhanced with htmx)."""

@@ -1,0 +1,256 @@
+"""The auditor's pages (include at the root, no prefix).
+
+- ``GET /ui/audit/sessions``: search by ticket, technician, device, provider, state, dates
+- ``GET /ui/audit/sessions/{id}``: one session and its recordings
+- ``GET|POST /ui/audit/sessions/{id}/replay``: a reason first, then the player (audited)
+- ``GET /ui/audit/tickets/{system}/{external_id}``: the timeline with per-record integrity
+- ``POST /ui/audit/tickets/{system}/{external_id}/bundle``: the evidence bundle (audited)
+- ``GET|POST /ui/audit/tickets/{system}/{external_id}/erase``: admins crypto-shred content
+- ``GET /ui/audit/checkpoint``, ``POST /ui/audit/checkpoint/verify``: signed head, key, verify
+
+Thin: admit the caller (``auditor_web.admit``), call one service function, render. Every POST
+is a form carrying ``csrf_token``; the cookie authentication refuses it without.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from broker.auth.deps import OptionalPrincipal
+from broker.db.session import DbSession
+from broker.errors import BrokerError, ValidationFailed
+from broker.evidence import queries
+from broker.evidence.schemas import EraseIn, ExportIn
+from broker.gateway import replay
+from broker.sessions.schemas import TicketId, TicketSystem
+from broker.ui import auditor_service as svc
+from broker.ui.auditor_web import admit, can_audit, can_erase, can_oversee, page, refused, script
+
+router = APIRouter(include_in_schema=False)
+BASE = "/ui/audit"
+Text = Annotated[str, Query(max_length=200)]
+FormText = Annotated[str, Form(max_length=2000)]
+System = Annotated[TicketSystem, Path()]
+External = Annotated[TicketId, Path()]
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or 'form'}: {err['msg']}"
+
+
+@router.get(BASE, response_model=None)
+async def audit_home() -> Response:
+    return RedirectResponse("/ui/audit/sessions", status_code=303)
+
+
+@router.get(BASE + "/sessions", response_model=None)
+async def search_sessions(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    ticket: Text = "",
+    technician: Text = "",
+    device: Text = "",
+    provider: Text = "",
+    state: Text = "",
+    since: Text = "",
+    until: Text = "",
+    page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+) -> Response:
+    who = admit(request, principal, can_oversee)
+    if isinstance(who, Response):
+        return who
+    form = svc.SearchForm(ticket, technician, device, provider, state, since, until, page_no)
+    context = {"form": form, "choices": await svc.choices(db), "can_audit": can_audit(who)}
+    try:
+        result = await svc.search(db, who, form)
+    except ValidationFailed as exc:
+        return page(request, "auditor/sessions.html", 422, error=exc.detail, **context)
+    return page(request, "auditor/sessions.html", result=result, **context)
+
+
+@router.get(BASE + "/sessions/{session_id}", response_model=None)
+async def session_detail(
+    request: Request, session_id: str, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        detail = await svc.session_detail(db, who, session_id)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return page(request, "auditor/session.html", detail=detail)
+
+
+@router.get(BASE + "/sessions/{session_id}/replay", response_model=None)
+async def replay_form(
+    request: Request, session_id: str, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        detail = await svc.session_detail(db, who, session_id)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return page(request, "auditor/replay_reason.html", detail=detail, reason="")
+
+
+@router.post(BASE + "/sessions/{session_id}/replay", response_model=None)
+async def replay_play(
+    request: Request,
+    session_id: str,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    reason: FormText = "",
+    recording_id: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        cast = await replay.replay(
+            db, who, session_id, reason=reason, recording_id=recording_id or None
+        )
+    except ValidationFailed as exc:  # refused before anything was read or recorded
+        try:
+            detail = await svc.session_detail(db, who, session_id)
+        except BrokerError as inner:
+            return await refused(request, db, inner)
+        return page(
+            request,
+            "auditor/replay_reason.html",
+            422,
+            detail=detail,
+            reason=reason,
+            error=exc.detail,
+        )
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return page(request, "auditor/replay.html", session_id=session_id, cast=cast)
+
+
+@router.get(BASE + "/tickets/{system}/{external_id}", response_model=None)
+async def ticket_timeline(
+    request: Request,
+    system: System,
+    external_id: External,
+    principal: OptionalPrincipal,
+    db: DbSession,
+) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        view = await svc.ticket_timeline(db, who, system, external_id)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return page(request, "auditor/timeline.html", view=view)
+
+
+@router.post(BASE + "/tickets/{system}/{external_id}/bundle", response_model=None)
+async def export_bundle(
+    request: Request,
+    system: System,
+    external_id: External,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    reason: FormText = "",
+    include_plaintext: Annotated[bool, Form()] = False,
+) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        body = ExportIn(reason=reason, include_plaintext=include_plaintext)
+        data = await queries.export(
+            db,
+            who,
+            f"{system}:{external_id}",
+            include_plaintext=body.include_plaintext,
+            reason=body.reason,
+        )
+    except ValidationError as exc:
+        return await refused(request, db, ValidationFailed(_first_error(exc)))
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    filename = f"evidence-{system}-{external_id}.zip".replace('"', "")
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get(BASE + "/tickets/{system}/{external_id}/erase", response_model=None)
+async def erase_form(
+    request: Request,
+    system: System,
+    external_id: External,
+    principal: OptionalPrincipal,
+) -> Response:
+    who = admit(request, principal, can_erase)
+    if isinstance(who, Response):
+        return who
+    return page(request, "auditor/erase.html", system=system, external_id=external_id)
+
+
+@router.post(BASE + "/tickets/{system}/{external_id}/erase", response_model=None)
+async def erase(
+    request: Request,
+    system: System,
+    external_id: External,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    reason: FormText = "",
+    confirm: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    who = admit(request, principal, can_erase)
+    if isinstance(who, Response):
+        return who
+    ref = f"{system}:{external_id}"
+    context = {"system": system, "external_id": external_id, "reason": reason}
+    try:
+        if confirm.strip() != ref:
+            raise ValidationFailed(f"confirm: type {ref} to confirm the erasure")
+        body = EraseIn(reason=reason)
+        position = await queries.erase(db, who, ref, reason=body.reason)
+    except ValidationError as exc:
+        return page(request, "auditor/erase.html", 422, error=_first_error(exc), **context)
+    except ValidationFailed as exc:
+        return page(request, "auditor/erase.html", 422, error=exc.detail, **context)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return page(request, "auditor/erase.html", erased_at=position, **context)
+
+
+@router.get(BASE + "/checkpoint", response_model=None)
+async def checkpoint(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    view = await svc.checkpoint_view(db)
+    background = getattr(request.app.state, "audit_status", None)
+    return page(request, "auditor/checkpoint.html", view=view, background=background)
+
+
+@router.post(BASE + "/checkpoint/verify", response_model=None)
+async def verify_now(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    report = await svc.verify_now(db)
+    view = await svc.checkpoint_view(db)
+    background = getattr(request.app.state, "audit_status", None)
+    return page(request, "auditor/checkpoint.html", view=view, background=background, report=report)
+
+
+@router.get("/static/auditor.js")
+async def auditor_js() -> FileResponse:
+    return script("auditor.js")

@@ -1,0 +1,298 @@
+"""What the auditor pages show: session search, a ticket's timeline with per-record integrity,
+a session's details and recordings, and the log's checkpoint.
+
+Reading goes through the domains' services (sessions, evidence queries, gateway replay), so
+the same rules and the same audit records apply as on the JSON API. Only the search form's
+choice lists (technicians, devices, providers) are read here directly: they are read-only
+lookups no domain service offers.
+
+Per-record integrity on the timeline combines three checks, each of which fails a record
+(red) on its own: its recomputed leaf hash, its link to the record before it in the ticket's
+chain (sequence and previous hash), and the whole-log verification (every record, every
+chain, the Merkle tree against the signed checkpoints), which names the first bad record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit.errors import VerificationError
+from audit.records import ZERO_HASH, Record, record_leaf_hash
+from audit.verify import VerifyReport
+from broker.auth.models import User
+from broker.auth.principal import Principal
+from broker.devices.models import Device
+from broker.errors import ValidationFailed
+from broker.evidence import queries
+from broker.evidence.service import audit_log_of
+from broker.gateway import replay
+from broker.gateway.recording import RecordingSummary
+from broker.sessions import service as sessions
+from broker.sessions.models import RemoteSession
+from broker.sessions.repository import SessionFilter, SessionRecord
+from broker.sessions.states import SessionState
+
+PAGE_SIZE = 25
+TICKET_SESSIONS = 200
+
+
+# --- search -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchForm:
+    """The search form as typed (strings), echoed back into the form."""
+
+    ticket: str = ""
+    technician: str = ""
+    device: str = ""
+    provider: str = ""
+    state: str = ""
+    since: str = ""
+    until: str = ""
+    page: int = 1
+
+    def query(self, page: int) -> str:
+        from urllib.parse import urlencode
+
+        values = {k: v for k, v in self.__dict__.items() if k != "page" and v}
+        return urlencode({**values, "page": page})
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    records: list[SessionRecord]
+    page: int
+    has_next: bool
+
+
+@dataclass(frozen=True)
+class Choices:
+    technicians: list[tuple[str, str]]
+    devices: list[tuple[str, str]]
+    providers: list[str]
+    states: list[str] = field(default_factory=lambda: [s.value for s in SessionState])
+
+
+def _day(value: str, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationFailed(f"{name}: give a date as YYYY-MM-DD") from exc
+
+
+def to_filter(form: SearchForm) -> SessionFilter:
+    """The form as a session filter; the date range is inclusive of both days (UTC)."""
+    system: str | None = None
+    external_id: str | None = form.ticket.strip() or None
+    if external_id is not None and ":" in external_id:
+        system, _, external_id = external_id.partition(":")
+        system, external_id = system.strip() or None, external_id.strip() or None
+    state = None
+    if form.state:
+        try:
+            state = SessionState(form.state)
+        except ValueError as exc:
+            raise ValidationFailed(f"state: {form.state!r} is not a session state") from exc
+    since, until = _day(form.since, "from"), _day(form.until, "to")
+    if since is not None and until is not None and until < since:
+        raise ValidationFailed("to: the end of the range is before its start")
+    if form.page < 1:
+        raise ValidationFailed("page: pages start at 1")
+    return SessionFilter(
+        system=system,
+        external_id=external_id,
+        technician_id=form.technician or None,
+        device_id=form.device or None,
+        provider=form.provider or None,
+        state=state,
+        since=datetime.combine(since, datetime.min.time(), UTC) if since else None,
+        until=datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC)
+        if until
+        else None,
+    )
+
+
+async def search(db: AsyncSession, principal: Principal, form: SearchForm) -> SearchResult:
+    filters = to_filter(form)
+    offset = (form.page - 1) * PAGE_SIZE
+    found = await sessions.list_sessions(db, principal, filters, limit=PAGE_SIZE + 1, offset=offset)
+    return SearchResult(found[:PAGE_SIZE], form.page, len(found) > PAGE_SIZE)
+
+
+async def choices(db: AsyncSession) -> Choices:
+    techs = await db.execute(
+        select(User.id, User.display_name)
+        .where(User.role == "technician")
+        .order_by(User.display_name)
+    )
+    devices = await db.execute(select(Device.id, Device.name).order_by(Device.name))
+    providers = await db.scalars(
+        select(RemoteSession.provider).distinct().order_by(RemoteSession.provider)
+    )
+    return Choices(
+        technicians=[(str(i), str(n)) for i, n in techs],
+        devices=[(str(i), str(n)) for i, n in devices],
+        providers=[str(p) for p in providers],
+    )
+
+
+# --- ticket timeline ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    position: int
+    seq: int
+    event_type: str
+    occurred_at: datetime
+    problems: list[str]
+    payload: dict[str, Any] | None
+    erased: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def session_id(self) -> str | None:
+        data = (self.payload or {}).get("data")
+        value = data.get("session_id") if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def actor(self) -> str:
+        who = (self.payload or {}).get("actor")
+        if not isinstance(who, dict):
+            return ""
+        name, role = who.get("name") or who.get("kind") or "", who.get("role")
+        return f"{name} ({role})" if role else str(name)
+
+
+@dataclass(frozen=True)
+class TimelineView:
+    system: str
+    external_id: str
+    rows: list[TimelineRow]
+    log_report: VerifyReport
+    sessions: list[SessionRecord]
+
+    @property
+    def intact(self) -> bool:
+        return self.log_report.ok and all(row.ok for row in self.rows)
+
+
+def _record_problems(log_id: str, raw: list[Record], report: VerifyReport) -> dict[int, list[str]]:
+    problems: dict[int, list[str]] = {}
+    prev, last_seq = ZERO_HASH, 0
+    for rec in raw:
+        found = problems.setdefault(rec.position, [])
+        if rec.stream_seq != last_seq + 1:
+            found.append(f"out of sequence: #{rec.stream_seq} follows #{last_seq}")
+        if rec.prev_hash != prev:
+            found.append("does not link to the ticket's previous record")
+        if record_leaf_hash(log_id, rec) != rec.leaf_hash:
+            found.append("altered: its content no longer matches its hash")
+        if report.position == rec.position and report.problem:
+            found.append(f"whole-log verification: {report.problem}")
+        prev, last_seq = rec.leaf_hash, rec.stream_seq
+    return problems
+
+
+async def ticket_timeline(
+    db: AsyncSession, principal: Principal, system: str, external_id: str
+) -> TimelineView:
+    """Every event of the ticket in order with its integrity; the view itself is audited."""
+    stream = f"{system}:{external_id}"
+    log = audit_log_of(db)
+    conn = await db.connection()
+    raw = await log.records(conn, stream=stream)  # read before the view itself is recorded
+    found = await queries.timeline(db, principal, stream)  # NotFound if none; audits the view
+    report = await queries.verify_all(db)
+    problems = _record_problems(log.log_id, raw, report)
+    if found.problem and not found.records:
+        # The payloads did not decrypt: name the record the decryption stopped at.
+        try:
+            await log.read_stream(conn, stream)
+        except VerificationError as exc:
+            if exc.position is not None:
+                problems.setdefault(exc.position, []).append(f"does not decrypt: {exc}")
+    decrypted = {r.position: r for r in found.records}
+    rows = []
+    for rec in raw:
+        read = decrypted.get(rec.position)
+        rows.append(
+            TimelineRow(
+                position=rec.position,
+                seq=rec.stream_seq,
+                event_type=rec.event_type,
+                occurred_at=rec.occurred_at,
+                problems=problems.get(rec.position, []),
+                payload=read.payload if read is not None else None,
+                erased=read.erased if read is not None else False,
+            )
+        )
+    filters = SessionFilter(system=system, external_id=external_id)
+    found_sessions = await sessions.list_sessions(
+        db, principal, filters, limit=TICKET_SESSIONS, offset=0
+    )
+    return TimelineView(system, external_id, rows, report, found_sessions)
+
+
+# --- session detail, replay, checkpoint -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionDetail:
+    record: SessionRecord
+    recordings: list[RecordingSummary]
+
+
+async def session_detail(db: AsyncSession, principal: Principal, session_id: str) -> SessionDetail:
+    record = await sessions.get_session(db, principal, session_id)
+    found = await replay.recordings_of(db, principal, session_id)
+    return SessionDetail(record, found)
+
+
+@dataclass(frozen=True)
+class CheckpointView:
+    origin: str
+    size: int
+    root_hex: str
+    text: str
+    signatures: list[str]
+    public_key: str
+    fingerprint: str
+    published_ok: bool
+    published_detail: str
+
+
+async def checkpoint_view(db: AsyncSession) -> CheckpointView | None:
+    log = audit_log_of(db)
+    latest = await log.latest_checkpoint(await db.connection())
+    if latest is None:
+        return None
+    status = await queries.compare_with_published(db)
+    text, _, signed = latest.note.partition("\n\n")
+    return CheckpointView(
+        origin=latest.origin,
+        size=latest.size,
+        root_hex=latest.root.hex(),
+        text=text,
+        signatures=[line for line in signed.splitlines() if line.strip()],
+        public_key=log.signer.verifier.encode(),
+        fingerprint=log.signer.verifier.fingerprint,
+        published_ok=status.ok,
+        published_detail=status.detail,
+    )
+
+
+async def verify_now(db: AsyncSession) -> VerifyReport:
+    return await queries.verify_all(db)

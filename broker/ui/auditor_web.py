@@ -1,0 +1,96 @@
+"""What the auditor and report pages share: templates, who may see which page, refusals.
+
+A page never answers an anonymous browser with JSON: it redirects to ``/ui/login`` with the
+page as ``next``. A signed-in user without the right role gets an HTML 403 page. Domain
+errors raised while building a page are shown on an error page with the status the JSON API
+would use (``broker.app.status_for``), after rolling back unless the refusal must be kept.
+
+Who sees what (PRODUCT.md: the auditor reads, the admin is not trusted by the log):
+- audit views with content (timeline, session detail, replay, checkpoint): ``audit:read``,
+  i.e. auditors only; admins get 403 like technicians;
+- the session search (metadata only, what ``GET /api/v1/sessions`` already shows them) and the
+  reports: auditors and admins; the admin's search rows lead to the erasure page instead;
+- erasing a ticket's content: ``users:admin`` (the evidence API's rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import web
+from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
+from broker.errors import BrokerError
+
+templates = Jinja2Templates(directory=Path(web.__file__).parent / "templates")
+LOGIN_PATH = "/ui/login"
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.env.filters["when"] = _when
+Rule = Callable[[Principal], bool]
+
+
+def can_audit(principal: Principal) -> bool:
+    return principal.has(Scope.audit_read)
+
+
+def can_erase(principal: Principal) -> bool:
+    return principal.has(Scope.users_admin)
+
+
+def can_oversee(principal: Principal) -> bool:
+    """Search sessions and read reports: auditors and admins (supervisors of the desk)."""
+    return can_audit(principal) or can_erase(principal)
+
+
+def page(request: Request, name: str, status: int = 200, /, **context: Any) -> HTMLResponse:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    context.setdefault("principal", principal)
+    context.setdefault("csrf_token", principal.csrf_token if principal else None)
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def admit(request: Request, principal: Principal | None, rule: Rule) -> Principal | Response:
+    """The principal if ``rule`` admits them; else the login redirect or a 403 page."""
+    if principal is None:
+        target = request.url.path
+        if request.method == "GET" and request.url.query:
+            target += "?" + request.url.query
+        return RedirectResponse(f"{LOGIN_PATH}?next={quote(target, safe='')}", status_code=303)
+    if not rule(principal):
+        return page(
+            request,
+            "auditor/refused.html",
+            403,
+            title="Not allowed",
+            detail=f"Your role ({principal.role}) may not open this page.",
+        )
+    return principal
+
+
+async def refused(request: Request, db: AsyncSession, exc: BrokerError) -> HTMLResponse:
+    """An error page for a domain refusal, keeping the audit record when the error says so."""
+    from broker.app import status_for  # the one error→status mapping; imported late (no cycle)
+
+    if not exc.keep_changes:
+        await db.rollback()
+    status = status_for(exc)
+    title = {403: "Not allowed", 404: "Not found", 422: "Check the form"}.get(status, "Refused")
+    return page(request, "auditor/refused.html", status, title=title, detail=exc.detail)
+
+
+def script(name: str) -> FileResponse:
+    return FileResponse(Path(web.__file__).parent / "static" / name, media_type="text/javascript")

@@ -1,0 +1,346 @@
+"""The technician's console: open sessions (live), the request form, the waiting screen.
+
+- ``GET /ui/console`` and the fragment ``GET /ui/console/sessions`` (htmx polls it)
+- ``GET /ui/new?system=…&ticket=…``: the request form; ``GET /sessions/new`` is where the
+  connectors' ticket deep link (``/t/{system}/{id}/connect``) lands and forwards here
+- ``GET /ui/new/ticket``: the ticket as its system sees it (htmx, while typing)
+- ``POST /ui/sessions``: request; the consent code is shown on the next page, once
+- ``GET /ui/sessions/{id}`` and its fragment ``/status`` (htmx polls while it can change);
+  ``POST /ui/sessions/{id}/start|end|cancel``
+
+The code is a secret the broker keeps only as a hash: it reaches the waiting screen in a
+signed, HTTP-only cookie scoped to that session's page and living as long as the request.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from broker.auth.deps import OptionalPrincipal
+from broker.auth.principal import Principal
+from broker.connectors import service as connectors
+from broker.connectors.registry import registry_for
+from broker.db.base import utcnow
+from broker.db.session import DbSession
+from broker.devices import service as devices
+from broker.devices.repository import DeviceFilter
+from broker.errors import BrokerError
+from broker.providers import service as providers
+from broker.sessions import service as sessions
+from broker.sessions.repository import SessionFilter, SessionRecord
+from broker.sessions.schemas import SessionCreate
+from broker.sessions.states import OPEN_STATES, SessionState
+from broker.ui.common import (
+    admit,
+    is_admin,
+    is_technician,
+    page,
+    refused,
+    secure_cookies,
+    settings_of_request,
+    sign,
+    unsign,
+)
+
+router = APIRouter(include_in_schema=False)
+CODE_COOKIE = "sb_code"
+DURATIONS = (15, 30, 60, 120, 240, 480)
+CAPABILITY_WORDS = {
+    "view": "See the screen",
+    "control": "Use mouse and keyboard",
+    "shell": "Run commands (terminal)",
+    "files": "Transfer files",
+}
+Ref = Annotated[str, Query(max_length=100)]
+
+
+def technician_or_admin(principal: Principal) -> bool:
+    return is_technician(principal) or is_admin(principal)
+
+
+def _invalid(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()[:5]
+    )
+
+
+# --- the list -----------------------------------------------------------------------------
+
+
+async def _my_sessions(db: DbSession, who: Principal) -> dict[str, list[SessionRecord]]:
+    records = await sessions.list_sessions(db, who, SessionFilter(), limit=50, offset=0)
+    open_ = [r for r in records if SessionState(r.session.state) in OPEN_STATES]
+    done = [r for r in records if SessionState(r.session.state) not in OPEN_STATES][:10]
+    return {"open_sessions": open_, "recent_sessions": done}
+
+
+@router.get("/ui/console", response_model=None)
+async def console(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    who = await admit(request, db, principal, is_technician)
+    if isinstance(who, Response):
+        return who
+    return page(request, "ui/console.html", title="My sessions", **await _my_sessions(db, who))
+
+
+@router.get("/ui/console/sessions", response_model=None)
+async def console_fragment(
+    request: Request, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    who = await admit(request, db, principal, is_technician)
+    if isinstance(who, Response):
+        return who
+    return page(request, "ui/_sessions.html", **await _my_sessions(db, who))
+
+
+# --- the request form ---------------------------------------------------------------------
+
+
+@router.get("/sessions/new", response_model=None)
+async def deep_link(system: Ref = "", ticket: Ref = "") -> Response:
+    """Where ``/t/{system}/{id}/connect`` (broker.connectors.router) sends the browser."""
+    return RedirectResponse(f"/ui/new?{urlencode({'system': system, 'ticket': ticket})}", 303)
+
+
+async def _form_context(db: DbSession, who: Principal, **values: Any) -> dict[str, Any]:
+    found, _ = await devices.list_devices(db, who, DeviceFilter(), limit=500, offset=0)
+    groups = await devices.groups_for(db, found)
+    defaults = {"system": "", "ticket": "", "subject": "", "device_id": "", "reason": ""}
+    defaults.update({k: v for k, v in values.items() if v is not None})
+    return {
+        "title": "New remote session",
+        "devices": found,
+        "groups": groups,
+        "systems": registry_for(db).systems(),
+        "capabilities": CAPABILITY_WORDS,
+        "durations": DURATIONS,
+        "form": defaults,
+        "chosen": values.get("chosen") or ["view", "control"],
+        "duration": values.get("duration") or 30,
+    }
+
+
+@router.get("/ui/new", response_model=None)
+async def new_form(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    system: Ref = "",
+    ticket: Ref = "",
+) -> Response:
+    who = await admit(request, db, principal, is_technician)
+    if isinstance(who, Response):
+        return who
+    context = await _form_context(db, who, system=system, ticket=ticket)
+    if system and ticket:
+        context["lookup"] = await _lookup(db, system, ticket)
+    return page(request, "ui/new.html", **context)
+
+
+async def _lookup(db: DbSession, system: str, ticket: str) -> dict[str, Any]:
+    """What the ticket's system says, or why it could not say (shown next to the field)."""
+    try:
+        info = await connectors.lookup_for_session(db, system, ticket, require_open=False)
+    except BrokerError as exc:
+        if not exc.keep_changes:
+            await db.rollback()
+        return {"ok": False, "detail": exc.detail}
+    return {
+        "ok": True,
+        "verified": info.verified,
+        "subject": info.subject,
+        "state": info.raw_state or info.state,
+        "open": info.is_open,
+        "requester": info.requester,
+        "ref": info.ref,
+    }
+
+
+@router.get("/ui/new/ticket", response_model=None)
+async def ticket_fragment(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    system: Ref = "",
+    ticket: Ref = "",
+) -> Response:
+    who = await admit(request, db, principal, is_technician)
+    if isinstance(who, Response):
+        return who
+    lookup = await _lookup(db, system, ticket) if system.strip() and ticket.strip() else None
+    return page(request, "ui/_ticket.html", lookup=lookup)
+
+
+@router.post("/ui/sessions", response_model=None)
+async def create(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    who = await admit(request, db, principal, is_technician)
+    if isinstance(who, Response):
+        return who
+    form = await request.form()
+    text = {
+        k: str(form.get(k, "")).strip()
+        for k in ("system", "ticket", "subject", "device_id", "reason")
+    }
+    chosen = [str(c) for c in form.getlist("capabilities")]
+    raw_duration = str(form.get("duration_minutes", ""))
+    duration = int(raw_duration) if raw_duration.isdigit() else 0
+    context = await _form_context(db, who, **text, chosen=chosen, duration=duration)
+    try:
+        body = SessionCreate.model_validate(
+            {
+                "ticket": {
+                    "system": text["system"],
+                    "external_id": text["ticket"],
+                    "subject": text["subject"] or None,
+                },
+                "device_id": text["device_id"],
+                "reason": text["reason"],
+                "capabilities": chosen,
+                "duration_minutes": duration,
+                "unattended": form.get("unattended") == "on",
+            }
+        )
+        record, issued = await sessions.create_session(db, who, body)
+    except ValidationError as exc:
+        return page(request, "ui/new.html", 422, error=_invalid(exc), **context)
+    except BrokerError as exc:
+        if not exc.keep_changes:
+            await db.rollback()
+        from broker.app import status_for
+
+        if text["system"] and text["ticket"]:  # show the ticket (and subject field) again
+            context["lookup"] = await _lookup(db, text["system"], text["ticket"])
+            context["lookup"]["subject"] = context["lookup"].get("subject") or text["subject"]
+        return page(request, "ui/new.html", status_for(exc), error=exc.detail, **context)
+    sid = record.session.id
+    response = RedirectResponse(f"/ui/sessions/{sid}", status_code=303)
+    if issued.code is not None:
+        seconds = max(int((issued.expires_at - utcnow()).total_seconds()), 1)
+        payload = {"sid": sid, "code": issued.code, "url": issued.url}
+        response.set_cookie(
+            CODE_COOKIE,
+            sign(settings_of_request(request), "code", payload, seconds),
+            max_age=seconds,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies(request),
+            path=f"/ui/sessions/{sid}",
+        )
+    return response
+
+
+# --- one session --------------------------------------------------------------------------
+
+
+async def _session_context(
+    request: Request, db: DbSession, who: Principal, sid: str
+) -> dict[str, Any]:
+    record = await sessions.get_session(db, who, sid)
+    s = record.session
+    state = SessionState(s.state)
+    group = await devices.get_group(db, record.device.group_id)
+    labels = {str(q.get("id")): str(q.get("label")) for q in group.questions}
+    answers = [(labels.get(k, k), v) for k, v in (s.answers or {}).items()]
+    consent = unsign(settings_of_request(request), "code", request.cookies.get(CODE_COOKIE))
+    if consent is not None and consent.get("sid") != sid:
+        consent = None
+    launch = (
+        await providers.launch_for(db, s)
+        if state in (SessionState.approved, SessionState.active)
+        else None
+    )
+    base = settings_of_request(request).base_url
+    forwards = [
+        f"supportbroker connect {sid} --url {base} --forward {port}:{port}"
+        for port in group.allowed_ports
+    ]
+    return {
+        "record": record,
+        "s": s,
+        "state": state.value,
+        "is_open": state in OPEN_STATES,
+        "own": who.user_id == s.technician_id,
+        "consent": consent if state is SessionState.awaiting_consent else None,
+        "answers": answers,
+        "launch": launch,
+        "agent": s.provider == "agent",
+        "shell": "shell" in s.capabilities,
+        "forwards": forwards if s.provider == "agent" else [],
+        "capability_words": CAPABILITY_WORDS,
+        "remaining": (s.deadline_at - utcnow()) if s.deadline_at else timedelta(0),
+    }
+
+
+@router.get("/ui/sessions/{sid}", response_model=None)
+async def session_page(
+    request: Request, sid: str, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    who = await admit(request, db, principal, technician_or_admin)
+    if isinstance(who, Response):
+        return who
+    try:
+        context = await _session_context(request, db, who, sid)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return page(
+        request,
+        "ui/session.html",
+        title=f"Session on {context['record'].ticket.external_id}",
+        **context,
+    )
+
+
+@router.get("/ui/sessions/{sid}/status", response_model=None)
+async def session_fragment(
+    request: Request, sid: str, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    who = await admit(request, db, principal, technician_or_admin)
+    if isinstance(who, Response):
+        return who
+    try:
+        context = await _session_context(request, db, who, sid)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return page(request, "ui/_session_status.html", **context)
+
+
+async def _act(
+    request: Request, db: DbSession, principal: Principal | None, sid: str, action: str
+) -> Response:
+    who = await admit(request, db, principal, technician_or_admin)
+    if isinstance(who, Response):
+        return who
+    try:
+        if action == "start":
+            await sessions.start_session(db, who, sid)
+        elif action == "end":
+            await sessions.end_session(db, who, sid, "ended from the console")
+        else:
+            await sessions.cancel_session(db, who, sid, "cancelled from the console")
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return RedirectResponse(f"/ui/sessions/{sid}", status_code=303)
+
+
+@router.post("/ui/sessions/{sid}/start", response_model=None)
+async def start(
+    request: Request, sid: str, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    return await _act(request, db, principal, sid, "start")
+
+
+@router.post("/ui/sessions/{sid}/end", response_model=None)
+async def end(request: Request, sid: str, principal: OptionalPrincipal, db: DbSession) -> Response:
+    return await _act(request, db, principal, sid, "end")
+
+
+@router.post("/ui/sessions/{sid}/cancel", response_model=None)
+async def cancel(
+    request: Request, sid: str, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    return await _act(request, db, principal, sid, "cancel")

@@ -1,0 +1,440 @@
+"""Login pages: password (+ TOTP when enabled), SSO (OIDC when configured), logout, the
+forced password change and the account page where a user turns the second factor on or off.
+
+- ``GET|POST /ui/login``; ``GET|POST /ui/login/totp`` (second step, after the password)
+- ``GET /ui/login/oidc`` → the issuer → ``GET /ui/login/oidc/callback``
+- ``POST /ui/logout``; ``GET|POST /ui/password``; ``GET /ui/account`` and its TOTP forms
+- ``GET /ui`` (and ``/``): the home page of the caller's role
+
+Between the password and the second factor the browser holds a signed, five-minute cookie
+naming the user; no web session exists until both steps pass.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from broker.auth import oidc, totp
+from broker.auth import service as auth
+from broker.auth.deps import SESSION_COOKIE, OptionalPrincipal, client_ip
+from broker.auth.models import User
+from broker.auth.permissions import grants_for
+from broker.auth.principal import Principal
+from broker.auth.schemas import PASSWORD_MIN_LENGTH
+from broker.db.session import DbSession
+from broker.errors import BrokerError, NotAuthenticated, PermissionDenied
+from broker.ui.common import (
+    LOGIN_PATH,
+    admit,
+    anyone,
+    cross_origin,
+    home_for,
+    login_redirect,
+    page,
+    refused,
+    safe_next,
+    secure_cookies,
+    settings_of_request,
+    sign,
+    unsign,
+)
+
+router = APIRouter(include_in_schema=False)
+LOGIN_CSRF_COOKIE = "sb_login_csrf"
+MFA_COOKIE = "sb_mfa"
+OIDC_COOKIE = "sb_oidc"
+MFA_SECONDS = 300
+OIDC_SECONDS = 600
+Text = Annotated[str, Form(max_length=200)]
+Secret = Annotated[str, Form(max_length=1000)]
+
+
+def oidc_settings(request: Request) -> oidc.OidcSettings:
+    """From the environment; a test app may put its own on ``app.state.oidc_settings``."""
+    configured = getattr(request.app.state, "oidc_settings", None)
+    return configured if isinstance(configured, oidc.OidcSettings) else oidc.OidcSettings()
+
+
+def oidc_client(request: Request) -> oidc.OidcClient:
+    transport = getattr(request.app.state, "oidc_transport", None)  # the tests' fake issuer
+    return oidc.OidcClient(oidc_settings(request), transport=transport)
+
+
+def _callback_url(request: Request) -> str:
+    return f"{settings_of_request(request).base_url}/ui/login/oidc/callback"
+
+
+def _login_form(
+    request: Request,
+    status: int = 200,
+    *,
+    error: str | None = None,
+    next_url: str = "",
+    username: str = "",
+) -> HTMLResponse:
+    """The login page with a fresh double-submit token (cookie + hidden field)."""
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    sso = oidc_settings(request)
+    response = page(
+        request,
+        "ui/login.html",
+        status,
+        title="Sign in",
+        login_csrf=token,
+        error=error,
+        next_url=next_url,
+        username=username,
+        sso_label=sso.label if sso.enabled else None,
+    )
+    _set_login_csrf(request, response, token)
+    return response
+
+
+def _set_login_csrf(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request),
+        path="/ui/login",
+    )
+
+
+def _pre_login_check(request: Request, sent: str) -> None:
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE)
+    if cross_origin(request) or not cookie or not secrets.compare_digest(cookie, sent):
+        raise PermissionDenied("missing or wrong CSRF token")
+
+
+async def _logged_in(request: Request, db: DbSession, user: User, next_url: str) -> Response:
+    ip = client_ip(request)
+    secret, _ = await auth.start_web_session(db, user, ip)
+    target = "/ui/password" if user.must_change_password else next_url
+    if not target:
+        scopes = grants_for(user.role)
+        target = home_for(Principal(kind="user", role=user.role, name=user.username, scopes=scopes))
+    response = RedirectResponse(target, status_code=303)
+    hours = settings_of_request(request).web_session_hours
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=hours * 3600,
+        httponly=True,
+        # lax: a ticket system's deep link (a top-level GET from another site) stays logged in
+        samesite="lax",
+        secure=secure_cookies(request),
+        path="/",
+    )
+    response.delete_cookie(MFA_COOKIE, path="/ui/login")
+    response.delete_cookie(OIDC_COOKIE, path="/ui/login")
+    return response
+
+
+@router.get("/", response_model=None)
+@router.get("/ui", response_model=None)
+async def home(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    who = await admit(request, db, principal, anyone)
+    if isinstance(who, Response):
+        return who
+    return RedirectResponse(home_for(who), status_code=303)
+
+
+@router.get(LOGIN_PATH, response_model=None)
+async def login_page(
+    request: Request,
+    principal: OptionalPrincipal,
+    next: Annotated[str, Query(max_length=2000)] = "",
+) -> Response:
+    target = safe_next(next)
+    if principal is not None and principal.kind == "user":
+        return RedirectResponse(target or home_for(principal), status_code=303)
+    return _login_form(request, next_url=target)
+
+
+@router.post(LOGIN_PATH, response_model=None)
+async def login_submit(
+    request: Request,
+    db: DbSession,
+    username: Text = "",
+    password: Secret = "",
+    csrf_token: Secret = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    _pre_login_check(request, csrf_token)
+    target = safe_next(next)
+    try:
+        user = await auth.authenticate(db, username, password, client_ip(request))
+    except BrokerError as exc:
+        await refused_keep(db, exc)
+        status = 429 if exc.code == "rate_limited" else 401
+        return _login_form(request, status, error=exc.detail, next_url=target, username=username)
+    if await totp.is_enabled(db, user.id):
+        response: Response = RedirectResponse("/ui/login/totp", status_code=303)
+        value = sign(
+            settings_of_request(request), "mfa", {"uid": user.id, "next": target}, MFA_SECONDS
+        )
+        response.set_cookie(
+            MFA_COOKIE,
+            value,
+            max_age=MFA_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies(request),
+            path="/ui/login",
+        )
+        return response
+    return await _logged_in(request, db, user, target)
+
+
+async def refused_keep(db: DbSession, exc: BrokerError) -> None:
+    """Keep the audit record and counters of a refusal that must be remembered."""
+    if not exc.keep_changes:
+        await db.rollback()
+
+
+def _pending_mfa(request: Request) -> dict[str, str] | None:
+    data = unsign(settings_of_request(request), "mfa", request.cookies.get(MFA_COOKIE))
+    if data is None or not isinstance(data.get("uid"), str):
+        return None
+    return {"uid": str(data["uid"]), "next": safe_next(str(data.get("next") or ""))}
+
+
+def _totp_form(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    response = page(
+        request, "ui/totp.html", status, title="Second factor", login_csrf=token, error=error
+    )
+    _set_login_csrf(request, response, token)
+    return response
+
+
+@router.get("/ui/login/totp", response_model=None)
+async def totp_page(request: Request) -> Response:
+    if _pending_mfa(request) is None:
+        return RedirectResponse(LOGIN_PATH, status_code=303)
+    return _totp_form(request)
+
+
+@router.post("/ui/login/totp", response_model=None)
+async def totp_submit(
+    request: Request,
+    db: DbSession,
+    code: Annotated[str, Form(max_length=20)] = "",
+    csrf_token: Secret = "",
+) -> Response:
+    _pre_login_check(request, csrf_token)
+    pending = _pending_mfa(request)
+    if pending is None:
+        return RedirectResponse(LOGIN_PATH, status_code=303)
+    user = await db.get(User, pending["uid"])
+    if user is None or not user.is_active:
+        return RedirectResponse(LOGIN_PATH, status_code=303)
+    try:
+        await totp.verify_login_code(db, user, code, client_ip(request))
+    except BrokerError as exc:
+        await refused_keep(db, exc)
+        return _totp_form(request, 429 if exc.code == "rate_limited" else 401, exc.detail)
+    return await _logged_in(request, db, user, pending["next"])
+
+
+# --- single sign-on -----------------------------------------------------------------------
+
+
+@router.get("/ui/login/oidc", response_model=None)
+async def oidc_start(
+    request: Request, db: DbSession, next: Annotated[str, Query(max_length=2000)] = ""
+) -> Response:
+    if not oidc_settings(request).enabled:
+        return _login_form(request, 404, error="single sign-on is not configured here")
+    try:
+        auth_request = await oidc_client(request).authorization_request(_callback_url(request))
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    payload = {
+        "state": auth_request.state,
+        "nonce": auth_request.nonce,
+        "verifier": auth_request.verifier,
+        "next": safe_next(next),
+    }
+    response = RedirectResponse(auth_request.url, status_code=303)
+    response.set_cookie(
+        OIDC_COOKIE,
+        sign(settings_of_request(request), "oidc", payload, OIDC_SECONDS),
+        max_age=OIDC_SECONDS,
+        httponly=True,
+        samesite="lax",  # the issuer sends the browser back with a top-level GET
+        secure=secure_cookies(request),
+        path="/ui/login",
+    )
+    return response
+
+
+@router.get("/ui/login/oidc/callback", response_model=None)
+async def oidc_callback(
+    request: Request,
+    db: DbSession,
+    code: Annotated[str, Query(max_length=4000)] = "",
+    state: Annotated[str, Query(max_length=200)] = "",
+    error: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    sso = oidc_settings(request)
+    if not sso.enabled:
+        return _login_form(request, 404, error="single sign-on is not configured here")
+    pending = unsign(settings_of_request(request), "oidc", request.cookies.get(OIDC_COOKIE))
+    try:
+        if error:
+            raise NotAuthenticated(f"{oidc.SSO_FAILED}: the identity provider said {error!r}")
+        if pending is None or not secrets.compare_digest(str(pending.get("state", "")), state):
+            raise NotAuthenticated(f"{oidc.SSO_FAILED}: the login expired or was not started here")
+        claims = await oidc_client(request).exchange(
+            code,
+            redirect_uri=_callback_url(request),
+            verifier=str(pending["verifier"]),
+            nonce=str(pending["nonce"]),
+        )
+        user = await oidc.user_for_claims(db, sso, claims, client_ip(request))
+    except BrokerError as exc:
+        await refused_keep(db, exc)
+        response = _login_form(request, 401, error=exc.detail)
+        response.delete_cookie(OIDC_COOKIE, path="/ui/login")
+        return response
+    return await _logged_in(request, db, user, safe_next(str(pending.get("next") or "")))
+
+
+# --- logout, password, account --------------------------------------------------------------
+
+
+@router.post("/ui/logout", response_model=None)
+async def logout(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    if principal is None:
+        return login_redirect(request)
+    await auth.logout(db, principal, request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse(LOGIN_PATH, status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/ui/password", response_model=None)
+async def password_page(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    if principal is None or principal.kind != "user":
+        return login_redirect(request)
+    user = await db.get(User, principal.user_id)
+    forced = bool(user and user.must_change_password)
+    return page(
+        request,
+        "ui/password.html",
+        title="Change your password",
+        forced=forced,
+        min_length=PASSWORD_MIN_LENGTH,
+    )
+
+
+@router.post("/ui/password", response_model=None)
+async def password_submit(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    current: Secret = "",
+    new: Secret = "",
+    confirm: Secret = "",
+) -> Response:
+    if principal is None or principal.kind != "user":
+        return login_redirect(request)
+    user = await db.get(User, principal.user_id)
+    forced = bool(user and user.must_change_password)
+    context = {"title": "Change your password", "forced": forced, "min_length": PASSWORD_MIN_LENGTH}
+    if new != confirm:
+        return page(
+            request, "ui/password.html", 422, error="the two new passwords differ", **context
+        )
+    try:
+        await auth.change_password(
+            db,
+            principal,
+            current=current,
+            new=new,
+            cookie_secret=request.cookies.get(SESSION_COOKIE),
+        )
+    except BrokerError as exc:
+        await refused_keep(db, exc)
+        status = 401 if exc.code == "not_authenticated" else 422
+        return page(request, "ui/password.html", status, error=exc.detail, **context)
+    return RedirectResponse(home_for(principal), status_code=303)
+
+
+@router.get("/ui/account", response_model=None)
+async def account(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    who = await admit(request, db, principal, anyone)
+    if isinstance(who, Response):
+        return who
+    return await _account_page(request, db, who)
+
+
+async def _account_page(
+    request: Request, db: DbSession, who: Principal, status: int = 200, **extra: object
+) -> HTMLResponse:
+    enabled = await totp.is_enabled(db, who.user_id or "")
+    pending = None if enabled else await totp.pending_secret(db, who.user_id or "")
+    return page(
+        request,
+        "ui/account.html",
+        status,
+        title="Your account",
+        totp_enabled=enabled,
+        pending=pending,
+        **extra,
+    )
+
+
+@router.post("/ui/account/totp/start", response_model=None)
+async def totp_start(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    who = await admit(request, db, principal, anyone)
+    if isinstance(who, Response):
+        return who
+    try:
+        await totp.begin_enrollment(db, who)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return await _account_page(request, db, who)
+
+
+@router.post("/ui/account/totp/confirm", response_model=None)
+async def totp_confirm(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    code: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    who = await admit(request, db, principal, anyone)
+    if isinstance(who, Response):
+        return who
+    try:
+        await totp.confirm_enrollment(db, who, code)
+    except BrokerError as exc:
+        await refused_keep(db, exc)
+        return await _account_page(request, db, who, 422, error=exc.detail)
+    return await _account_page(request, db, who, notice="The second factor is on.")
+
+
+@router.post("/ui/account/totp/disable", response_model=None)
+async def totp_disable(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    code: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    who = await admit(request, db, principal, anyone)
+    if isinstance(who, Response):
+        return who
+    try:
+        await totp.disable(db, who, code)
+    except BrokerError as exc:
+        await refused_keep(db, exc)
+        return await _account_page(request, db, who, 422, error=exc.detail)
+    return await _account_page(request, db, who, notice="The second factor is off.")

@@ -1,0 +1,16 @@
+"""All of the login, technician and admin pages in one router (include at the root).
+
+The auditor and report pages (``broker.ui.auditor``, ``broker.ui.reports``) are included
+separately; they share the layout (``web/templates/base.html``) and the login page.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from broker.ui import admin, console, login
+from broker.ui.common import assets
+
+router = APIRouter(include_in_schema=False)
+for part in (assets, login.router, console.router, admin.router):
+    router.include_router(part)

@@ -1,0 +1,81 @@
+"""Supervisor reports (include at the root, no prefix); auditors and admins may read them.
+
+- ``GET /ui/reports?since=YYYY-MM-DD&until=YYYY-MM-DD``: every report as a chart (Chart.js
+  from node_modules) with the same numbers in a table beside it
+- ``GET /ui/reports/{name}.csv``: one report's numbers as CSV, same range parameters
+
+Reports are aggregates of session metadata (no audit content), so reading one is not an
+audit event; the numbers come from ``reports_service``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, Response
+
+from broker.auth.deps import OptionalPrincipal
+from broker.db.session import DbSession
+from broker.errors import BrokerError, ValidationFailed
+from broker.ui import reports_service as svc
+from broker.ui.auditor_web import admit, can_audit, can_oversee, page, refused, script
+
+router = APIRouter(include_in_schema=False)
+Day = Annotated[str, Query(max_length=10)]
+
+
+@router.get("/ui/reports", response_model=None)
+async def reports_page(
+    request: Request, principal: OptionalPrincipal, db: DbSession, since: Day = "", until: Day = ""
+) -> Response:
+    who = admit(request, principal, can_oversee)
+    if isinstance(who, Response):
+        return who
+    context = {"since": since, "until": until, "can_audit": can_audit(who)}
+    try:
+        rng = svc.DateRange.parse(since, until)
+    except ValidationFailed as exc:
+        return page(request, "reports/index.html", 422, error=exc.detail, **context)
+    datasets = await svc.all_datasets(db, rng)
+    by_name = {d.name: d for d in datasets}
+    return page(
+        request,
+        "reports/index.html",
+        rng=rng,
+        datasets=datasets,
+        charts=[d.chart() for d in datasets],
+        average=svc.average_rating(by_name["satisfaction"]),
+        query=f"since={rng.first.isoformat()}&until={rng.last.isoformat()}",
+        **context,
+    )
+
+
+@router.get("/ui/reports/{name}.csv", response_model=None)
+async def report_csv(
+    request: Request,
+    name: str,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    since: Day = "",
+    until: Day = "",
+) -> Response:
+    who = admit(request, principal, can_oversee)
+    if isinstance(who, Response):
+        return who
+    try:
+        rng = svc.DateRange.parse(since, until)
+        found = await svc.dataset(db, name, rng)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    filename = f"{found.name}-{rng.first.isoformat()}-{rng.last.isoformat()}.csv"
+    return Response(
+        found.csv(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/static/reports.js")
+async def reports_js() -> FileResponse:
+    return script("reports.js")

@@ -1,0 +1,268 @@
+"""Supervisor reports over the sessions requested in a date range (UTC days, both inclusive).
+
+Each report is a small table (``Dataset``: columns and rows) that the page draws as a chart
+and offers as CSV. Counts are SQL aggregates (``GROUP BY``); for the two timings SQL selects
+the timestamps and the statistics are taken here, because SQLite has neither ``percentile``
+nor a portable interval type:
+
+- median: the middle value, or the mean of the two middle values for an even count;
+- p90: nearest rank, the ``ceil(0.9 · n)``-th smallest value.
+
+Definitions:
+- ``technicians`` / ``providers``: sessions requested, per technician / provider;
+- ``consent_time``: seconds from the request to the end user's approval, for sessions that
+  asked for consent (unattended sessions are approved by policy and left out);
+- ``durations``: seconds from the session becoming active to its end (ended, revoked or
+  failed), for sessions that were active and are over;
+- ``outcomes``: sessions per current state and their share of all sessions in the range (the
+  denial rate is the ``denied`` share, the expiry rate the ``expired`` share);
+- ``satisfaction``: the end users' ratings (1-5) and how many sessions got each.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.auth.models import User
+from broker.errors import NotFound, ValidationFailed
+from broker.sessions.models import RemoteSession
+from broker.sessions.states import SessionState
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 3660
+
+Cell = str | int | float | None
+
+
+@dataclass(frozen=True)
+class DateRange:
+    first: date
+    last: date  # inclusive
+
+    @property
+    def since(self) -> datetime:
+        return datetime.combine(self.first, time.min, UTC)
+
+    @property
+    def until(self) -> datetime:
+        return datetime.combine(self.last + timedelta(days=1), time.min, UTC)
+
+    @classmethod
+    def parse(cls, since: str, until: str, *, today: date | None = None) -> DateRange:
+        """The range from form values; empty values mean the last 30 days up to today."""
+        today = today or datetime.now(UTC).date()
+        try:
+            last = date.fromisoformat(until) if until else today
+            first = date.fromisoformat(since) if since else last - timedelta(days=DEFAULT_DAYS - 1)
+        except ValueError as exc:
+            raise ValidationFailed("dates: give them as YYYY-MM-DD") from exc
+        if last < first:
+            raise ValidationFailed("to: the end of the range is before its start")
+        if (last - first).days > MAX_DAYS:
+            raise ValidationFailed(f"dates: a report covers at most {MAX_DAYS} days")
+        return cls(first, last)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]]
+    chart_column: int  # the column the chart draws against the first column
+    unit: str
+    chart_from: int = 0  # rows before this are context (a count), not drawn
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(self.columns)
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+    def chart(self) -> dict[str, Any]:
+        drawn = self.rows[self.chart_from :]
+        return {
+            "name": self.name,
+            "title": self.title,
+            "labels": [str(row[0]) for row in drawn],
+            "values": [row[self.chart_column] for row in drawn],
+            "unit": self.unit,
+        }
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def p90(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[math.ceil(0.9 * len(ordered)) - 1]
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _in(rng: DateRange) -> ColumnElement[bool]:
+    return and_(RemoteSession.requested_at >= rng.since, RemoteSession.requested_at < rng.until)
+
+
+async def _technicians(db: AsyncSession, rng: DateRange) -> Dataset:
+    count = func.count(RemoteSession.id)
+    rows = await db.execute(
+        select(User.display_name, count)
+        .join(User, User.id == RemoteSession.technician_id)
+        .where(_in(rng))
+        .group_by(User.id, User.display_name)
+        .order_by(count.desc(), User.display_name)
+    )
+    return Dataset(
+        "technicians",
+        "Sessions per technician",
+        ["technician", "sessions"],
+        [[str(name), int(n)] for name, n in rows],
+        1,
+        "sessions",
+    )
+
+
+async def _providers(db: AsyncSession, rng: DateRange) -> Dataset:
+    count = func.count(RemoteSession.id)
+    rows = await db.execute(
+        select(RemoteSession.provider, count)
+        .where(_in(rng))
+        .group_by(RemoteSession.provider)
+        .order_by(count.desc(), RemoteSession.provider)
+    )
+    return Dataset(
+        "providers",
+        "Sessions per provider",
+        ["provider", "sessions"],
+        [[str(p), int(n)] for p, n in rows],
+        1,
+        "sessions",
+    )
+
+
+def _timing(name: str, title: str, values: list[float]) -> Dataset:
+    rows: list[list[Cell]] = [
+        ["sessions", len(values)],
+        ["median_seconds", _seconds(median(values))],
+        ["p90_seconds", _seconds(p90(values))],
+    ]
+    # The chart draws the two statistics, not the count.
+    return Dataset(name, title, ["statistic", "value"], rows, 1, "seconds", chart_from=1)
+
+
+async def _consent_time(db: AsyncSession, rng: DateRange) -> Dataset:
+    rows = await db.execute(
+        select(RemoteSession.requested_at, RemoteSession.approved_at).where(
+            _in(rng),
+            RemoteSession.unattended.is_(False),
+            RemoteSession.approved_at.is_not(None),
+        )
+    )
+    values = [(approved - asked).total_seconds() for asked, approved in rows if asked and approved]
+    return _timing("consent_time", "Time from request to consent", values)
+
+
+async def _durations(db: AsyncSession, rng: DateRange) -> Dataset:
+    end = func.coalesce(RemoteSession.ended_at, RemoteSession.revoked_at, RemoteSession.failed_at)
+    rows = await db.execute(
+        select(
+            RemoteSession.active_at,
+            RemoteSession.ended_at,
+            RemoteSession.revoked_at,
+            RemoteSession.failed_at,
+        ).where(_in(rng), RemoteSession.active_at.is_not(None), end.is_not(None))
+    )
+    values = []
+    for active, ended, revoked, failed in rows:
+        finish = ended or revoked or failed
+        if active is not None and finish is not None:
+            values.append((finish - active).total_seconds())
+    return _timing("durations", "Session durations", values)
+
+
+async def _outcomes(db: AsyncSession, rng: DateRange) -> Dataset:
+    found = {
+        str(state): int(n)
+        for state, n in await db.execute(
+            select(RemoteSession.state, func.count(RemoteSession.id))
+            .where(_in(rng))
+            .group_by(RemoteSession.state)
+        )
+    }
+    total = sum(found.values())
+    rows: list[list[Cell]] = [
+        [s.value, found.get(s.value, 0), round(found.get(s.value, 0) / total, 4) if total else 0.0]
+        for s in SessionState
+    ]
+    return Dataset(
+        "outcomes",
+        "Outcomes: denial and expiry rates",
+        ["state", "sessions", "rate"],
+        rows,
+        2,
+        "share",
+    )
+
+
+async def _satisfaction(db: AsyncSession, rng: DateRange) -> Dataset:
+    found = {
+        int(score or 0): int(n)
+        for score, n in await db.execute(
+            select(RemoteSession.rating, func.count(RemoteSession.id))
+            .where(_in(rng), RemoteSession.rating.is_not(None))
+            .group_by(RemoteSession.rating)
+        )
+    }
+    return Dataset(
+        "satisfaction",
+        "Satisfaction scores",
+        ["score", "sessions"],
+        [[score, found.get(score, 0)] for score in range(1, 6)],
+        1,
+        "sessions",
+    )
+
+
+REPORTS = {
+    "technicians": _technicians,
+    "providers": _providers,
+    "consent_time": _consent_time,
+    "durations": _durations,
+    "outcomes": _outcomes,
+    "satisfaction": _satisfaction,
+}
+
+
+async def dataset(db: AsyncSession, name: str, rng: DateRange) -> Dataset:
+    build = REPORTS.get(name)
+    if build is None:
+        raise NotFound(f"no report {name!r}; there are: {', '.join(REPORTS)}")
+    return await build(db, rng)
+
+
+async def all_datasets(db: AsyncSession, rng: DateRange) -> list[Dataset]:
+    return [await build(db, rng) for build in REPORTS.values()]
+
+
+def average_rating(satisfaction: Dataset) -> float | None:
+    rated = sum(int(row[1] or 0) for row in satisfaction.rows)
+    if not rated:
+        return None
+    total = sum(int(row[0] or 0) * int(row[1] or 0) for row in satisfaction.rows)
+    return round(total / rated, 2)

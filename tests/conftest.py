@@ -1,0 +1,163 @@
+"""Shared fixtures: a real database per test (SQLite and PostgreSQL), the app, an HTTP client.
+
+PostgreSQL: one private database per test run (``sb_test_<random>``) built by
+``alembic upgrade head`` and dropped at the end; tables are truncated between tests.
+SQLite: the migrated file is built once per run and copied for each test.
+Outside CI a missing PostgreSQL skips its tests with the reason; in CI it fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.app import create_app
+from broker.config import Settings
+from broker.db import migrate
+
+PG_HOST = os.environ.get("SUPPORTBROKER_TEST_PG_HOST", "127.0.0.1")
+PG_USER = os.environ.get("SUPPORTBROKER_TEST_PG_USER", "postgres")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(host=PG_HOST, user=PG_USER, database="test", timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _off_loop(fn: Any, *args: Any) -> Any:
+    """Run blocking set-up (``asyncio.run``, Alembic) in a thread: fixtures that need it are
+    reached from async fixtures, inside a running event loop."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _pg_reachable() -> str | None:
+    try:
+        _off_loop(asyncio.run, _pg_admin("SELECT 1"))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    problem = _pg_reachable()
+    if problem is not None:
+        message = f"PostgreSQL at {PG_HOST}:5432 is not reachable ({problem})"
+        if IN_CI:
+            pytest.fail(f"{message}; in CI PostgreSQL is mandatory")
+        pytest.skip(f"{message}: PostgreSQL tests skipped")
+    name = f"sb_test_{secrets.token_hex(6)}"
+    _off_loop(asyncio.run, _pg_admin(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:5432/{name}"
+    try:
+        _off_loop(migrate.upgrade, url)
+        yield url
+    finally:
+        _off_loop(asyncio.run, _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    _off_loop(migrate.upgrade, f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+async def _truncate_pg(url: str) -> None:
+    from broker.db.engine import create_engine
+
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        names = (
+            (
+                await conn.execute(
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+                        "AND tablename <> 'alembic_version'"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if names:
+            joined = ", ".join(f'"{n}"' for n in names)
+            await conn.execute(text(f"TRUNCATE {joined} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> AsyncIterator[str]:
+    """A migrated, empty database: every test using it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        target = tmp_path / "broker.db"
+        shutil.copy(sqlite_template, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    url: str = request.getfixturevalue("pg_url")
+    await _truncate_pg(url)
+    yield url
+    await _truncate_pg(url)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change settings for its app."""
+    return {}
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path, settings_overrides: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": db_url,
+        "data_dir": tmp_path / "data",
+        "secret_key": SecretStr("test-secret-key-" + "x" * 16),
+        "sweep_interval_seconds": 3600.0,
+        "gateway_enabled": False,  # tests/gateway starts it on a free port
+        "log_format": "console",
+    }
+    values.update(settings_overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Any]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.10", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://broker.test") as c:
+        yield c
+
+
+@pytest.fixture
+async def db(app: Any) -> AsyncIterator[AsyncSession]:
+    """A session on the app's database, with the same audit log; commit what you create."""
+    async with app.state.sessionmaker() as session:
+        yield session

@@ -1,0 +1,188 @@
+"""One session end to end in a real headless Chromium, three people, three browser contexts.
+
+The technician follows the ticket's deep link, signs in, asks for a session and reads the
+code; the end user enters the code, answers the group's question and approves; the
+technician's page turns to "Approved" by itself (htmx polling) and shows the answer; the end
+user ends the session from their status page and rates it; an auditor opens the ticket's
+timeline, sees it verified (green) and downloads the evidence bundle, which verifies.
+Screenshots of every step go to tests/artifacts/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit.bundle import verify_bundle
+from audit.checkpoint import VerifierKey
+from broker.ui.common import UI_VENDOR
+from tests.factories import audit_events, make_device, make_group, make_user
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(autouse=True)
+def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("db_url") == "postgresql":
+        request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def live_url(app: Any) -> AsyncIterator[str]:
+    """The test's app served by uvicorn on a free loopback port (the lifespan already ran)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).exists() and not IN_CI:
+        pytest.skip(f"{CHROMIUM} is not installed (the journey needs a real Chromium)")
+    missing = [name for name, path in UI_VENDOR.items() if not path.exists()]
+    if missing:
+        pytest.fail(f"front-end packages missing from node_modules: {missing} (run npm install)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def _sign_in(page: Any, username: str, password: str) -> None:
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def test_technician_user_and_auditor_journey(app: Any, live_url: str, chromium: Any) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    tech, tech_password = await make_user(app, "technician", username="tom")
+    _, auditor_password = await make_user(app, "auditor", username="alice")
+    group = await make_group(
+        app, [tech], name="front-office", questions=[{"id": "os", "label": "Which system?"}]
+    )
+    device = await make_device(app, group, name="reception-pc-1")
+    errors: list[str] = []
+
+    async def context() -> tuple[Any, Any]:
+        ctx = await chromium.new_context(
+            accept_downloads=True, viewport={"width": 1100, "height": 800}
+        )
+        page = await ctx.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        return ctx, page
+
+    async def shot(page: Any, name: str) -> None:
+        await page.screenshot(path=str(ARTIFACTS / f"journey-{name}.png"), full_page=True)
+
+    # 1. the technician follows the ticket's deep link and signs in
+    tech_ctx, tp = await context()
+    await tp.goto(f"{live_url}/t/helpdesk/HD-4711/connect")
+    await tp.wait_for_url("**/ui/login?next=*")
+    await shot(tp, "01-login")
+    await _sign_in(tp, "tom", tech_password)
+    await tp.wait_for_url("**/ui/new?system=helpdesk&ticket=HD-4711")
+    assert await tp.get_by_label("Ticket number").input_value() == "HD-4711"
+
+    # 2. the request form: subject (standalone ticket), device from my group, reason
+    await tp.get_by_label("Ticket subject (shown to the user)").fill("Printer offline")
+    await tp.get_by_label("Device", exact=True).select_option(device.id)
+    await tp.get_by_label("Reason").fill("Printer driver keeps crashing after the update")
+    await shot(tp, "02-request")
+    await tp.get_by_role("button", name="Request consent").click()
+    await tp.wait_for_selector('[data-state="awaiting_consent"]')
+    code = (await tp.locator("#consent-code").inner_text()).strip()
+    await shot(tp, "03-waiting")
+
+    # 3. the end user, in their own browser, enters the code and approves
+    user_ctx, up = await context()
+    await up.set_viewport_size({"width": 390, "height": 844})  # a phone
+    await up.goto(f"{live_url}/consent")
+    await up.get_by_label("Support code").fill(code)
+    await up.get_by_role("button", name="Continue").click()
+    await up.wait_for_selector("text=Who is asking")
+    body = await up.locator("main").inner_text()
+    for expected in ("Tom", "HD-4711", "Printer offline", "Printer driver keeps crashing"):
+        assert expected in body, expected
+    await up.get_by_label("Your name").fill("Erika Mustermann")
+    await up.get_by_label("Which system?").fill("Windows 11")
+    await shot(up, "04-consent-request")
+    await up.get_by_role("button", name="Approve").click()
+    await up.wait_for_selector("text=End this session now")
+    await shot(up, "05-consent-approved")
+
+    # 4. the technician's page updates by itself and shows the answer
+    await tp.wait_for_selector('#session-status [data-state="approved"]')
+    assert "Windows 11" in await tp.locator("#answers").inner_text()
+    await tp.get_by_role("button", name="I am connected — start").click()
+    await tp.wait_for_selector('#session-status [data-state="active"]')
+    await shot(tp, "06-technician-active")
+
+    # 5. the end user ends it now, then rates the session
+    await up.reload()
+    await up.get_by_role("button", name="End this session now").click()
+    await up.wait_for_selector("text=Ended by revocation")
+    await up.get_by_label("5", exact=True).check()
+    await up.get_by_role("button", name="Send rating").click()
+    await up.wait_for_selector("text=you rated this session 5 of 5")
+    await shot(up, "07-user-ended-and-rated")
+    await tp.wait_for_selector('#session-status [data-state="revoked"]')
+    await shot(tp, "08-technician-sees-end")
+
+    # 6. the auditor: green timeline and the evidence bundle
+    aud_ctx, ap = await context()
+    await ap.goto(f"{live_url}/ui/audit/tickets/helpdesk/HD-4711")
+    await ap.wait_for_url("**/ui/login?next=*")
+    await _sign_in(ap, "alice", auditor_password)
+    await ap.wait_for_selector('[data-integrity="ok"]')
+    await shot(ap, "09-auditor-timeline")
+    await ap.get_by_label("Why do you export this evidence?").fill("journey test review")
+    async with ap.expect_download() as info:
+        await ap.get_by_role("button", name="Download evidence bundle").click()
+    download = await info.value
+    data = Path(await download.path()).read_bytes()
+    assert zipfile.is_zipfile(io.BytesIO(data))
+    key = await (await ap.request.get(f"{live_url}/api/v1/audit/public-key")).text()
+    report = verify_bundle(data, VerifierKey.parse(key))  # offline, with the published key
+    assert report.ok, report.verdict()
+
+    stream = [t for t, _ in await audit_events(app, "helpdesk:HD-4711")]
+    for event in ("session.requested", "consent.decided", "evidence.exported"):
+        assert event in stream, (event, stream)
+    assert errors == []
+    for ctx in (tech_ctx, user_ctx, aud_ctx):
+        await ctx.close()

@@ -1,0 +1,128 @@
+"""The admin pages through HTTP: users (one-time password shown once, roles), tokens (secret
+shown once, revoke), device groups with policies and pre-session questions, members,
+agent enrollment tokens, and the connectors and providers status page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broker.auth.secrets import token_hash
+from broker.devices.models import DeviceGroup
+from broker.gateway.models import AgentEnrollmentToken
+from tests.factories import audit_events, make_user
+from tests.ui.browsers import browser
+
+
+@pytest.fixture(autouse=True)
+def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("db_url") == "postgresql":
+        request.getfixturevalue("pg_url")
+
+
+def _secret(html: str) -> str:
+    return html.split('id="secret-value">')[1].split("<", maxsplit=1)[0]
+
+
+async def test_users_tokens_groups_enrollment_status(app: Any) -> None:
+    admin, _ = await make_user(app, "admin")
+    b = await browser(app, admin)
+
+    created = await b.post(
+        "/ui/admin/users", {"username": "tina", "display_name": "Tina Tech", "role": "technician"}
+    )
+    assert created.status_code == 200
+    password = _secret(created.text)
+    assert "shown only once" in created.text
+    listing = await b.get("/ui/admin/users")
+    assert "Tina Tech" in listing.text
+    assert password not in listing.text
+    assert "must change password" in listing.text
+    dup = await b.post("/ui/admin/users", {"username": "tina", "role": "technician"})
+    assert dup.status_code == 409
+    bad_role = await b.post("/ui/admin/users", {"username": "x1", "role": "superuser"})
+    assert bad_role.status_code == 422
+
+    async with app.state.sessionmaker() as db:
+        from broker.auth.service import get_user_by_name
+
+        tina = await get_user_by_name(db, "tina")
+    last_admin = await b.post(f"/ui/admin/users/{admin.id}", {"role": "auditor", "active": "on"})
+    assert last_admin.status_code == 409  # the last active admin cannot be demoted
+
+    token_page = await b.post(
+        "/ui/admin/tokens", {"name": "zammad-in", "system": "zammad", "scopes": "tickets:read"}
+    )
+    assert token_page.status_code == 200
+    secret = _secret(token_page.text)
+    assert secret.startswith("sbt_")
+    too_much = await b.post(
+        "/ui/admin/tokens", {"name": "bad", "system": "zammad", "scopes": "users:admin"}
+    )
+    assert too_much.status_code == 422
+
+    group_page = await b.post(
+        "/ui/admin/groups",
+        {
+            "name": "front-office",
+            "description": "Reception PCs",
+            "consent_timeout_seconds": "300",
+            "allowed_ports": "3389, 5900",
+            "questions": "os: Which operating system?\nsaved: Is your work saved?",
+            "record_input": "on",
+        },
+    )
+    assert group_page.status_code == 303
+    group_url = group_page.headers["location"]
+    async with app.state.sessionmaker() as db:
+        from sqlalchemy import select
+
+        group = (
+            await db.execute(select(DeviceGroup).where(DeviceGroup.name == "front-office"))
+        ).scalar_one()
+        assert group.allowed_ports == [3389, 5900]
+        assert group.questions == [
+            {"id": "os", "label": "Which operating system?"},
+            {"id": "saved", "label": "Is your work saved?"},
+        ]
+        assert group.record_input is True
+        assert group.unattended_allowed is False
+    bad_q = await b.post(group_url, {"name": "front-office", "questions": "no colon here"})
+    assert bad_q.status_code == 422
+    assert (await b.post(group_url + "/members", {"user_id": tina.id})).status_code == 303
+    assert "Tina Tech" in (await b.get(group_url)).text
+
+    enrolled = await b.post(group_url + "/enrollment-token", {"hours": "2"})
+    assert enrolled.status_code == 200
+    enrollment = _secret(enrolled.text)
+    async with app.state.sessionmaker() as db:
+        row = (
+            await db.execute(
+                select(AgentEnrollmentToken).where(
+                    AgentEnrollmentToken.token_hash == token_hash(enrollment)
+                )
+            )
+        ).scalar_one()
+        assert row.group_id == group.id
+
+    status = await b.get("/ui/admin")
+    assert status.status_code == 200
+    for provider in ("null", "meshcentral", "anydesk"):
+        assert f"<td>{provider}</td>" in status.text
+
+    types = [t for t, _ in await audit_events(app, "_system")]
+    for expected in (
+        "user.created",
+        "token.created",
+        "device_group.created",
+        "device_group.member_added",
+        "agent.token_created",
+    ):
+        assert expected in types, expected
+    payloads = str(await audit_events(app, "_system"))
+    assert password not in payloads
+    assert secret not in payloads
+    assert enrollment not in payloads
+    await b.client.aclose()

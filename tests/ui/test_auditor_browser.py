@@ -1,0 +1,129 @@
+"""The auditor pages in a real headless Chromium: the timeline is green, the replay page asks
+for a reason and then plays the recording with asciinema-player (from npm), and the reports
+page draws its charts with Chart.js (from npm). Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from broker.auth.deps import SESSION_COOKIE
+from broker.auth.service import start_web_session
+from broker.gateway.pages import VENDOR
+from broker.gateway.recording import open_recorder
+from broker.sessions import service as sessions
+from tests.factories import audit_events, consent_token, make_desk, make_user, open_session
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(autouse=True)
+def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
+    """Build the run's PostgreSQL database before any event loop runs (see tests/sessions)."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("db_url") == "postgresql":
+        request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def live_url(app: Any) -> AsyncIterator[str]:
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).exists() and not IN_CI:
+        pytest.skip(f"{CHROMIUM} is not installed (the browser test needs a real Chromium)")
+    missing = [name for name, path in VENDOR.items() if not path.exists()]
+    if missing:
+        pytest.fail(f"front-end packages missing from node_modules: {missing} (run npm install)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def test_auditor_sees_green_timeline_replays_and_reads_charts(
+    app: Any, client: httpx.AsyncClient, live_url: str, chromium: Any
+) -> None:
+    desk = await make_desk(app)
+    created = await open_session(
+        client, desk, ticket={"system": "helpdesk", "external_id": "HD-4711", "subject": "Printer"}
+    )
+    await client.post(
+        f"/api/v1/consent/{consent_token(created)}/decision",
+        json={"decision": "approve", "name": "Erika"},
+    )
+    sid = created["id"]
+    async with app.state.sessionmaker() as db:
+        record, _ = await sessions.load(db, sid)
+    recorder = await open_recorder(
+        app.state.audit_log, app.state.engine.begin, record, chunk_seconds=60
+    )
+    await recorder.output(b"$ echo browser-replay-42\r\nbrowser-replay-42\r\n")
+    await recorder.close("session ended")
+
+    auditor, _ = await make_user(app, "auditor")
+    async with app.state.sessionmaker() as db:
+        secret, _ = await start_web_session(db, auditor, "127.0.0.1")
+        await db.commit()
+    await chromium.add_cookies([{"name": SESSION_COOKIE, "value": secret, "url": live_url}])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = await chromium.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    await page.goto(f"{live_url}/ui/audit/tickets/helpdesk/HD-4711")
+    await page.wait_for_selector('[data-integrity="ok"]')
+    await page.screenshot(path=str(ARTIFACTS / "auditor-timeline.png"), full_page=True)
+
+    await page.goto(f"{live_url}/ui/audit/sessions/{sid}/replay")
+    await page.get_by_label("Why do you view this recording?").fill("browser test review")
+    await page.get_by_role("button", name="Record my reason and play").click()
+    await page.wait_for_selector("#player .ap-wrapper")
+    await page.locator("#player .ap-wrapper").first.focus()
+    await page.keyboard.press("Space")  # the player's own keyboard control: play
+    await page.wait_for_function(
+        "document.querySelector('#player').innerText.includes('browser-replay-42')"
+    )
+    await page.screenshot(path=str(ARTIFACTS / "auditor-replay.png"), full_page=True)
+    viewed = [p for t, p in await audit_events(app, "helpdesk:HD-4711") if t == "recording.viewed"]
+    assert [v["data"]["reason"] for v in viewed] == ["browser test review"]
+
+    await page.goto(f"{live_url}/ui/reports")
+    await page.wait_for_function(
+        "window.Chart && Chart.getChart(document.getElementById('chart-technicians'))"
+    )
+    drawn = await page.evaluate(
+        "Chart.getChart(document.getElementById('chart-technicians')).data.datasets[0].data"
+    )
+    assert drawn == [1]
+    await page.screenshot(path=str(ARTIFACTS / "reports.png"), full_page=True)
+    assert errors == []
