@@ -4,7 +4,9 @@
   on read (broker.sessions.service), so a stopped sweeper never lets a stale state be acted
   on; the sweeper makes the state visible without a read;
 - the connectors' outbox: deliver comments and webhook events to ticket systems, in order;
-- providers: retry ending provider-side sessions (share links) whose first attempt failed.
+- providers: retry ending provider-side sessions (share links) whose first attempt failed,
+  and reconcile what each provider recorded (MeshCentral relay log, AnyDesk session list)
+  for running and just-ended sessions into the audit log (outside connections flagged).
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ async def retry_provider_ends(app: FastAPI) -> int:
 
     async with app.state.sessionmaker() as db, db.begin():
         return await retry_pending_ends(db)
+
+
+async def reconcile_providers(app: FastAPI) -> int:
+    from broker.sessions.effects import reconcile_due
+
+    return await reconcile_due(app.state.sessionmaker)
 
 
 async def publish_checkpoint(app: FastAPI) -> int:
@@ -72,6 +80,7 @@ JOBS: list[tuple[str, Callable[[FastAPI], Awaitable[int]]]] = [
     ("sessions.swept", sweep_once),
     ("connectors.delivered", deliver_outbox),
     ("providers.ends_retried", retry_provider_ends),
+    ("providers.reconciled", reconcile_providers),
     ("audit.published", publish_checkpoint),
 ]
 
