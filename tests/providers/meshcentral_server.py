@@ -9,6 +9,7 @@ created offline. Started with stdin kept open, stopped with SIGINT by PID.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -20,6 +21,10 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from broker.providers.meshcentral.cookie import mint_login_cookie
 
 VERSION = "1.1.55"
 IMAGE_SIZE = "2.0.2"
@@ -199,3 +204,31 @@ def stop(server: MeshServer) -> None:
         process.wait(timeout=5)
     if process.stdin is not None:
         process.stdin.close()
+
+
+async def local_relay(server: MeshServer, nodeid: str, *, hold: float = 1.1) -> None:
+    """Connect to an agentless device (host 127.0.0.1) through MeshCentral's local relay as
+    the admin account, not through any share: MeshCentral writes ``relaylog`` 120 and 121 for
+    it, exactly as for any connection the broker did not arrange."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        await reader.read(100)  # until the relay hangs up
+        writer.close()
+
+    target = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = target.sockets[0].getsockname()[1]
+    cookie = mint_login_cookie(bytes.fromhex(server.login_key_hex), ADMIN_USER)
+    url = (
+        f"ws://127.0.0.1:{server.port}/localrelay.ashx?auth={cookie}"
+        f"&nodeid={nodeid}&tcpport={port}&p=14"
+    )
+    try:
+        async with connect(url, open_timeout=10) as ws:
+            assert await asyncio.wait_for(ws.recv(), 10) == "c"  # MeshCentral: connected
+            await ws.send(b"hello")
+            assert await asyncio.wait_for(ws.recv(), 10) == b"hello"
+            await asyncio.sleep(hold)  # MeshCentral counts the duration in whole seconds
+    finally:
+        target.close()

@@ -39,6 +39,10 @@ class NotSentError(ConnectionLostError):
     """The connection was found dead before the command left: safe to send again."""
 
 
+class RequestTimeoutError(ProviderError):
+    """No reply in time: the command may or may not have taken effect."""
+
+
 @dataclass
 class _Waiter:
     responseid: str
@@ -268,7 +272,7 @@ class MeshControl:
                 f"MeshCentral connection lost during {command['action']}"
             ) from exc
         except TimeoutError as exc:
-            raise ProviderError(
+            raise RequestTimeoutError(
                 f"MeshCentral did not answer {command['action']} within {wait:g}s"
             ) from exc
         finally:

@@ -9,10 +9,10 @@ guest name carries ``[sb-<session id>]`` so relay log entries can be tied back t
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
+
+import structlog
 
 from broker.errors import ProviderError
 from broker.providers.base import (
@@ -25,16 +25,23 @@ from broker.providers.base import (
     SessionSpec,
     Window,
 )
-from broker.providers.meshcentral.client import MeshControl, Message
+from broker.providers.meshcentral.client import (
+    ConnectionLostError,
+    MeshControl,
+    Message,
+    RequestTimeoutError,
+)
+from broker.providers.meshcentral.relaylog import relay_event
 from broker.providers.meshcentral.settings import MeshCentralSettings
+
+__all__ = ["MeshCentralProvider", "guest_name", "relay_event", "session_tag"]
+
+log = structlog.get_logger("broker.providers.meshcentral")
 
 RIGHT_TERMINAL, RIGHT_DESKTOP, RIGHT_FILES = 1, 2, 4
 NOTIFY = {RIGHT_DESKTOP: 1, RIGHT_TERMINAL: 2, RIGHT_FILES: 4}
 PROMPT = {RIGHT_DESKTOP: 8, RIGHT_TERMINAL: 16, RIGHT_FILES: 32}
 TOOLBAR = 64
-RELAY_STARTS = {13, 14, 15, 16, 120, 162}
-RELAY_ENDS = {9, 10, 11, 12, 112, 121}
-PROTOCOLS = {1: "terminal", 2: "desktop", 5: "files", 6: "terminal", 8: "terminal", 9: "terminal"}
 
 
 def share_rights(capabilities: tuple[str, ...]) -> tuple[int, bool]:
@@ -68,25 +75,19 @@ def encode_uri_component(text: str) -> str:
     return quote(text, safe="-_.!~*'()")
 
 
+def session_tag(session_id: str) -> str:
+    """What our share's guest name carries; relay log entries repeat it."""
+    return f"[sb-{session_id}]"
+
+
 def guest_name(session: SessionSpec) -> str:
-    tag = f" [sb-{session.session_id}]"
+    tag = " " + session_tag(session.session_id)
     label = f"{session.technician} ({session.ticket_ref})"
     return label[: 128 - len(tag)] + tag
 
 
 def _node_id(value: str, domain: str) -> str:
     return value if value.startswith("node/") else f"node/{domain}/{value}"
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000, UTC)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-        except ValueError:
-            return None
-    return None
 
 
 class MeshCentralProvider:
@@ -175,25 +176,29 @@ class MeshCentralProvider:
         }
         if view_only:
             command["viewOnly"] = True
-        reply = await self.control.request(command)
-        if reply.get("result") != "OK" or not reply.get("publicid") or not reply.get("url"):
-            raise ProviderError(
-                f"MeshCentral did not create the share for device {device.name}: "
-                f"{reply.get('result', 'no result')}"
+        reply = await self._create_share(command, session, device)
+        publicid = str(reply["publicid"])
+        try:
+            await self.note(
+                nodeid,
+                f"supportbroker: {session.ticket_ref} session {session.session_id} approved for "
+                f"{session.technician}, rights {'+'.join(session.capabilities)}, until "
+                f"{session.window.end.isoformat(timespec='minutes')}. Reason: {session.reason}",
             )
-        await self.note(
-            nodeid,
-            f"supportbroker: {session.ticket_ref} session {session.session_id} approved for "
-            f"{session.technician}, rights {'+'.join(session.capabilities)}, until "
-            f"{session.window.end.isoformat(timespec='minutes')}. Reason: {session.reason}",
-        )
+        except ProviderError as exc:
+            # No share may outlive a failed approval: the caller fails the session.
+            withdrawn = await self._withdraw_after_failure(nodeid, session.session_id)
+            raise ProviderError(
+                f"MeshCentral could not record the ticket reference on device {device.name} "
+                f"({exc.detail}); {withdrawn}"
+            ) from exc
         return Launch(
             provider=self.name,
-            handle=str(reply["publicid"]),
+            handle=publicid,
             expires_at=datetime.fromtimestamp(command["end"], UTC),
             url=self._public(str(reply["url"])),
             details={
-                "publicid": reply["publicid"],
+                "publicid": publicid,
                 "p": p,
                 "view_only": view_only,
                 "consent": consent,
@@ -201,6 +206,50 @@ class MeshCentralProvider:
                 "guest_name": command["guestname"],
             },
         )
+
+    async def _create_share(
+        self, command: Message, session: SessionSpec, device: DeviceRef
+    ) -> Message:
+        """``createDeviceShareLink``, made safe to retry: when the reply is lost (connection
+        dropped, timeout) the share may exist, so look for it by its session tag and adopt it;
+        send again only when it is not there."""
+        nodeid, tag = str(command["nodeid"]), session_tag(session.session_id)
+        try:
+            reply = await self.control.request(command)
+        except (ConnectionLostError, RequestTimeoutError) as exc:
+            log.warning("meshcentral.share_outcome_unknown", nodeid=nodeid, error=exc.detail)
+            found = await self._tagged_shares(nodeid, tag)
+            if not found:
+                reply = await self.control.request(command)
+            else:
+                for extra in found[1:]:  # never more than one live share per session
+                    await self.remove_share(nodeid, str(extra["publicid"]))
+                reply = {"result": "OK", "publicid": found[0].get("publicid")}
+                reply["url"] = found[0].get("url")
+        if reply.get("result") != "OK" or not reply.get("publicid") or not reply.get("url"):
+            raise ProviderError(
+                f"MeshCentral did not create the share for device {device.name}: "
+                f"{reply.get('result', 'no result')}"
+            )
+        return reply
+
+    async def _tagged_shares(self, nodeid: str, tag: str) -> list[Message]:
+        return [s for s in await self.shares(nodeid) if tag in str(s.get("guestName", ""))]
+
+    async def _withdraw_after_failure(self, nodeid: str, session_id: str) -> str:
+        """Remove the session's shares after a failed ``prepare``; says what happened."""
+        try:
+            removed = await self._remove_tagged(nodeid, session_id)
+        except ProviderError as exc:
+            # Reported in the error the caller seals into the audit log, not swallowed.
+            return f"the share could NOT be removed ({exc.detail}); it expires with the window"
+        return f"the share was removed ({removed} share(s))"
+
+    async def _remove_tagged(self, nodeid: str, session_id: str) -> int:
+        removed = 0
+        for share in await self._tagged_shares(nodeid, session_tag(session_id)):
+            removed += int(await self.remove_share(nodeid, str(share["publicid"])))
+        return removed
 
     def _public(self, url: str) -> str:
         """MeshCentral builds ``https://<cert name>:<port>/sharing?c=...``; put it on the base
@@ -210,9 +259,12 @@ class MeshCentralProvider:
         return urlunsplit((target.scheme, target.netloc, target.path + parts.path, parts.query, ""))
 
     async def end(self, session: SessionSpec, device: DeviceRef, handle: str | None) -> None:
-        if not handle:
-            return
-        await self.remove_share(_node_id(device.provider_device_id, self.settings.domain), handle)
+        """Remove the session's share, and any other share carrying its tag (one created
+        while a reply was lost); already-expired shares are simply gone."""
+        nodeid = _node_id(device.provider_device_id, self.settings.domain)
+        if handle:
+            await self.remove_share(nodeid, handle)
+        await self._remove_tagged(nodeid, session.session_id)
 
     async def remove_share(self, nodeid: str, publicid: str) -> bool:
         """Remove a share; False when it was already gone (expired or removed)."""
@@ -268,45 +320,10 @@ class MeshCentralProvider:
         return sorted(found, key=lambda e: e.at)
 
     def belongs_to(self, event: ProviderEvent, session: SessionSpec) -> bool:
-        return bool(event.guest_name) and f"[sb-{session.session_id}]" in str(event.guest_name)
+        return bool(event.guest_name) and session_tag(session.session_id) in str(event.guest_name)
 
     async def annotate(self, event: ProviderEvent, text: str) -> None:
         return None  # the ticket reference went into the device log at prepare time
 
     async def terminate(self, event: ProviderEvent) -> bool:
         return False  # the control API cannot cut a relay; the share's removal stops re-entry
-
-
-def relay_event(provider: str, nodeid: str, raw: Message) -> ProviderEvent | None:
-    """A ``relaylog`` entry as a ProviderEvent; None for entries we cannot read."""
-    at = _parse_time(raw.get("time"))
-    msgid = raw.get("msgid")
-    if at is None or not isinstance(msgid, int):
-        return None
-    args = list(raw.get("msgArgs") or [])
-    relay_id = str(args[0]) if args else None
-    identity = f"{nodeid}|{raw.get('time')}|{msgid}|{relay_id}|{raw.get('userid')}"
-    kind = "connection"
-    if msgid in RELAY_STARTS:
-        kind = "connection.started"
-    elif msgid in RELAY_ENDS:
-        kind = "connection.ended"
-    duration = int(args[3]) if len(args) > 3 and str(args[3]).isdigit() else None
-    protocol = raw.get("protocol")
-    return ProviderEvent(
-        provider=provider,
-        key="mc:" + hashlib.sha256(identity.encode()).hexdigest()[:40],
-        provider_device_id=nodeid,
-        kind=kind,
-        at=at,
-        user=raw.get("username") or raw.get("userid"),
-        guest_name=raw.get("guestname"),
-        source_address=str(args[1]) if len(args) > 1 else None,
-        target_address=str(args[2]) if len(args) > 2 else None,
-        duration_seconds=duration,
-        remote_id=relay_id,
-        protocol=PROTOCOLS.get(int(str(protocol)), str(protocol))
-        if str(protocol).isdigit()
-        else None,
-        detail=raw.get("msg"),
-    )
