@@ -21,6 +21,10 @@ class NullProvider:
     def __init__(self) -> None:
         self.ended: list[str] = []
 
+    @classmethod
+    def from_env(cls) -> NullProvider:
+        return cls()  # nothing to configure
+
     async def check(self) -> ProviderHealth:
         return ProviderHealth(self.name, ok=True, detail="null provider: nothing to reach")
 

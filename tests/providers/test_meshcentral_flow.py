@@ -1,27 +1,42 @@
 """The broker flow through MeshCentral: sync, approve → share, end → share gone, reconcile.
 
-The live test runs against the real MeshCentral fixture; relay-log reconciliation is also
-checked with relay records shaped exactly as MeshCentral 1.1.55's meshrelay.js writes them
-(an agentless test device cannot produce relay sessions).
+The live tests run against the real MeshCentral fixture, one of them from the technician's
+HTTP request to the verified evidence bundle, with a real outside connection (MeshCentral's
+local relay) flagged from MeshCentral's own relay log. Reconciling connections made through
+our share is checked with relay records shaped exactly as MeshCentral 1.1.55's meshrelay.js
+writes them (a share connection needs a MeshCentral agent on the device; tests have none).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from audit.bundle import verify_bundle
 from broker.devices.models import Device, DeviceGroup
+from broker.evidence.queries import verify_all
 from broker.providers import registry, service
 from broker.providers.meshcentral import admin
 from broker.providers.meshcentral.provider import MeshCentralProvider, guest_name
+from broker.sessions.effects import reconcile_due
 from broker.sessions.models import RemoteSession
 from broker.tickets.models import Ticket
-from tests.factories import audit_events, make_group, make_user
+from tests.factories import (
+    Desk,
+    audit_events,
+    consent_token,
+    make_group,
+    make_token,
+    make_user,
+    request_session,
+)
 from tests.providers import meshcentral_server as mc
 from tests.providers.conftest import mc_settings
 
@@ -97,6 +112,94 @@ async def test_full_flow_against_real_meshcentral(app: Any, live: MeshCentralPro
     types = [t for t, _ in await audit_events(app, REF)]
     assert types.count("provider.prepared") == 1
     assert types.count("provider.ended") == 1
+
+
+@pytest.fixture(autouse=True)
+def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("db_url") == "postgresql":
+        request.getfixturevalue("pg_url")
+
+
+async def test_http_request_to_sealed_evidence_against_real_meshcentral(
+    app: Any, client: httpx.AsyncClient, live: MeshCentralProvider, meshcentral: mc.MeshServer
+) -> None:
+    # MeshCentral's group and device; ours come from the device sync into a group of the
+    # same name that the technician serves.
+    group_name = f"Desk-{secrets.token_hex(3)}"
+    meshid = await admin.create_group(live.control, group_name)
+    nodeid = await admin.add_local_device(live.control, meshid, "pc-desk-07", "127.0.0.1")
+    tech, _ = await make_user(app, "technician")
+    group = await make_group(app, [tech], name=group_name)
+    async with app.state.sessionmaker() as db:
+        await service.sync_devices(db, "meshcentral")
+        await db.commit()
+        device = (await db.scalars(select(Device).where(Device.provider_device_id == nodeid))).one()
+    assert device.group_id == group.id
+    desk = Desk(tech, await make_token(app, tech), group, device)
+
+    # Request → the end user approves → MeshCentral holds a share for exactly that.
+    created = await request_session(client, desk, capabilities=["view", "control"])
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    decided = await client.post(
+        f"/api/v1/consent/{consent_token(created.json())}/decision",
+        json={"decision": "approve", "name": "Erika"},
+    )
+    assert decided.status_code == 200, decided.text
+    async with app.state.sessionmaker() as db:
+        row = await db.get(RemoteSession, sid)
+        assert row is not None
+        launch = await service.launch_for(db, row)
+    assert launch is not None
+    assert launch.url is not None
+    (share,) = [s for s in await live.shares(nodeid) if s["publicid"] == launch.handle]
+    assert (share["p"], share["consent"]) == (2, 64 | 1 | 8)  # desktop; toolbar, notify, prompt
+    async with httpx.AsyncClient() as browser:  # what the technician's new tab loads
+        assert (await browser.get(launch.url)).status_code == 200
+    notes = [e["msg"] for e in await live.events(nodeid) if e.get("action") == "manual"]
+    assert any(REF in n and sid in n for n in notes)
+    started = await client.post(f"/api/v1/sessions/{sid}/start", headers=desk.headers)
+    assert started.status_code == 200, started.text
+
+    # Somebody connects to the device past the broker (not through the share).
+    await mc.local_relay(meshcentral, nodeid)
+    for _ in range(50):
+        relays = await live.events(nodeid, filter_="relaylog")
+        if len(relays) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert await reconcile_due(app.state.sessionmaker) == 2  # start and end, both flagged
+
+    ended = await client.post(f"/api/v1/sessions/{sid}/end", headers=desk.headers)
+    assert ended.status_code == 200, ended.text
+    assert launch.handle not in {s["publicid"] for s in await live.shares(nodeid)}
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    assert await reconcile_due(app.state.sessionmaker, now=later) == 0  # sealed once only
+
+    story = [t for t, _ in await audit_events(app, REF)]
+    for before, after in [
+        ("session.requested", "session.approved"),
+        ("session.approved", "provider.prepared"),
+        ("provider.prepared", "session.active"),
+        ("session.ended", "provider.ended"),
+    ]:
+        assert story.index(before) < story.index(after), story
+    alerts = [p["data"] for t, p in await audit_events(app, "_system") if t == "provider.alert"]
+    assert [(a["kind"], a["alert"], a["user"], a["protocol"]) for a in alerts] == [
+        ("connection.started", "no_approved_request", "Admin", "tcp"),
+        ("connection.ended", "no_approved_request", "Admin", "tcp"),
+    ]
+    assert {a["device_id"] for a in alerts} == {device.id}
+    async with app.state.sessionmaker() as db:
+        report = await verify_all(db)
+        assert report.ok, report.problem
+        bundle = await app.state.audit_log.export_bundle(
+            await db.connection(), REF, include_plaintext=False
+        )
+    sealed = verify_bundle(bundle, app.state.audit_log.signer.verifier)
+    assert sealed.ok, sealed.problem
+    assert launch.url not in bundle.decode("latin-1")  # the bearer link is never evidence
 
 
 class RelayLogControl:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from broker.devices.models import Device, DeviceGroup
 from broker.errors import NotFound, ProviderError
 from broker.providers import registry, service
-from broker.providers.base import RemoteDevice
+from broker.providers.base import RemoteAccessProvider, RemoteDevice
 from broker.providers.models import ProviderEventMark, ProviderSessionLink
 from broker.sessions.models import RemoteSession
 from broker.tickets.models import Ticket
@@ -257,3 +258,22 @@ async def test_registry_knows_builtins_and_refuses_unknown(monkeypatch: pytest.M
     with pytest.raises(ProviderError, match="not configured"):
         registry.get("meshcentral")
     await registry.reset()
+
+
+async def test_providers_are_discovered_through_entry_points() -> None:
+    found = {ep.name: ep for ep in entry_points(group=registry.GROUP)}
+    assert {"null", "meshcentral", "anydesk", "agent"} <= set(found)
+    port = [m for m in dir(RemoteAccessProvider) if not m.startswith("_") and m != "name"]
+    for ep in found.values():
+        cls = ep.load()
+        assert callable(getattr(cls, "from_env", None)), ep.name
+        assert all(callable(getattr(cls, m, None)) for m in port), ep.name
+    # The agent provider is not a built-in fallback: only its entry point makes it known.
+    assert "agent" not in registry.BUILTIN
+    await registry.reset()
+    try:
+        agent = registry.get("agent")
+        assert isinstance(agent, RemoteAccessProvider)
+        assert agent.name == "agent"
+    finally:
+        await registry.reset()

@@ -295,3 +295,26 @@ async def test_anydesk_flow(app: Any, client: httpx.AsyncClient, anydesk: FakeAn
     assert alert["data"]["alert"] == "outside_window"
     assert alert["data"]["closed"] is True
     assert anydesk.rejected == 0  # every request carried a valid signature
+
+
+async def test_anydesk_connection_nobody_asked_for_is_closed_and_flagged(
+    app: Any, client: httpx.AsyncClient, anydesk: FakeAnyDesk
+) -> None:
+    desk = await make_desk(app)
+    desk.device = await make_device(
+        app, desk.group, provider="anydesk", provider_device_id="444555666"
+    )
+    sid = await active(client, desk)
+    approved_at = utcnow() - timedelta(seconds=10)
+    await update_session_row(app, sid, approved_at=approved_at)
+    # Connected ten minutes before anyone asked (inside the look-back), and still connected.
+    anydesk.add_session("ad-x", "444555666", int(approved_at.timestamp()) - 600, active=True)
+    assert await reconcile_due(app.state.sessionmaker) == 1
+    assert anydesk.sessions["ad-x"]["active"] is False  # closed through the API
+    assert anydesk.sessions["ad-x"]["comment"] is None  # not labelled with our ticket
+    alert = next(p for t, p in await audit_events(app, "_system") if t == "provider.alert")
+    assert alert["data"]["alert"] == "no_approved_request"
+    assert (alert["data"]["remote_id"], alert["data"]["closed"]) == ("ad-x", True)
+    assert alert["data"]["source_address"] == "anydesk:987654321"
+    assert "provider.alert" not in await types(app)  # not this ticket's connection
+    assert anydesk.rejected == 0
