@@ -23,6 +23,7 @@ from broker.connectors.models import OutboxMessage
 from broker.connectors.registry import registry_for
 from broker.connectors.repository import OutboxRepository, WebhookDeliveryRepository
 from broker.connectors.sessions_hook import end_ticket_sessions
+from broker.connectors.settings import ConnectorConfig
 from broker.db.base import utcnow
 from broker.errors import Conflict, NotAuthenticated, PolicyDenied, ValidationFailed
 from broker.evidence.service import Actor, record_event
@@ -42,13 +43,16 @@ async def lookup_for_session(
     external_id: str,
     *,
     technician: Iterable[str] = (),
+    technician_groups: Iterable[str] = (),
     require_open: bool = True,
 ) -> TicketInfo:
     """The ticket as its system sees it; refuses (PolicyDenied) a closed or foreign ticket.
 
     ``technician``: the names the technician is known by (login, display name, e-mail),
-    checked against the assignee when the system's config sets ``require_assignee``.
-    Raises NotFound for an unknown ticket and ConnectorError when the system fails.
+    checked against the assignee when the system's config sets ``require_assignee``;
+    ``technician_groups``: the names of their groups, checked against the ticket's group
+    when the config also sets ``accept_group``. Raises NotFound for an unknown ticket and
+    ConnectorError when the system fails.
     """
     external_id = external_id.strip()
     if not external_id:
@@ -65,13 +69,37 @@ async def lookup_for_session(
     if require_open and not info.is_open:
         raise PolicyDenied(f"ticket {info.ref} is {info.raw_state or 'closed'}; reopen it first")
     config = getattr(connector, "config", None)
-    if getattr(config, "require_assignee", False):
-        names = {n.strip().lower() for n in technician if n and n.strip()}
-        if not info.assignee or info.assignee.strip().lower() not in names:
-            raise PolicyDenied(
-                f"ticket {info.ref} is assigned to {info.assignee or 'nobody'}, not to you"
-            )
+    if isinstance(config, ConnectorConfig) and config.require_assignee:
+        check_assignment(info, config, technician, technician_groups)
     return info
+
+
+def _folded(names: Iterable[str]) -> set[str]:
+    return {n.strip().casefold() for n in names if n and n.strip()}
+
+
+def check_assignment(
+    info: TicketInfo,
+    config: ConnectorConfig,
+    technician: Iterable[str],
+    technician_groups: Iterable[str] = (),
+) -> None:
+    """Refuse (PolicyDenied) a ticket that is not the technician's to work on.
+
+    Theirs: assigned to them in person, or (``accept_group``) assigned to nobody in person
+    and to one of their groups (the system's group translated through ``group_map``).
+    """
+    assignee = (info.assignee or "").strip()
+    if assignee and assignee.casefold() in _folded(technician):
+        return
+    if config.accept_group and not assignee and info.group:
+        ours = config.group_map.get(info.group, info.group)
+        if ours.strip().casefold() in _folded(technician_groups):
+            return
+        raise PolicyDenied(
+            f"ticket {info.ref} is assigned to group {info.group!r}, which is not one of yours"
+        )
+    raise PolicyDenied(f"ticket {info.ref} is assigned to {assignee or 'nobody'}, not to you")
 
 
 def sync_ticket(ticket: Ticket, info: TicketInfo) -> None:

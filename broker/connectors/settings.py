@@ -40,6 +40,12 @@ class ConnectorConfig(BaseModel):
     closed_states: list[str] | None = None
     # Refuse sessions on tickets not assigned to the technician (login, name or e-mail).
     require_assignee: bool = False
+    # With require_assignee: also accept a ticket assigned to nobody in person but to a group
+    # the technician belongs to (their device groups, by name). A ticket assigned to a
+    # colleague stays refused: the group does not override a personal assignment.
+    accept_group: bool = False
+    # The system's group (name or id, as the lookup returns it) -> our device-group name.
+    group_map: dict[str, str] = {}
 
     @property
     def root(self) -> str:

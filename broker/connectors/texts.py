@@ -2,12 +2,15 @@
 
 One builder per moment of a session: the request (who, why, which rights, how long), the
 end user's decision, the start, the end (duration and summary) and the evidence digest
-(latest signed checkpoint and how to export the ticket's bundle). Texts name people and
-facts, never secrets or links that grant access.
+(latest signed checkpoint, and how to export and verify the ticket's bundle with the real
+``supportbroker audit`` commands). Texts name people and facts, never secrets or links that
+grant access (the auditor's page needs an auditor's login).
 """
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -117,6 +120,18 @@ def end_text(
     return "\n".join(lines)
 
 
+def export_command(ticket_ref: str) -> str:
+    """The CLI call that writes the ticket's bundle (``broker.evidence.cli``: ``audit export``).
+
+    Ticket numbers are free text: the reference is shell-quoted so the line can be pasted.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", ticket_ref).strip("-.") or "ticket"
+    return (
+        f"supportbroker audit export {shlex.quote(ticket_ref)} "
+        f"--out evidence-{name}.zip --reason '<why>'"
+    )
+
+
 def evidence_text(
     *,
     ticket_ref: str,
@@ -124,14 +139,16 @@ def evidence_text(
     root_hash: str,
     signed_at: datetime,
     key_fingerprint: str | None = None,
-    export_command: str | None = None,
+    audit_page: str | None = None,
 ) -> str:
-    export = export_command or f"supportbroker evidence export --ticket {ticket_ref}"
     lines = [
         f"{HEADER} Audit evidence sealed for {ticket_ref}",
         f"Latest signed checkpoint: size {tree_size}, root {root_hash}, {_when(signed_at)}",
     ]
     if key_fingerprint:
         lines.append(f"Signing key fingerprint: {key_fingerprint}")
-    lines.append(f"Export the verifiable bundle: {export}")
+    lines.append(f"Export the verifiable bundle: {export_command(ticket_ref)}")
+    if audit_page:
+        lines.append(f"or as an auditor: {audit_page} (Export bundle)")
+    lines.append("Verify it offline: supportbroker audit verify <bundle.zip> --public-key <key>")
     return "\n".join(lines)

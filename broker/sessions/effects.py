@@ -21,12 +21,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.connectors import texts
 from broker.connectors.service import enqueue_ticket_comment
+from broker.context import settings_of
 from broker.db.base import utcnow
 from broker.errors import BrokerError, ProviderError
 from broker.evidence.service import Actor, audit_log_of
@@ -194,13 +196,19 @@ async def _evidence(db: AsyncSession, record: SessionRecord) -> None:
     latest = await log_.latest_checkpoint(await db.connection())
     if latest is None:  # cannot happen after the transition's own event; nothing to cite
         return
-    ref = record.ticket.ref
+    ticket = record.ticket
+    ref = ticket.ref
+    page = (
+        f"{settings_of(db).base_url.rstrip('/')}/ui/audit/tickets/"
+        f"{quote(ticket.system, safe='')}/{quote(ticket.external_id, safe='')}"
+    )
     text = texts.evidence_text(
         ticket_ref=ref,
         tree_size=latest.size,
         root_hash=latest.root.hex(),
         signed_at=utcnow(),
         key_fingerprint=log_.signer.verifier.fingerprint,
+        audit_page=page,
     )
     facts = {
         "session_id": record.session.id,
@@ -208,6 +216,8 @@ async def _evidence(db: AsyncSession, record: SessionRecord) -> None:
         "tree_size": latest.size,
         "root_hash": latest.root.hex(),
         "key_fingerprint": log_.signer.verifier.fingerprint,
+        "export_command": texts.export_command(ref),
+        "audit_page": page,
     }
     await enqueue_ticket_comment(db, record.ticket, "evidence.sealed", text, facts)
 

@@ -3,8 +3,10 @@
 Reason present and long enough, device inside the technician's groups, the provider the
 device is reached through, unattended only where the group allows it, and the ticket as its
 system sees it: it must exist and be open (and, where the system's config asks, be assigned
-to the technician). Every refusal is audited as ``policy.denied`` with the rule that refused
-and committed although the request fails, so an auditor sees attempts as well as sessions.
+to the technician, or to nobody in person and to one of their groups). Every refusal is
+audited as ``policy.denied`` with the rule that refused (``ticket_closed``,
+``ticket_not_assigned``, ``ticket_unknown``, ``ticket_unverified`` for the ticket) and
+committed although the request fails, so an auditor sees attempts as well as sessions.
 The concurrency limit is checked by the caller under the technician's lock.
 """
 
@@ -21,7 +23,7 @@ from broker.connectors import service as connectors
 from broker.connectors.base import TicketInfo
 from broker.context import settings_of
 from broker.devices.models import Device, DeviceGroup
-from broker.devices.service import get_device_for, get_group
+from broker.devices.service import get_device_for, get_group, list_groups
 from broker.errors import ConnectorError, NotFound, PolicyDenied, ValidationFailed
 from broker.evidence.service import record_event
 from broker.sessions.schemas import SessionCreate
@@ -110,9 +112,15 @@ async def check_ticket(
     """
     user = await get_user(db, principal.user_id or "")
     names = [n for n in (user.username, user.display_name, user.email) if n]
+    groups = [g.name for g in await list_groups(db, principal)]
     try:
         info = await connectors.lookup_for_session(
-            db, req.ticket.system, req.ticket.external_id, technician=names, require_open=False
+            db,
+            req.ticket.system,
+            req.ticket.external_id,
+            technician=names,
+            technician_groups=groups,
+            require_open=False,
         )
     except PolicyDenied as exc:
         await deny(db, principal, ref, "ticket_not_assigned", exc.detail)

@@ -115,7 +115,9 @@ async def test_every_step_is_written_to_the_ticket(
     sealed = by_type["evidence.sealed"]
     assert sealed["data"]["tree_size"] == log_size
     assert sealed["data"]["ticket"] == f"{SYSTEM}:4711"
-    assert f"evidence export --ticket {SYSTEM}:4711" in sealed["text"]
+    assert f"supportbroker audit export {SYSTEM}:4711 --out" in sealed["text"]
+    assert sealed["data"]["export_command"] in sealed["text"]
+    assert sealed["data"]["audit_page"].endswith(f"/ui/audit/tickets/{SYSTEM}/4711")
     # The help desk's own view of the ticket was taken over on request.
     assert ticket is not None
     assert ticket.subject == "Printer on fire"

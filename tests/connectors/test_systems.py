@@ -30,6 +30,9 @@ async def test_glpi_opens_and_kills_a_session_per_operation() -> None:
     assert info.raw_state == "processing (assigned)"
     assert info.url == "https://glpi.example/front/ticket.form.php?id=21"
     assert info.category == "Hardware > Laptop"
+    assert info.group is None  # only an observer group (type 3): not the ticket's group
+    fake.add(24, title="grouped", status=1, group="Level 2")
+    assert (await connector.lookup_ticket("24")).group == "Level 2"
 
 
 async def test_glpi_solved_counts_as_closed() -> None:

@@ -4,7 +4,8 @@
 ``{"session_token": ...}``; calls then carry ``Session-Token`` (and the ``App-Token``);
 ``GET killSession`` ends it. The ticket is ``GET Ticket/{id}?expand_dropdowns=true``; its
 requester and technician come from ``GET Ticket/{id}/Ticket_User`` (type 1 requester,
-2 assigned). A private follow-up is ``POST ITILFollowup`` with
+2 assigned), its assigned group from ``GET Ticket/{id}/Group_Ticket`` (type 2). A private
+follow-up is ``POST ITILFollowup`` with
 ``{"input": {"itemtype": "Ticket", "items_id": id, "content": ..., "is_private": 1}}``.
 Statuses 1-4 are open (new, processing assigned/planned, pending), 5 solved, 6 closed.
 Docs: https://help.glpi-project.org/documentation/modules/configuration/general/api/api
@@ -40,6 +41,17 @@ REQUESTER, ASSIGNED = 1, 2
 log = structlog.get_logger("broker.connectors.glpi")
 
 
+def _first(links: Any, kind: int, *keys: str) -> str | None:
+    """The first named actor of ``kind`` in a Ticket_User / Group_Ticket answer."""
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("type") == kind:
+            for key in keys:
+                name = text_of(link.get(key))
+                if name:
+                    return name
+    return None
+
+
 class GlpiConfig(ConnectorConfig):
     kind: Literal["glpi"] = "glpi"
     app_token: SecretStr
@@ -57,6 +69,7 @@ class GlpiConnector(HttpConnector[GlpiConfig]):
         "category": "itilcategories_id",
         "requester": "requester",
         "assignee": "assignee",
+        "group": "assigned_group",
     }
     default_closed: ClassVar[frozenset[str]] = frozenset({"solved", "closed"})
 
@@ -108,16 +121,17 @@ class GlpiConnector(HttpConnector[GlpiConfig]):
                     "GET", f"/Ticket/{ticket_id}/Ticket_User", headers=headers, params=params
                 )
             )
+            groups = self.json_of(
+                await self.request(
+                    "GET", f"/Ticket/{ticket_id}/Group_Ticket", headers=headers, params=params
+                )
+            )
         raw: dict[str, Any] = dict(ticket) if isinstance(ticket, dict) else {}
         raw["status_name"] = STATUS.get(raw.get("status", 0), str(raw.get("status", "")))
         raw["priority_name"] = PRIORITY.get(raw.get("priority", 0))
         for kind, key in ((REQUESTER, "requester"), (ASSIGNED, "assignee")):
-            names = [
-                text_of(a.get("users_id")) or text_of(a.get("alternative_email"))
-                for a in (actors if isinstance(actors, list) else [])
-                if isinstance(a, dict) and a.get("type") == kind
-            ]
-            raw[key] = next((n for n in names if n), None)
+            raw[key] = _first(actors, kind, "users_id", "alternative_email")
+        raw["assigned_group"] = _first(groups, ASSIGNED, "groups_id")
         url = f"{self.web_root()}/front/ticket.form.php?id={ticket_id}"
         return self.ticket_from(external_id, raw, url=url)
 

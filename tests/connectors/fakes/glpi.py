@@ -4,8 +4,9 @@ Shapes from GLPI's ``apirest.md`` (https://help.glpi-project.org/documentation/m
 configuration/general/api/api): ``GET initSession`` with ``App-Token`` and
 ``Authorization: user_token ...`` → ``{"session_token": ...}``; every other call needs
 ``Session-Token`` (else 401 ``["ERROR_SESSION_TOKEN_INVALID", ...]``); ``GET Ticket/:id`` (404
-``["ERROR_ITEM_NOT_FOUND", ...]``), ``GET Ticket/:id/Ticket_User`` (type 1 requester,
-2 assigned), ``POST ITILFollowup`` with ``{"input": {...}}`` → 201 ``{"id", "message"}``,
+``["ERROR_ITEM_NOT_FOUND", ...]``), the sub-items ``GET Ticket/:id/Ticket_User`` and
+``GET Ticket/:id/Group_Ticket`` ("Get sub items"; type 1 requester, 2 assigned, 3 observer),
+``POST ITILFollowup`` with ``{"input": {...}}`` → 201 ``{"id", "message"}``, and
 ``GET killSession``. Ticket status: 1 new ... 5 solved, 6 closed.
 """
 
@@ -28,10 +29,19 @@ PREFIX = "/apirest.php"
 class FakeGlpi(FakeBase):
     tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
     actors: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    groups: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     sessions: set[str] = field(default_factory=set)
     killed: list[str] = field(default_factory=list)
 
-    def add(self, ticket_id: int, *, title: str, status: int, tech: str | None = None) -> None:
+    def add(
+        self,
+        ticket_id: int,
+        *,
+        title: str,
+        status: int,
+        tech: str | None = None,
+        group: str | None = None,
+    ) -> None:
         self.tickets[ticket_id] = {
             "id": ticket_id,
             "name": title,
@@ -44,6 +54,14 @@ class FakeGlpi(FakeBase):
         if tech:
             people.append({"id": 2, "tickets_id": ticket_id, "users_id": tech, "type": 2})
         self.actors[ticket_id] = people
+        # An observer group first: only type 2 (assigned) may count as the ticket's group.
+        self.groups[ticket_id] = [
+            {"id": 7, "tickets_id": ticket_id, "groups_id": "Observers", "type": 3}
+        ]
+        if group:
+            self.groups[ticket_id].append(
+                {"id": 8, "tickets_id": ticket_id, "groups_id": group, "type": 2}
+            )
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("app-token") != APP_TOKEN:
@@ -69,6 +87,8 @@ class FakeGlpi(FakeBase):
                 return httpx.Response(404, json=["ERROR_ITEM_NOT_FOUND", "not found"])
             if len(parts) == 3 and parts[2] == "Ticket_User":
                 return httpx.Response(200, json=self.actors[ticket_id])
+            if len(parts) == 3 and parts[2] == "Group_Ticket":
+                return httpx.Response(200, json=self.groups[ticket_id])
             return httpx.Response(200, json=self.tickets[ticket_id])
         if request.method == "POST" and path == "/ITILFollowup":
             body = body_of(request)
