@@ -4,7 +4,9 @@ On approval we create a device share for exactly the approved rights (``p``: ter
 desktop 2, files 4; ``view`` without ``control`` makes it view-only) and the approved window
 (``start``/``end``), with MeshCentral's consent bits so the device prompts (or only notifies,
 per device group), and write the ticket reference into the device's event log. The share's
-guest name carries ``[sb-<session id>]`` so relay log entries can be tied back to the session.
+guest name carries ``[sb-<session id>]`` so relay log entries can be tied back to the session,
+and so a share whose creation reply was lost can be found (and adopted, not duplicated). No
+share outlives a failed ``prepare``; ``end`` removes every share carrying the session's tag.
 """
 
 from __future__ import annotations
