@@ -1,26 +1,37 @@
-"""OpenID Connect single sign-on: the authorization-code flow with PKCE, over httpx.
+"""OpenID Connect single sign-on through authlib: the authorization-code flow with PKCE.
 
-Off unless ``SUPPORTBROKER_OIDC_ISSUER`` and ``SUPPORTBROKER_OIDC_CLIENT_ID`` are set. The
-broker sends the browser to the issuer's authorization endpoint with ``state``, ``nonce`` and
-a PKCE challenge; the callback exchanges the code at the token endpoint (a direct TLS call,
-so, per OpenID Connect Core 3.1.3.7, the ID token's issuer is validated by the TLS
-connection and its signature need not be checked) and validates ``iss``, ``aud``, ``exp``
-and ``nonce``. The claim named by ``username_claim`` must match an existing, active local
-account: SSO logs people in, the admin still decides who has an account and which role.
+Off unless ``SUPPORTBROKER_OIDC_ISSUER`` and ``SUPPORTBROKER_OIDC_CLIENT_ID`` are set. authlib
+builds the authorization URL (``state``, ``nonce``, S256 PKCE challenge) and the token request
+(client secret by HTTP Basic, the PKCE verifier); httpx carries them. authlib's own httpx
+client is not used: its plain-httpx support is deprecated (it wants ``httpx2``), and the
+broker's other clients and their test seam (``transport``) are httpx.
+
+The ID token's signature is checked against the issuer's JWKS (``jwks_uri`` from discovery;
+fetched again once when the token names an unknown key, since issuers rotate keys), then
+authlib's ``CodeIDToken`` checks ``iss``, ``aud``, ``exp``, ``iat``, ``nonce``, ``azp``
+and ``at_hash``.
+The claim named by ``username_claim`` must match an existing, active local account: SSO logs
+people in, the admin still decides who has an account and which role.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
+from authlib.oauth2.auth import ClientAuth  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749.parameters import (  # type: ignore[import-untyped]
+    prepare_grant_uri,
+    prepare_token_request,
+)
+from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
+from authlib.oidc.core import CodeIDToken  # type: ignore[import-untyped]
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+from joserfc.jws import JWSRegistry
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +43,7 @@ from broker.evidence.service import Actor, record_event
 
 LEEWAY_SECONDS = 60
 SSO_FAILED = "single sign-on did not log you in"
+DEFAULT_ALGORITHMS = ["RS256"]  # what OpenID Connect Discovery says to assume when unlisted
 
 
 class OidcSettings(BaseSettings):
@@ -62,29 +74,6 @@ class AuthRequest:
     verifier: str
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def pkce_challenge(verifier: str) -> str:
-    return _b64url(hashlib.sha256(verifier.encode()).digest())
-
-
-def decode_jwt_payload(token: str) -> dict[str, Any]:
-    """The claims of a compact JWS (no signature check: see the module docstring)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise NotAuthenticated("the identity provider sent a malformed ID token")
-    padded = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(padded))
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise NotAuthenticated("the identity provider sent an unreadable ID token") from exc
-    if not isinstance(claims, dict):
-        raise NotAuthenticated("the identity provider sent an unreadable ID token")
-    return claims
-
-
 class OidcClient:
     """Talks to one issuer; ``transport`` is the seam tests use for a fake provider."""
 
@@ -94,25 +83,29 @@ class OidcClient:
         self.settings = settings
         self.transport = transport
         self._metadata: dict[str, Any] | None = None
+        self._jwks: dict[str, Any] | None = None
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=self.transport, timeout=self.settings.timeout_seconds)
+
+    async def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        try:
+            async with self._client() as client:
+                response = await client.get(url)
+                response.raise_for_status()
+                data = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ProviderError(f"the identity provider's {what} did not answer: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ProviderError(f"the identity provider's {what} is not a JSON object")
+        return data
 
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is not None:
             return self._metadata
         issuer = self.settings.issuer.rstrip("/")
-        url = f"{issuer}/.well-known/openid-configuration"
-        try:
-            async with self._client() as client:
-                response = await client.get(url)
-                response.raise_for_status()
-                data: dict[str, Any] = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise ProviderError(f"the identity provider at {issuer} did not answer: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ProviderError("the identity provider's metadata is not a JSON object")
-        for key in ("authorization_endpoint", "token_endpoint"):
+        data = await self._get_json(f"{issuer}/.well-known/openid-configuration", "metadata")
+        for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(data.get(key), str):
                 raise ProviderError(f"the identity provider's metadata lacks {key}")
         if str(data.get("issuer", "")).rstrip("/") != issuer:
@@ -120,68 +113,94 @@ class OidcClient:
         self._metadata = data
         return data
 
+    async def _keys(self, *, refresh: bool = False) -> KeySet:
+        if self._jwks is None or refresh:
+            self._jwks = await self._get_json(str((await self.metadata())["jwks_uri"]), "JWKS")
+        try:
+            return KeySet.import_key_set(self._jwks)  # type: ignore[arg-type]
+        except (JoseError, ValueError, KeyError, TypeError) as exc:
+            raise ProviderError(f"the identity provider's JWKS is unusable: {exc}") from exc
+
     async def authorization_request(self, redirect_uri: str) -> AuthRequest:
         meta = await self.metadata()
         state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        verifier = secrets.token_urlsafe(48)
-        query = urlencode(
-            {
-                "response_type": "code",
-                "client_id": self.settings.client_id,
-                "redirect_uri": redirect_uri,
-                "scope": self.settings.scopes,
-                "state": state,
-                "nonce": nonce,
-                "code_challenge": pkce_challenge(verifier),
-                "code_challenge_method": "S256",
-            }
+        verifier = secrets.token_urlsafe(48)  # RFC 7636: 43 to 128 characters
+        url = prepare_grant_uri(
+            meta["authorization_endpoint"],
+            client_id=self.settings.client_id,
+            response_type="code",
+            redirect_uri=redirect_uri,
+            scope=self.settings.scopes,
+            state=state,
+            nonce=nonce,
+            code_challenge=create_s256_code_challenge(verifier),
+            code_challenge_method="S256",
         )
-        return AuthRequest(f"{meta['authorization_endpoint']}?{query}", state, nonce, verifier)
+        return AuthRequest(str(url), state, nonce, verifier)
 
     async def exchange(
         self, code: str, *, redirect_uri: str, verifier: str, nonce: str
     ) -> dict[str, Any]:
-        """Trade the code for tokens and return the validated ID token's claims."""
+        """Trade the code for tokens and return the verified ID token's claims."""
         meta = await self.metadata()
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": verifier,
-        }
-        auth = (self.settings.client_id, self.settings.client_secret.get_secret_value())
+        body = prepare_token_request(
+            "authorization_code", code=code, redirect_uri=redirect_uri, code_verifier=verifier
+        )
+        secret = self.settings.client_secret.get_secret_value()
+        auth = ClientAuth(self.settings.client_id, secret, "client_secret_basic")
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        url, headers, body = auth.prepare("POST", meta["token_endpoint"], headers, body)
         try:
             async with self._client() as client:
-                response = await client.post(meta["token_endpoint"], data=form, auth=auth)
+                response = await client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise ProviderError(f"the identity provider's token endpoint failed: {exc}") from exc
-        if response.status_code != 200:
-            raise NotAuthenticated(
-                f"the identity provider refused the code (HTTP {response.status_code})"
-            )
         try:
-            id_token = response.json().get("id_token")
-        except ValueError as exc:
-            raise NotAuthenticated("the identity provider's token answer is not JSON") from exc
+            token = response.json()
+        except ValueError:
+            token = None
+        if response.status_code != 200 or not isinstance(token, dict):
+            error = token.get("error") if isinstance(token, dict) else None
+            raise NotAuthenticated(
+                f"the identity provider refused the code ({error or response.status_code})"
+            )
+        id_token = token.get("id_token")
         if not isinstance(id_token, str):
             raise NotAuthenticated("the identity provider sent no ID token")
-        claims = decode_jwt_payload(id_token)
-        self.validate(claims, nonce)
-        return claims
+        access = token.get("access_token")
+        return await self.verify_id_token(
+            id_token, nonce, access_token=access if isinstance(access, str) else None
+        )
 
-    def validate(self, claims: dict[str, Any], nonce: str, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        if str(claims.get("iss", "")).rstrip("/") != self.settings.issuer.rstrip("/"):
-            raise NotAuthenticated("the ID token comes from another issuer")
-        aud = claims.get("aud")
-        audiences = aud if isinstance(aud, list) else [aud]
-        if self.settings.client_id not in audiences:
-            raise NotAuthenticated("the ID token is meant for another client")
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or exp + LEEWAY_SECONDS < now:
-            raise NotAuthenticated("the ID token has expired")
-        if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
-            raise NotAuthenticated("the ID token does not answer this login (nonce)")
+    async def verify_id_token(
+        self, id_token: str, nonce: str, *, access_token: str | None = None
+    ) -> dict[str, Any]:
+        """The claims of ``id_token`` once its signature and claims are valid."""
+        meta = await self.metadata()
+        algorithms = meta.get("id_token_signing_alg_values_supported") or DEFAULT_ALGORITHMS
+        registry = JWSRegistry(algorithms=[a for a in algorithms if a != "none"])
+        try:
+            try:
+                decoded = jwt.decode(id_token, await self._keys(), registry=registry)
+            except InvalidKeyIdError:
+                decoded = jwt.decode(id_token, await self._keys(refresh=True), registry=registry)
+        except (JoseError, ValueError) as exc:
+            raise NotAuthenticated(
+                f"the identity provider's ID token failed its signature check ({exc})"
+            ) from exc
+        params: dict[str, Any] = {"nonce": nonce, "client_id": self.settings.client_id}
+        if access_token:
+            params["access_token"] = access_token
+        options = {
+            "iss": {"essential": True, "values": [meta["issuer"], self.settings.issuer]},
+            "aud": {"essential": True, "values": [self.settings.client_id]},
+        }
+        claims = CodeIDToken(decoded.claims, decoded.header, options, params)
+        try:
+            claims.validate(leeway=LEEWAY_SECONDS)
+        except JoseError as exc:
+            raise NotAuthenticated(f"the ID token does not answer this login ({exc})") from exc
+        return dict(decoded.claims)
 
 
 async def user_for_claims(

@@ -23,6 +23,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from broker.auth.deps import OptionalPrincipal
+from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.connectors import service as connectors
 from broker.connectors.registry import registry_for
@@ -36,6 +37,7 @@ from broker.sessions import service as sessions
 from broker.sessions.repository import SessionFilter, SessionRecord
 from broker.sessions.schemas import SessionCreate
 from broker.sessions.states import OPEN_STATES, SessionState
+from broker.ui import invites
 from broker.ui.common import (
     admit,
     is_admin,
@@ -77,7 +79,8 @@ async def _my_sessions(db: DbSession, who: Principal) -> dict[str, list[SessionR
     records = await sessions.list_sessions(db, who, SessionFilter(), limit=50, offset=0)
     open_ = [r for r in records if SessionState(r.session.state) in OPEN_STATES]
     done = [r for r in records if SessionState(r.session.state) not in OPEN_STATES][:10]
-    return {"open_sessions": open_, "recent_sessions": done}
+    invited = await invites.invitations_for(db, who)
+    return {"open_sessions": open_, "recent_sessions": done, "invited_sessions": invited}
 
 
 @router.get("/ui/console", response_model=None)
@@ -240,9 +243,10 @@ async def create(request: Request, principal: OptionalPrincipal, db: DbSession) 
 async def _session_context(
     request: Request, db: DbSession, who: Principal, sid: str
 ) -> dict[str, Any]:
-    record = await sessions.get_session(db, who, sid)
+    record = await invites.session_for(db, who, sid)
     s = record.session
     state = SessionState(s.state)
+    own = who.user_id == s.technician_id
     group = await devices.get_group(db, record.device.group_id)
     labels = {str(q.get("id")): str(q.get("label")) for q in group.questions}
     answers = [(labels.get(k, k), v) for k, v in (s.answers or {}).items()]
@@ -264,7 +268,11 @@ async def _session_context(
         "s": s,
         "state": state.value,
         "is_open": state in OPEN_STATES,
-        "own": who.user_id == s.technician_id,
+        "own": own,
+        "expert": not own and await invites.is_invited(db, sid, who.user_id),
+        "watch": is_admin(who) and who.has(Scope.sessions_admin),
+        "experts": await invites.invited_experts(db, sid),
+        "candidates": await invites.candidates(db, record) if own else [],
         "consent": consent if state is SessionState.awaiting_consent else None,
         "answers": answers,
         "launch": launch,

@@ -1,13 +1,11 @@
-"""Login pages: password (+ TOTP when enabled), SSO (OIDC when configured), logout, the
-forced password change and the account page where a user turns the second factor on or off.
+"""Login pages: password (+ TOTP when enabled) and what the other login pages share.
 
 - ``GET|POST /ui/login``; ``GET|POST /ui/login/totp`` (second step, after the password)
-- ``GET /ui/login/oidc`` → the issuer → ``GET /ui/login/oidc/callback``
-- ``POST /ui/logout``; ``GET|POST /ui/password``; ``GET /ui/account`` and its TOTP forms
 - ``GET /ui`` (and ``/``): the home page of the caller's role
 
-Between the password and the second factor the browser holds a signed, five-minute cookie
-naming the user; no web session exists until both steps pass.
+Single sign-on is in ``broker.ui.sso``; logout, password change and the account page in
+``broker.ui.account``. Between the password and the second factor the browser holds a
+signed, five-minute cookie naming the user; no web session exists until both steps pass.
 """
 
 from __future__ import annotations
@@ -24,18 +22,15 @@ from broker.auth.deps import SESSION_COOKIE, OptionalPrincipal, client_ip
 from broker.auth.models import User
 from broker.auth.permissions import grants_for
 from broker.auth.principal import Principal
-from broker.auth.schemas import PASSWORD_MIN_LENGTH
 from broker.db.session import DbSession
-from broker.errors import BrokerError, NotAuthenticated, PermissionDenied
+from broker.errors import BrokerError, PermissionDenied
 from broker.ui.common import (
     LOGIN_PATH,
     admit,
     anyone,
     cross_origin,
     home_for,
-    login_redirect,
     page,
-    refused,
     safe_next,
     secure_cookies,
     settings_of_request,
@@ -59,16 +54,7 @@ def oidc_settings(request: Request) -> oidc.OidcSettings:
     return configured if isinstance(configured, oidc.OidcSettings) else oidc.OidcSettings()
 
 
-def oidc_client(request: Request) -> oidc.OidcClient:
-    transport = getattr(request.app.state, "oidc_transport", None)  # the tests' fake issuer
-    return oidc.OidcClient(oidc_settings(request), transport=transport)
-
-
-def _callback_url(request: Request) -> str:
-    return f"{settings_of_request(request).base_url}/ui/login/oidc/callback"
-
-
-def _login_form(
+def login_form(
     request: Request,
     status: int = 200,
     *,
@@ -112,7 +98,7 @@ def _pre_login_check(request: Request, sent: str) -> None:
         raise PermissionDenied("missing or wrong CSRF token")
 
 
-async def _logged_in(request: Request, db: DbSession, user: User, next_url: str) -> Response:
+async def logged_in(request: Request, db: DbSession, user: User, next_url: str) -> Response:
     ip = client_ip(request)
     secret, _ = await auth.start_web_session(db, user, ip)
     target = "/ui/password" if user.must_change_password else next_url
@@ -154,7 +140,7 @@ async def login_page(
     target = safe_next(next)
     if principal is not None and principal.kind == "user":
         return RedirectResponse(target or home_for(principal), status_code=303)
-    return _login_form(request, next_url=target)
+    return login_form(request, next_url=target)
 
 
 @router.post(LOGIN_PATH, response_model=None)
@@ -173,7 +159,7 @@ async def login_submit(
     except BrokerError as exc:
         await refused_keep(db, exc)
         status = 429 if exc.code == "rate_limited" else 401
-        return _login_form(request, status, error=exc.detail, next_url=target, username=username)
+        return login_form(request, status, error=exc.detail, next_url=target, username=username)
     if await totp.is_enabled(db, user.id):
         response: Response = RedirectResponse("/ui/login/totp", status_code=303)
         value = sign(
@@ -189,7 +175,7 @@ async def login_submit(
             path="/ui/login",
         )
         return response
-    return await _logged_in(request, db, user, target)
+    return await logged_in(request, db, user, target)
 
 
 async def refused_keep(db: DbSession, exc: BrokerError) -> None:
@@ -240,201 +226,4 @@ async def totp_submit(
     except BrokerError as exc:
         await refused_keep(db, exc)
         return _totp_form(request, 429 if exc.code == "rate_limited" else 401, exc.detail)
-    return await _logged_in(request, db, user, pending["next"])
-
-
-# --- single sign-on -----------------------------------------------------------------------
-
-
-@router.get("/ui/login/oidc", response_model=None)
-async def oidc_start(
-    request: Request, db: DbSession, next: Annotated[str, Query(max_length=2000)] = ""
-) -> Response:
-    if not oidc_settings(request).enabled:
-        return _login_form(request, 404, error="single sign-on is not configured here")
-    try:
-        auth_request = await oidc_client(request).authorization_request(_callback_url(request))
-    except BrokerError as exc:
-        return await refused(request, db, exc)
-    payload = {
-        "state": auth_request.state,
-        "nonce": auth_request.nonce,
-        "verifier": auth_request.verifier,
-        "next": safe_next(next),
-    }
-    response = RedirectResponse(auth_request.url, status_code=303)
-    response.set_cookie(
-        OIDC_COOKIE,
-        sign(settings_of_request(request), "oidc", payload, OIDC_SECONDS),
-        max_age=OIDC_SECONDS,
-        httponly=True,
-        samesite="lax",  # the issuer sends the browser back with a top-level GET
-        secure=secure_cookies(request),
-        path="/ui/login",
-    )
-    return response
-
-
-@router.get("/ui/login/oidc/callback", response_model=None)
-async def oidc_callback(
-    request: Request,
-    db: DbSession,
-    code: Annotated[str, Query(max_length=4000)] = "",
-    state: Annotated[str, Query(max_length=200)] = "",
-    error: Annotated[str, Query(max_length=200)] = "",
-) -> Response:
-    sso = oidc_settings(request)
-    if not sso.enabled:
-        return _login_form(request, 404, error="single sign-on is not configured here")
-    pending = unsign(settings_of_request(request), "oidc", request.cookies.get(OIDC_COOKIE))
-    try:
-        if error:
-            raise NotAuthenticated(f"{oidc.SSO_FAILED}: the identity provider said {error!r}")
-        if pending is None or not secrets.compare_digest(str(pending.get("state", "")), state):
-            raise NotAuthenticated(f"{oidc.SSO_FAILED}: the login expired or was not started here")
-        claims = await oidc_client(request).exchange(
-            code,
-            redirect_uri=_callback_url(request),
-            verifier=str(pending["verifier"]),
-            nonce=str(pending["nonce"]),
-        )
-        user = await oidc.user_for_claims(db, sso, claims, client_ip(request))
-    except BrokerError as exc:
-        await refused_keep(db, exc)
-        response = _login_form(request, 401, error=exc.detail)
-        response.delete_cookie(OIDC_COOKIE, path="/ui/login")
-        return response
-    return await _logged_in(request, db, user, safe_next(str(pending.get("next") or "")))
-
-
-# --- logout, password, account --------------------------------------------------------------
-
-
-@router.post("/ui/logout", response_model=None)
-async def logout(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    if principal is None:
-        return login_redirect(request)
-    await auth.logout(db, principal, request.cookies.get(SESSION_COOKIE))
-    response = RedirectResponse(LOGIN_PATH, status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
-    return response
-
-
-@router.get("/ui/password", response_model=None)
-async def password_page(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    if principal is None or principal.kind != "user":
-        return login_redirect(request)
-    user = await db.get(User, principal.user_id)
-    forced = bool(user and user.must_change_password)
-    return page(
-        request,
-        "ui/password.html",
-        title="Change your password",
-        forced=forced,
-        min_length=PASSWORD_MIN_LENGTH,
-    )
-
-
-@router.post("/ui/password", response_model=None)
-async def password_submit(
-    request: Request,
-    principal: OptionalPrincipal,
-    db: DbSession,
-    current: Secret = "",
-    new: Secret = "",
-    confirm: Secret = "",
-) -> Response:
-    if principal is None or principal.kind != "user":
-        return login_redirect(request)
-    user = await db.get(User, principal.user_id)
-    forced = bool(user and user.must_change_password)
-    context = {"title": "Change your password", "forced": forced, "min_length": PASSWORD_MIN_LENGTH}
-    if new != confirm:
-        return page(
-            request, "ui/password.html", 422, error="the two new passwords differ", **context
-        )
-    try:
-        await auth.change_password(
-            db,
-            principal,
-            current=current,
-            new=new,
-            cookie_secret=request.cookies.get(SESSION_COOKIE),
-        )
-    except BrokerError as exc:
-        await refused_keep(db, exc)
-        status = 401 if exc.code == "not_authenticated" else 422
-        return page(request, "ui/password.html", status, error=exc.detail, **context)
-    return RedirectResponse(home_for(principal), status_code=303)
-
-
-@router.get("/ui/account", response_model=None)
-async def account(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
-    return await _account_page(request, db, who)
-
-
-async def _account_page(
-    request: Request, db: DbSession, who: Principal, status: int = 200, **extra: object
-) -> HTMLResponse:
-    enabled = await totp.is_enabled(db, who.user_id or "")
-    pending = None if enabled else await totp.pending_secret(db, who.user_id or "")
-    return page(
-        request,
-        "ui/account.html",
-        status,
-        title="Your account",
-        totp_enabled=enabled,
-        pending=pending,
-        **extra,
-    )
-
-
-@router.post("/ui/account/totp/start", response_model=None)
-async def totp_start(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
-    try:
-        await totp.begin_enrollment(db, who)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
-    return await _account_page(request, db, who)
-
-
-@router.post("/ui/account/totp/confirm", response_model=None)
-async def totp_confirm(
-    request: Request,
-    principal: OptionalPrincipal,
-    db: DbSession,
-    code: Annotated[str, Form(max_length=20)] = "",
-) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
-    try:
-        await totp.confirm_enrollment(db, who, code)
-    except BrokerError as exc:
-        await refused_keep(db, exc)
-        return await _account_page(request, db, who, 422, error=exc.detail)
-    return await _account_page(request, db, who, notice="The second factor is on.")
-
-
-@router.post("/ui/account/totp/disable", response_model=None)
-async def totp_disable(
-    request: Request,
-    principal: OptionalPrincipal,
-    db: DbSession,
-    code: Annotated[str, Form(max_length=20)] = "",
-) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
-    try:
-        await totp.disable(db, who, code)
-    except BrokerError as exc:
-        await refused_keep(db, exc)
-        return await _account_page(request, db, who, 422, error=exc.detail)
-    return await _account_page(request, db, who, notice="The second factor is off.")
+    return await logged_in(request, db, user, pending["next"])

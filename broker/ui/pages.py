@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from broker.ui import admin, console, login
+from broker.ui import account, admin, admin_groups, console, experts, login, sso
 from broker.ui.common import assets
 
 router = APIRouter(include_in_schema=False)
-for part in (assets, login.router, console.router, admin.router):
+for part in (
+    assets,
+    login.router,
+    sso.router,
+    account.router,
+    console.router,
+    experts.router,
+    admin.router,
+    admin_groups.router,
+):
     router.include_router(part)

@@ -1,11 +1,10 @@
-"""Single sign-on against a small fake OpenID Connect provider (discovery, authorization
-code with PKCE, token endpoint with client authentication, ID token claims)."""
+"""Single sign-on against a small fake OpenID Connect provider (discovery, JWKS, authorization
+code with PKCE, token endpoint with client authentication issuing a signed ID token)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import time
 from typing import Any
@@ -13,6 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,12 +46,21 @@ class FakeIssuer:
     def __init__(self) -> None:
         self.codes: dict[str, dict[str, Any]] = {}
         self.nonce_override: str | None = None
+        self.claims_override: dict[str, Any] = {}
+        self.key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+        self.signing_key = self.key  # a test swaps it to sign with a key not in the JWKS
+        self.jwks_fetches = 0
         self.app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self.discovery),
+                Route("/jwks", self.jwks),
                 Route("/token", self.token, methods=["POST"]),
             ]
         )
+
+    async def jwks(self, _: Request) -> JSONResponse:
+        self.jwks_fetches += 1
+        return JSONResponse({"keys": [self.key.as_dict(private=False)]})
 
     async def discovery(self, _: Request) -> JSONResponse:
         return JSONResponse(
@@ -58,6 +68,8 @@ class FakeIssuer:
                 "issuer": ISSUER,
                 "authorization_endpoint": f"{ISSUER}/authorize",
                 "token_endpoint": f"{ISSUER}/token",
+                "jwks_uri": f"{ISSUER}/jwks",
+                "id_token_signing_alg_values_supported": ["RS256"],
             }
         )
 
@@ -92,9 +104,10 @@ class FakeIssuer:
             "exp": int(time.time()) + 300,
             "iat": int(time.time()),
             "nonce": self.nonce_override or grant["nonce"],
+            **self.claims_override,
         }
-        header = _b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-        id_token = f"{header}.{_b64(json.dumps(claims).encode())}.{_b64(b'sig')}"
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.signing_key.kid}
+        id_token = jwt.encode(header, claims, self.signing_key)
         return JSONResponse({"access_token": "at", "token_type": "Bearer", "id_token": id_token})
 
 
@@ -171,3 +184,67 @@ async def test_sso_is_off_unless_configured(app: Any) -> None:
     async with client_for(app) as c:
         assert "single sign-on" not in (await c.get("/ui/login")).text
         assert (await c.get("/ui/login/oidc")).status_code == 404
+
+
+async def _callback_as(app: Any, issuer: FakeIssuer, username: str = "erika") -> httpx.Response:
+    async with client_for(app) as c:
+        url = await _start(c)
+        return await c.get("/ui/login/oidc/callback", params=issuer.authorize(url, username))
+
+
+async def test_sso_refuses_an_id_token_not_signed_by_the_issuer(
+    app: Any, issuer: FakeIssuer
+) -> None:
+    await make_user(app, "auditor", username="erika")
+    # Same key id as the published key, different key: only the signature check can tell.
+    issuer.signing_key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    back = await _callback_as(app, issuer)
+    assert back.status_code == 401
+    assert "signature" in back.text
+    assert "sb_session" not in back.cookies
+
+
+async def test_sso_fetches_the_jwks_again_when_the_issuer_rotates_its_key(
+    app: Any, issuer: FakeIssuer
+) -> None:
+    await make_user(app, "auditor", username="erika")
+    assert (await _callback_as(app, issuer)).status_code == 303
+    issuer.key = RSAKey.generate_key(2048, parameters={"kid": "k2"})
+    issuer.signing_key = issuer.key
+    back = await _callback_as(app, issuer)
+    assert back.status_code == 303, back.text
+    assert issuer.jwks_fetches >= 2
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [
+        ({"exp": int(time.time()) - 3600}, "exp"),
+        ({"aud": "another-client"}, "aud"),
+        ({"iss": "https://evil.example.test"}, "iss"),
+    ],
+)
+async def test_sso_refuses_expired_or_foreign_id_tokens(
+    app: Any, issuer: FakeIssuer, override: dict[str, Any], why: str
+) -> None:
+    await make_user(app, "auditor", username="erika")
+    issuer.claims_override = override
+    back = await _callback_as(app, issuer)
+    assert back.status_code == 401
+    assert why in back.text
+    failed_to_log_in = "sb_session" not in back.cookies
+    assert failed_to_log_in
+
+
+async def test_sso_sends_a_pkce_challenge_the_token_endpoint_checks(
+    app: Any, issuer: FakeIssuer
+) -> None:
+    await make_user(app, "auditor", username="erika")
+    async with client_for(app) as c:
+        url = await _start(c)
+        query = issuer.authorize(url, "erika")
+        # The issuer remembers a different challenge: the broker's verifier no longer matches.
+        issuer.codes[query["code"]]["code_challenge"] = _b64(hashlib.sha256(b"other").digest())
+        back = await c.get("/ui/login/oidc/callback", params=query)
+    assert back.status_code == 401
+    assert "invalid_grant" in back.text

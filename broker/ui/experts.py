@@ -1,0 +1,39 @@
+"""``POST /ui/sessions/{id}/invite``: the session's technician invites an expert.
+
+The form lists the technicians of the device's group (``broker.ui.invites.candidates``); the
+invited expert finds the session under "Invited to help" in their console, opens its page
+and joins the terminal from there (``/terminal/{id}?mode=join``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from broker.auth.deps import OptionalPrincipal
+from broker.db.session import DbSession
+from broker.errors import BrokerError
+from broker.ui import invites
+from broker.ui.common import admit, is_technician, refused
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.post("/ui/sessions/{sid}/invite", response_model=None)
+async def invite(
+    request: Request,
+    sid: str,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    expert_id: Annotated[str, Form(max_length=36)] = "",
+) -> Response:
+    who = await admit(request, db, principal, is_technician)
+    if isinstance(who, Response):
+        return who
+    try:
+        await invites.invite(db, who, sid, expert_id)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return RedirectResponse(f"/ui/sessions/{sid}#experts", status_code=303)
