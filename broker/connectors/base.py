@@ -54,6 +54,12 @@ class TicketInfo:
     def ref(self) -> str:
         return f"{self.system}:{self.external_id}"
 
+    @property
+    def source(self) -> str:
+        """Who vouches for the ticket, for its audit record: ``connector:<system>`` when the
+        system answered the lookup, ``standalone`` when the ticket was taken as typed."""
+        return f"connector:{self.system}" if self.verified else "standalone"
+
 
 @dataclass(frozen=True)
 class WebhookEvent:
