@@ -3,7 +3,9 @@
 Each domain's ``cli.py`` exposes ``register(subparsers)``, adding sub-commands whose handler
 (``set_defaults(handler=...)``) is ``async def handler(db, args) -> int``: it runs in one
 transaction with the same audit wiring as a request. Domain errors become a message on
-stderr and a non-zero exit, never a traceback.
+stderr and a non-zero exit, never a traceback; so do an unknown migration revision and a
+database that cannot be reached or is not migrated (the message names the cause, never the
+statement's parameters).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from alembic.util.exc import CommandError
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.errors import AuditError
@@ -67,9 +71,23 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from broker.db import migrate
 
     settings = load_settings()
-    migrate.upgrade(settings.database_url, args.revision)
+    try:
+        migrate.upgrade(settings.database_url, args.revision)
+    except CommandError as exc:
+        raise CliError(f"migration: {exc}") from exc
     print(f"database migrated to {args.revision}")
     return 0
+
+
+def database_problem(exc: DBAPIError | OSError) -> str:
+    """One line saying what is wrong with the database, without the SQL or its parameters."""
+    if isinstance(exc, OSError):
+        return f"database unreachable: {exc.strerror or exc}"
+    cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    hint = ""
+    if "no such table" in cause or ("relation" in cause and "does not exist" in cause):
+        hint = " (is the database migrated? run `supportbroker migrate`)"
+    return f"database error: {cause}{hint}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokerError, CliError, AuditError) as exc:
         detail = exc.detail if isinstance(exc, BrokerError) else str(exc)
         print(f"supportbroker: error: {detail}", file=sys.stderr)
+        return EXIT_ERROR
+    except (DBAPIError, OSError) as exc:
+        print(f"supportbroker: error: {database_problem(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

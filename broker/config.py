@@ -55,12 +55,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
+        # "test" counts as outside development too: a staging box started with
+        # SUPPORTBROKER_ENVIRONMENT=test must not sign cookies with a published key.
         if (
-            self.environment == "production"
+            self.environment != "development"
             and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET
         ):
             raise ValueError(
-                "SUPPORTBROKER_SECRET_KEY is the development placeholder; set a real secret, "
+                f"SUPPORTBROKER_SECRET_KEY is the development placeholder, refused in the "
+                f"{self.environment!r} environment; set a real secret, "
                 "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
             )
         if len(self.secret_key.get_secret_value()) < 16:

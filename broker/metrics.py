@@ -24,6 +24,10 @@ CONSENT_DECISIONS = Counter(
     ["decision"],
     registry=REGISTRY,
 )
+# Export every outcome from the start (at 0), so a dashboard sees the series before the
+# first decision instead of "no data".
+for _outcome in ("approve", "deny", "unattended"):
+    CONSENT_DECISIONS.labels(decision=_outcome)
 
 
 async def refresh_session_gauge(sessionmaker: Any) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 import uvicorn
+from sqlalchemy.engine.url import make_url
 
 from broker.config import Settings
 from broker.db import migrate
@@ -39,7 +40,10 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     created = asyncio.run(_bootstrap(settings))
     url = settings.base_url
     out = sys.stdout
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    revision = ", ".join(sorted(migrate.head_revisions(settings.database_url)))
     print(f"supportbroker is starting on {url}", file=out)
+    print(f"  database: {database} (migrated to {revision})", file=out)
     print(f"  log in:   {url}/login", file=out)
     print(f"  API docs: {url}/api/docs", file=out)
     if created is not None:

@@ -23,7 +23,7 @@ from broker.auth.models import User
 from broker.auth.permissions import Scope, grants_for
 from broker.auth.principal import Principal
 from broker.auth.repository import ApiTokenRepository, UserRepository, WebSessionRepository
-from broker.auth.secrets import constant_equal, token_hash
+from broker.auth.secrets import constant_equal, csrf_token_for, token_hash
 from broker.config import Settings
 from broker.db.base import utcnow
 from broker.db.session import DbSession
@@ -100,6 +100,8 @@ async def _from_cookie(request: Request, db: DbSession, secret: str) -> Principa
     user = await UserRepository(db).get(web.user_id)
     if user is None or not user.is_active:
         return None
+    settings: Settings = request.app.state.settings
+    csrf = csrf_token_for(settings.secret_key.get_secret_value(), secret)
     principal = Principal(
         kind="user",
         role=user.role,
@@ -107,12 +109,12 @@ async def _from_cookie(request: Request, db: DbSession, secret: str) -> Principa
         scopes=grants_for(user.role),
         user_id=user.id,
         ip=client_ip(request),
-        csrf_token=web.csrf_token,
+        csrf_token=csrf,
         must_change_password=user.must_change_password,
     )
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER) or await _form_csrf(request)
-        if not sent or not constant_equal(sent, web.csrf_token):
+        if not sent or not constant_equal(sent, csrf):
             await record_event(
                 db,
                 "auth.csrf_rejected",

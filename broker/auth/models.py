@@ -44,7 +44,7 @@ class WebSession(IdMixin, CreatedMixin, Base):
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
-    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    # No CSRF column: the token is derived from the cookie (broker.auth.secrets.csrf_token_for).
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     ip: Mapped[str | None] = mapped_column(String(64))
 

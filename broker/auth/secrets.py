@@ -40,6 +40,16 @@ def keyed_hash(key: str, value: str) -> str:
     return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
+def csrf_token_for(key: str, cookie_secret: str) -> str:
+    """The CSRF token of the browser session whose cookie holds ``cookie_secret``.
+
+    Derived, not stored: a page can always render it, a cross-site attacker (who cannot read
+    the cookie) cannot compute it, and it never travels to the database, where debug logging
+    of SQL parameters could show it.
+    """
+    return keyed_hash(key, f"csrf:{cookie_secret}")
+
+
 def constant_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 

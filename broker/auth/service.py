@@ -21,7 +21,13 @@ from broker.auth.models import Role, User, WebSession
 from broker.auth.principal import Principal
 from broker.auth.repository import UserRepository, WebSessionRepository
 from broker.auth.schemas import PASSWORD_MIN_LENGTH, USERNAME_PATTERN
-from broker.auth.secrets import hash_password, new_password, token_hash, verify_password
+from broker.auth.secrets import (
+    csrf_token_for,
+    hash_password,
+    new_password,
+    token_hash,
+    verify_password,
+)
 from broker.context import settings_of
 from broker.db.base import utcnow
 from broker.errors import (
@@ -247,14 +253,13 @@ async def start_web_session(db: AsyncSession, user: User, ip: str) -> tuple[str,
     settings = settings_of(db)
     now = utcnow()
     cookie_secret = secrets.token_urlsafe(32)
-    csrf = secrets.token_urlsafe(32)
+    csrf = csrf_token_for(settings.secret_key.get_secret_value(), cookie_secret)
     repo = WebSessionRepository(db)
     await repo.delete_expired(now)
     await repo.add(
         WebSession(
             user_id=user.id,
             token_hash=token_hash(cookie_secret),
-            csrf_token=csrf,
             expires_at=now + timedelta(hours=settings.web_session_hours),
             ip=ip[:64],
         )

@@ -34,6 +34,7 @@ from broker.db.base import new_id, utcnow
 from broker.devices.service import get_group
 from broker.errors import Conflict, NotFound, ValidationFailed
 from broker.evidence.service import Actor, record_event
+from broker.logging import bind_ids
 from broker.metrics import CONSENT_DECISIONS
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
@@ -204,6 +205,7 @@ async def _open(db: AsyncSession, token: str) -> tuple[ConsentRequest, SessionRe
     if request is None:
         raise NotFound(BAD_LINK)
     record, moved = await sessions.load(db, request.session_id)
+    bind_ids(session_id=record.session.id, ticket=record.ticket.ref)
     return request, record, moved
 
 

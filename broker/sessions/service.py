@@ -31,6 +31,7 @@ from broker.errors import (
     PermissionDenied,
 )
 from broker.evidence.service import Actor, record_event
+from broker.logging import bind_ids, bound_ids
 from broker.sessions import effects, gate
 from broker.sessions.models import RemoteSession
 from broker.sessions.repository import SessionFilter, SessionRecord, SessionRepository
@@ -104,6 +105,7 @@ async def create_session(
         )
     )
     record = SessionRecord(session, ticket, technician, device)
+    bind_ids(session_id=session.id, ticket=ticket.ref)
     await record_event(
         db,
         "session.requested",
@@ -200,6 +202,7 @@ async def get_session(db: AsyncSession, principal: Principal, session_id: str) -
     record = await SessionRepository(db).record(session_id)
     if record is None:
         raise NotFound(f"no session {session_id}")
+    bind_ids(session_id=session_id, ticket=record.ticket.ref)
     if principal.role == "technician" and not _own(principal, record):
         raise PermissionDenied(f"session {session_id} belongs to another technician")
     await settle(db, record)
@@ -223,6 +226,7 @@ async def _acting(
     db: AsyncSession, principal: Principal, session_id: str, *, admin_may: bool
 ) -> tuple[SessionRecord, bool]:
     record, moved = await load(db, session_id)
+    bind_ids(session_id=session_id, ticket=record.ticket.ref)
     if _own(principal, record) and principal.has(Scope.sessions_write):
         return record, moved
     if admin_may and principal.has(Scope.sessions_admin):
@@ -260,6 +264,7 @@ async def revoke_session(
 ) -> SessionRecord:
     """An admin withdraws the session (awaiting consent, approved or active) → revoked."""
     record, moved = await load(db, session_id)
+    bind_ids(session_id=session_id, ticket=record.ticket.ref)
     if not principal.has(Scope.sessions_admin):
         raise PermissionDenied("revoking needs the sessions:admin scope", keep_changes=moved)
     why = f"revoked by an admin: {note}" if note else "revoked by an admin"
@@ -384,6 +389,7 @@ async def sweep_deadlines(db: AsyncSession) -> int:
     """Expire unanswered consent and approvals, end sessions at their limit; returns moves."""
     moved = 0
     for session_id in await SessionRepository(db).due(utcnow()):
-        _, changed = await load(db, session_id)
+        with bound_ids(session_id=session_id):
+            _, changed = await load(db, session_id)
         moved += changed
     return moved

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.auth.principal import Principal
 from broker.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from broker.evidence.service import Actor, record_event
+from broker.logging import bind_ids
 from broker.tickets.models import Ticket
 from broker.tickets.repository import TicketFilter, TicketRepository
 from broker.tickets.schemas import (
@@ -99,6 +100,7 @@ async def create_ticket(db: AsyncSession, principal: Principal, body: TicketCrea
     await _own_system(db, principal, body.system)
     repo = TicketRepository(db)
     ref = f"{body.system}:{body.external_id}"
+    bind_ids(ticket=ref)
     if await repo.by_ref(body.system, body.external_id) is not None:
         raise Conflict(f"ticket {ref} already exists; change it with PATCH instead")
     ticket = Ticket(
@@ -133,6 +135,7 @@ async def get_ticket(
     db: AsyncSession, principal: Principal, system: str, external_id: str
 ) -> Ticket:
     system, external_id = check_ref(system, external_id)
+    bind_ids(ticket=f"{system}:{external_id}")
     await _own_system(db, principal, system)
     ticket = await TicketRepository(db).by_ref(system, external_id)
     if ticket is None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from broker.config import Settings
+from broker.db.engine import create_engine
+from broker.db.migrate import current_revisions, head_revisions
 from broker.serve import _bootstrap, serve
 from tests.auth.conftest import assert_error, system_events
 
@@ -42,12 +44,11 @@ async def test_initial_admin_must_change_the_one_time_password(
 
 def test_serve_prints_the_password_only_on_the_first_run(
     tmp_path: Path,
-    sqlite_template: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    target = tmp_path / "serve.db"
-    shutil.copy(sqlite_template, target)
+    # No database yet, as on a fresh clone: serve must create and migrate it itself.
+    target = tmp_path / "var" / "serve.db"
     settings = Settings(
         environment="test",
         database_url=f"sqlite+aiosqlite:///{target}",
@@ -60,6 +61,10 @@ def test_serve_prints_the_password_only_on_the_first_run(
     monkeypatch.setattr("uvicorn.run", lambda app, host, port, **_: started.append((host, port)))
     assert serve(settings, port=18080) == 0
     first = capsys.readouterr().out
+    heads = ", ".join(sorted(head_revisions(settings.database_url)))
+    assert f"(migrated to {heads})" in first
+    assert asyncio.run(_revisions(settings.database_url)) == head_revisions(settings.database_url)
+    assert "log in:   http://127.0.0.1:18080/login" in first
     assert "first run: created admin account 'admin'" in first
     password = re.search(r"one-time password: (\S+)", first)
     assert password is not None
@@ -70,3 +75,11 @@ def test_serve_prints_the_password_only_on_the_first_run(
     assert password[1] not in second
     assert "supportbroker user reset-password USERNAME" in second
     assert started == [("127.0.0.1", 18080)] * 2
+
+
+async def _revisions(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return await current_revisions(engine)
+    finally:
+        await engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select, update
 
 from broker.auth.models import User
@@ -138,3 +139,26 @@ async def test_duration_over_maximum(app: Any, client: httpx.AsyncClient, desk: 
     assert response.status_code == 422
     assert "480" in response.json()["detail"]
     assert await session_count(app) == 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{"reason_min_length": 30}])
+async def test_reason_min_length_is_configurable(
+    app: Any, client: httpx.AsyncClient, desk: Desk
+) -> None:
+    # 29 characters: long enough for the default of 10, too short for the configured 30.
+    response = await request_session(client, desk, reason="Printer offline since Monday.")
+    await assert_denied(app, response, "reason_too_short", "at least 30 characters")
+    assert await session_count(app) == 0
+    long_enough = "Printer offline since Monday, driver crash"
+    assert (await request_session(client, desk, reason=long_enough)).status_code == 201
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_concurrent_sessions": 3}])
+async def test_concurrency_limit_is_configurable(
+    app: Any, client: httpx.AsyncClient, desk: Desk
+) -> None:
+    for n in range(3):
+        await open_session(client, desk, ticket={"system": "helpdesk", "external_id": f"C-{n}"})
+    response = await request_session(client, desk)
+    await assert_denied(app, response, "concurrency_limit", "the limit is 3")
+    assert await session_count(app) == 3
