@@ -81,15 +81,29 @@ async def _context(
     return ticket, spec, device, ref, policy
 
 
+# Where a link keeps the launch's terminal command and port (not credentials: no columns).
+OPENS_KEY = "_opens"
+
+
 def _launch_from_link(link: ProviderSessionLink) -> Launch:
+    details = dict(link.details)
+    opens = details.pop(OPENS_KEY, {})
     return Launch(
         provider=link.provider,
         handle=link.handle,
         expires_at=link.valid_until,
         url=link.launch_url,
         uri=link.launch_uri,
-        details=dict(link.details),
+        terminal=opens.get("terminal"),
+        port=opens.get("port"),
+        details=details,
     )
+
+
+def _link_details(launch: Launch) -> dict[str, Any]:
+    opens = {"terminal": launch.terminal, "port": launch.port}
+    kept = {k: v for k, v in opens.items() if v is not None}
+    return {**launch.details, OPENS_KEY: kept} if kept else dict(launch.details)
 
 
 async def launch_for(db: AsyncSession, session: RemoteSession) -> Launch | None:
@@ -134,7 +148,7 @@ async def on_approved(db: AsyncSession, session: RemoteSession) -> Launch:
             launch_uri=launch.uri,
             valid_from=spec.window.start,
             valid_until=launch.expires_at,
-            details=dict(launch.details),
+            details=_link_details(launch),
         )
     )
     await record_event(

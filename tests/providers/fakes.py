@@ -28,6 +28,8 @@ class FakeProvider:
     ended: list[str | None] = field(default_factory=list)
     annotated: dict[str, str] = field(default_factory=dict)
     terminated: list[str] = field(default_factory=list)
+    terminal: str | None = None
+    port: int | None = None
 
     def _maybe_fail(self) -> None:
         if self.down:
@@ -48,6 +50,8 @@ class FakeProvider:
             handle=f"share-{session.session_id}",
             expires_at=session.window.end,
             url=f"https://fake.test/share/{session.session_id}?secret=bearer",
+            terminal=self.terminal,
+            port=self.port,
             details={"group": policy.group_name},
         )
 

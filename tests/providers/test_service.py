@@ -277,3 +277,18 @@ async def test_providers_are_discovered_through_entry_points() -> None:
         assert agent.name == "agent"
     finally:
         await registry.reset()
+
+
+async def test_launch_keeps_terminal_and_port_for_the_console(app: Any, fake: FakeProvider) -> None:
+    fake.terminal, fake.port = "supportbroker connect s1 --forward 5900:5900", 5900
+    session = await approved_session(app)
+    async with app.state.sessionmaker() as db:
+        await service.on_approved(db, session)
+        await db.commit()
+    async with app.state.sessionmaker() as db:  # read back as the console does, later
+        launch = await service.launch_for(db, session)
+    assert launch is not None
+    assert (launch.terminal, launch.port) == (fake.terminal, 5900)
+    assert launch.details == {"group": launch.details["group"]}  # bookkeeping stays inside
+    payload = next(p for t, p in await audit_events(app, REF) if t == "provider.prepared")
+    assert payload["data"]["opens"] == ["url", "terminal", "port"]
