@@ -2,9 +2,11 @@
 
 The technician follows the ticket's deep link, signs in, asks for a session and reads the
 code; the end user enters the code, answers the group's question and approves; the
-technician's page turns to "Approved" by itself (htmx polling) and shows the answer; the end
-user ends the session from their status page and rates it; an auditor opens the ticket's
-timeline, sees it verified (green) and downloads the evidence bundle, which verifies.
+technician's page turns to "Approved" by itself (htmx polling) and shows the answer; the
+technician invites an expert, whose open console lists the session by itself; the end user's
+status page turns to "In progress" by itself, and they end the session from it and rate it;
+an auditor opens the ticket's timeline, sees it verified (green) and downloads the evidence
+bundle, which verifies.
 Screenshots of every step go to tests/artifacts/ (ignored by git).
 """
 
@@ -91,9 +93,13 @@ async def _sign_in(page: Any, username: str, password: str) -> None:
 async def test_technician_user_and_auditor_journey(app: Any, live_url: str, chromium: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     tech, tech_password = await make_user(app, "technician", username="tom")
+    expert, expert_password = await make_user(app, "technician", username="eva")
     _, auditor_password = await make_user(app, "auditor", username="alice")
     group = await make_group(
-        app, [tech], name="front-office", questions=[{"id": "os", "label": "Which system?"}]
+        app,
+        [tech, expert],
+        name="front-office",
+        questions=[{"id": "os", "label": "Which system?"}],
     )
     device = await make_device(app, group, name="reception-pc-1")
     errors: list[str] = []
@@ -152,24 +158,41 @@ async def test_technician_user_and_auditor_journey(app: Any, live_url: str, chro
     await tp.wait_for_selector('#session-status [data-state="active"]')
     await shot(tp, "06-technician-active")
 
-    # 5. the end user ends it now, then rates the session
-    await up.reload()
+    # 5. an expert, whose console is open, is invited and sees the session appear by itself
+    exp_ctx, ep = await context()
+    await ep.goto(f"{live_url}/ui/login")
+    await _sign_in(ep, "eva", expert_password)
+    await ep.wait_for_url("**/ui/console")
+    assert await ep.locator("text=Invited to help").count() == 0
+    await tp.get_by_label("Invite an expert from the device's group").select_option(expert.id)
+    await tp.get_by_role("button", name="Invite an expert").click()
+    await tp.wait_for_selector("#invited-experts >> text=eva")
+    await ep.wait_for_selector("text=Invited to help")
+    await shot(ep, "07-expert-console")
+    await ep.get_by_role("link", name="Open invited session on HD-4711").click()
+    await ep.wait_for_selector("text=invited you to help")
+    await shot(ep, "08-expert-session")
+
+    # 6. the end user's page turned to "in progress" by itself; they end it now and rate it
+    await up.wait_for_selector('#consent-live[data-state="active"]')
+    assert "In progress" in await up.locator("#consent-state").inner_text()
+    await shot(up, "09-consent-in-progress")
     await up.get_by_role("button", name="End this session now").click()
     await up.wait_for_selector("text=Ended by revocation")
     await up.get_by_label("5", exact=True).check()
     await up.get_by_role("button", name="Send rating").click()
     await up.wait_for_selector("text=you rated this session 5 of 5")
-    await shot(up, "07-user-ended-and-rated")
+    await shot(up, "10-user-ended-and-rated")
     await tp.wait_for_selector('#session-status [data-state="revoked"]')
-    await shot(tp, "08-technician-sees-end")
+    await shot(tp, "11-technician-sees-end")
 
-    # 6. the auditor: green timeline and the evidence bundle
+    # 7. the auditor: green timeline and the evidence bundle
     aud_ctx, ap = await context()
     await ap.goto(f"{live_url}/ui/audit/tickets/helpdesk/HD-4711")
     await ap.wait_for_url("**/ui/login?next=*")
     await _sign_in(ap, "alice", auditor_password)
     await ap.wait_for_selector('[data-integrity="ok"]')
-    await shot(ap, "09-auditor-timeline")
+    await shot(ap, "12-auditor-timeline")
     await ap.get_by_label("Why do you export this evidence?").fill("journey test review")
     async with ap.expect_download() as info:
         await ap.get_by_role("button", name="Download evidence bundle").click()
@@ -181,8 +204,13 @@ async def test_technician_user_and_auditor_journey(app: Any, live_url: str, chro
     assert report.ok, report.verdict()
 
     stream = [t for t, _ in await audit_events(app, "helpdesk:HD-4711")]
-    for event in ("session.requested", "consent.decided", "evidence.exported"):
+    for event in (
+        "session.requested",
+        "consent.decided",
+        "session.expert_invited",
+        "evidence.exported",
+    ):
         assert event in stream, (event, stream)
     assert errors == []
-    for ctx in (tech_ctx, user_ctx, aud_ctx):
+    for ctx in (tech_ctx, user_ctx, exp_ctx, aud_ctx):
         await ctx.close()

@@ -11,3 +11,20 @@ document.addEventListener("click", (event) => {
     setTimeout(() => { button.textContent = label; }, 1500);
   });
 });
+
+// Live regions polled by htmx (hx-trigger="every …") carry data-live-key: a swap happens only
+// when the key changes, so a form being filled in is not replaced every few seconds. After a
+// swap, the new status text is read out through #live-announce (a static role=status).
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const target = event.detail.target;
+  if (!target || !target.dataset || !target.dataset.liveKey || !target.id) return;
+  const doc = new DOMParser().parseFromString(event.detail.serverResponse, "text/html");
+  const fresh = doc.getElementById(target.id);
+  if (fresh && fresh.dataset.liveKey === target.dataset.liveKey) event.detail.shouldSwap = false;
+});
+document.addEventListener("htmx:afterSwap", (event) => {
+  if (!event.detail.target || !event.detail.target.dataset.liveKey) return;
+  const announce = document.getElementById("live-announce");
+  const status = document.querySelector("[data-live-key] [data-announce]");
+  if (announce && status) announce.textContent = status.textContent.trim();
+});
