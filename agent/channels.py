@@ -23,6 +23,8 @@ from typing import Any
 import asyncssh
 
 Report = Callable[[dict[str, Any]], None]
+# Forwarded bytes are read in large slices: per-read overhead, not copying, limits throughput.
+FORWARD_READ = 1 << 20
 
 
 def _set_winsize(fd: int, width: int, height: int) -> None:
@@ -71,17 +73,20 @@ async def run_shell(process: asyncssh.SSHServerProcess[bytes], command: str | No
                 _set_winsize(master, change.width, change.height)
                 continue
             if not data:
+                # EOF from the technician is a ^D typed at the terminal, not a hang-up: the
+                # shell decides, and its remaining output is still delivered.
+                os.write(master, b"\x04")
                 return
             os.write(master, data)
 
     pump = asyncio.create_task(_input())
+    closed = asyncio.ensure_future(process.wait_closed())  # the broker closed the channel
+    exited = asyncio.ensure_future(proc.wait())
     try:
-        await asyncio.wait(
-            {pump, out_done, asyncio.ensure_future(proc.wait())},
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        await asyncio.wait({out_done, exited, closed}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        pump.cancel()
+        for task in (pump, closed, exited):
+            task.cancel()
         loop.remove_reader(master)
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -101,22 +106,26 @@ async def run_forward(process: asyncssh.SSHServerProcess[bytes], port: int) -> N
         return
 
     async def _up() -> None:
-        while data := await process.stdin.read(262144):
+        while data := await process.stdin.read(FORWARD_READ):
             writer.write(data)
             await writer.drain()
         with contextlib.suppress(OSError):
-            writer.write_eof()
+            writer.write_eof()  # a half-close: the reply still comes back
 
     async def _down() -> None:
-        while data := await reader.read(262144):
+        while data := await reader.read(FORWARD_READ):
             process.stdout.write(data)
             await process.stdout.drain()
 
-    tasks = {asyncio.create_task(_up()), asyncio.create_task(_down())}
+    up = asyncio.create_task(_up())
+    down = asyncio.create_task(_down())
+    closed = asyncio.ensure_future(process.wait_closed())
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # Done when the local service hangs up or the broker closes the channel; the
+        # technician's EOF alone only half-closes (``_up`` ends, replies keep flowing).
+        await asyncio.wait({down, closed}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
+        for task in (up, down, closed):
             task.cancel()
         writer.close()
     process.exit(0)

@@ -88,10 +88,12 @@ class TerminalConsole:
         on_end: Callable[[], Awaitable[None]] | None = None,
         *,
         out: TextIO = sys.stdout,
+        inp: TextIO | None = None,
         notify: bool = True,
     ) -> None:
         self.on_end = on_end
         self.out = out
+        self.inp = inp  # None: sys.stdin, looked up when reading (tests swap it)
         self.notify = notify
         self._pending: asyncio.Future[str] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -102,7 +104,7 @@ class TerminalConsole:
 
     async def _read_lines(self) -> None:
         while True:
-            line = await asyncio.to_thread(sys.stdin.readline)
+            line = await asyncio.to_thread((self.inp or sys.stdin).readline)
             if not line:
                 return  # stdin closed: prompts will time out, which counts as a denial
             text = line.strip().lower()

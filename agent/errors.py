@@ -21,3 +21,7 @@ class HostKeyMismatchError(AgentError):
 
 class CapabilityDeniedError(AgentError):
     """A channel asked for something the local user did not approve."""
+
+
+class ConnectionLostError(AgentError):
+    """The link to the broker dropped before the broker welcomed the agent."""

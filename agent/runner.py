@@ -149,7 +149,7 @@ async def run(settings: AgentSettings, prompter: Prompter, handle: RunHandle | N
             log.info("agent.connected", broker=f"{config.broker_host}:{config.broker_port}")
             if handle:
                 handle.connected.set()
-        except (TimeoutError, EnrollmentError) as exc:
+        except (TimeoutError, AgentError) as exc:
             log.warning("agent.not_welcomed", error=str(exc))
             conn.close()
         await conn.wait_closed()

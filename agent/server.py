@@ -21,7 +21,7 @@ import asyncssh
 from agent import __version__
 from agent.channels import ConfinedSFTPServer, run_forward, run_shell
 from agent.consent import ConsentPrompt, Prompter
-from agent.errors import CapabilityDeniedError, EnrollmentError
+from agent.errors import CapabilityDeniedError, ConnectionLostError, EnrollmentError
 from agent.identity import digest, fingerprint, sign_receipt
 from agent.state import FORWARD_CAPS, Grant, Grants, Policy
 
@@ -66,8 +66,11 @@ class AgentCore:
         self._control = None
         for grant in self.grants.active():
             self.grants.drop(grant.session_id)
-        if not self.welcome.done():
-            self.welcome = asyncio.get_running_loop().create_future()
+        # Each connection gets its own welcome; one still awaited fails now rather than
+        # leaving ``run`` waiting out its time-out on a dead connection.
+        old, self.welcome = self.welcome, asyncio.get_running_loop().create_future()
+        if not old.done():
+            old.set_exception(ConnectionLostError("connection lost before the welcome"))
 
     def send(self, msg: dict[str, Any]) -> None:
         if self._control is None:
@@ -163,7 +166,15 @@ class AgentCore:
 
     async def _consent(self, msg: dict[str, Any]) -> None:
         prompt = ConsentPrompt.from_message(msg)
-        approved, why = await self.prompter.ask(prompt, self.consent_timeout)
+        try:
+            # The prompter is given the deadline, but the agent enforces it itself: a prompt
+            # that hangs (a stuck notification, a blocked terminal) still ends as a denial.
+            approved, why = await asyncio.wait_for(
+                self.prompter.ask(prompt, self.consent_timeout), self.consent_timeout + 0.5
+            )
+        except TimeoutError:
+            approved, why = False, "timeout"
+            self.prompter.notice("no answer in time: request denied")
         receipt = {
             "v": 1,
             "session_id": prompt.session_id,

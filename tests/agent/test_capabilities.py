@@ -1,0 +1,203 @@
+"""The agent refuses what the local user did not approve, whatever the broker asks for.
+
+A fake broker (real asyncssh on loopback) opens the channels a compromised or buggy broker
+might: a shell on a view-only session, a forward to a port the group does not allow, SFTP
+outside the allowed directories. Each refusal has an approved counterpart that works, so a
+test fails if the channel itself is broken rather than refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from tests.agent.loopback import (
+    FakeBroker,
+    Link,
+    Prompter,
+    enroll_locally,
+    running_agent,
+    settings_for,
+)
+
+
+@contextlib.asynccontextmanager
+async def agent_link(
+    tmp: Path, broker: FakeBroker, policy: dict[str, object], answers: list[bool | None]
+) -> AsyncIterator[tuple[Link, Prompter]]:
+    settings = settings_for(tmp)
+    enroll_locally(settings, broker.port, broker.fingerprint)
+    prompter = Prompter(answers)
+    async with running_agent(settings, prompter, broker.fingerprint):
+        yield await broker.link(policy), prompter
+
+
+async def _run(link: Link, command: str, stdin: bytes = b"") -> asyncssh.SSHCompletedProcess:
+    """Open ``command`` as the broker would; a refused channel may close before the input."""
+    term = "xterm" if command.startswith("shell") else None  # forwards carry raw bytes
+    proc = await link.conn.create_process(command, encoding=None, term_type=term)
+    with contextlib.suppress(BrokenPipeError, asyncssh.Error):
+        proc.stdin.write(stdin)
+        proc.stdin.write_eof()
+    return await asyncio.wait_for(proc.wait(), 15)
+
+
+async def test_shell_on_a_view_only_session_is_refused(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    async with agent_link(tmp_path, fake_broker, {}, [True, True]) as (link, _):
+        assert (await link.approve("view-1", ["view"]))["receipt"]["decision"] == "approve"
+        refused = await _run(link, "shell view-1", b"echo should-not-run\nexit\n")
+        assert refused.exit_status == 126
+        assert b"refused by the agent" in refused.stderr
+        assert b"should-not-run" not in refused.stdout
+        # The same request on a session approved for a shell runs.
+        await link.approve("shell-1", ["shell"])
+        ok = await _run(link, "shell shell-1", b"echo agent-$((40+2))\nexit\n")
+        assert b"agent-42" in ok.stdout
+
+
+async def test_shell_for_an_unknown_or_denied_session_is_refused(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    async with agent_link(tmp_path, fake_broker, {}, [False]) as (link, _):
+        assert (await link.approve("denied-1", ["shell"]))["receipt"]["decision"] == "deny"
+        for session in ("denied-1", "never-asked"):
+            refused = await _run(link, f"shell {session}", b"exit\n")
+            assert refused.exit_status == 126
+            assert b"not approved on this device" in refused.stderr
+
+
+async def _echo_server() -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(4096):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_forward_to_a_port_the_group_does_not_allow_is_refused(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    echo, allowed = await _echo_server()
+    other, not_allowed = await _echo_server()  # listening, so only the agent can refuse
+    try:
+        policy = {"allowed_ports": [allowed]}
+        async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, _):
+            await link.approve("fwd-1", ["control"])
+            refused = await _run(link, f"forward fwd-1 {not_allowed}", b"ping")
+            assert refused.exit_status == 126
+            assert f"port {not_allowed} is not allowed".encode() in refused.stderr
+            ok = await _run(link, f"forward fwd-1 {allowed}", b"ping")
+            assert ok.stdout == b"ping"
+    finally:
+        echo.close()
+        other.close()
+
+
+async def test_forward_needs_a_control_grant(tmp_path: Path, fake_broker: FakeBroker) -> None:
+    echo, port = await _echo_server()
+    try:
+        async with agent_link(tmp_path, fake_broker, {"allowed_ports": [port]}, [True]) as (
+            link,
+            _,
+        ):
+            await link.approve("files-only", ["files"])
+            refused = await _run(link, f"forward files-only {port}", b"ping")
+            assert refused.exit_status == 126
+            assert b"not approved for control/forward" in refused.stderr
+    finally:
+        echo.close()
+
+
+async def test_sftp_outside_the_allowed_directories_is_refused(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    allowed = tmp_path / "shared"
+    allowed.mkdir()
+    (allowed / "report.txt").write_bytes(b"inside")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"outside")
+    (allowed / "sneaky").symlink_to(secret)  # a symlink out of the root is outside too
+    policy = {"allowed_paths": [str(allowed)]}
+    async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, _):
+        await link.approve("sftp-1", ["files"])
+        async with link.conn.start_sftp_client(env={"SB_SESSION": "sftp-1"}) as sftp:
+            for path in (str(secret), str(allowed / "sneaky"), str(allowed / ".." / "secret.txt")):
+                with pytest.raises(asyncssh.SFTPPermissionDenied):
+                    async with sftp.open(path, "rb") as fh:
+                        await fh.read()
+            async with sftp.open(str(allowed / "report.txt"), "rb") as fh:
+                assert await fh.read() == b"inside"
+        transfer = await link.expect("file_transfer")
+        assert transfer["name"] == "report.txt"
+        assert transfer["direction"] == "download"
+        assert transfer["size"] == 6
+        assert transfer["session_id"] == "sftp-1"
+
+
+async def test_sftp_without_a_files_grant_sees_nothing(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    allowed = tmp_path / "shared"
+    allowed.mkdir()
+    (allowed / "report.txt").write_bytes(b"inside")
+    policy = {"allowed_paths": [str(allowed)]}
+    async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, _):
+        await link.approve("shell-only", ["shell"])
+        async with link.conn.start_sftp_client(env={"SB_SESSION": "shell-only"}) as sftp:
+            with pytest.raises(asyncssh.SFTPPermissionDenied, match="refused by the agent"):
+                await sftp.listdir(str(allowed))
+
+
+async def test_unattended_session_shows_a_notice_when_the_group_allows_it(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    policy = {"unattended_allowed": True}
+    async with agent_link(tmp_path, fake_broker, policy, []) as (link, prompter):
+        link.send(
+            {
+                "type": "unattended",
+                "session_id": "u-1",
+                "capabilities": ["shell"],
+                "technician": "Tina Tech",
+                "ticket": "HD-9",
+                "duration_minutes": 5,
+            }
+        )
+        ok = await _run(link, "shell u-1", b"echo unattended-ok\nexit\n")
+        assert b"unattended-ok" in ok.stdout
+        assert prompter.prompts == []  # nobody was asked: the group's policy decided
+        assert any("UNATTENDED" in n and "Tina Tech" in n and "HD-9" in n for n in prompter.notices)
+
+
+async def test_unattended_session_is_refused_when_the_group_does_not_allow_it(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    async with agent_link(tmp_path, fake_broker, {"unattended_allowed": False}, []) as (link, p):
+        link.send({"type": "unattended", "session_id": "u-2", "capabilities": ["shell"]})
+        assert (await link.expect("unattended_refused"))["session_id"] == "u-2"
+        refused = await _run(link, "shell u-2", b"exit\n")
+        assert refused.exit_status == 126
+        assert not any("UNATTENDED" in n for n in p.notices)
+
+
+async def test_session_ended_by_the_broker_withdraws_the_grant(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    async with agent_link(tmp_path, fake_broker, {}, [True]) as (link, prompter):
+        await link.approve("end-1", ["shell"])
+        link.send({"type": "session_ended", "session_id": "end-1", "reason": "revoked"})
+        async with asyncio.timeout(10):
+            while not any("session ended" in n for n in prompter.notices):
+                await asyncio.sleep(0.02)
+        refused = await _run(link, "shell end-1", b"exit\n")
+        assert refused.exit_status == 126
