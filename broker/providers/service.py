@@ -9,77 +9,38 @@ keeps the transaction's changes; a failed removal is recorded and retried later.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.auth.models import User
 from broker.db.base import utcnow
 from broker.devices.models import Device, DeviceGroup
 from broker.errors import NotFound, ProviderError
-from broker.evidence.service import Actor, record_event
+from broker.evidence.service import record_event
 from broker.providers import registry
-from broker.providers.base import (
-    DeviceRef,
-    GroupPolicy,
-    Launch,
-    ProviderEvent,
-    RemoteAccessProvider,
-    SessionSpec,
-    Window,
-)
-from broker.providers.models import ProviderEventMark, ProviderSessionLink
+from broker.providers.base import Launch
+from broker.providers.context import approved_window, provider_actor, session_context
+from broker.providers.models import ProviderSessionLink
+
+# Re-exported: the sessions flow and the background job reach every hook through this module.
+from broker.providers.reconcile import LOOKBACK, due_for_reconcile, reconcile
 from broker.sessions.models import RemoteSession
-from broker.sessions.states import SessionState
-from broker.tickets.models import Ticket
+
+__all__ = [
+    "LOOKBACK",
+    "approved_window",
+    "due_for_reconcile",
+    "launch_for",
+    "on_approved",
+    "on_ended",
+    "reconcile",
+    "retry_pending_ends",
+    "sync_devices",
+]
 
 log = structlog.get_logger("broker.providers")
-
-# How far before the approved window reconciliation looks for connections on the device.
-LOOKBACK = timedelta(minutes=15)
-END_COLUMNS = ("ended_at", "revoked_at", "failed_at", "expired_at")
-
-
-def _actor(provider: str) -> Actor:
-    return Actor(kind="system", name=f"provider:{provider}")
-
-
-def approved_window(session: RemoteSession) -> Window:
-    """From approval for the approved duration, cut short when the session ended earlier."""
-    start = session.approved_at or utcnow()
-    end = start + timedelta(minutes=session.duration_minutes)
-    for column in END_COLUMNS:
-        moment: datetime | None = getattr(session, column)
-        if moment is not None and moment < end:
-            end = max(moment, start)
-    return Window(start, end)
-
-
-async def _context(
-    db: AsyncSession, session: RemoteSession
-) -> tuple[Ticket, SessionSpec, Device, DeviceRef, GroupPolicy]:
-    ticket = await db.get(Ticket, session.ticket_id)
-    device = await db.get(Device, session.device_id)
-    technician = await db.get(User, session.technician_id)
-    if ticket is None or device is None or technician is None:
-        raise NotFound(f"session {session.id} refers to a missing ticket, device or user")
-    group = await db.get(DeviceGroup, device.group_id)
-    group_name = group.name if group else ""
-    spec = SessionSpec(
-        session_id=session.id,
-        ticket_ref=ticket.ref,
-        technician=technician.display_name or technician.username,
-        reason=session.reason,
-        capabilities=tuple(session.capabilities),
-        window=approved_window(session),
-    )
-    ref = DeviceRef(device.id, device.name, device.provider_device_id, group_name)
-    policy = GroupPolicy(group_name, unattended_allowed=bool(group and group.unattended_allowed))
-    return ticket, spec, device, ref, policy
-
 
 # Where a link keeps the launch's terminal command and port (not credentials: no columns).
 OPENS_KEY = "_opens"
@@ -123,7 +84,7 @@ async def on_approved(db: AsyncSession, session: RemoteSession) -> Launch:
     existing = await db.get(ProviderSessionLink, session.id)
     if existing is not None and existing.ended_at is None:
         return _launch_from_link(existing)
-    ticket, spec, _, device, policy = await _context(db, session)
+    ticket, spec, _, device, policy = await session_context(db, session)
     base = {"session_id": session.id, "device_id": device.device_id, "provider": session.provider}
     try:
         # Inside the try: a provider that is not installed or not configured fails the same way.
@@ -134,7 +95,7 @@ async def on_approved(db: AsyncSession, session: RemoteSession) -> Launch:
             db,
             "provider.prepare_failed",
             ticket=ticket.ref,
-            actor=_actor(session.provider),
+            actor=provider_actor(session.provider),
             data={**base, "error": exc.detail},
         )
         log.warning("provider.prepare_failed", session_id=session.id, provider=session.provider)
@@ -155,7 +116,7 @@ async def on_approved(db: AsyncSession, session: RemoteSession) -> Launch:
         db,
         "provider.prepared",
         ticket=ticket.ref,
-        actor=_actor(provider.name),
+        actor=provider_actor(provider.name),
         data={
             **base,
             "handle": launch.handle,
@@ -178,7 +139,7 @@ async def on_ended(db: AsyncSession, session: RemoteSession) -> None:
     link = await db.get(ProviderSessionLink, session.id)
     if link is None or link.ended_at is not None:
         return
-    ticket, spec, _, device, _ = await _context(db, session)
+    ticket, spec, _, device, _ = await session_context(db, session)
     provider = registry.get(link.provider)
     base = {"session_id": session.id, "device_id": device.device_id, "handle": link.handle}
     try:
@@ -189,7 +150,7 @@ async def on_ended(db: AsyncSession, session: RemoteSession) -> None:
             db,
             "provider.end_pending",
             ticket=ticket.ref,
-            actor=_actor(link.provider),
+            actor=provider_actor(link.provider),
             data={**base, "error": exc.detail, "expires_at": link.valid_until.isoformat()},
         )
         log.warning("provider.end_pending", session_id=session.id, provider=link.provider)
@@ -199,7 +160,7 @@ async def on_ended(db: AsyncSession, session: RemoteSession) -> None:
     link.end_pending = False
     link.launch_url = None  # the credential is dead; do not keep it
     await record_event(
-        db, "provider.ended", ticket=ticket.ref, actor=_actor(link.provider), data=base
+        db, "provider.ended", ticket=ticket.ref, actor=provider_actor(link.provider), data=base
     )
     await db.flush()
 
@@ -217,182 +178,6 @@ async def retry_pending_ends(db: AsyncSession) -> int:
         await on_ended(db, session)
         done += int(link.ended_at is not None)
     return done
-
-
-async def reconcile(db: AsyncSession, session: RemoteSession) -> int:
-    """Seal what the provider recorded on the session's device into the audit log.
-
-    Connections made through this session's access inside its window become
-    ``provider.connection``; connections through it outside the window, and connections no
-    approved session accounts for, become ``provider.alert`` (closed when still running and
-    the provider can). Each provider event is sealed once. Returns the events recorded.
-    """
-    ticket, spec, device_row, device, _ = await _context(db, session)
-    provider = registry.get(session.provider)
-    now = utcnow()
-    window = Window(spec.window.start - LOOKBACK, max(now, spec.window.start))
-    events = await provider.collect(device, window)
-    if not events:
-        await _touch(db, session.id, now)
-        return 0
-    marks = {
-        mark.event_key: mark
-        for mark in (
-            await db.scalars(
-                select(ProviderEventMark).where(
-                    ProviderEventMark.provider == provider.name,
-                    ProviderEventMark.event_key.in_([e.key for e in events]),
-                )
-            )
-        ).all()
-    }
-    others = await _other_specs(db, session, device_row)
-    recorded = 0
-    for event in events:
-        mark = marks.get(event.key)
-        if mark is not None:
-            # Sealed as fine while the window was open, still running now that it is over.
-            if (
-                mark.verdict == "connection"
-                and mark.session_id == session.id
-                and event.active
-                and now >= spec.window.end
-            ):
-                closed = await provider.terminate(event)
-                data = {"session_id": session.id, "device_id": device_row.id}
-                data.update(event.audit_data())
-                alert = {**data, "alert": "outside_window", "closed": closed}
-                actor = _actor(provider.name)
-                await record_event(db, "provider.alert", ticket=ticket.ref, actor=actor, data=alert)
-                mark.verdict = "outside_window"
-                recorded += 1
-            continue
-        verdict, count = await _seal(
-            db,
-            provider,
-            event,
-            spec=spec,
-            others=others,
-            ticket_ref=ticket.ref,
-            device_id=device_row.id,
-            now=now,
-        )
-        if verdict is None:
-            continue  # another session's connection: its own reconciliation seals it
-        db.add(
-            ProviderEventMark(
-                provider=provider.name,
-                event_key=event.key,
-                device_id=device_row.id,
-                session_id=session.id if verdict != "unapproved" else None,
-                verdict=verdict,
-            )
-        )
-        recorded += count
-    await _touch(db, session.id, now)
-    await db.flush()
-    return recorded
-
-
-async def _seal(
-    db: AsyncSession,
-    provider: RemoteAccessProvider,
-    event: ProviderEvent,
-    *,
-    spec: SessionSpec,
-    others: list[SessionSpec],
-    ticket_ref: str,
-    device_id: str,
-    now: datetime,
-) -> tuple[str | None, int]:
-    """Record what ``event`` means; returns the verdict and how many audit events it took."""
-    data: dict[str, Any] = {"session_id": spec.session_id, "device_id": device_id}
-    data.update(event.audit_data())
-    actor = _actor(provider.name)
-    if provider.belongs_to(event, spec):
-        await record_event(db, "provider.connection", ticket=ticket_ref, actor=actor, data=data)
-        await provider.annotate(event, f"{ticket_ref} · supportbroker session {spec.session_id}")
-        running_late = event.active and now >= spec.window.end
-        if spec.window.contains(_started(event)) and not running_late:
-            return "connection", 1
-        closed = await provider.terminate(event) if event.active else False
-        alert = {**data, "alert": "outside_window", "closed": closed}
-        await record_event(db, "provider.alert", ticket=ticket_ref, actor=actor, data=alert)
-        return "outside_window", 2
-    if any(provider.belongs_to(event, other) for other in others):
-        return None, 0
-    closed = await provider.terminate(event) if event.active else False
-    alert = {**data, "alert": "no_approved_request", "closed": closed}
-    alert.pop("session_id")
-    # Not this ticket's business: the alert goes to the system stream (auditors see it there).
-    await record_event(db, "provider.alert", ticket=None, actor=actor, data=alert)
-    log.warning("provider.alert", provider=provider.name, device_id=device_id, key=event.key)
-    return "unapproved", 1
-
-
-def _started(event: ProviderEvent) -> datetime:
-    """When the connection began: an end record carries its duration."""
-    if event.kind == "connection.ended" and event.duration_seconds:
-        return event.at - timedelta(seconds=event.duration_seconds)
-    return event.at
-
-
-async def _other_specs(
-    db: AsyncSession, session: RemoteSession, device: Device
-) -> list[SessionSpec]:
-    rows = (
-        await db.scalars(
-            select(RemoteSession).where(
-                RemoteSession.device_id == device.id,
-                RemoteSession.id != session.id,
-                RemoteSession.approved_at.is_not(None),
-            )
-        )
-    ).all()
-    specs = []
-    for row in rows:
-        _, spec, _, _, _ = await _context(db, row)
-        specs.append(spec)
-    return specs
-
-
-async def due_for_reconcile(
-    db: AsyncSession, *, now: datetime, every: timedelta, settle: timedelta
-) -> list[str]:
-    """Sessions whose provider record should be read now: every ``every`` while approved or
-    active, and once more ``settle`` after the end (providers write their logs late)."""
-    link, row = ProviderSessionLink, RemoteSession
-    running = (SessionState.approved.value, SessionState.active.value)
-    candidates = await db.execute(
-        select(link, row)
-        .join(row, row.id == link.session_id)
-        # A superset of what is due (an end is never after valid_until); refined below.
-        .where(
-            or_(
-                link.reconciled_at.is_(None),
-                row.state.in_(running),
-                link.reconciled_at < link.valid_until,
-            )
-        )
-        .limit(500)
-    )
-    due: list[str] = []
-    for found, session in candidates.all():
-        last = found.reconciled_at
-        if session.state in running:
-            if last is None or last <= now - every:
-                due.append(session.id)
-            continue
-        end = approved_window(session).end
-        if now >= end + settle and (last is None or last < end):
-            due.append(session.id)
-    return due
-
-
-async def _touch(db: AsyncSession, session_id: str, now: datetime) -> None:
-    link = await db.get(ProviderSessionLink, session_id)
-    if link is not None:
-        link.reconciled_at = now
 
 
 async def sync_devices(db: AsyncSession, provider_name: str) -> int:
@@ -432,7 +217,7 @@ async def sync_devices(db: AsyncSession, provider_name: str) -> int:
         db,
         "provider.devices_synced",
         ticket=None,
-        actor=_actor(provider.name),
+        actor=provider_actor(provider.name),
         data={
             "provider": provider.name,
             "seen": len(remote),
