@@ -102,6 +102,16 @@ async def check_request(
     return Admitted(reason, device, provider, group, info)
 
 
+async def technician_identity(
+    db: AsyncSession, principal: Principal
+) -> tuple[list[str], list[str]]:
+    """The names a help desk may know the technician by (login, display name, e-mail) and
+    the names of their device groups: what ``require_assignee``/``accept_group`` compare."""
+    user = await get_user(db, principal.user_id or "")
+    names = [n for n in (user.username, user.display_name, user.email) if n]
+    return names, [g.name for g in await list_groups(db, principal)]
+
+
 async def check_ticket(
     db: AsyncSession, principal: Principal, req: SessionCreate, ref: str
 ) -> TicketInfo:
@@ -110,9 +120,7 @@ async def check_ticket(
     The connector is asked with ``require_open=False`` and the open check is made here, so
     the audit names the rule that refused (closed, or assigned to someone else).
     """
-    user = await get_user(db, principal.user_id or "")
-    names = [n for n in (user.username, user.display_name, user.email) if n]
-    groups = [g.name for g in await list_groups(db, principal)]
+    names, groups = await technician_identity(db, principal)
     try:
         info = await connectors.lookup_for_session(
             db,
