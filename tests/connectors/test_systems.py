@@ -1,5 +1,26 @@
 """System-specific behaviour on top of the contract: auth schemes, mapping, state words,
-GLPI's session lifecycle, Freshdesk's HTML notes, and the settings/registry plumbing."""
+GLPI's session lifecycle, Freshdesk's HTML notes, and the settings/registry plumbing.
+
+Each system runs against a fake in ``tests/connectors/fakes/`` that implements the request
+and response shapes of its published API and refuses anything else (wrong auth 401, wrong
+body 400/422). The shapes were checked against these pages:
+
+- Zammad: https://docs.zammad.org/en/latest/api/intro.html (``Token token=``),
+  https://docs.zammad.org/en/latest/api/ticket/index.html (show, ``expand=true``),
+  https://docs.zammad.org/en/latest/api/ticket/articles.html (``type: note``, ``internal``).
+- GLPI: https://github.com/glpi-project/glpi/blob/main/apirest.md ("Init session",
+  "Kill session", "Get an item", "Get sub items", "Add item(s)"; ``ITILFollowup`` input),
+  also https://help.glpi-project.org/documentation/modules/configuration/general/api/api.
+- osTicket: https://docs.osticket.com/en/latest/Developer%20Documentation/API%20Docs.html
+  and .../API/Tickets.html (``X-API-Key``; create only, no read, no notes).
+- Jira Service Management: https://developer.atlassian.com/cloud/jira/platform/rest/v2/
+  api-group-issues/ (get issue, ``statusCategory``) and https://developer.atlassian.com/
+  cloud/jira/service-desk/rest/api-group-request/ (create request comment, ``public: false``).
+- Freshdesk: https://developers.freshdesk.com/api/#authentication,
+  https://developers.freshdesk.com/api/#view_a_ticket (status 2-5, ``include=requester``),
+  https://developers.freshdesk.com/api/#add_note_to_a_ticket (``private: true``, HTML body).
+- Generic webhook: our own format, docs/CONNECTORS.md (signed as broker/connectors/signing.py).
+"""
 
 from __future__ import annotations
 

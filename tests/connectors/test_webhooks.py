@@ -14,14 +14,14 @@ from sqlalchemy import select
 from broker.connectors import service, signing
 from broker.connectors.models import WebhookDelivery
 from broker.db.base import utcnow
-from broker.errors import NotFound, PolicyDenied
+from broker.errors import Conflict, NotFound, PolicyDenied
 from broker.evidence.service import SYSTEM_ACTOR
 from broker.sessions.models import RemoteSession
 from broker.tickets.repository import TicketRepository
 from broker.tickets.service import ensure_ticket
 from tests.connectors.conftest import SYSTEM
 from tests.connectors.fakes.webhook import FakeReceiver
-from tests.connectors.harness import HOOK_SECRET
+from tests.connectors.harness import HOOK_SECRET, KINDS, harness
 from tests.factories import make_device, make_group, make_token, make_user
 
 URL = f"/api/v1/connectors/{SYSTEM}/webhook"
@@ -209,3 +209,23 @@ async def test_lookup_gate_requires_assignee_when_configured(
             await service.lookup_for_session(db, SYSTEM, "4711", technician=["anna"])
         info = await service.lookup_for_session(db, SYSTEM, "4711", technician=["Tom"])
         assert info.assignee == "tom"
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "null"])
+async def test_every_kind_refuses_a_replayed_delivery(app: Any, kind: str) -> None:
+    """Good, then the same delivery again (within the window): refused for every system;
+    a fresh delivery id still passes. ``null`` takes no webhooks at all (contract test)."""
+    registry = harness(kind).registry()
+    body, headers = signed("ticket.updated", "1", delivery=f"replay-{kind}")
+    try:
+        async with app.state.sessionmaker() as db, db.begin():
+            db.info["connectors"] = registry
+            assert await service.handle_webhook(db, kind, headers, body) == []
+        async with app.state.sessionmaker() as db, db.begin():
+            db.info["connectors"] = registry
+            with pytest.raises(Conflict, match="already received"):
+                await service.handle_webhook(db, kind, headers, body)
+            body, headers = signed("ticket.updated", "1", delivery=f"fresh-{kind}")
+            assert await service.handle_webhook(db, kind, headers, body) == []
+    finally:
+        await registry.aclose()
