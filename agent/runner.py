@@ -45,6 +45,9 @@ async def _dial(
             agent_forwarding=False,
             x11_forwarding=False,
             login_timeout=30,
+            # Large packets and window for port forwards (see the broker's gateway options).
+            window=8 << 20,
+            max_pktsize=128 << 10,
         )
     except (OSError, asyncssh.Error) as exc:
         if core.mismatch is not None:

@@ -11,20 +11,30 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.devices.service import get_device_for
-from broker.errors import IllegalTransition, NotAuthenticated, PermissionDenied, ValidationFailed
+from broker.errors import (
+    BrokerError,
+    IllegalTransition,
+    NotAuthenticated,
+    PermissionDenied,
+    ValidationFailed,
+)
 from broker.evidence.service import record_event
+from broker.gateway.signals import SessionSignals
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import SessionState
 
 TICKET_SECONDS = 60.0
+WAIT_SECONDS = 900.0  # a technician's socket waits at most this long for the user's answer
+RECHECK_SECONDS = 1.0
 MODES = ("control", "join", "watch")
 
 
@@ -57,9 +67,12 @@ class Tickets:
 
 
 async def authorize(
-    db: AsyncSession, principal: Principal, session_id: str, mode: str
+    db: AsyncSession, principal: Principal, session_id: str, mode: str, *, pending: bool = False
 ) -> SessionRecord:
-    """Check ``principal`` may attach in ``mode``; read-only checks, no state change."""
+    """Check ``principal`` may attach in ``mode``; read-only checks, no state change.
+
+    ``pending``: the session's technician may also hold a session still awaiting consent
+    (the socket then waits for the decision: :func:`attach_when_decided`)."""
     if mode not in MODES:
         raise ValidationFailed(f"mode must be one of {', '.join(MODES)}")
     record = (
@@ -68,7 +81,10 @@ async def authorize(
         else (await sessions.load(db, session_id))[0]
     )
     state = SessionState(record.session.state)
-    if state not in (SessionState.approved, SessionState.active):
+    allowed = {SessionState.approved, SessionState.active}
+    if pending and mode == "control":
+        allowed.add(SessionState.awaiting_consent)
+    if state not in allowed:
         raise IllegalTransition(f"session {session_id} is {state}; nothing to attach to")
     if mode == "control":
         if record.session.technician_id != principal.user_id:
@@ -101,3 +117,41 @@ async def attach(db: AsyncSession, principal: Principal, record: SessionRecord, 
         actor=principal.actor(),
         data={"session_id": record.session.id, "mode": mode},
     )
+
+
+async def attach_when_decided(
+    maker: async_sessionmaker[AsyncSession],
+    signals: SessionSignals,
+    ticket: Ticket,
+    *,
+    wait_seconds: float = WAIT_SECONDS,
+    with_attach: Callable[[AsyncSession, SessionRecord], Awaitable[None]] | None = None,
+) -> SessionRecord:
+    """Authorise and attach the ticket's holder; a session still awaiting consent is waited
+    for, woken by the commit of the decision (no polling interval in the way), then attached.
+    ``with_attach`` runs after the checks and before the attach, in its transaction (a forward
+    opens its channel there and audits it in the same commit). Refusals commit their audit
+    record when flagged ``keep_changes``."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        seen = signals.version  # before reading: a decision committed meanwhile wakes us
+        async with maker() as db:
+            try:
+                record = await authorize(
+                    db, ticket.principal, ticket.session_id, ticket.mode, pending=True
+                )
+                if record.session.state != SessionState.awaiting_consent:
+                    if with_attach is not None:
+                        await with_attach(db, record)
+                    await attach(db, ticket.principal, record, ticket.mode)
+                    await db.commit()
+                    return record
+            except BrokerError as exc:
+                await (db.commit() if exc.keep_changes else db.rollback())
+                raise
+            await db.rollback()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise IllegalTransition(f"session {ticket.session_id} is still awaiting consent")
+        # Another broker process's commit does not reach our signals: re-read now and then.
+        await signals.wait_after(seen, min(left, RECHECK_SECONDS))

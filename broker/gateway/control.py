@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("broker.gateway")
 T = TypeVar("T")
-POLL_SECONDS = 0.5
+# The poller wakes on every committed session change (:mod:`broker.gateway.signals`); this
+# period only catches what another broker process committed.
+POLL_SECONDS = 1.0
 S = SessionState
 
 
@@ -160,18 +162,21 @@ async def _close_session(link: AgentLink, session_id: str, reason: str) -> None:
 
 
 class Poller:
-    """Pushes consent requests and approvals to agents and withdraws ended sessions."""
+    """Pushes consent requests and approvals to agents and withdraws ended sessions, as soon
+    as a change to a session commits (or within ``POLL_SECONDS`` for other processes')."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
     async def run(self) -> None:
+        signals = self.gateway.signals
         while True:
+            seen = signals.version  # a change during once() runs it again at once
             try:
                 await self.once()
             except Exception as exc:  # keep polling; the failure is logged, not swallowed
                 log.error("gateway.poll_failed", exc_info=exc)
-            await asyncio.sleep(POLL_SECONDS)
+            await signals.wait_after(seen, POLL_SECONDS)
 
     async def once(self) -> None:
         links = dict(self.gateway.links)
@@ -179,13 +184,13 @@ class Poller:
             return
         now = utcnow()
         async with self.gateway.maker() as db:
-            rows = await open_sessions(db, list(links))
+            rows = await open_sessions(db, links.keys())
             due = [r[0] for r in rows if r[4] is not None and r[4] <= now]
             for session_id in due:  # apply run-out deadlines so they reach the agent now
                 await sessions.load(db, session_id)
             if due:
                 await db.commit()
-                rows = await open_sessions(db, list(links))
+                rows = await open_sessions(db, links.keys())
             open_by_device: dict[str, set[str]] = {}
             for session_id, device_id, state, unattended, _ in rows:
                 open_by_device.setdefault(device_id, set()).add(session_id)

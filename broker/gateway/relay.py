@@ -182,6 +182,8 @@ async def open_forward(
 ) -> asyncssh.SSHClientProcess[bytes]:
     """A byte pipe to 127.0.0.1:port on the device (the agent checks the port)."""
     try:
-        return await conn.create_process(f"forward {session_id} {port}", encoding=None)
+        return await conn.create_process(
+            f"forward {session_id} {port}", encoding=None, window=8 << 20, max_pktsize=128 << 10
+        )
     except (asyncssh.Error, OSError) as exc:
         raise ProviderError(f"agent refused the forward: {exc}") from exc

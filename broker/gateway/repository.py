@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -12,6 +13,7 @@ from broker.gateway.models import AgentEnrollmentToken, AgentKey
 from broker.sessions.models import RemoteSession
 from broker.sessions.states import SessionState
 
+PROVIDER = "agent"  # the built-in agent's sessions (the gateway serves no others)
 OPEN = (SessionState.awaiting_consent, SessionState.approved, SessionState.active)
 
 
@@ -44,14 +46,19 @@ class AgentKeyRepository(Repository[AgentKey]):
 
 
 async def open_sessions(
-    db: AsyncSession, device_ids: list[str]
+    db: AsyncSession, device_ids: Collection[str]
 ) -> list[tuple[str, str, str, bool, datetime | None]]:
-    """(session id, device id, state, unattended, deadline) of open sessions on these devices."""
+    """(session id, device id, state, unattended, deadline) of open sessions on these devices.
+
+    Selected by provider and state (few rows, indexed by state) and filtered here: an ``IN``
+    over every connected device would grow with idle agents, which vastly outnumber sessions.
+    """
     stmt = select(
         RemoteSession.id,
         RemoteSession.device_id,
         RemoteSession.state,
         RemoteSession.unattended,
         RemoteSession.deadline_at,
-    ).where(RemoteSession.device_id.in_(device_ids), RemoteSession.state.in_(OPEN))
-    return [tuple(row) for row in (await db.execute(stmt)).all()]  # type: ignore[misc]
+    ).where(RemoteSession.provider == PROVIDER, RemoteSession.state.in_(OPEN))
+    rows = (await db.execute(stmt)).all()
+    return [tuple(row) for row in rows if row[1] in device_ids]  # type: ignore[misc]

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import asyncssh
 from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.deps import require
 from broker.auth.permissions import Scope
@@ -23,6 +24,7 @@ from broker.errors import BrokerError, ProviderError
 from broker.gateway import access, replay, service
 from broker.gateway.relay import ShellRelay, Viewer, open_forward
 from broker.gateway.server import Gateway
+from broker.sessions.repository import SessionRecord
 
 router = APIRouter(tags=["agent"])
 
@@ -78,7 +80,8 @@ async def terminal_ticket(
     db: DbSession,
     principal: Annotated[Principal, Depends(require(Scope.sessions_read))],
 ) -> dict[str, Any]:
-    await access.authorize(db, principal, session_id, body.mode)
+    # A technician may open the terminal before the user answers: the socket waits.
+    await access.authorize(db, principal, session_id, body.mode, pending=True)
     ticket = _gateway(request).tickets.issue(principal, session_id, body.mode)
     return {
         "ticket": ticket,
@@ -126,14 +129,7 @@ async def replay_recording(
 async def _link_and_record(ws: WebSocket, ticket: str) -> tuple[Gateway, Any, Any, str]:
     gateway = _gateway(ws)
     grant = gateway.tickets.redeem(ticket)
-    async with gateway.maker() as db:
-        try:
-            record = await access.authorize(db, grant.principal, grant.session_id, grant.mode)
-            await access.attach(db, grant.principal, record, grant.mode)
-        except BrokerError as exc:
-            await (db.commit() if exc.keep_changes else db.rollback())
-            raise
-        await db.commit()
+    record = await access.attach_when_decided(gateway.maker, gateway.signals, grant)
     link = gateway.links.get(record.device.id)
     if link is None:
         raise ProviderError("the device's agent is not connected to this broker")
@@ -196,13 +192,29 @@ async def forward(
     ws: WebSocket, ticket: Annotated[str, Query()], port: Annotated[int, Query(gt=0, lt=65536)]
 ) -> None:
     await ws.accept()
+    opened: list[asyncssh.SSHClientProcess[bytes]] = []
+
+    async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
+        # Before the attach commits: the agent's refusal (port, grant) leaves no trace of a
+        # start, and the forward's audit event shares the attach's commit (one fsync less).
+        link = gateway.links.get(record.device.id)
+        if link is None:
+            raise ProviderError("the device's agent is not connected to this broker")
+        opened.append(await open_forward(link.conn, record.session.id, port))
+        await service.record_forward(db, record, port)
+
     try:
-        gateway, link, record, mode = await _link_and_record(ws, ticket)
-        if mode != "control":
+        gateway = _gateway(ws)
+        grant = gateway.tickets.redeem(ticket)
+        if grant.mode != "control":
             raise ProviderError("only the session's technician opens port forwards")
-        process = await open_forward(link.conn, record.session.id, port)
-        await gateway.audit_forward(record, port)
+        await access.attach_when_decided(
+            gateway.maker, gateway.signals, grant, with_attach=open_channel
+        )
+        process = opened[0]
     except BrokerError as exc:
+        for channel in opened:
+            channel.close()
         await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
         await ws.close(code=4403)
         return

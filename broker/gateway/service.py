@@ -245,3 +245,14 @@ async def fail_lost(db: AsyncSession, session_id: str, why: str) -> bool:
         return False
     await sessions.fail_session(db, record, actor=SYSTEM_ACTOR, why=why)
     return True
+
+
+async def record_forward(db: AsyncSession, record: SessionRecord, port: int) -> None:
+    """A technician's port forward to the device was opened (the agent accepted the port)."""
+    await record_event(
+        db,
+        "session.forward_opened",
+        ticket=record.ticket.ref,
+        actor=SYSTEM_ACTOR,
+        data={"session_id": record.session.id, "port": port},
+    )
