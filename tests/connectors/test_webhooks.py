@@ -229,3 +229,28 @@ async def test_every_kind_refuses_a_replayed_delivery(app: Any, kind: str) -> No
             assert await service.handle_webhook(db, kind, headers, body) == []
     finally:
         await registry.aclose()
+
+
+async def test_an_update_saying_closed_or_naming_a_new_assignee_ends_sessions(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    closed_id = await _ticket(app, "U-1")
+    running = await _session(app, closed_id, "active")
+    body, headers = signed("ticket.updated", "U-1", delivery="u-1", state="Closed")
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+    assert (await _state(app, running)).state == "ended"
+
+    moved_id = await _ticket(app, "U-2")
+    async with app.state.sessionmaker() as db, db.begin():
+        ticket = await TicketRepository(db).get(moved_id)
+        assert ticket is not None
+        ticket.assignee = "tom"
+    waiting = await _session(app, moved_id, "awaiting_consent")
+    body, headers = signed("ticket.updated", "U-2", delivery="u-2", assignee="tom")
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+    assert (await _state(app, waiting)).state == "awaiting_consent"  # same assignee
+    body, headers = signed("ticket.updated", "U-2", delivery="u-3", assignee="anna")
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+    revoked = await _state(app, waiting)
+    assert revoked.state == "revoked"
+    assert revoked.end_reason == "ticket reassigned to anna"
