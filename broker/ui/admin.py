@@ -22,12 +22,13 @@ from broker.auth.deps import OptionalPrincipal
 from broker.auth.models import Role
 from broker.auth.permissions import Scope, grants_for
 from broker.auth.principal import Principal
+from broker.auth.schemas import UserUpdate
 from broker.connectors import service as connectors
 from broker.db.session import DbSession
 from broker.devices import service as devices
 from broker.errors import BrokerError, ValidationFailed
 from broker.providers import registry as provider_registry
-from broker.ui.common import admit, is_admin, page, refused
+from broker.ui.common import admit, is_admin, page, refused, settings_of_request
 
 router = APIRouter(include_in_schema=False)
 BASE = "/ui/admin"
@@ -92,6 +93,7 @@ async def _users_page(
         users=users,
         totp=second,
         roles=list(Role.__members__),
+        default_limit=settings_of_request(request).max_concurrent_sessions,
         **extra,
     )
 
@@ -145,14 +147,26 @@ async def update_user(
     db: DbSession,
     role: Text = "",
     active: Text = "",
+    max_concurrent_sessions: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     who = await admin_only(request, db, principal)
     if isinstance(who, Response):
         return who
+    limit = max_concurrent_sessions.strip()
     try:
-        await auth.update_user(
-            db, who.actor(), user_id, {"role": role, "is_active": active == "on"}
-        )
+        if limit and not limit.isdigit():
+            raise ValidationFailed("max_concurrent_sessions: a whole number from 1 to 100")
+        # Empty: the broker's default limit (SUPPORTBROKER_MAX_CONCURRENT_SESSIONS) applies.
+        changes = UserUpdate.model_validate(
+            {
+                "role": role,
+                "is_active": active == "on",
+                "max_concurrent_sessions": int(limit) if limit else None,
+            }
+        ).model_dump(mode="json", include={"role", "is_active", "max_concurrent_sessions"})
+        await auth.update_user(db, who.actor(), user_id, changes)
+    except ValidationError as exc:
+        return await _users_page(request, db, 422, error=invalid(exc))
     except BrokerError as exc:
         return await refused(request, db, exc)
     return RedirectResponse(BASE + "/users", status_code=303)

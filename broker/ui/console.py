@@ -1,11 +1,13 @@
 """The technician's console: open sessions (live), the request form, the waiting screen.
 
-- ``GET /ui/console`` and the fragment ``GET /ui/console/sessions`` (htmx polls it)
+- ``GET /ui/console`` and the fragment ``GET /ui/console/sessions`` (htmx polls it); it also
+  lists the open sessions the technician was invited to help on (``broker.ui.invites``)
 - ``GET /ui/new?system=…&ticket=…``: the request form; ``GET /sessions/new`` is where the
   connectors' ticket deep link (``/t/{system}/{id}/connect``) lands and forwards here
 - ``GET /ui/new/ticket``: the ticket as its system sees it (htmx, while typing)
 - ``POST /ui/sessions``: request; the consent code is shown on the next page, once
-- ``GET /ui/sessions/{id}`` and its fragment ``/status`` (htmx polls while it can change);
+- ``GET /ui/sessions/{id}`` and its fragment ``/status`` (htmx polls while it can change),
+  for its technician, an invited expert (who gets "Join the terminal") or an admin;
   ``POST /ui/sessions/{id}/start|end|cancel``
 
 The code is a secret the broker keeps only as a hash: it reaches the waiting screen in a

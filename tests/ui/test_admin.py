@@ -126,3 +126,38 @@ async def test_users_tokens_groups_enrollment_status(app: Any) -> None:
     assert secret not in payloads
     assert enrollment not in payloads
     await b.client.aclose()
+
+
+async def test_admin_sets_a_technicians_session_limit(app: Any) -> None:
+    from broker.auth.models import User
+
+    admin, _ = await make_user(app, "admin")
+    tech, _ = await make_user(app, "technician", username="tina")
+    b = await browser(app, admin)
+    url = f"/ui/admin/users/{tech.id}"
+    page = await b.get("/ui/admin/users")
+    assert f'id="limit-{tech.id}"' in page.text
+    assert "broker&#39;s default (2)" in page.text or "broker's default (2)" in page.text
+
+    saved = await b.post(
+        url, {"role": "technician", "active": "on", "max_concurrent_sessions": "5"}
+    )
+    assert saved.status_code == 303
+    async with app.state.sessionmaker() as db:
+        assert (await db.get(User, tech.id)).max_concurrent_sessions == 5
+    assert 'value="5"' in (await b.get("/ui/admin/users")).text
+
+    for bad in ("0", "101", "two"):
+        refused = await b.post(
+            url, {"role": "technician", "active": "on", "max_concurrent_sessions": bad}
+        )
+        assert refused.status_code == 422, bad
+    cleared = await b.post(url, {"role": "technician", "active": "on"})
+    assert cleared.status_code == 303
+    async with app.state.sessionmaker() as db:
+        assert (await db.get(User, tech.id)).max_concurrent_sessions is None
+    changes = [
+        p["data"]["changes"] for t, p in await audit_events(app, "_system") if t == "user.updated"
+    ]
+    assert {"max_concurrent_sessions": 5} in changes
+    await b.client.aclose()

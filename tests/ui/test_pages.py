@@ -139,6 +139,7 @@ def post_forms(w: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
                 "duration_minutes": "30",
             },
         ),
+        ("technician", f"/ui/sessions/{sid}/invite", {"expert_id": auditor_id}),
         ("technician", f"/ui/sessions/{sid}/cancel", {}),
         ("technician", f"/ui/sessions/{sid}/start", {}),
         ("technician", f"/ui/sessions/{sid}/end", {}),
@@ -254,3 +255,20 @@ async def test_pages_of_another_technicians_session_are_refused(
     assert (await b.get(f"/ui/sessions/{sid}")).status_code == 403
     assert (await b.post(f"/ui/sessions/{sid}/cancel")).status_code == 403
     await b.client.aclose()
+
+
+def test_no_page_loads_anything_from_another_host() -> None:
+    """No CDN: every script, stylesheet, image and font comes from the broker itself."""
+    import re
+
+    from web import STATIC_DIR, TEMPLATES_DIR
+
+    external = re.compile(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
+    css_import = re.compile(r"""(?:@import|url\()\s*["']?(?:https?:)?//""", re.I)
+    offenders = [
+        str(path.relative_to(TEMPLATES_DIR.parent))
+        for path in [*TEMPLATES_DIR.rglob("*.html"), *STATIC_DIR.rglob("*")]
+        if path.is_file() and (external.search(text := path.read_text()) or css_import.search(text))
+    ]
+    assert offenders == []
+    assert external.search('<script src="https://cdn.example/x.js">')  # the check can fail
