@@ -105,6 +105,11 @@ async def run_forward(process: asyncssh.SSHServerProcess[bytes], port: int) -> N
         process.exit(1)
         return
 
+    # Deep buffers on both sides: with the default 64 KiB high-water marks each large read
+    # waits for the other side to drain, and the hops take turns instead of overlapping.
+    writer.transport.set_write_buffer_limits(high=FORWARD_READ * 4)
+    process.channel.set_write_buffer_limits(high=FORWARD_READ * 4)
+
     async def _up() -> None:
         while data := await process.stdin.read(FORWARD_READ):
             writer.write(data)

@@ -31,7 +31,9 @@ class AgentSettings(BaseSettings):
     config_dir: Path = Path("~/.config/supportbroker-agent").expanduser()
     consent_timeout_seconds: float = Field(default=120.0, gt=0)
     shell_command: str | None = None  # None: the user's login shell
-    keepalive_interval: float = Field(default=10.0, gt=0)
+    # The broker probes links with open sessions every 10 s; the agent's own probe only has
+    # to notice a dead broker (to redial) and keep NAT state alive.
+    keepalive_interval: float = Field(default=30.0, gt=0)
     keepalive_count_max: int = Field(default=2, ge=1)
     backoff_initial: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=60.0, gt=0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -63,6 +64,21 @@ SENDER = textwrap.dedent(
     print(time.perf_counter() - t0)
     """
 )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def hops(relay: int, agent: int) -> list[tuple[str, int]]:
+    """The three Python processes the forwarded bytes cross, in order."""
+    return [
+        ("technician (connect --forward)", relay),
+        ("broker (uvicorn + gateway)", os.getpid()),
+        ("agent", agent),
+    ]
 
 
 def free_port() -> int:
@@ -159,7 +175,13 @@ async def ours(tmp: Path, sink: int, total: int, runs: int) -> list[float]:
                 sys.executable, "-c", code, cwd=str(ROOT), stdout=subprocess.DEVNULL
             )
             await send(local, 1 << 20)  # warm-up: connects, ticket, first channel
-            return [await send(local, total) for _ in range(runs)]
+            before = {name: cpu_seconds(pid) for name, pid in hops(relay.pid, agent.pid)}
+            times = [await send(local, total) for _ in range(runs)]
+            for name, pid in hops(relay.pid, agent.pid):
+                used = cpu_seconds(pid) - before[name]
+                share = used / sum(times) * 100
+                print(f"  CPU {name:28s}: {used:5.2f} s ({share:4.0f}% of a core)")
+            return times
         finally:
             for proc in (relay, agent):
                 if proc is not None and proc.returncode is None:

@@ -132,7 +132,10 @@ async def serve_forward(url: str, token: str, session_id: str, local: int, remot
         secret = await ticket(url, token, session_id, "control")
         uri = ws_url(url, f"/api/v1/gateway/forward?ticket={secret}&port={remote}")
         # No permessage-deflate: forwarded bytes are mostly encrypted or compressed already.
-        async with websockets.connect(uri, max_size=None, compression=None) as ws:
+        # Nor a 32 KiB write limit: each large send would wait for the socket to drain.
+        async with websockets.connect(
+            uri, max_size=None, compression=None, write_limit=4 << 20
+        ) as ws:
 
             async def up() -> None:
                 while data := await reader.read(262144):

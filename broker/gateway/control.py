@@ -72,6 +72,7 @@ async def handle_link(link: AgentLink) -> None:
         }
     )
     link.ready.set()
+    link.gateway.signals.bump()  # the poller tells this device about its open sessions now
     log.info("gateway.agent_connected", device_id=device.id)
     while line := await reader.readline():
         try:
@@ -198,6 +199,7 @@ class Poller:
                 await self._push(db, link, session_id, S(state), unattended)
             await db.rollback()
         for device_id, link in links.items():
+            link.watch(busy=device_id in open_by_device)
             for session_id in link.tracked - open_by_device.get(device_id, set()):
                 link.send(
                     {

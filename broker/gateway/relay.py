@@ -23,6 +23,7 @@ from broker.gateway.recording import Recorder, RecordingFailed
 log = structlog.get_logger("broker.gateway.relay")
 
 TICK_SECONDS = 0.25
+FORWARD_BUFFER = 4 << 20
 
 
 @dataclass(eq=False)
@@ -182,8 +183,12 @@ async def open_forward(
 ) -> asyncssh.SSHClientProcess[bytes]:
     """A byte pipe to 127.0.0.1:port on the device (the agent checks the port)."""
     try:
-        return await conn.create_process(
+        process = await conn.create_process(
             f"forward {session_id} {port}", encoding=None, window=8 << 20, max_pktsize=128 << 10
         )
     except (asyncssh.Error, OSError) as exc:
         raise ProviderError(f"agent refused the forward: {exc}") from exc
+    # asyncssh's 64 KiB high-water mark makes every large frame wait for the link to drain
+    # to 16 KiB: the pipe stalls between hops. A few MiB keep it full (memory stays bounded).
+    process.channel.set_write_buffer_limits(high=FORWARD_BUFFER)
+    return process

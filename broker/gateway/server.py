@@ -39,6 +39,10 @@ log = structlog.get_logger("broker.gateway")
 CONTROL = "supportbroker-control"
 HELLO_TIMEOUT = 10.0
 KEEPALIVE_INTERVAL = 10.0  # with 2 misses a silent agent is dropped within ~30 s
+# A link without an open session is probed rarely: idle agents outnumber busy ones by far,
+# and each probe is a round of Python work on both ends. The poller switches a link to the
+# short interval as soon as one of its sessions opens (``AgentLink.watch``).
+IDLE_KEEPALIVE_INTERVAL = 60.0
 LOST_REASON = "agent connection lost"
 CHUNK_SECONDS = 1.0
 LINK_WINDOW = 8 << 20
@@ -69,6 +73,14 @@ class AgentLink:
         self.pushed: set[tuple[str, str]] = set()  # (session, state) already told to the agent
         self.relays: dict[str, ShellRelay] = {}
         self.ready = asyncio.Event()
+        self.busy = False
+
+    def watch(self, busy: bool) -> None:
+        """Probe often while the device has an open session (a lost link fails it in 30 s)."""
+        if busy != self.busy:
+            self.busy = busy
+            interval = KEEPALIVE_INTERVAL if busy else IDLE_KEEPALIVE_INTERVAL
+            self.conn.set_keepalive(interval, 2)
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.writer is not None:
@@ -111,7 +123,7 @@ class Gateway:
             known_hosts=None,  # agents are identified after the handshake, by their key
             username="supportbroker",
             encoding=None,
-            keepalive_interval=KEEPALIVE_INTERVAL,
+            keepalive_interval=IDLE_KEEPALIVE_INTERVAL,
             keepalive_count_max=2,
             acceptor=self._accepted,
             agent_path=None,

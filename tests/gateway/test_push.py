@@ -1,0 +1,143 @@
+"""Push, not poll: a technician's socket opened before the user answers waits for the decision
+and connects the moment it commits; the link's keep-alive follows its open sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from broker.gateway.cli import ticket
+from broker.gateway.server import IDLE_KEEPALIVE_INTERVAL
+from tests.factories import make_group
+from tests.gateway.helpers import (
+    ScriptedPrompter,
+    enrolled_agent,
+    events,
+    request_session,
+    session_state,
+    ticket_ref,
+    wait_events,
+    wait_state,
+)
+
+
+class GatedPrompter(ScriptedPrompter):
+    """Answers only when the test releases the gate (the technician is waiting by then)."""
+
+    def __init__(self, answer: bool) -> None:
+        super().__init__()
+        self.answer = answer
+        self.gate = asyncio.Event()
+
+    async def ask(self, prompt: Any, wait_seconds: float) -> tuple[bool, str]:
+        self.prompts.append(prompt)
+        self.asked.set()
+        await self.gate.wait()
+        return self.answer, "user" if self.answer else "declined"
+
+
+async def _echo() -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(4096):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _forward_uri(live_url: str, token: str, session_id: str, port: int) -> str:
+    secret = await ticket(live_url, token, session_id, "control")
+    return live_url.replace("http", "ws") + f"/api/v1/gateway/forward?ticket={secret}&port={port}"
+
+
+async def test_forward_opened_before_consent_connects_on_approval(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
+) -> None:
+    echo, port = await _echo()
+    group = await make_group(app, [people["tech"]], allowed_ports=[port])
+    prompter = GatedPrompter(True)
+    agent = await enrolled_agent(app, gateway, tmp_path, group.name, prompter)
+    token = people["tech_token"]
+    try:
+        session = await request_session(client, token, agent.device_id, ["control"])
+        sid = session["id"]
+        await asyncio.wait_for(prompter.asked.wait(), 10)  # pushed to the device
+        link = gateway.links[agent.device_id]
+        async with asyncio.timeout(10):
+            while not link.busy:  # an open session: probed every 10 s from now on
+                await asyncio.sleep(0.05)
+        uri = await _forward_uri(live_url, token, sid, port)  # a ticket while awaiting consent
+        async with websockets.connect(uri) as ws:
+            await ws.send(b"early")  # held until the channel opens
+            await asyncio.sleep(0.3)
+            assert await session_state(client, token, sid) == "awaiting_consent"
+            prompter.gate.set()
+            assert await asyncio.wait_for(ws.recv(), 10) == b"early"
+            assert await session_state(client, token, sid) == "active"
+        ref = await ticket_ref(app, sid)
+        (opened,) = await wait_events(app, ref, "session.forward_opened")
+        assert opened.payload["data"]["port"] == port
+        assert len(await events(app, ref, "session.active")) == 1
+        resp = await client.post(
+            f"/api/v1/sessions/{sid}/end", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert resp.status_code == 200, resp.text
+        async with asyncio.timeout(10):
+            while link.busy:  # no open session left: back to the idle probe
+                await asyncio.sleep(0.05)
+        assert link.conn._keepalive_interval == IDLE_KEEPALIVE_INTERVAL
+    finally:
+        await agent.stop()
+        echo.close()
+
+
+async def test_socket_waiting_for_consent_is_refused_on_denial(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
+) -> None:
+    prompter = GatedPrompter(False)
+    agent = await enrolled_agent(app, gateway, tmp_path, people["group"].name, prompter)
+    token = people["tech_token"]
+    try:
+        session = await request_session(client, token, agent.device_id, ["shell"])
+        await asyncio.wait_for(prompter.asked.wait(), 10)
+        secret = await ticket(live_url, token, session["id"], "control")
+        uri = live_url.replace("http", "ws") + f"/api/v1/gateway/terminal?ticket={secret}"
+        async with websockets.connect(uri) as ws:
+            await asyncio.sleep(0.2)
+            prompter.gate.set()
+            refusal = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert refusal["error"] == "illegal_transition"
+            assert "denied" in refusal["detail"]
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+        await wait_state(client, token, session["id"], "denied")
+        ref = await ticket_ref(app, session["id"])
+        assert await events(app, ref, "session.active") == []
+    finally:
+        await agent.stop()
+
+
+async def test_only_the_technician_may_wait_for_consent(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+) -> None:
+    prompter = GatedPrompter(True)
+    agent = await enrolled_agent(app, gateway, tmp_path, people["group"].name, prompter)
+    try:
+        session = await request_session(client, people["tech_token"], agent.device_id, ["shell"])
+        resp = await client.post(
+            f"/api/v1/gateway/sessions/{session['id']}/terminal-ticket",
+            json={"mode": "watch"},
+            headers={"Authorization": f"Bearer {people['admin_token']}"},
+        )
+        assert resp.status_code == 409, resp.text
+        assert "awaiting_consent" in resp.json()["detail"]
+    finally:
+        prompter.gate.set()
+        await agent.stop()
