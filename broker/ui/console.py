@@ -35,6 +35,7 @@ from broker.devices import service as devices
 from broker.devices.repository import DeviceFilter
 from broker.errors import BrokerError
 from broker.providers import service as providers
+from broker.sessions import gate
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionFilter, SessionRecord
 from broker.sessions.schemas import SessionCreate
@@ -141,16 +142,23 @@ async def new_form(
     who = await admit(request, db, principal, is_technician)
     if isinstance(who, Response):
         return who
+    # The lookup first: a refusal rolls the transaction back, which would expire the
+    # devices the form lists (and the template would then load them outside the loop).
+    lookup = await _lookup(db, who, system, ticket) if system and ticket else None
     context = await _form_context(db, who, system=system, ticket=ticket)
-    if system and ticket:
-        context["lookup"] = await _lookup(db, system, ticket)
+    if lookup is not None:
+        context["lookup"] = lookup
     return page(request, "ui/new.html", **context)
 
 
-async def _lookup(db: DbSession, system: str, ticket: str) -> dict[str, Any]:
-    """What the ticket's system says, or why it could not say (shown next to the field)."""
+async def _lookup(db: DbSession, who: Principal, system: str, ticket: str) -> dict[str, Any]:
+    """What the ticket's system says, or why it could not say (shown next to the field);
+    checked for the technician looking, as their request will be (``require_assignee``)."""
+    names, groups = await gate.technician_identity(db, who)
     try:
-        info = await connectors.lookup_for_session(db, system, ticket, require_open=False)
+        info = await connectors.lookup_for_session(
+            db, system, ticket, technician=names, technician_groups=groups, require_open=False
+        )
     except BrokerError as exc:
         if not exc.keep_changes:
             await db.rollback()
@@ -177,7 +185,7 @@ async def ticket_fragment(
     who = await admit(request, db, principal, is_technician)
     if isinstance(who, Response):
         return who
-    lookup = await _lookup(db, system, ticket) if system.strip() and ticket.strip() else None
+    lookup = await _lookup(db, who, system, ticket) if system.strip() and ticket.strip() else None
     return page(request, "ui/_ticket.html", lookup=lookup)
 
 
@@ -218,9 +226,14 @@ async def create(request: Request, principal: OptionalPrincipal, db: DbSession) 
             await db.rollback()
         from broker.app import status_for
 
+        lookup = None
         if text["system"] and text["ticket"]:  # show the ticket (and subject field) again
-            context["lookup"] = await _lookup(db, text["system"], text["ticket"])
-            context["lookup"]["subject"] = context["lookup"].get("subject") or text["subject"]
+            lookup = await _lookup(db, who, text["system"], text["ticket"])
+            lookup["subject"] = lookup.get("subject") or text["subject"]
+        # Rebuilt after any rollback: the devices loaded before it are expired.
+        context = await _form_context(db, who, **text, chosen=chosen, duration=duration)
+        if lookup is not None:
+            context["lookup"] = lookup
         return page(request, "ui/new.html", status_for(exc), error=exc.detail, **context)
     sid = record.session.id
     response = RedirectResponse(f"/ui/sessions/{sid}", status_code=303)
@@ -255,9 +268,11 @@ async def _session_context(
     consent = unsign(settings_of_request(request), "code", request.cookies.get(CODE_COOKIE))
     if consent is not None and consent.get("sid") != sid:
         consent = None
+    # A share link or launch URI is a credential for the whole window: only the session's
+    # own technician gets it, never an admin or expert who can also open this page.
     launch = (
         await providers.launch_for(db, s)
-        if state in (SessionState.approved, SessionState.active)
+        if own and state in (SessionState.approved, SessionState.active)
         else None
     )
     base = settings_of_request(request).base_url

@@ -17,12 +17,6 @@ from tests.connectors.fakes.webhook import FakeReceiver
 from tests.factories import Desk, make_desk, make_device, make_group, make_token, make_user
 from tests.ui.browsers import Browser, browser
 
-CONSOLE_FIX = (
-    "needs broker/ui/console.py:new_form to look the ticket up before building the form "
-    "context (_lookup's rollback expires the listed devices: 500 MissingGreenlet) and "
-    "_lookup to pass the technician's names and groups (see the connectors report)"
-)
-
 
 @pytest.fixture
 async def desk(app: Any) -> Desk:
@@ -65,7 +59,6 @@ async def test_a_closed_ticket_says_so_on_the_form(app: Any, desk: Desk) -> None
     assert "The ticket is closed; reopen it before asking for a session." in form.text
 
 
-@pytest.mark.xfail(strict=True, reason=CONSOLE_FIX)
 async def test_an_unknown_ticket_is_reported_not_a_crash(app: Any, desk: Desk) -> None:
     tech = await browser(app, desk.tech)
     form = await follow(tech, f"/t/{SYSTEM}/999/connect")
@@ -74,7 +67,6 @@ async def test_an_unknown_ticket_is_reported_not_a_crash(app: Any, desk: Desk) -
     assert "not found" in form.text
 
 
-@pytest.mark.xfail(strict=True, reason=CONSOLE_FIX)
 async def test_the_preview_knows_whose_ticket_it_is(
     app: Any, connector_registry: ConnectorRegistry
 ) -> None:
