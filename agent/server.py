@@ -71,6 +71,7 @@ class AgentCore:
         old, self.welcome = self.welcome, asyncio.get_running_loop().create_future()
         if not old.done():
             old.set_exception(ConnectionLostError("connection lost before the welcome"))
+            old.exception()  # retrieved: an awaiter still gets it, nobody else is warned
 
     def send(self, msg: dict[str, Any]) -> None:
         if self._control is None:

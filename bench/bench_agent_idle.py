@@ -113,9 +113,10 @@ def _links(tmp: Path) -> int:
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, __file__, *args], cwd=str(ROOT), stderr=subprocess.DEVNULL
-    )
+    # SB_BENCH_LOG=path keeps the children's warnings (dropped links, refused agents).
+    log = os.environ.get("SB_BENCH_LOG")
+    err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the child
+    return subprocess.Popen([sys.executable, __file__, *args], cwd=str(ROOT), stderr=err)
 
 
 def _wait(predicate: object, timeout: float) -> bool:

@@ -62,7 +62,7 @@ async def handle_link(link: AgentLink) -> None:
     if old is not None:
         old.conn.close()
     link.gateway.links[device.id] = link
-    await in_tx(link, lambda db: service.mark_connected(db, device.id, link.gateway.node, link.ip))
+    link.gateway.presence.mark(device.id, link.gateway.node, link.ip)
     link.send(
         {
             "type": "welcome",

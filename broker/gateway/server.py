@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncssh
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from audit.recording import Begin
@@ -28,6 +29,7 @@ from broker.errors import BrokerError
 from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.gateway import keys, service
 from broker.gateway.access import Tickets
+from broker.gateway.presence import Presence
 from broker.gateway.recording import AuditRecorder, open_recorder
 from broker.gateway.relay import ShellRelay
 from broker.gateway.signals import SessionSignals
@@ -110,6 +112,7 @@ class Gateway:
         self.port = 0
         self.tickets = Tickets()
         self.signals = SessionSignals()
+        self.presence = Presence(maker)
 
     @property
     def fingerprint(self) -> str:
@@ -140,6 +143,7 @@ class Gateway:
         from broker.gateway.control import Poller
 
         self._spawn(Poller(self).run())
+        self._spawn(self.presence.run())
         log.info("gateway.started", host=host, port=self.port, fingerprint=self.fingerprint)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -159,9 +163,15 @@ class Gateway:
             await handle_link(link)
         except (asyncssh.Error, OSError, TimeoutError, ValueError, BrokerError) as exc:
             log.info("gateway.link_closed", device_id=link.device_id, why=str(exc)[:200])
+        except SQLAlchemyError as exc:  # the database is overloaded or down: the agent redials
+            log.warning("gateway.link_db_error", device_id=link.device_id, error=str(exc)[:200])
         finally:
             conn.close()
-            await self._drop(link)
+            try:
+                await self._drop(link)
+            except SQLAlchemyError:
+                # Its sessions stay open until the deadline sweep: an operator must know.
+                log.error("gateway.drop_failed", device_id=link.device_id, exc_info=True)
 
     async def _drop(self, link: AgentLink) -> None:
         if link.device_id and self.links.get(link.device_id) is link:
@@ -170,8 +180,11 @@ class Gateway:
             await relay.close(LOST_REASON)
         if not link.device_id:
             return
+        if link.device_id not in self.links:  # not replaced by a newer link of the device
+            self.presence.mark(link.device_id, None, link.ip)
+        if not link.tracked:
+            return
         async with self.maker() as db, db.begin():
-            await service.mark_connected(db, link.device_id, None, link.ip)
             for session_id in sorted(link.tracked):
                 with contextlib.suppress(BrokerError):
                     if await service.fail_lost(db, session_id, LOST_REASON):
@@ -218,6 +231,7 @@ class Gateway:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.presence.close()
 
 
 async def start_gateway(app: Any) -> Callable[[], Awaitable[None]]:

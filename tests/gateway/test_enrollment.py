@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from datetime import timedelta
 from typing import Any
@@ -37,10 +38,14 @@ async def test_good_token_enrolls_and_pins(app: Any, gateway: Any, people: Any, 
     agent = RunningAgent(settings, ScriptedPrompter())
     try:
         await agent.connected(gateway)
-        async with app.state.sessionmaker() as db:
-            key = await db.get(AgentKey, config.device_id)
-        assert key is not None
-        assert key.connected_node == gateway.node
+        async with asyncio.timeout(10):  # presence is written in batches, shortly after
+            while True:
+                async with app.state.sessionmaker() as db:
+                    key = await db.get(AgentKey, config.device_id)
+                assert key is not None
+                if key.connected_node == gateway.node:
+                    break
+                await asyncio.sleep(0.05)
     finally:
         await agent.stop()
 

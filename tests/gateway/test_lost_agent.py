@@ -46,7 +46,7 @@ async def _spawn(settings: Any) -> asyncio.subprocess.Process:
         "run",
         env=env,
         stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,  # the consent prompt is read from here
         stderr=asyncio.subprocess.DEVNULL,
     )
 
@@ -75,7 +75,9 @@ async def test_killed_agent_fails_session_and_reconnects(
         await _until(lambda: device_id in gateway.links)
         session = await request_session(client, people["tech_token"], device_id, ["shell"])
         assert proc.stdin is not None
-        await asyncio.sleep(0.5)  # the prompt is on the agent's terminal now
+        assert proc.stdout is not None
+        # Answer only once the prompt is on the agent's terminal (an earlier line is no answer).
+        await asyncio.wait_for(proc.stdout.readuntil(b"Allow? [y/N] "), 15)
         proc.stdin.write(b"y\n")
         await proc.stdin.drain()
         await wait_state(client, people["tech_token"], session["id"], "approved")
