@@ -12,6 +12,7 @@ from broker.gateway.models import AgentEnrollmentToken, AgentKey
 from broker.providers.models import ProviderEventMark, ProviderSessionLink  # noqa: F401 - tables
 from broker.sessions.models import RemoteSession
 from broker.tickets.models import Ticket
+from broker.ui.models import SessionInvitation
 
 __all__ = [
     "AgentEnrollmentToken",
@@ -25,6 +26,7 @@ __all__ = [
     "GroupMember",
     "OutboxMessage",
     "RemoteSession",
+    "SessionInvitation",
     "Ticket",
     "User",
     "UserTotp",
