@@ -55,7 +55,10 @@ async def handle_link(link: AgentLink) -> None:
     if "token" in hello:
         await _enroll(link, hello)
         return
-    _key, device, group = await in_tx(link, lambda db: service.identify(db, link.fingerprint))
+    # A few identifications at a time: after a restart thousands of agents dial at once,
+    # and a queue here is better than timeouts in the database pool (agents would redial).
+    async with link.gateway.db_gate:
+        _key, device, group = await in_tx(link, lambda db: service.identify(db, link.fingerprint))
     link.device_id = device.id
     link.record_input = group.record_input
     old = link.gateway.links.get(device.id)

@@ -47,8 +47,7 @@ class Presence:
             return
         try:
             async with self.maker() as db, db.begin():
-                for device_id, (node, ip) in batch.items():
-                    await service.mark_connected(db, device_id, node, ip)
+                await service.mark_presence(db, batch)
         except SQLAlchemyError as exc:
             # Not lost: merged back under any newer marks and written on the next round.
             log.warning("gateway.presence_failed", devices=len(batch), error=str(exc)[:200])

@@ -113,6 +113,7 @@ class Gateway:
         self.tickets = Tickets()
         self.signals = SessionSignals()
         self.presence = Presence(maker)
+        self.db_gate = asyncio.Semaphore(4)  # below the pool size: others keep a connection
 
     @property
     def fingerprint(self) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.secrets import new_token, token_hash
@@ -155,18 +156,25 @@ async def identify(db: AsyncSession, fingerprint: str) -> tuple[AgentKey, Device
     return key, device, await get_group(db, device.group_id)
 
 
-async def mark_connected(
-    db: AsyncSession, device_id: str, node: str | None, ip: str | None
-) -> None:
-    key = await AgentKeyRepository(db).get(device_id)
-    if key is None:
-        return
+async def mark_presence(db: AsyncSession, marks: dict[str, tuple[str | None, str | None]]) -> None:
+    """Many agents' (node, ip) in two bulk UPDATEs by primary key: one for connects, one for
+    disconnects (a connect also stamps ``connected_at``). Rows for unknown ids are skipped."""
     now = utcnow()
-    key.connected_node = node
-    key.peer_address = ip
-    key.last_seen_at = now
-    if node is not None:
-        key.connected_at = now
+    known = set(
+        (await db.scalars(select(AgentKey.device_id).where(AgentKey.device_id.in_(marks)))).all()
+    )
+    up = [
+        {"device_id": d, "connected_node": n, "peer_address": ip, "last_seen_at": now,
+         "connected_at": now}
+        for d, (n, ip) in marks.items() if n is not None and d in known
+    ]  # fmt: skip
+    down = [
+        {"device_id": d, "connected_node": None, "peer_address": ip, "last_seen_at": now}
+        for d, (n, ip) in marks.items() if n is None and d in known
+    ]  # fmt: skip
+    for rows in (up, down):
+        if rows:
+            await db.execute(update(AgentKey), rows)
 
 
 def device_actor(device: Device, name: str | None = None, ip: str | None = None) -> Actor:
