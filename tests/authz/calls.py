@@ -378,6 +378,16 @@ def check_socket(cell: Cell, body: Any) -> None:
     assert "agent is not connected" in body["detail"], body
 
 
+def check_forward(cell: Cell, body: Any) -> None:
+    """Technicians get as far as the missing agent; an admin's ticket only watches, and
+    watching opens no port forward (refused before the agent is looked for)."""
+    if _mode(cell) == "watch":
+        assert body["error"] == "provider_error", body
+        assert "only the session's technician opens port forwards" in body["detail"], body
+        return
+    check_socket(cell, body)
+
+
 async def replay(cell: Cell) -> Call:
     path = f"{V1}/gateway/sessions/{cell.world.session_id}/replay"
     return Call("POST", path, json={"reason": "complaint review #12"})

@@ -338,6 +338,6 @@ ROWS: tuple[Row, ...] = (
         f"{c.V1}/gateway/forward",
         c.socket("/gateway/forward", port="22"),
         everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK),
-        check=c.check_socket,
+        check=c.check_forward,
     ),
 )
