@@ -3,7 +3,8 @@
 A WebSocket cannot carry our CSRF header, so the browser (or ``supportbroker connect``) first
 asks over normal, authenticated HTTP for a one-time ticket valid 60 s, bound to the principal,
 the session and the mode; the WebSocket presents it. Modes: ``control`` (the session's
-technician), ``join`` (an expert: a technician of the device's group), ``watch`` (a
+technician), ``join`` (an expert: a technician of the device's group whom the session's
+technician invited, see ``broker.ui.invites``), ``watch`` (a
 supervisor: an admin, read-only). Each attach is an audit event.
 """
 
@@ -93,6 +94,10 @@ async def authorize(
         if principal.role != "technician":
             raise PermissionDenied("experts joining a session must be technicians")
         await get_device_for(db, principal, record.device.id)
+        from broker.ui import invites  # the invitation lives with the console that makes it
+
+        if not await invites.is_invited(db, session_id, principal.user_id):
+            raise PermissionDenied("experts join only when the session's technician invited them")
         if state is not SessionState.active:
             raise IllegalTransition("an expert can join only a running session")
     elif not principal.has(Scope.sessions_admin):
