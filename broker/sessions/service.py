@@ -83,6 +83,7 @@ async def create_session(
         actor=principal.actor(),
         subject=info.subject or req.ticket.subject,
         requester=info.requester or req.ticket.requester,
+        source=info.source,
     )
     if info.verified:
         connectors.sync_ticket(ticket, info)

@@ -40,8 +40,12 @@ async def ensure_ticket(
     actor: Actor,
     subject: str | None = None,
     requester: str | None = None,
+    source: str = "standalone",
 ) -> Ticket:
     """The ticket ``system:external_id``; standalone, a missing one is created as typed.
+
+    ``source`` goes into the ``ticket.created`` audit record: who vouched for the ticket
+    (``connector:<system>`` after a verified lookup, ``standalone`` when taken as typed).
 
     Whether it is open is the caller's rule to apply (``Ticket.is_open``).
     """
@@ -63,7 +67,7 @@ async def ensure_ticket(
         "ticket.created",
         ticket=ticket.ref,
         actor=actor,
-        data={"subject": ticket.subject, "requester": ticket.requester, "source": "standalone"},
+        data={"subject": ticket.subject, "requester": ticket.requester, "source": source},
     )
     return ticket
 

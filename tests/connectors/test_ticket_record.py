@@ -39,12 +39,6 @@ async def test_typed_ticket_is_recorded_as_standalone(
     assert (await _created(app, "paper:P-1"))["source"] == "standalone"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs ensure_ticket(source=...) in broker/tickets/service.py, passed as "
-    "info.source by broker/sessions/service.py:create_session (outside the connectors' "
-    "paths; see the connectors report). Remove this mark with that change.",
-)
 async def test_verified_ticket_is_recorded_with_its_system(
     app: Any, client: httpx.AsyncClient, desk: Desk
 ) -> None:
