@@ -61,7 +61,7 @@ async def verify_database(
     except VerificationError as exc:
         return VerifyReport(
             ok=False,
-            size=checker.frontier.size,
+            size=checker.verified,
             problem=str(exc),
             position=exc.position,
             record_id=exc.record_id,

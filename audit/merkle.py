@@ -80,6 +80,25 @@ class Frontier:
         nodes.extend(node for node in reversed(leftovers) if node)
         self.size += len(leaves)
 
+    def joined(self, size: int, nodes: Sequence[bytes]) -> Frontier:
+        """This tree followed by the ``size`` leaves whose own frontier is ``nodes``.
+
+        Only right when this tree's size is a multiple of a power of two ``>= size`` (the new
+        leaves' subtrees are then the big tree's): equal neighbours merge, as carries do.
+        """
+        merged = list(self.nodes)
+        sizes = [1 << b for b in reversed(range(self.size.bit_length())) if self.size >> b & 1]
+        new = [1 << b for b in reversed(range(size.bit_length())) if size >> b & 1]
+        for node, width in zip(nodes, new, strict=True):
+            merged.append(node)
+            sizes.append(width)
+            while len(sizes) > 1 and sizes[-1] == sizes[-2]:
+                right = merged.pop()
+                merged.append(node_hash(merged.pop(), right))
+                sizes.pop()
+                sizes[-1] *= 2
+        return Frontier(self.size + size, merged)
+
     def root(self) -> bytes:
         if not self.nodes:
             return EMPTY_ROOT

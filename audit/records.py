@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +19,9 @@ from audit.merkle import HASH_SIZE
 LEAF_MAGIC = b"sb-audit-record-v1\x00"
 AAD_MAGIC = b"sb-audit-aad-v1\x00"
 ZERO_HASH = b"\x00" * HASH_SIZE
+
+Layout = tuple[Callable[..., bytes], bytes, bytes, bytes]
+"""A leaf's ``struct`` packer up to its ciphertext and its encoded stream, type and key id."""
 
 _Q = struct.Struct(">q")
 _I = struct.Struct(">I")
@@ -40,7 +44,7 @@ class FieldCodec:
     record: tickets, event types and key ids repeat, so their encodings are computed once.
     """
 
-    __slots__ = ("aad_prefix", "known", "leaf_prefix")
+    __slots__ = ("aad_prefix", "known", "layouts", "leaf_prefix")
 
     CACHE_SIZE = 4096
 
@@ -48,6 +52,8 @@ class FieldCodec:
         self.leaf_prefix = b"\x00" + LEAF_MAGIC + _s(log_id)  # with RFC 9162's leaf byte
         self.aad_prefix = AAD_MAGIC + _s(log_id)
         self.known: dict[str, bytes] = {}  # loops call ``known.get(v) or s(v)``
+        # (stream, event type, key id) -> leaf layout, see :func:`audit.scan.leaf_layout`
+        self.layouts: dict[tuple[str, str, str], Layout] = {}
 
     def s(self, value: str) -> bytes:
         """``_s(value)``, cached."""

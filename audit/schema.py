@@ -4,7 +4,8 @@
 data keys (wrapped key NULL once destroyed); ``audit_stream_heads`` each stream's last
 sequence number and hash; ``audit_tree_state`` the single row with the Merkle frontier;
 ``audit_checkpoints`` every signed tree head. Log order is the ``position`` the single writer
-assigns under a lock, never a database sequence.
+assigns under a lock, never a database sequence. Records are found by position or by
+ticket (``stream``, ``stream_seq``); the record id is unique.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ metadata = MetaData()
 records = Table(
     "audit_records",
     metadata,
-    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    # On SQLite an INTEGER primary key is the rowid itself: no second B-tree to insert into.
+    Column(
+        "position",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     Column("record_id", String(36), nullable=False),
     Column("stream", String(200), nullable=False),
     Column("stream_seq", BigInteger, nullable=False),
@@ -42,8 +49,8 @@ records = Table(
     UniqueConstraint("record_id", name="uq_audit_records_record_id"),
     UniqueConstraint("stream", "stream_seq", name="uq_audit_records_stream_seq"),
 )
-Index("ix_audit_records_event_type", records.c.event_type)
-Index("ix_audit_records_occurred_at_us", records.c.occurred_at_us)
+# No index on event type or time: no query uses one, and each index is one more B-tree
+# insert per record on the append path (docs/AUDIT.md, "Appends and locking").
 
 data_keys = Table(
     "audit_data_keys",

@@ -21,6 +21,7 @@ from audit.canonical import canonical_json
 from audit.errors import AuditError
 from audit.merkle import Frontier
 from audit.records import ZERO_HASH, FieldCodec, Record, associated_data, to_micros
+from audit.scan import leaf_layout
 
 MAX_STREAM_LENGTH = 200
 MAX_EVENT_TYPE_LENGTH = 100
@@ -55,7 +56,6 @@ Row = tuple[int, str, str, int, str, int, str, int, bytes, bytes, bytes, bytes]
 _Q = struct.Struct(">q")
 _I = struct.Struct(">I")
 _RID_LEN = _I.pack(36)  # our record ids are always 36 ASCII characters
-_NONCE_LEN = _I.pack(12)
 _HASH_LEN = _I.pack(32)
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
@@ -97,7 +97,8 @@ def seal_rows(
     """Seal ``events`` in order into row tuples, advancing ``frontier`` and ``heads`` in place.
 
     The hot path of every append: :func:`associated_data` and :func:`leaf_data` are built
-    inline from the codec's cached pieces (tests check they are the same bytes), ids and
+    inline from the codec's cached pieces, the leaf data by one ``struct`` call per record
+    (:func:`audit.scan.leaf_layout`; tests check they are the same bytes), ids and
     nonces come from one ``os.urandom`` each, and the frontier takes the leaves in one call.
     A batch with an invalid event changes nothing.
     """
@@ -112,11 +113,12 @@ def seal_rows(
         codec.known.get,
         codec.s,
     )
-    pack_q, pack_i, sha256, join = _Q.pack, _I.pack, hashlib.sha256, b"".join
-    rid_len, nonce_len, hash_len = _RID_LEN, _NONCE_LEN, _HASH_LEN
+    pack_q, sha256, join = _Q.pack, hashlib.sha256, b"".join
+    rid_len = _RID_LEN
     position = frontier.size
     rows: list[Row] = []
     leaves: list[bytes] = []
+    layouts, layout, hash_len = codec.layouts, leaf_layout, _HASH_LEN
     for i, event in enumerate(events):
         stream, event_type = event.stream, event.event_type
         head = heads.get(stream)
@@ -137,28 +139,29 @@ def seal_rows(
         )
         at = default_time if event.occurred_at is None else to_micros(event.occurred_at)
         prev = head.last_hash
-        leaf = sha256(
-            join(
-                (
-                    leaf_prefix,
-                    pack_q(position),
-                    rid_len,
-                    rid,
-                    stream_enc,
-                    seq_b,
-                    type_enc,
-                    pack_q(at),
-                    key_enc,
-                    pack_q(len(plaintext)),
-                    nonce_len,
-                    nonce,
-                    pack_i(len(ciphertext)),
-                    ciphertext,
-                    hash_len,
-                    prev,
-                )
+        pack = (
+            layouts.get((stream, event_type, key_id)) or layout(codec, stream, event_type, key_id)
+        )[0]
+        h = sha256(
+            pack(
+                leaf_prefix,
+                position,
+                36,
+                rid,
+                stream_enc,
+                seq,
+                type_enc,
+                at,
+                key_enc,
+                len(plaintext),
+                12,
+                nonce,
+                len(ciphertext),
             )
-        ).digest()
+        )
+        h.update(ciphertext)
+        h.update(hash_len + prev)
+        leaf = h.digest()
         rows.append(
             (
                 position,

@@ -8,21 +8,18 @@ signed checkpoint, the stored tree state and, if given, a checkpoint published e
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.checkpoint import SignedCheckpoint, VerifierKey
 from audit.errors import RollbackDetected, VerificationError
 from audit.merkle import Frontier
-from audit.records import ZERO_HASH, FieldCodec, Record, record_leaf_hash
+from audit.records import FieldCodec, Record, record_leaf_hash
+from audit.scan import NO_HEAD, Head, scan
 
-_Q = struct.Struct(">q")
-_I = struct.Struct(">I")
-_HASH_LEN = _I.pack(32)
-_NO_HEAD = (0, ZERO_HASH)
+if TYPE_CHECKING:
+    from audit.segments import SegmentResult
 
 
 def row_to_record(row: Sequence[Any]) -> Record:
@@ -41,6 +38,39 @@ def row_to_record(row: Sequence[Any]) -> Record:
         bytes(row[10]),
         bytes(row[11]),
     )
+
+
+def chain_problem(stream: str, seq: int, prev: bytes, head: Head) -> str | None:
+    """What is wrong with a record's link to its ticket's previous record, if anything."""
+    last_seq, last_hash = head
+    if seq != last_seq + 1:
+        return (
+            f"stream {stream!r}: sequence {seq} follows {last_seq}: "
+            "a record of this ticket is missing, duplicated or out of order"
+        )
+    if prev != last_hash:
+        return f"stream {stream!r}: record does not link to the ticket's previous one"
+    return None
+
+
+def record_problem(
+    r: Record, leaf: bytes, expected: int, head: Head | None
+) -> VerificationError | None:
+    """The first thing wrong with ``r`` as the record at ``expected``, in a fixed order
+    (``leaf`` is its recomputed hash; ``head`` None: leave its chain link unchecked)."""
+
+    def bad(message: str) -> VerificationError:
+        return VerificationError(message, position=r.position, record_id=r.record_id)
+
+    if r.position != expected:
+        return bad(
+            f"log position {r.position} where {expected} was expected: records are "
+            "missing, duplicated, inserted or reordered"
+        )
+    if leaf != r.leaf_hash:
+        return bad(f"record at position {r.position} was altered: its hash does not match")
+    problem = None if head is None else chain_problem(r.stream, r.stream_seq, r.prev_hash, head)
+    return None if problem is None else bad(problem)
 
 
 @dataclass
@@ -80,12 +110,23 @@ class LogVerifier:
         self.roots_seen: dict[int, bytes] = {}
         self._extra_sizes: set[int] = set()
         self._codec = FieldCodec(log_id)
+        self._failed_at: int | None = None  # set by :meth:`absorb` before it raises
+
+    @property
+    def verified(self) -> int:
+        """How many records passed every check (all of them, unless a check failed)."""
+        return self.frontier.size if self._failed_at is None else self._failed_at
 
     def want_root_at(self, size: int) -> None:
         self._extra_sizes.add(size)
 
     def feed(self, r: Record) -> None:
-        problem = self._problem(r, record_leaf_hash(self.log_id, r))
+        problem = record_problem(
+            r,
+            record_leaf_hash(self.log_id, r),
+            self.frontier.size,
+            self.heads.get(r.stream, NO_HEAD),
+        )
         if problem is not None:
             raise problem
         self.heads[r.stream] = (r.stream_seq, r.leaf_hash)
@@ -94,97 +135,78 @@ class LogVerifier:
         if size in self.checkpoints or size in self._extra_sizes:
             self._at_mark(size, r.position, r.record_id)
 
-    def _problem(self, r: Record, leaf: bytes) -> VerificationError | None:
-        """The first thing wrong with ``r`` as the next record, in a fixed order."""
-
-        def bad(message: str) -> VerificationError:
-            return VerificationError(message, position=r.position, record_id=r.record_id)
-
-        expected = self.frontier.size
-        if r.position != expected:
-            return bad(
-                f"log position {r.position} where {expected} was expected: records are "
-                "missing, duplicated, inserted or reordered"
-            )
-        if leaf != r.leaf_hash:
-            return bad(f"record at position {r.position} was altered: its hash does not match")
-        last_seq, last_hash = self.heads.get(r.stream, _NO_HEAD)
-        if r.stream_seq != last_seq + 1:
-            return bad(
-                f"stream {r.stream!r}: sequence {r.stream_seq} follows {last_seq}: "
-                "a record of this ticket is missing, duplicated or out of order"
-            )
-        if r.prev_hash != last_hash:
-            return bad(f"stream {r.stream!r}: record does not link to the ticket's previous one")
-        return None
+    def marks(self) -> list[int]:
+        """The sizes at which a root is checked or wanted, ascending."""
+        return sorted({*self.checkpoints, *self._extra_sizes})
 
     def _at_mark(self, size: int, position: int, record_id: str) -> None:
-        root = self.frontier.root()
+        self._check_root(size, self.frontier.root(), position, record_id)
+
+    def _check_root(self, size: int, root: bytes, position: int, record_id: str) -> None:
         self.roots_seen[size] = root
         note = self.checkpoints.get(size)
         if note is not None:
             self._check_checkpoint(note, size, root, position, record_id)
 
-    def feed_rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        """:meth:`feed` for rows in ``Record`` field order (as the database returns them).
+    def recheck(self, row: Sequence[Any], expected: int, head: Head | None) -> bytes:
+        """The slow, general check of one row (see :data:`audit.scan.Recheck`)."""
+        record = row_to_record(row)
+        problem = record_problem(record, record_leaf_hash(self.log_id, record), expected, head)
+        if problem is not None:
+            raise problem
+        return record.leaf_hash
 
-        The verification hot loop: no object per record, the leaf encoding built inline from
-        cached pieces (the same bytes as :func:`record_leaf_hash`; a test holds them equal),
-        the frontier updated in place, checkpoints looked at only at their sizes. Anything
-        unexpected goes to :meth:`feed`'s checks, which name the problem.
+    def feed_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """:meth:`feed` for rows in ``Record`` field order (as the database returns them),
+        through the hot loop of :func:`audit.scan.scan`: no object per record, checkpoints
+        looked at only at their sizes, anything unexpected rechecked by :meth:`recheck`."""
+        scan(
+            self._codec,
+            rows,
+            self.frontier.size,
+            self.heads,
+            None,
+            self.frontier,
+            self.marks(),
+            self._at_mark,
+            self.recheck,
+        )
+
+    def absorb(self, seg: SegmentResult) -> None:
+        """Take a segment verified elsewhere (:func:`audit.segments.verify_segment`) as the
+        next records: link each ticket's first record in it to the ticket's head, check the
+        roots at its marks and the segment's own problem, in log order, then extend the tree.
         """
-        frontier, heads, codec = self.frontier, self.heads, self._codec
-        size = frontier.size
-        marks = sorted(s for s in {*self.checkpoints, *self._extra_sizes} if s > size)
-        marks.append(-1)  # never reached
-        mark = 0
-        next_mark = marks[0]
-        leaves: list[bytes] = []  # verified leaves not yet in the frontier
-        prefix, known, enc = codec.leaf_prefix, codec.known.get, codec.s
-        pack_q, pack_i, sha256, join = _Q.pack, _I.pack, hashlib.sha256, b"".join
-        hash_len, no_head = _HASH_LEN, _NO_HEAD
-        for row in rows:
-            (pos, rid, stream, seq, etype, at, key, psize, nonce, ct, prev, leaf) = row
-            last_seq, last_hash = heads.get(stream, no_head)
-            rid_b = rid.encode()
-            node = sha256(
-                join(
-                    (
-                        prefix,
-                        pack_q(pos),
-                        pack_i(len(rid_b)),
-                        rid_b,
-                        known(stream) or enc(stream),
-                        pack_q(seq),
-                        known(etype) or enc(etype),
-                        pack_q(at),
-                        known(key) or enc(key),
-                        pack_q(psize),
-                        pack_i(len(nonce)),
-                        nonce,
-                        pack_i(len(ct)),
-                        ct,
-                        hash_len,  # right when ``prev`` passes the check below
-                        prev,
-                    )
-                )
-            ).digest()
-            if pos != size or node != leaf or seq != last_seq + 1 or prev != last_hash:
-                frontier.extend(leaves)
-                record = row_to_record(row)
-                problem = self._problem(record, record_leaf_hash(self.log_id, record))
-                assert problem is not None  # one of the four checks above failed
-                raise problem
-            heads[stream] = (seq, node)
-            leaves.append(node)
-            size += 1
-            if size == next_mark:
-                frontier.extend(leaves)
-                leaves = []
-                self._at_mark(size, pos, rid)
-                mark += 1
-                next_mark = marks[mark]
-        frontier.extend(leaves)
+        base = self.frontier
+        if seg.start != base.size or seg.start % (1 << max(seg.count - 1, 0).bit_length()):
+            raise ValueError(f"segment at {seg.start} does not continue a tree of {base.size}")
+        end = seg.start + seg.count
+        firsts = [f for f in seg.firsts if f[0] < end]  # past ``end``: the failing record
+        marks = iter(seg.marks)
+        mark = next(marks, None)
+        for index, rid, stream, seq, prev in firsts:
+            while mark is not None and mark[0] <= index:
+                self._absorb_mark(base, *mark)
+                mark = next(marks, None)
+            problem = chain_problem(stream, seq, prev, self.heads.get(stream, NO_HEAD))
+            if problem is not None:
+                self._failed_at = index
+                raise VerificationError(problem, position=index, record_id=rid)
+        while mark is not None:
+            self._absorb_mark(base, *mark)
+            mark = next(marks, None)
+        if seg.error is not None:
+            self._failed_at = end
+            raise VerificationError(seg.error[0], position=seg.error[1], record_id=seg.error[2])
+        self.heads.update(seg.heads)
+        self.frontier = base.joined(seg.count, seg.nodes)
+        self._failed_at = None
+
+    def _absorb_mark(
+        self, base: Frontier, size: int, position: int, record_id: str, nodes: list[bytes]
+    ) -> None:
+        self._failed_at = size  # should the root be wrong: the records up to it passed
+        self._check_root(size, base.joined(size - base.size, nodes).root(), position, record_id)
 
     def _check_checkpoint(
         self, note: str, size: int, root: bytes, position: int, record_id: str

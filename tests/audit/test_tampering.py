@@ -26,6 +26,7 @@ from audit.errors import AuditError, RollbackDetected, VerificationError
 from audit.merkle import Frontier
 from audit.records import Record, record_leaf_hash
 from audit.sealing import NewEvent, StreamHead, open_record, seal_batch
+from audit.segments import feed_segments
 from audit.verify import LogVerifier, VerifyReport
 
 LOG_ID = "tamper.test/log"
@@ -70,32 +71,41 @@ def verify(
     published: SignedCheckpoint | None = None,
     tree: tuple[int, bytes] | None = None,
 ) -> VerifyReport:
-    """Both verifier paths; they must agree on the verdict, the message and the record."""
+    """All verifier paths (per record, rows, segments of 4 and of 1); they must agree on the
+    verdict, the message, the record and how many records passed."""
     outcomes: list[VerifyReport | VerificationError] = []
-    for by_rows in (False, True):
+    verified: list[int] = []
+    rows = [_as_row(r) for r in records]
+    for path in ("feed", "rows", 4, 1):
         checker = LogVerifier(LOG_ID, SIGNER.verifier, checkpoints)
         if published is not None:
             checker.want_root_at(published.size)
         try:
-            if by_rows:
-                checker.feed_rows([_as_row(r) for r in records])
-            else:
+            if path == "rows":
+                checker.feed_rows(rows)
+            elif path == "feed":
                 for r in records:
                     checker.feed(r)
+            else:
+                assert isinstance(path, int)
+                feed_segments(checker, len(rows), lambda a, n: rows[a : a + n], segment=path)
             outcomes.append(checker.finish(*(tree or (None, None)), published))
         except VerificationError as exc:
             outcomes.append(exc)
-    one, rows = outcomes
+        verified.append(checker.verified)
+    one = outcomes[0]
+    assert len(set(verified)) == 1, verified
     if isinstance(one, VerificationError):
-        assert isinstance(rows, VerificationError)
-        assert (type(rows), str(rows), rows.position, rows.record_id) == (
-            type(one),
-            str(one),
-            one.position,
-            one.record_id,
-        )
+        for other in outcomes[1:]:
+            assert isinstance(other, VerificationError)
+            assert (type(other), str(other), other.position, other.record_id) == (
+                type(one),
+                str(one),
+                one.position,
+                one.record_id,
+            )
         raise one
-    assert one == rows
+    assert all(other == one for other in outcomes[1:])
     return one
 
 
