@@ -34,11 +34,8 @@ the chain, its first link is checked elsewhere)."""
 
 
 def leaf_layout(codec: FieldCodec, stream: str, event_type: str, key_id: str) -> Layout:
-    """The ``struct`` packer of a leaf input up to the ciphertext, and its string pieces,
-    cached in ``codec`` (tickets, event types and key ids repeat)."""
-    found = codec.layouts.get((stream, event_type, key_id))
-    if found is not None:
-        return found
+    """The ``struct`` packer of a leaf input up to the ciphertext, and its string pieces, put
+    in ``codec.layouts`` (tickets, event types and key ids repeat: callers look there first)."""
     if len(codec.layouts) >= codec.CACHE_SIZE:
         codec.layouts.clear()
     s, e, k = codec.s(stream), codec.s(event_type), codec.s(key_id)
