@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -119,6 +120,25 @@ async def totp_start(request: Request, principal: OptionalPrincipal, db: DbSessi
     return await _account_page(request, db, who)
 
 
+async def _second_factor(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    change: Callable[[DbSession, Principal], Awaitable[object]],
+    notice: str,
+) -> Response:
+    """Confirm or turn off the second factor: a wrong code is kept (throttled) and shown."""
+    who = await admit(request, db, principal, anyone)
+    if isinstance(who, Response):
+        return who
+    try:
+        await change(db, who)
+    except BrokerError as exc:
+        await refused_keep(db, exc)
+        return await _account_page(request, db, who, 422, error=exc.detail)
+    return await _account_page(request, db, who, notice=notice)
+
+
 @router.post("/ui/account/totp/confirm", response_model=None)
 async def totp_confirm(
     request: Request,
@@ -126,15 +146,13 @@ async def totp_confirm(
     db: DbSession,
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
-    try:
-        await totp.confirm_enrollment(db, who, code)
-    except BrokerError as exc:
-        await refused_keep(db, exc)
-        return await _account_page(request, db, who, 422, error=exc.detail)
-    return await _account_page(request, db, who, notice="The second factor is on.")
+    return await _second_factor(
+        request,
+        principal,
+        db,
+        lambda d, w: totp.confirm_enrollment(d, w, code),
+        "The second factor is on.",
+    )
 
 
 @router.post("/ui/account/totp/disable", response_model=None)
@@ -144,12 +162,6 @@ async def totp_disable(
     db: DbSession,
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
-    try:
-        await totp.disable(db, who, code)
-    except BrokerError as exc:
-        await refused_keep(db, exc)
-        return await _account_page(request, db, who, 422, error=exc.detail)
-    return await _account_page(request, db, who, notice="The second factor is off.")
+    return await _second_factor(
+        request, principal, db, lambda d, w: totp.disable(d, w, code), "The second factor is off."
+    )

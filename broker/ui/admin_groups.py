@@ -8,6 +8,7 @@ token is shown once, on the page that answers the form.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -22,6 +23,7 @@ from broker.db.session import DbSession
 from broker.devices import service as devices
 from broker.devices.schemas import GroupCreate, GroupUpdate
 from broker.errors import BrokerError, ValidationFailed
+from broker.evidence.service import Actor
 from broker.gateway import service as gateway
 from broker.ui.admin import BASE, Text, admin_only, invalid
 from broker.ui.common import page, refused
@@ -157,32 +159,48 @@ async def group_update(
     return RedirectResponse(f"{BASE}/groups/{group_id}", status_code=303)
 
 
-@router.post(BASE + "/groups/{group_id}/members", response_model=None)
-async def member_add(
-    request: Request, group_id: str, principal: OptionalPrincipal, db: DbSession, user_id: Text = ""
+async def _membership(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    group_id: str,
+    change: Callable[[DbSession, Actor], Awaitable[object]],
 ) -> Response:
+    """Add or remove a member, then back to the group's page (a refusal is shown there)."""
     who = await admin_only(request, db, principal)
     if isinstance(who, Response):
         return who
     try:
-        await devices.add_member(db, actor=who.actor(), group_id=group_id, user_id=user_id)
+        await change(db, who.actor())
     except BrokerError as exc:
         return await refused(request, db, exc)
     return RedirectResponse(f"{BASE}/groups/{group_id}", status_code=303)
+
+
+@router.post(BASE + "/groups/{group_id}/members", response_model=None)
+async def member_add(
+    request: Request, group_id: str, principal: OptionalPrincipal, db: DbSession, user_id: Text = ""
+) -> Response:
+    return await _membership(
+        request,
+        principal,
+        db,
+        group_id,
+        lambda d, actor: devices.add_member(d, actor=actor, group_id=group_id, user_id=user_id),
+    )
 
 
 @router.post(BASE + "/groups/{group_id}/members/{user_id}/remove", response_model=None)
 async def member_remove(
     request: Request, group_id: str, user_id: str, principal: OptionalPrincipal, db: DbSession
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
-    try:
-        await devices.remove_member(db, actor=who.actor(), group_id=group_id, user_id=user_id)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
-    return RedirectResponse(f"{BASE}/groups/{group_id}", status_code=303)
+    return await _membership(
+        request,
+        principal,
+        db,
+        group_id,
+        lambda d, actor: devices.remove_member(d, actor=actor, group_id=group_id, user_id=user_id),
+    )
 
 
 @router.post(BASE + "/groups/{group_id}/enrollment-token", response_model=None)
