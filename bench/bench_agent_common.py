@@ -118,7 +118,11 @@ def agent_env(settings: Any) -> dict[str, str]:
     )
 
 
-async def spawn_agent(settings: Any) -> asyncio.subprocess.Process:
+async def spawn_agent(
+    settings: Any, *, stdout: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """``supportbroker-agent run`` in its own process; its stdin is the user's terminal
+    (``PIPE`` for ``stdout`` lets a benchmark read the consent prompt)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -126,7 +130,7 @@ async def spawn_agent(settings: Any) -> asyncio.subprocess.Process:
         "run",
         env=agent_env(settings),
         stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
         stderr=asyncio.subprocess.DEVNULL,
     )
 

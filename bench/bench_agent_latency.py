@@ -1,15 +1,21 @@
 """Broker overhead from consent approval to an open channel, p50/p99 (target p99 <= 50 ms).
 
+Four processes, as on separate machines: the broker (uvicorn + SSH gateway, SQLite with an
+fsync on every commit) in this one, the agent (``supportbroker-agent run``, its real terminal
+prompt on stdin/stdout), the technician's client (this file with ``--technician``: httpx and
+websockets) and a TCP echo service on the device's side.
+
 For each of N sessions (``control`` capability): the technician requests the session, takes a
-one-time ticket and opens the forward WebSocket at once; the broker holds that socket while
-the session awaits consent. The agent prompts the end user, who approves (t0, stamped once the
-technician's socket is waiting). From there it is the broker's work: the signed receipt
-crosses the control channel, the broker verifies and seals it and approves the session; the
-commit wakes the waiting socket (push, no polling: ``broker/gateway/signals.py``), which
-attaches (``session.started``), opens the SSH channel to the agent and relays the first byte,
-echoed back from a local port on the device (t1). Baseline, measured in the same run on the
-same broker: an HTTP round trip of ``GET /api/v1/sessions/{id}``. Broker, agent and
-technician share one process (SQLite, fsync on every commit).
+one-time ticket and opens the forward WebSocket at once, sending one byte; the broker holds
+that socket while the session awaits consent. The agent shows its prompt; once the
+technician's socket is waiting, this process types ``y`` + Enter on the agent's terminal (t0:
+the moment the end user answers). From there: the agent signs its receipt and sends it over
+the control channel, the broker verifies and seals it and approves the session; the commit
+wakes the waiting socket (push: ``broker/gateway/signals.py``), which opens the SSH channel to
+the agent, attaches (``session.started``) and relays the byte to the echo service; t1 is when
+the technician's client has the byte back. Both stamps are ``CLOCK_MONOTONIC``, one clock for
+every process on the machine. Baseline, measured by the same client in the same run: an HTTP
+round trip of ``GET /api/v1/sessions/{id}``.
 
     .venv/bin/python bench/bench_agent_latency.py [-n 100]
 """
@@ -18,99 +24,135 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_agent_common import broker, pct
+WARM_UP = 5
+PROMPT = b"Allow? [y/N] "  # the end of the agent's terminal prompt (agent/consent.py)
 
-from tests.gateway.helpers import ScriptedPrompter, enrolled_agent
+ECHO = textwrap.dedent(
+    """
+    import asyncio
 
-
-class StampingPrompter(ScriptedPrompter):
-    """Approves once the technician's socket is waiting, and notes when (t0)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stamps: list[float] = []
-        self.ready = asyncio.Event()
-
-    async def ask(self, prompt: Any, wait_seconds: float) -> tuple[bool, str]:
-        self.prompts.append(prompt)
-        await self.ready.wait()
-        self.ready.clear()
-        await asyncio.sleep(0.05)  # the broker has redeemed the ticket and is waiting
-        self.stamps.append(time.perf_counter())
-        return True, "user"
-
-
-async def echo_server() -> tuple[asyncio.Server, int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(reader, writer):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+    """
+)
+
+
+def now() -> float:
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+async def technician(url: str, token: str, device: str, port: int, n: int) -> None:
+    """The technician's side, in its own process; one JSON line per step on stdout."""
+    import httpx
+    import websockets
+
+    def say(**msg: object) -> None:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=auth) as http:
+        for i in range(n):
+            resp = await http.post(
+                "/api/v1/sessions",
+                json={
+                    "ticket": {"system": "standalone", "external_id": f"HD-{i}"},
+                    "device_id": device,
+                    "reason": "latency benchmark",
+                    "capabilities": ["control"],
+                    "duration_minutes": 30,
+                },
+            )
+            resp.raise_for_status()
+            sid = resp.json()["id"]
+            t = now()
+            (await http.get(f"/api/v1/sessions/{sid}")).raise_for_status()
+            base = now() - t
+            ticket = (
+                await http.post(
+                    f"/api/v1/gateway/sessions/{sid}/terminal-ticket", json={"mode": "control"}
+                )
+            ).json()["ticket"]
+            uri = url.replace("http", "ws") + f"/api/v1/gateway/forward?ticket={ticket}&port={port}"
+            async with websockets.connect(uri, compression=None) as ws:
+                await ws.send(b"x")  # relayed as soon as the channel is open
+                say(waiting=sid)
+                echoed = await ws.recv()
+                t1 = now()
+                assert echoed == b"x", echoed
+            (await http.post(f"/api/v1/sessions/{sid}/end")).raise_for_status()
+            say(t1=t1, base=base)
+
+
+async def spawn(*args: str, stdin: int | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdin=stdin, stdout=asyncio.subprocess.PIPE
+    )
 
 
 async def main() -> None:
-    import httpx
-    import websockets
+    from bench_agent_common import broker, device_id, enroll_agent, pct, spawn_agent
 
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=100)
     n = parser.parse_args().n
-    echo, port = await echo_server()
-    with tempfile.TemporaryDirectory() as d:
-        async with broker(Path(d), allowed_ports=[port]) as b:
-            prompter = StampingPrompter()
-            agent = await enrolled_agent(b.app, b.gateway, Path(d), b.group.name, prompter)
-            auth = {"Authorization": f"Bearer {b.tech_token}"}
-            total, base = [], []
-            async with httpx.AsyncClient(base_url=b.url, headers=auth) as http:
-                for i in range(n + 5):  # the first 5 warm up
-                    resp = await http.post(
-                        "/api/v1/sessions",
-                        json={
-                            "ticket": {"system": "standalone", "external_id": f"HD-{i}"},
-                            "device_id": agent.device_id,
-                            "reason": "latency benchmark",
-                            "capabilities": ["control"],
-                            "duration_minutes": 30,
-                        },
-                    )
-                    resp.raise_for_status()
-                    sid = resp.json()["id"]
-                    t = time.perf_counter()
-                    (await http.get(f"/api/v1/sessions/{sid}")).raise_for_status()
-                    if i >= 5:
-                        base.append(time.perf_counter() - t)
-                    ticket = (
-                        await http.post(
-                            f"/api/v1/gateway/sessions/{sid}/terminal-ticket",
-                            json={"mode": "control"},
-                        )
-                    ).json()["ticket"]
-                    uri = b.url.replace("http", "ws") + (
-                        f"/api/v1/gateway/forward?ticket={ticket}&port={port}"
-                    )
-                    async with websockets.connect(uri, compression=None) as ws:
-                        prompter.ready.set()
-                        await ws.send(b"x")  # relayed as soon as the channel is open
-                        echoed = await ws.recv()
-                        assert echoed == b"x", echoed
-                        t1 = time.perf_counter()
-                    if i >= 5:
-                        total.append(t1 - prompter.stamps[-1])
-                    (await http.post(f"/api/v1/sessions/{sid}/end")).raise_for_status()
-            await agent.stop()
-    echo.close()
+    echo = await spawn("-c", ECHO)
+    assert echo.stdout is not None
+    port = int(await echo.stdout.readline())
+    total, base = [], []
+    procs = [echo]
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            async with broker(Path(d), allowed_ports=[port]) as b:
+                settings = await enroll_agent(b)
+                agent = await spawn_agent(settings, stdout=asyncio.subprocess.PIPE)
+                procs.append(agent)
+                dev = device_id(settings)
+                while dev not in b.gateway.links:  # noqa: ASYNC110 - a dict, not an event
+                    await asyncio.sleep(0.05)
+                tech = await spawn(
+                    __file__, "--technician", b.url, b.tech_token, dev, str(port), str(n + WARM_UP)
+                )
+                procs.append(tech)
+                assert agent.stdin is not None
+                assert agent.stdout is not None
+                assert tech.stdout is not None
+                for i in range(n + WARM_UP):
+                    await agent.stdout.readuntil(PROMPT)  # the end user sees the request
+                    json.loads(await tech.stdout.readline())  # the technician's socket waits
+                    await asyncio.sleep(0.05)  # the broker has redeemed the ticket and waits
+                    t0 = now()
+                    agent.stdin.write(b"y\n")
+                    await agent.stdin.drain()
+                    done = json.loads(await tech.stdout.readline())
+                    if i >= WARM_UP:
+                        total.append(done["t1"] - t0)
+                        base.append(done["base"])
+                await tech.wait()
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
     def row(name: str, xs: list[float]) -> str:
         return f"{name:34s} p50 {pct(xs, 0.5) * 1000:7.1f} ms   p99 {pct(xs, 0.99) * 1000:7.1f} ms"
@@ -123,4 +165,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) == 7 and sys.argv[1] == "--technician":
+        url, token, device, port, count = sys.argv[2:]
+        asyncio.run(technician(url, token, device, int(port), int(count)))
+    else:
+        asyncio.run(main())
