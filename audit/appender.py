@@ -10,21 +10,23 @@ and the batch's signed checkpoint commit together.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit import schema
 from audit.checkpoint import CheckpointSigner
-from audit.driver import ops_for
+from audit.driver import ADVISORY_LOCK_KEY, ops_for
 from audit.keyring import Keyring
 from audit.merkle import Frontier
 from audit.records import FieldCodec, to_micros
-from audit.sealing import NewEvent, StreamHead, check_events, seal_rows
+from audit.sealing import NewEvent, Prepared, StreamHead, prepare, seal_rows
 
-ADVISORY_LOCK_KEY = 0x5342_4155_4449_5431  # "SBAUDIT1": one writer across broker processes
+__all__ = ["ADVISORY_LOCK_KEY", "Appended", "LastAppend", "append_batch", "take_lock"]
 
 
 class Appended(NamedTuple):
@@ -35,6 +37,44 @@ class Appended(NamedTuple):
     stream: str
     stream_seq: int
     leaf_hash: bytes
+
+
+@dataclass
+class LastAppend:
+    """The stream heads and data keys this process's last append left behind.
+
+    Reused by the next append only if the stored tree is exactly the one that append
+    produced (same size and frontier, read under the lock): then nobody else has appended
+    since and that append committed, so the heads and live keys are still those in the
+    database (an erasure always appends, and erasing from this process forgets them first).
+    A rolled-back transaction or another writer leaves a different tree, and everything is
+    read again. Saves two queries per append; bounded to ``MAX_STREAMS`` streams.
+    """
+
+    MAX_STREAMS = 10_000
+
+    size: int = -1
+    frontier: bytes = b""
+    heads: dict[str, StreamHead] = field(default_factory=dict)
+    keys: dict[str, tuple[str, AESGCM]] = field(default_factory=dict)
+
+    def check(self, size: int, frontier: bytes) -> None:
+        """Forget all unless this is the tree the last append left; invalid until ``keep``."""
+        valid = self.size == size and self.frontier == frontier
+        self.size = -1  # an append that fails half-way must not leave advanced heads valid
+        if not valid:
+            self.forget()
+
+    def keep(self, size: int, frontier: bytes) -> None:
+        if len(self.heads) > self.MAX_STREAMS:
+            self.forget()
+            return
+        self.size, self.frontier = size, frontier
+
+    def forget(self) -> None:
+        self.size = -1
+        self.heads.clear()
+        self.keys.clear()
 
 
 async def take_lock(conn: AsyncConnection) -> None:
@@ -49,38 +89,52 @@ async def take_lock(conn: AsyncConnection) -> None:
 
 async def append_batch(
     conn: AsyncConnection,
-    events: Sequence[NewEvent],
+    events: Sequence[NewEvent] | Prepared,
     *,
     codec: FieldCodec,
     keyring: Keyring,
     signer: CheckpointSigner,
     portable: bool = False,
+    last: LastAppend | None = None,
 ) -> list[Appended]:
     """Seal ``events`` in the caller's transaction; signs one checkpoint for the batch.
 
-    ``portable`` writes through SQLAlchemy Core even where a driver path exists (tests).
+    ``portable`` writes through SQLAlchemy Core even where a driver path exists (tests);
+    ``last`` is the caller's :class:`LastAppend`, reused when still valid.
     """
     if not events:
         return []
-    check_events(events)  # before any write: a bad batch leaves no key or lock behind
-    await take_lock(conn)
-    now = datetime.now(UTC)
-    now_us = to_micros(now)
+    # Before any write: a bad batch leaves no key or lock behind, and the state-free part
+    # of sealing (canonical JSON, ids, nonces) stays outside the lock.
+    ready = events if isinstance(events, Prepared) else prepare(events)
     ops = await ops_for(conn, portable=portable)
+    if not await ops.lock():  # the driver could not: the transaction is not begun yet
+        await take_lock(conn)
+    now_us = to_micros(datetime.now(UTC))
     tree = await ops.tree()
     frontier = Frontier() if tree is None else Frontier.unpack(*tree)
-    streams = {e.stream for e in events}
-    ciphers = await keyring.for_streams(ops, streams, now_us)
-    heads = {s: StreamHead(q, h, p) for s, q, h, p in await ops.heads(streams)}
-    known = set(heads)
-    rows = seal_rows(codec, events, frontier, heads, ciphers.__getitem__, now)
+    cache = last if last is not None else LastAppend()
+    cache.check(frontier.size, frontier.pack())
+    streams = {e.stream for e in ready.events}
+    ciphers = cache.keys
+    if missing := streams - ciphers.keys():
+        ciphers.update(await keyring.for_streams(ops, missing, now_us))
+    heads = cache.heads
+    known = {s for s in streams if s in heads}
+    if missing := streams - known:
+        for s, q, h, p in await ops.heads(missing):
+            heads[s] = StreamHead(q, h, p)
+            known.add(s)
+    rows = seal_rows(codec, ready, frontier, heads, ciphers.__getitem__)
     await ops.insert_records(rows)
-    touched = [(s, h.last_seq, h.last_hash, h.last_position) for s, h in heads.items()]
+    touched = [(s, h.last_seq, h.last_hash, h.last_position) for s in streams for h in [heads[s]]]
     await ops.save_heads(
         [t for t in touched if t[0] not in known], [t for t in touched if t[0] in known]
     )
     root = frontier.root()
-    await ops.save_tree(tree is None, frontier.size, frontier.pack(), root)
+    packed = frontier.pack()
+    await ops.save_tree(tree is None, frontier.size, packed, root)
     signed = signer.sign(frontier.size, root)
     await ops.checkpoint(signed.size, root, signed.note, now_us)
+    cache.keep(frontier.size, packed)
     return [Appended(r[0], r[1], r[2], r[3], r[11]) for r in rows]

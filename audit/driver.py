@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from audit import schema
 from audit.sealing import Row
 
+ADVISORY_LOCK_KEY = 0x5342_4155_4449_5431  # "SBAUDIT1": one writer across broker processes
 RECORD_COLUMNS = tuple(c.name for c in schema.records.columns)
 HEAD_COLUMNS = ("stream", "last_seq", "last_hash", "last_position")
 KEY_COLUMNS = ("key_id", "stream", "kek_id", "wrapped_key", "created_at_us")
@@ -40,6 +41,7 @@ _INSERT_RECORDS = (
 class AppendOps(Protocol):
     """What an append does to the database, inside the caller's transaction, after the lock."""
 
+    async def lock(self) -> bool: ...
     async def tree(self) -> tuple[int, bytes] | None: ...
     async def live_keys(self, streams: set[str]) -> list[tuple[str, str, str, bytes]]: ...
     async def insert_keys(self, rows: Sequence[KeyRow]) -> None: ...
@@ -55,6 +57,13 @@ class SqliteOps:
 
     def __init__(self, driver: Any) -> None:
         self.db = driver
+
+    async def lock(self) -> bool:
+        """The single-writer lock by a write first, if the caller's transaction has begun."""
+        if not self.db.in_transaction:
+            return False
+        await self.db.execute_fetchall("UPDATE audit_tree_state SET size = size WHERE id = 1")
+        return True
 
     async def tree(self) -> tuple[int, bytes] | None:
         rows = await self.db.execute_fetchall(
@@ -113,6 +122,13 @@ class AsyncpgOps:
     def __init__(self, driver: Any) -> None:
         self.db = driver
 
+    async def lock(self) -> bool:
+        """The transaction-scoped advisory lock, if the caller's transaction has begun."""
+        if not self.db.is_in_transaction():
+            return False
+        await self.db.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
+        return True
+
     async def tree(self) -> tuple[int, bytes] | None:
         row = await self.db.fetchrow("SELECT size, frontier FROM audit_tree_state WHERE id = 1")
         return None if row is None else (int(row[0]), bytes(row[1]))
@@ -165,6 +181,9 @@ class PortableOps:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+
+    async def lock(self) -> bool:
+        return False  # the appender takes it through SQLAlchemy
 
     async def tree(self) -> tuple[int, bytes] | None:
         ts = schema.tree_state

@@ -86,9 +86,41 @@ def check_events(events: Sequence[NewEvent]) -> None:
             raise AuditError(f"event type must be 1-{MAX_EVENT_TYPE_LENGTH} characters")
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch checked and encoded ahead of the writer's lock (see :func:`prepare`)."""
+
+    events: Sequence[NewEvent]
+    plaintexts: list[bytes]
+    times: list[int]
+    ids: list[str]
+    nonces: bytes
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+def prepare(events: Sequence[NewEvent], now: datetime | None = None) -> Prepared:
+    """What sealing needs that does not depend on the log's state: checks, canonical
+    payloads, times, record ids and nonces.
+
+    It raises for a bad event (CanonicalError, AuditError) before anything is written, and it
+    runs before the single-writer lock is taken, so the lock is held for less time.
+    """
+    check_events(events)
+    default_time = to_micros(now or datetime.now(UTC))
+    return Prepared(
+        events,
+        [canonical_json(e.payload) for e in events],
+        [default_time if e.occurred_at is None else to_micros(e.occurred_at) for e in events],
+        new_record_ids(len(events), default_time // 1000),
+        os.urandom(12 * len(events)),
+    )
+
+
 def seal_rows(
     codec: FieldCodec,
-    events: Sequence[NewEvent],
+    events: Sequence[NewEvent] | Prepared,
     frontier: Frontier,
     heads: dict[str, StreamHead],
     cipher_for: Callable[[str], tuple[str, AESGCM]],
@@ -98,15 +130,12 @@ def seal_rows(
 
     The hot path of every append: :func:`associated_data` and :func:`leaf_data` are built
     inline from the codec's cached pieces, the leaf data by one ``struct`` call per record
-    (:func:`audit.scan.leaf_layout`; tests check they are the same bytes), ids and
-    nonces come from one ``os.urandom`` each, and the frontier takes the leaves in one call.
-    A batch with an invalid event changes nothing.
+    (:func:`audit.scan.leaf_layout`; tests check they are the same bytes), and the frontier
+    takes the leaves in one call. Events go through :func:`prepare` first unless they come
+    prepared, so a batch with an invalid event changes nothing.
     """
-    check_events(events)
-    count = len(events)
-    default_time = to_micros(now or datetime.now(UTC))
-    ids = new_record_ids(count, default_time // 1000)
-    nonces = os.urandom(12 * count)
+    ready = events if isinstance(events, Prepared) else prepare(events, now)
+    plaintexts, times, ids, nonces = ready.plaintexts, ready.times, ready.ids, ready.nonces
     leaf_prefix, aad_prefix, known, enc = (
         codec.leaf_prefix,
         codec.aad_prefix,
@@ -119,7 +148,7 @@ def seal_rows(
     rows: list[Row] = []
     leaves: list[bytes] = []
     layouts, layout, hash_len = codec.layouts, leaf_layout, _HASH_LEN
-    for i, event in enumerate(events):
+    for i, event in enumerate(ready.events):
         stream, event_type = event.stream, event.event_type
         head = heads.get(stream)
         if head is None:
@@ -129,15 +158,16 @@ def seal_rows(
         record_id = ids[i]
         rid = record_id.encode()
         nonce = nonces[12 * i : 12 * i + 12]
-        plaintext = canonical_json(event.payload)
+        plaintext = plaintexts[i]
         stream_enc = known(stream) or enc(stream)
         type_enc = known(event_type) or enc(event_type)
         key_enc = known(key_id) or enc(key_id)
-        seq_b = pack_q(seq)
         ciphertext = cipher.encrypt(
-            nonce, plaintext, join((aad_prefix, rid_len, rid, stream_enc, seq_b, type_enc, key_enc))
+            nonce,
+            plaintext,
+            join((aad_prefix, rid_len, rid, stream_enc, pack_q(seq), type_enc, key_enc)),
         )
-        at = default_time if event.occurred_at is None else to_micros(event.occurred_at)
+        at = times[i]
         prev = head.last_hash
         pack = (
             layouts.get((stream, event_type, key_id)) or layout(codec, stream, event_type, key_id)

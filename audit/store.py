@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit import reader
-from audit.appender import ADVISORY_LOCK_KEY, Appended, append_batch, take_lock
+from audit.appender import ADVISORY_LOCK_KEY, Appended, LastAppend, append_batch, take_lock
 from audit.checkpoint import CheckpointSigner, SignedCheckpoint
 from audit.dbverify import verify_database
 from audit.errors import AuditError, RollbackDetected
@@ -27,7 +27,7 @@ from audit.merkle import consistency_proof, inclusion_proof
 from audit.publish import CheckpointPublisher
 from audit.reader import ReadRecord
 from audit.records import FieldCodec, Record, to_micros
-from audit.sealing import NewEvent
+from audit.sealing import NewEvent, Prepared, prepare
 from audit.verify import VerifyReport, row_to_record
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Appended",
     "AuditLog",
     "NewEvent",
+    "Prepared",
     "ReadRecord",
     "row_to_record",
     "verify_database",
@@ -64,6 +65,7 @@ class AuditLog:
         self.publisher = publisher
         self.keyring = Keyring(keys)
         self._codec = FieldCodec(log_id)
+        self._last = LastAppend()
 
     @property
     def keys(self) -> KeyProvider:
@@ -71,11 +73,25 @@ class AuditLog:
 
     # -- writing -----------------------------------------------------------------------
 
-    async def append(self, conn: AsyncConnection, events: Sequence[NewEvent]) -> list[Appended]:
-        """Seal ``events`` in the caller's transaction; signs one checkpoint for the batch."""
+    async def append(
+        self, conn: AsyncConnection, events: Sequence[NewEvent] | Prepared
+    ) -> list[Appended]:
+        """Seal ``events`` in the caller's transaction; signs one checkpoint for the batch.
+
+        ``events`` may come from :meth:`prepare` (checked and encoded ahead of the lock)."""
         return await append_batch(
-            conn, events, codec=self._codec, keyring=self.keyring, signer=self.signer
+            conn,
+            events,
+            codec=self._codec,
+            keyring=self.keyring,
+            signer=self.signer,
+            last=self._last,
         )
+
+    @staticmethod
+    def prepare(events: Sequence[NewEvent]) -> Prepared:
+        """Check and encode ``events`` now; raises for a bad one (see :func:`prepare`)."""
+        return prepare(events)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -123,6 +139,7 @@ class AuditLog:
         read again, and every hash (which covers ciphertext) still verifies.
         """
         await take_lock(conn)
+        self._last.forget()  # its cached key of this stream is about to be destroyed
         destroyed = await self.keyring.destroy(conn, stream, to_micros(datetime.now(UTC)))
         if not destroyed:
             raise AuditError(f"stream {stream!r} has no live data key to erase")
