@@ -39,9 +39,12 @@ QUIET_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool", "aiosqlite", "asyncpg")
 
 
 # Secrets that travel in URLs, and so reach the access log and any logged path: the consent
-# link token (it is the end user's credential) and OAuth/OIDC callback parameters.
+# link token (it is the end user's credential), the gateway's one-time WebSocket ticket
+# (``?ticket=`` + 43 URL-safe characters; a ticket *reference* such as HD-4711 is short and
+# stays readable), and OAuth/OIDC callback parameters.
 _SECRET_IN_URL = (
     (re.compile(r"(/consent/)[A-Za-z0-9_\-]{16,}"), r"\1[redacted]"),
+    (re.compile(r"([?&]ticket=)[A-Za-z0-9_\-]{24,}"), r"\1[redacted]"),
     (
         re.compile(r"([?&](?:code|token|access_token|id_token|secret|password)=)[^&\s\"']+"),
         r"\1[redacted]",

@@ -166,3 +166,12 @@ def test_scrub_keeps_what_is_not_secret() -> None:
     assert scrub("/consent/lookup") == "/consent/lookup"
     assert scrub("/api/v1/sessions?state=active&limit=5") == "/api/v1/sessions?state=active&limit=5"
     assert scrub("/callback?code=s3cr3t&state=s&x=1") == "/callback?code=[redacted]&state=s&x=1"
+    # the gateway's one-time WebSocket ticket is a secret; a ticket reference is not
+    secret = "Zx0_" + "a" * 39
+    assert scrub(f"/api/v1/gateway/forward?ticket={secret}&port=5900") == (
+        "/api/v1/gateway/forward?ticket=[redacted]&port=5900"
+    )
+    assert scrub(f"/api/v1/gateway/terminal?ticket={secret}") == (
+        "/api/v1/gateway/terminal?ticket=[redacted]"
+    )
+    assert scrub("/audit/search?ticket=HD-4711") == "/audit/search?ticket=HD-4711"
