@@ -1,17 +1,108 @@
-"""Verifying a whole log stored in a database, with only the log's public key."""
+"""Verifying a whole log stored in a database, with only the log's public key.
+
+One process reads pages of rows and feeds them to :meth:`LogVerifier.feed_rows`. With
+``processes > 1`` (and a log of more than one segment) the rows are verified in worker
+processes instead (:func:`audit.segments.feed_segments`): each worker opens its own engine
+from the connection's URL and reads only its own segment, by log position, so the parent
+never holds more than the verifier's state. Both ways give the same report.
+
+Rows are read straight from the driver where it is aiosqlite or asyncpg: SQLAlchemy's
+``Row`` objects cost about a microsecond per record, a third of the verification itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from audit import schema
 from audit.checkpoint import SignedCheckpoint, VerifierKey
 from audit.errors import RollbackDetected, VerificationError
 from audit.reader import RECORD_COLUMNS
+from audit.segments import DEFAULT_SEGMENT, feed_segments
 from audit.verify import LogVerifier, VerifyReport
+
+_PAGE = (
+    f"SELECT {', '.join(c.name for c in RECORD_COLUMNS)} FROM audit_records "  # noqa: S608
+    "WHERE position >= {} ORDER BY position LIMIT {}"
+)
+_PAGE_SQLITE = _PAGE.format("?", "?")
+_PAGE_ASYNCPG = _PAGE.format("$1", "$2")
+WORKER_PAGE = 8_192
+DEFAULT_CONTEXT = "spawn"
+"""Start method of the workers: the parent runs an event loop and holds driver threads and
+connections, which a forked child would inherit half-alive; spawning costs about 0.3 s."""
+
+
+async def read_rows(
+    conn: AsyncConnection, start: int, count: int, *, portable: bool = False
+) -> Sequence[Sequence[Any]]:
+    """The ``count`` records of smallest position ``>= start`` as rows in ``Record`` field
+    order, in the caller's transaction (``portable`` forces SQLAlchemy Core)."""
+    driver = conn.dialect.driver
+    if portable or driver not in ("aiosqlite", "asyncpg"):
+        stmt = (
+            select(*RECORD_COLUMNS)
+            .where(schema.records.c.position >= start)
+            .order_by(schema.records.c.position)
+            .limit(count)
+        )
+        return (await conn.execute(stmt)).all()
+    raw: Any = (await conn.get_raw_connection()).driver_connection
+    if driver == "asyncpg":
+        rows: Sequence[Sequence[Any]] = await raw.fetch(_PAGE_ASYNCPG, start, count)
+        return rows
+    async with raw.execute(_PAGE_SQLITE, (start, count)) as cursor:
+        return list(await cursor.fetchall())
+
+
+def worker_url(conn: AsyncConnection) -> str | None:
+    """The URL another process opens to read the same database (None: it cannot, as with
+    an in-memory SQLite database)."""
+    url = conn.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return url.render_as_string(hide_password=False)
+
+
+def fetch_segment(
+    url: str, start: int, count: int, *, page: int = WORKER_PAGE
+) -> Iterator[Sequence[Any]]:
+    """A worker's :data:`audit.segments.Fetch`: its segment's rows through its own engine,
+    ``page`` rows at a time (the next page is read once the verifier has taken the last
+    row of this one, so at most one page is in memory).
+
+    Pages follow the last position read, as one pass does; a worker whose rows skip a
+    position stops at the first row after the gap anyway.
+    """
+    with asyncio.Runner() as runner:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            conn = engine.connect()
+            runner.run(conn.start())
+            try:
+                left = count
+                while left > 0:
+                    rows = runner.run(read_rows(conn, start, min(page, left)))
+                    if not rows:
+                        return
+                    yield from rows
+                    left -= len(rows)
+                    start = int(rows[-1][0]) + 1
+            finally:
+                runner.run(conn.close())
+        finally:
+            runner.run(engine.dispose())
+
+
+def _of_total(progress: Callable[[int, int], None], total: int, done: int) -> None:
+    progress(done, total)
 
 
 async def verify_database(
@@ -21,12 +112,21 @@ async def verify_database(
     progress: Callable[[int, int], None] | None = None,
     published: SignedCheckpoint | None = None,
     batch: int = 20_000,
+    processes: int = 1,
+    segment: int = DEFAULT_SEGMENT,
+    context: str = DEFAULT_CONTEXT,
 ) -> VerifyReport:
     """Verify every record, chain, checkpoint and the tree state; never raises on bad data.
 
-    The log id is the verifier key's name. Rows go to :meth:`LogVerifier.feed_rows` a page
-    at a time, as the driver returns them.
+    The log id is the verifier key's name. Rows are read ``batch`` at a time in this process,
+    or, with ``processes > 1`` and more than ``segment`` records (a power of two), in
+    segments by that many worker processes (``context``: their start method). Either way
+    the rows after the ones counted at the start are then read here, as one pass reads
+    every row there is. ``progress(done, total)`` follows each page or segment (in the
+    worker case it is called from a helper thread).
     """
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}")
     cps = await conn.execute(select(schema.checkpoints.c.size, schema.checkpoints.c.note))
     checker = LogVerifier(verifier.name, verifier, {int(s): n for s, n in cps})
     if published is not None:
@@ -34,23 +134,24 @@ async def verify_database(
     ts = schema.tree_state
     state = (await conn.execute(select(ts.c.size, ts.c.root).where(ts.c.id == 1))).first()
     total = int((await conn.execute(select(func.count()).select_from(schema.records))).scalar_one())
+    url = worker_url(conn) if processes > 1 and total > segment else None
     done = 0
-    last = -1
     try:
-        while True:
-            rows = (
-                await conn.execute(
-                    select(*RECORD_COLUMNS)
-                    .where(schema.records.c.position > last)
-                    .order_by(schema.records.c.position)
-                    .limit(batch)
-                )
-            ).all()
-            if not rows:
-                break
+        if url is not None:
+            await asyncio.to_thread(
+                feed_segments,
+                checker,
+                total,
+                partial(fetch_segment, url),
+                processes=processes,
+                segment=segment,
+                context=context,
+                progress=None if progress is None else partial(_of_total, progress, total),
+            )
+            done = total
+        while rows := await read_rows(conn, done, batch):
             checker.feed_rows(rows)
             done += len(rows)
-            last = int(rows[-1][0])
             if progress is not None:
                 progress(done, total)
         return checker.finish(

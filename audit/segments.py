@@ -14,7 +14,7 @@ pass would name.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +101,22 @@ def plan(checker: LogVerifier, total: int, fetch: Fetch, segment: int) -> list[J
 
 def run_job(job: Job) -> SegmentResult:
     log_id, start, count, marks, fetch = job
-    return verify_segment(log_id, start, fetch(start, count), marks)
+    rows = fetch(start, count)
+    try:
+        result = verify_segment(log_id, start, rows, marks)
+    finally:
+        if isinstance(rows, Generator):  # it may hold a connection: close it now
+            rows.close()
+    if result.error is None and result.count < count:
+        # Only a log that shrank under the verifier does this (the planner counted the rows
+        # first): the next segment could not continue this one's tree.
+        result.error = (
+            f"the log changed while it was verified: {count} records expected from position "
+            f"{start}, {result.count} found",
+            start + result.count,
+            None,
+        )
+    return result
 
 
 def feed_segments(
@@ -112,20 +127,31 @@ def feed_segments(
     processes: int = 1,
     segment: int = DEFAULT_SEGMENT,
     context: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Verify the first ``total`` rows after what ``checker`` has seen, ``processes`` workers
     at a time (1: in this process), and feed them to it; raises its first problem.
 
     With more than one process, ``fetch`` runs in the workers and must pickle (a module-level
     function, or a ``functools.partial`` of one); ``context`` is the multiprocessing start
-    method (``fork`` lets the workers see the parent's memory).
+    method (``fork`` lets the workers see the parent's memory). ``progress(size)`` is called
+    with the records verified so far after each segment joins the tree.
     """
     jobs = plan(checker, total, fetch, segment)
     if processes <= 1 or len(jobs) <= 1:
-        results: Iterator[SegmentResult] = map(run_job, jobs)
-        for result in results:
-            checker.absorb(result)
+        _absorb_all(checker, map(run_job, jobs), progress)
         return
-    with multiprocessing.get_context(context).Pool(processes) as pool:
-        for result in pool.imap(run_job, jobs):  # in order; leaving the block stops the rest
-            checker.absorb(result)
+    with multiprocessing.get_context(context).Pool(min(processes, len(jobs))) as pool:
+        # imap keeps the jobs' order; leaving the block on a problem stops the rest.
+        _absorb_all(checker, pool.imap(run_job, jobs), progress)
+
+
+def _absorb_all(
+    checker: LogVerifier,
+    results: Iterator[SegmentResult],
+    progress: Callable[[int], None] | None,
+) -> None:
+    for result in results:
+        checker.absorb(result)
+        if progress is not None:
+            progress(checker.frontier.size)

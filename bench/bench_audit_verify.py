@@ -8,19 +8,29 @@ reads from the database. Timed, best of ``--rounds``:
 - ``LogVerifier.feed_rows``: one process;
 - ``feed_segments``: 2 worker processes (``fork``: they read the parent's rows), segments of
   65,536 rows, started inside the timing;
+- ``verify_database`` over the same rows written to a SQLite file (the path of ``audit
+  verify-log``: engine, connection, checkpoints, tree state, rows read from the database),
+  with 1 process and with 2 worker processes (``--processes 2``: started with ``spawn`` inside
+  the timing, each reading its own segments by position);
 - baseline A, raw SHA-256 of every byte string the verifier hashes: each leaf input
   (``0x00 || leaf data``, pre-built) and each node input (``0x01 || left || right``,
   pre-built, n - 1 of them), one ``hashlib.sha256(x).digest()`` per string, one process;
 - baseline B, the leaf inputs alone.
 
-    .venv/bin/python bench/bench_audit_verify.py [--records 1000000] [--rounds 3]
+    .venv/bin/python bench/bench_audit_verify.py [--records 1000000] [--rounds 3] [--db PATH]
+
+The SQLite file (about 310 MB for 10^6 records) is written to a temporary directory unless
+``--db`` names one (it is replaced).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
+import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +39,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from audit.checkpoint import CheckpointSigner
+from audit import schema
+from audit.checkpoint import CheckpointSigner, VerifierKey
+from audit.dbverify import verify_database
 from audit.merkle import Frontier
 from audit.records import FieldCodec, leaf_data
 from audit.sealing import NewEvent, Row, StreamHead, seal_rows
@@ -81,16 +95,66 @@ def seal(records: int) -> tuple[CheckpointSigner, dict[int, str], Frontier]:
     return signer, checkpoints, frontier
 
 
+def write_database(path: Path, checkpoints: dict[int, str], frontier: Frontier) -> None:
+    """``ROWS`` with their checkpoints and tree state in a SQLite file with the audit schema
+    (WAL, as the broker's engine sets it)."""
+    path.unlink(missing_ok=True)
+    sync = create_engine(f"sqlite:///{path}")
+    schema.metadata.create_all(sync)
+    sync.dispose()
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        marks = "?, " * (len(ROWS[0]) - 1) + "?"
+        db.executemany(f"INSERT INTO audit_records VALUES ({marks})", ROWS)
+        db.executemany(
+            "INSERT INTO audit_checkpoints (size, root, note, created_at_us) VALUES (?, ?, ?, 0)",
+            [(size, b"", note) for size, note in checkpoints.items()],
+        )
+        db.execute(
+            "INSERT INTO audit_tree_state (id, size, frontier, root) VALUES (1, ?, ?, ?)",
+            (frontier.size, frontier.pack(), frontier.root()),
+        )
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+async def verify_file(path: Path, verifier: VerifierKey, processes: int) -> tuple[float, bytes]:
+    start = time.perf_counter()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.connect() as conn:
+            report = await verify_database(conn, verifier, processes=processes)
+    finally:
+        await engine.dispose()
+    elapsed = time.perf_counter() - start
+    assert report.ok, report.verdict()
+    assert report.root is not None
+    return elapsed, report.root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--db", type=Path, help="where to write the SQLite file")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run(args, args.db or Path(tmp) / "audit.db")
+
+
+def run(args: argparse.Namespace, db_path: Path) -> None:
     t0 = time.perf_counter()
     signer, checkpoints, frontier = seal(args.records)
     leaf_in = [b"\x00" + leaf_data(LOG_ID, *r[:11]) for r in ROWS]
     nodes_in = node_inputs([r[11] for r in ROWS])
     print(f"sealed {len(ROWS):,} records in {time.perf_counter() - t0:.1f} s (setup)")
+    t0 = time.perf_counter()
+    write_database(db_path, checkpoints, frontier)
+    size_mb = db_path.stat().st_size / 1e6
+    print(f"wrote {db_path} ({size_mb:.0f} MB) in {time.perf_counter() - t0:.1f} s (setup)")
     sha = hashlib.sha256
 
     def raw(inputs: list[bytes]) -> float:
@@ -112,10 +176,17 @@ def main() -> None:
         assert report.root == frontier.root()
         return elapsed
 
-    times: dict[str, list[float]] = {"one": [], "two": [], "leaves": [], "all": []}
+    def from_file(processes: int) -> float:
+        elapsed, root = asyncio.run(verify_file(db_path, signer.verifier, processes))
+        assert root == frontier.root()
+        return elapsed
+
+    times: dict[str, list[float]] = {k: [] for k in ("one", "two", "db1", "db2", "leaves", "all")}
     for _ in range(args.rounds):  # interleaved, so the machine's load hits all alike
         times["one"].append(ours(1))
         times["two"].append(ours(2))
+        times["db1"].append(from_file(1))
+        times["db2"].append(from_file(2))
         leaves = raw(leaf_in)
         times["leaves"].append(leaves)
         times["all"].append(leaves + raw(nodes_in))
@@ -126,16 +197,18 @@ def main() -> None:
     labels = {
         "one": "LogVerifier, 1 process",
         "two": "feed_segments, 2 processes",
+        "db1": "verify_database, SQLite, 1 process",
+        "db2": "verify_database, SQLite, 2 processes",
         "all": "raw SHA-256, leaves + nodes (A)",
         "leaves": "raw SHA-256, leaves only (B)",
     }
     best = {k: min(v) for k, v in times.items()}
     for key, label in labels.items():
         runs = " ".join(f"{t:.2f}" for t in times[key])
-        print(f"  {label:34} {best[key]:6.2f} s {n / best[key]:>12,.0f} records/s  [{runs}]")
-    for key in ("one", "two"):
+        print(f"  {label:38} {best[key]:6.2f} s {n / best[key]:>12,.0f} records/s  [{runs}]")
+    for key in ("one", "two", "db1", "db2"):
         print(
-            f"  ratio {labels[key]:28} vs A {best['all'] / best[key]:.2f}x, "
+            f"  ratio {labels[key]:38} vs A {best['all'] / best[key]:.2f}x, "
             f"vs B {best['leaves'] / best[key]:.2f}x   target >= 0.5x"
         )
 

@@ -29,8 +29,12 @@ def _progress(done: int, total: int) -> None:
 
 
 async def _verify_log(db: AsyncSession, args: argparse.Namespace) -> int:
+    from audit.store import verify_database
+
     log = audit_log_of(db)
-    report = await log.verify_log(await db.connection(), _progress)
+    report = await verify_database(
+        await db.connection(), log.signer.verifier, progress=_progress, processes=args.processes
+    )
     print(report.verdict())
     return 0 if report.ok else 1
 
@@ -92,7 +96,11 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--public-key", required=True)
     verify.set_defaults(plain=_plain_verify)
 
-    sub.add_parser("verify-log", help="verify the whole log").set_defaults(handler=_verify_log)
+    from audit.cli import add_processes_option
+
+    verify_log = sub.add_parser("verify-log", help="verify the whole log")
+    add_processes_option(verify_log)
+    verify_log.set_defaults(handler=_verify_log)
 
     export = sub.add_parser("export", help="write a ticket's evidence bundle")
     export.add_argument("ticket", help="SYSTEM:EXTERNAL_ID, e.g. zammad:HD-4711")
