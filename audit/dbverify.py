@@ -13,6 +13,7 @@ Rows are read straight from the driver where it is aiosqlite or asyncpg: SQLAlch
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -138,16 +139,21 @@ async def verify_database(
     done = 0
     try:
         if url is not None:
-            await asyncio.to_thread(
-                feed_segments,
-                checker,
-                total,
-                partial(fetch_segment, url),
-                processes=processes,
-                segment=segment,
-                context=context,
-                progress=None if progress is None else partial(_of_total, progress, total),
-            )
+            stop = threading.Event()  # set when this coroutine ends, e.g. cancelled by Ctrl-C
+            try:
+                await asyncio.to_thread(
+                    feed_segments,
+                    checker,
+                    total,
+                    partial(fetch_segment, url),
+                    processes=processes,
+                    segment=segment,
+                    context=context,
+                    progress=None if progress is None else partial(_of_total, progress, total),
+                    stop=stop,
+                )
+            finally:
+                stop.set()
             done = total
         while rows := await read_rows(conn, done, batch):
             checker.feed_rows(rows)

@@ -14,8 +14,11 @@ pass would name.
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.pool import IMapIterator
 from typing import Any
 
 from audit.errors import VerificationError
@@ -128,6 +131,7 @@ def feed_segments(
     segment: int = DEFAULT_SEGMENT,
     context: str | None = None,
     progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Verify the first ``total`` rows after what ``checker`` has seen, ``processes`` workers
     at a time (1: in this process), and feed them to it; raises its first problem.
@@ -135,15 +139,41 @@ def feed_segments(
     With more than one process, ``fetch`` runs in the workers and must pickle (a module-level
     function, or a ``functools.partial`` of one); ``context`` is the multiprocessing start
     method (``fork`` lets the workers see the parent's memory). ``progress(size)`` is called
-    with the records verified so far after each segment joins the tree.
+    with the records verified so far after each segment joins the tree. Setting ``stop``
+    (from another thread) ends the workers and raises :class:`Stopped` within
+    :data:`POLL_SECONDS`; the workers ignore SIGINT, so a Ctrl-C reaches only the parent,
+    which decides.
     """
     jobs = plan(checker, total, fetch, segment)
     if processes <= 1 or len(jobs) <= 1:
         _absorb_all(checker, map(run_job, jobs), progress)
         return
-    with multiprocessing.get_context(context).Pool(min(processes, len(jobs))) as pool:
-        # imap keeps the jobs' order; leaving the block on a problem stops the rest.
-        _absorb_all(checker, pool.imap(run_job, jobs), progress)
+    ctx = multiprocessing.get_context(context)
+    quiet = (signal.SIGINT, signal.SIG_IGN)
+    with ctx.Pool(min(processes, len(jobs)), signal.signal, quiet) as pool:
+        # imap keeps the jobs' order; leaving the block (a problem, a stop) ends the workers.
+        _absorb_all(checker, _until(pool.imap(run_job, jobs), stop), progress)
+
+
+class Stopped(Exception):
+    """The caller set ``stop``: the verification was abandoned."""
+
+
+POLL_SECONDS = 0.1
+
+
+def _until(
+    results: IMapIterator[SegmentResult], stop: threading.Event | None
+) -> Iterator[SegmentResult]:
+    """``results`` in order, looking at ``stop`` while waiting for the next."""
+    while True:
+        try:
+            yield results.next(POLL_SECONDS)
+        except multiprocessing.TimeoutError:
+            if stop is not None and stop.is_set():
+                raise Stopped("verification stopped") from None
+        except StopIteration:
+            return
 
 
 def _absorb_all(
