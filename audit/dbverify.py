@@ -13,8 +13,9 @@ Rows are read straight from the driver where it is aiosqlite or asyncpg: SQLAlch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -102,6 +103,33 @@ def fetch_segment(
             runner.run(engine.dispose())
 
 
+@contextlib.asynccontextmanager
+async def _reading(conn: AsyncConnection, snapshot: bool) -> AsyncIterator[AsyncConnection]:
+    """The connection the verifier reads through.
+
+    With ``snapshot``, a private read-only connection in one snapshot: PostgreSQL
+    ``REPEATABLE READ``, SQLite a deferred transaction (WAL readers see one state and take no
+    write lock, so the broker keeps writing). Checkpoints, tree state, count and rows then
+    agree even while appends go on; read statement by statement, a checkpoint or tree state
+    newer than the rows (or the reverse) would fail a sound log. Without a second connection
+    (in-memory SQLite) or without ``snapshot``, the caller's connection.
+    """
+    url = worker_url(conn) if snapshot else None
+    if url is None:
+        yield conn
+        return
+    postgres = conn.dialect.name == "postgresql"
+    options: dict[str, Any] = {"isolation_level": "REPEATABLE READ"} if postgres else {}
+    engine = create_async_engine(url, poolclass=NullPool, **options)
+    try:
+        async with engine.connect() as own:
+            if not postgres:
+                await own.exec_driver_sql("BEGIN")  # deferred: the first read fixes the snapshot
+            yield own
+    finally:
+        await engine.dispose()
+
+
 def _of_total(progress: Callable[[int, int], None], total: int, done: int) -> None:
     progress(done, total)
 
@@ -116,6 +144,7 @@ async def verify_database(
     processes: int = 1,
     segment: int = DEFAULT_SEGMENT,
     context: str = DEFAULT_CONTEXT,
+    snapshot: bool = False,
 ) -> VerifyReport:
     """Verify every record, chain, checkpoint and the tree state; never raises on bad data.
 
@@ -124,10 +153,36 @@ async def verify_database(
     segments by that many worker processes (``context``: their start method). Either way
     the rows after the ones counted at the start are then read here, as one pass reads
     every row there is. ``progress(done, total)`` follows each page or segment (in the
-    worker case it is called from a helper thread).
+    worker case it is called from a helper thread). ``snapshot`` reads a live log in one
+    snapshot of its own (see :func:`_reading`); workers read positions below the count taken
+    in it, which appends never change.
     """
     if processes < 1:
         raise ValueError(f"processes must be at least 1, not {processes}")
+    async with _reading(conn, snapshot) as reader:
+        return await _verify(
+            reader,
+            verifier,
+            progress=progress,
+            published=published,
+            batch=batch,
+            processes=processes,
+            segment=segment,
+            context=context,
+        )
+
+
+async def _verify(
+    conn: AsyncConnection,
+    verifier: VerifierKey,
+    *,
+    progress: Callable[[int, int], None] | None,
+    published: SignedCheckpoint | None,
+    batch: int,
+    processes: int,
+    segment: int,
+    context: str,
+) -> VerifyReport:
     cps = await conn.execute(select(schema.checkpoints.c.size, schema.checkpoints.c.note))
     checker = LogVerifier(verifier.name, verifier, {int(s): n for s, n in cps})
     if published is not None:

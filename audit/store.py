@@ -163,10 +163,20 @@ class AuditLog:
         progress: Callable[[int, int], None] | None = None,
         *,
         published: SignedCheckpoint | None = None,
+        processes: int = 1,
+        snapshot: bool = False,
     ) -> VerifyReport:
-        """Verify every record, chain, checkpoint and the tree state; never raises on bad data."""
+        """Verify every record, chain, checkpoint and the tree state; never raises on bad data.
+
+        ``processes`` > 1 verifies segments in worker processes; ``snapshot`` reads a live log
+        in one snapshot of its own connection (see :func:`audit.dbverify.verify_database`)."""
         return await verify_database(
-            conn, self.signer.verifier, progress=progress, published=published
+            conn,
+            self.signer.verifier,
+            progress=progress,
+            published=published,
+            processes=processes,
+            snapshot=snapshot,
         )
 
     async def publish(self, conn: AsyncConnection) -> SignedCheckpoint | None:
