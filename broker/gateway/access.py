@@ -10,10 +10,11 @@ supervisor: an admin, read-only). Each attach is an audit event.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -124,39 +125,152 @@ async def attach(db: AsyncSession, principal: Principal, record: SessionRecord, 
     )
 
 
+WithAttach = Callable[[AsyncSession, SessionRecord], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A technician's socket waiting for consent. The device's approval claims it and attaches
+    it in the approval's own transaction (:func:`attach_waiting`); ``done`` then carries the
+    record, the refusal, or ``None`` when that transaction did not commit."""
+
+    ticket: Ticket
+    with_attach: WithAttach | None
+    done: asyncio.Future[SessionRecord | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    claimed: bool = False
+
+
+class Waiting:
+    """The sockets of this process waiting for consent, by session."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, list[Waiter]] = {}
+
+    def add(self, waiter: Waiter) -> None:
+        self._by_session.setdefault(waiter.ticket.session_id, []).append(waiter)
+
+    def withdraw(self, waiter: Waiter) -> None:
+        found = self._by_session.get(waiter.ticket.session_id, [])
+        if waiter in found:
+            found.remove(waiter)
+        if not found:
+            self._by_session.pop(waiter.ticket.session_id, None)
+
+    def claim(self, session_id: str) -> list[Waiter]:
+        claimed = [w for w in self._by_session.pop(session_id, []) if not w.done.done()]
+        for waiter in claimed:
+            waiter.claimed = True
+        return claimed
+
+
+Claim = tuple[Waiter, SessionRecord | BrokerError]
+
+
+async def attach_waiting(db: AsyncSession, waiting: Waiting, session_id: str) -> list[Claim]:
+    """In the transaction that approved ``session_id``: attach the sockets waiting for it, each
+    in a savepoint (a refused attach leaves the approval whole), so the approval, the start
+    and their audit events share one commit. Hand the outcome over with :func:`deliver` once
+    that commit is done, or :func:`release` the waiters if it fails."""
+    waiters = waiting.claim(session_id)
+    claims: list[Claim] = []
+    try:
+        for waiter in waiters:
+            ticket = waiter.ticket
+            savepoint = await db.begin_nested()
+            try:
+                record = await authorize(db, ticket.principal, session_id, ticket.mode)
+                if waiter.with_attach is not None:
+                    await waiter.with_attach(db, record)
+                await attach(db, ticket.principal, record, ticket.mode)
+            except BrokerError as exc:
+                await (savepoint.commit() if exc.keep_changes else savepoint.rollback())
+                claims.append((waiter, exc))
+            else:
+                await savepoint.commit()
+                claims.append((waiter, record))
+    except BaseException:
+        release(waiters)
+        raise
+    return claims
+
+
+def deliver(claims: list[Claim]) -> None:
+    """The approval committed: each claimed socket gets its record or its refusal."""
+    for waiter, outcome in claims:
+        if waiter.done.done():  # the socket went away meanwhile
+            continue
+        if isinstance(outcome, BrokerError):
+            waiter.done.set_exception(outcome)
+        else:
+            waiter.done.set_result(outcome)
+
+
+def release(waiters: Iterable[Waiter]) -> None:
+    """The approval did not commit: each claimed socket reads the session again itself."""
+    for waiter in waiters:
+        if not waiter.done.done():
+            waiter.done.set_result(None)
+
+
 async def attach_when_decided(
     maker: async_sessionmaker[AsyncSession],
     signals: SessionSignals,
     ticket: Ticket,
     *,
     wait_seconds: float = WAIT_SECONDS,
-    with_attach: Callable[[AsyncSession, SessionRecord], Awaitable[None]] | None = None,
+    with_attach: WithAttach | None = None,
+    waiting: Waiting | None = None,
 ) -> SessionRecord:
     """Authorise and attach the ticket's holder; a session still awaiting consent is waited
     for, woken by the commit of the decision (no polling interval in the way), then attached.
     ``with_attach`` runs after the checks and before the attach, in its transaction (a forward
     opens its channel there and audits it in the same commit). Refusals commit their audit
-    record when flagged ``keep_changes``."""
+    record when flagged ``keep_changes``.
+
+    With ``waiting``, the socket also waits there: an approval arriving from the device's
+    agent on this process attaches it in the approval's own transaction (one commit on the
+    path instead of two); approvals from elsewhere (the web page, another process) wake it
+    through ``signals`` and it attaches itself."""
     deadline = time.monotonic() + wait_seconds
-    while True:
-        seen = signals.version  # before reading: a decision committed meanwhile wakes us
-        async with maker() as db:
-            try:
-                record = await authorize(
-                    db, ticket.principal, ticket.session_id, ticket.mode, pending=True
-                )
-                if record.session.state != SessionState.awaiting_consent:
-                    if with_attach is not None:
-                        await with_attach(db, record)
-                    await attach(db, ticket.principal, record, ticket.mode)
-                    await db.commit()
-                    return record
-            except BrokerError as exc:
-                await (db.commit() if exc.keep_changes else db.rollback())
-                raise
-            await db.rollback()
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise IllegalTransition(f"session {ticket.session_id} is still awaiting consent")
-        # Another broker process's commit does not reach our signals: re-read now and then.
-        await signals.wait_after(seen, min(left, RECHECK_SECONDS))
+    waiter: Waiter | None = None
+    try:
+        while True:
+            if waiter is not None and waiter.claimed:
+                claimed = await waiter.done  # raises the refusal, if the attach was refused
+                if claimed is not None:
+                    return claimed
+                waiter = None  # that approval rolled back: read the session again
+            if waiting is not None and waiter is None:
+                waiter = Waiter(ticket, with_attach)
+                waiting.add(waiter)  # before reading: an approval committed meanwhile claims it
+            seen = signals.version  # before reading: a decision committed meanwhile wakes us
+            async with maker() as db:
+                try:
+                    record = await authorize(
+                        db, ticket.principal, ticket.session_id, ticket.mode, pending=True
+                    )
+                    if record.session.state != SessionState.awaiting_consent:
+                        if waiter is not None and waiter.claimed:
+                            await db.rollback()  # that approval attached us: take its outcome
+                            continue
+                        if waiter is not None and waiting is not None:
+                            waiting.withdraw(waiter)  # decided elsewhere: attach ourselves
+                        if with_attach is not None:
+                            await with_attach(db, record)
+                        await attach(db, ticket.principal, record, ticket.mode)
+                        await db.commit()
+                        return record
+                except BrokerError as exc:
+                    await (db.commit() if exc.keep_changes else db.rollback())
+                    raise
+                await db.rollback()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise IllegalTransition(f"session {ticket.session_id} is still awaiting consent")
+            # Another broker process's commit does not reach our signals: re-read now and then.
+            await signals.wait_after(seen, min(left, RECHECK_SECONDS))
+    finally:
+        if waiter is not None and waiting is not None and not waiter.claimed:
+            waiting.withdraw(waiter)

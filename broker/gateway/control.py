@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db.base import utcnow
 from broker.errors import BrokerError
-from broker.gateway import receipts, service
+from broker.gateway import access, receipts, service
 from broker.gateway.repository import open_sessions
 from broker.sessions import service as sessions
 from broker.sessions.states import SessionState
@@ -122,22 +122,28 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
     device_id = link.device_id
     if kind == "consent_decision":
         receipt, signature = dict(msg.get("receipt") or {}), str(msg.get("signature", ""))
+        session_id = str(receipt.get("session_id"))
+        approving = receipt.get("decision") == "approve"
+        claims: list[access.Claim] = []
 
         async def apply(db: AsyncSession) -> None:
             key, device, _ = await service.identify(db, link.fingerprint)
             await service.apply_consent(
                 db, device=device, key=key, receipt=receipt, signature=signature, ip=link.ip
             )
+            if approving:  # the technician's waiting sockets start in this same commit
+                claims.extend(await access.attach_waiting(db, link.gateway.waiting, session_id))
 
-        session_id = str(receipt.get("session_id"))
-        approving = receipt.get("decision") == "approve"
         if approving:  # before the commit, so the poller never mistakes it for a web approval
             link.tracked.add(session_id)
         try:
             await in_tx(link, apply)
-        except BrokerError:
-            link.tracked.discard(session_id)
+        except BaseException as exc:
+            access.release(waiter for waiter, _ in claims)
+            if isinstance(exc, BrokerError):
+                link.tracked.discard(session_id)
             raise
+        access.deliver(claims)
     elif kind == "end_session":
         session_id, who = str(msg.get("session_id")), str(msg.get("by", "end user"))[:100]
 

@@ -129,7 +129,9 @@ async def replay_recording(
 async def _link_and_record(ws: WebSocket, ticket: str) -> tuple[Gateway, Any, Any, str]:
     gateway = _gateway(ws)
     grant = gateway.tickets.redeem(ticket)
-    record = await access.attach_when_decided(gateway.maker, gateway.signals, grant)
+    record = await access.attach_when_decided(
+        gateway.maker, gateway.signals, grant, waiting=gateway.waiting
+    )
     link = gateway.links.get(record.device.id)
     if link is None:
         raise ProviderError("the device's agent is not connected to this broker")
@@ -200,6 +202,9 @@ async def forward(
         link = gateway.links.get(record.device.id)
         if link is None:
             raise ProviderError("the device's agent is not connected to this broker")
+        for stale in opened:  # from an attempt whose transaction did not commit
+            stale.close()
+        opened.clear()
         opened.append(await open_forward(link.conn, record.session.id, port))
         await service.record_forward(db, record, port)
 
@@ -209,7 +214,11 @@ async def forward(
         if grant.mode != "control":
             raise ProviderError("only the session's technician opens port forwards")
         await access.attach_when_decided(
-            gateway.maker, gateway.signals, grant, with_attach=open_channel
+            gateway.maker,
+            gateway.signals,
+            grant,
+            with_attach=open_channel,
+            waiting=gateway.waiting,
         )
         process = opened[0]
     except BrokerError as exc:

@@ -1,5 +1,6 @@
 """Push, not poll: a technician's socket opened before the user answers waits for the decision
-and connects the moment it commits; the link's keep-alive follows its open sessions."""
+and connects the moment it commits (the device's approval attaches it in its own commit); the
+link's keep-alive follows its open sessions."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import websockets
 
 from broker.gateway.cli import ticket
 from broker.gateway.server import IDLE_KEEPALIVE_INTERVAL
-from tests.factories import make_group
+from tests.factories import make_group, make_token
 from tests.gateway.helpers import (
     ScriptedPrompter,
     enrolled_agent,
@@ -78,13 +79,19 @@ async def test_forward_opened_before_consent_connects_on_approval(
             await ws.send(b"early")  # held until the channel opens
             await asyncio.sleep(0.3)
             assert await session_state(client, token, sid) == "awaiting_consent"
+            commits = gateway.signals.version  # bumped once per commit that writes sessions
             prompter.gate.set()
             assert await asyncio.wait_for(ws.recv(), 10) == b"early"
+            # The receipt, the approval, the forward and the start share one commit.
+            assert gateway.signals.version == commits + 1
             assert await session_state(client, token, sid) == "active"
         ref = await ticket_ref(app, sid)
         (opened,) = await wait_events(app, ref, "session.forward_opened")
         assert opened.payload["data"]["port"] == port
-        assert len(await events(app, ref, "session.active")) == 1
+        (receipt,) = await events(app, ref, "consent.receipt")
+        (approved,) = await events(app, ref, "session.approved")
+        (active,) = await events(app, ref, "session.active")
+        assert receipt.position < approved.position < opened.position < active.position
         resp = await client.post(
             f"/api/v1/sessions/{sid}/end", headers={"Authorization": f"Bearer {token}"}
         )
@@ -96,6 +103,36 @@ async def test_forward_opened_before_consent_connects_on_approval(
     finally:
         await agent.stop()
         echo.close()
+
+
+async def test_refused_attach_leaves_the_device_approval_whole(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
+) -> None:
+    prompter = GatedPrompter(True)
+    agent = await enrolled_agent(app, gateway, tmp_path, people["group"].name, prompter)
+    token = people["tech_token"]
+    reader = await make_token(app, people["tech"], scopes=["sessions:read"])
+    try:
+        session = await request_session(client, token, agent.device_id, ["shell"])
+        sid = session["id"]
+        await asyncio.wait_for(prompter.asked.wait(), 10)
+        # A read-only token may take a ticket and wait, but not start the session.
+        secret = await ticket(live_url, reader, sid, "control")
+        uri = live_url.replace("http", "ws") + f"/api/v1/gateway/terminal?ticket={secret}"
+        async with websockets.connect(uri) as ws:
+            await asyncio.sleep(0.3)
+            prompter.gate.set()
+            refusal = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert refusal["error"] == "forbidden"
+        # The attach rolled back to its savepoint: the user's signed consent still stands.
+        assert await session_state(client, token, sid) == "approved"
+        ref = await ticket_ref(app, sid)
+        assert len(await events(app, ref, "consent.receipt")) == 1
+        assert len(await events(app, ref, "session.approved")) == 1
+        assert await events(app, ref, "session.active") == []
+        assert gateway.waiting.claim(sid) == []  # nothing left waiting
+    finally:
+        await agent.stop()
 
 
 async def test_socket_waiting_for_consent_is_refused_on_denial(
