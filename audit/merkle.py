@@ -72,9 +72,11 @@ class Frontier:
             if bits & 1:
                 items.insert(0, nodes.pop())
             leftovers.append(items.pop() if len(items) & 1 else b"")
+            # zip of one iterator twice: the pairs without slicing copies (even length here)
+            pairs = iter(items)
             items = [
                 sha256(b"\x01" + left + right).digest()
-                for left, right in zip(items[::2], items[1::2], strict=True)
+                for left, right in zip(pairs, pairs, strict=False)
             ]
             bits >>= 1
         nodes.extend(node for node in reversed(leftovers) if node)
