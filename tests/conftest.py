@@ -75,6 +75,19 @@ def pg_url() -> Iterator[str]:
         _off_loop(asyncio.run, _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(autouse=True)
+def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
+    """Build the run's PostgreSQL database before the test's event loop runs.
+
+    ``db_url`` (async) would otherwise ask for ``pg_url`` from inside the loop; ``pg_url``
+    copes (its blocking set-up runs in a thread), but the first test to need it would then
+    stall its loop for the whole migration. Asking here, synchronously, caches it first.
+    """
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("db_url") == "postgresql":
+        request.getfixturevalue("pg_url")
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"

@@ -114,13 +114,6 @@ async def test_full_flow_against_real_meshcentral(app: Any, live: MeshCentralPro
     assert types.count("provider.ended") == 1
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 async def test_http_request_to_sealed_evidence_against_real_meshcentral(
     app: Any, client: httpx.AsyncClient, live: MeshCentralProvider, meshcentral: mc.MeshServer
 ) -> None:

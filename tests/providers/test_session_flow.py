@@ -45,13 +45,6 @@ from tests.providers.fakes import FakeProvider, connection
 REF = "helpdesk:HD-4711"
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeProvider]:
     provider = FakeProvider()

@@ -9,14 +9,6 @@ import pytest
 from tests.factories import bearer, make_token, make_user
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    """Build the run's PostgreSQL database before any event loop runs (see tests/sessions)."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 @pytest.fixture
 async def tech(app: Any) -> dict[str, str]:
     user, _ = await make_user(app, "technician")

@@ -6,20 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from broker.auth.secrets import token_hash
 from broker.devices.models import DeviceGroup
 from broker.gateway.models import AgentEnrollmentToken
 from tests.factories import audit_events, make_user
 from tests.ui.browsers import browser
-
-
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
 
 
 def _secret(html: str) -> str:

@@ -26,14 +26,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    """Build the run's PostgreSQL database before any event loop runs (see tests/sessions)."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 @pytest.fixture
 async def live_url(app: Any) -> AsyncIterator[str]:
     import uvicorn

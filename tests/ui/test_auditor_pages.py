@@ -39,14 +39,6 @@ TIMELINE = "/ui/audit/tickets/helpdesk/HD-4711"
 ROLES = ("auditor", "admin", "technician", "anonymous")
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    """Build the run's PostgreSQL database before any event loop runs (see tests/sessions)."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 class Browser:
     """A cookie-authenticated client (as a browser is) and its CSRF token."""
 

@@ -7,17 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.factories import make_desk, make_device, make_group, make_user
 from tests.ui.browsers import browser, hidden
-
-
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
 
 
 async def test_deep_link_request_wait_approve_end(app: Any, client: httpx.AsyncClient) -> None:

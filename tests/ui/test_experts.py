@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.factories import Desk as DeskRecord
 from tests.factories import (
@@ -20,13 +19,6 @@ from tests.factories import (
     open_session,
 )
 from tests.ui.browsers import browser
-
-
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
 
 
 async def _running_agent_session(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:

@@ -6,21 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from broker.providers.models import ProviderSessionLink
 from tests.factories import make_desk, make_user
 from tests.ui.browsers import browser
 
 SHARE = "https://mesh.example.test/sharing?c=SECRET-share-cookie"
 URI = "anydesk:123456789"
-
-
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
 
 
 async def _approved_session_with_link(app: Any, client: Any) -> tuple[Any, str, Any]:

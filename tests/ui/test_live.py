@@ -8,17 +8,9 @@ import re
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.factories import consent_token, make_desk, open_session
 from tests.ui.browsers import browser
-
-
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
 
 
 def _live(html: str) -> dict[str, str]:

@@ -29,13 +29,6 @@ RFC6238 = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 @pytest.mark.parametrize(("at", "sha1", "sha256", "sha512"), RFC6238)
 def test_rfc6238_vectors(at: int, sha1: str, sha256: str, sha512: str) -> None:
     assert totp.totp(SHA1_KEY, at, digits=8, digest="sha1") == sha1

@@ -28,13 +28,6 @@ ISSUER = "https://idp.example.test"
 CLIENT_ID, CLIENT_SECRET = "supportbroker", "client-secret-123"
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 

@@ -23,14 +23,6 @@ from tests.ui.browsers import Browser, browser
 ROLES = ("technician", "admin", "auditor", "anonymous")
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    """Build the run's PostgreSQL database before any event loop runs (see tests/sessions)."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 @pytest.fixture
 async def world(app: Any, client: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
     """A technician with a session awaiting consent, an admin, an auditor; a browser each."""

@@ -27,14 +27,6 @@ DAY = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 RANGE = "since=2026-03-10&until=2026-03-10"
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    """Build the run's PostgreSQL database before any event loop runs (see tests/sessions)."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 def _at(seconds: float) -> datetime:
     return DAY + timedelta(seconds=seconds)
 
