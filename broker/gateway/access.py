@@ -6,6 +6,12 @@ the session and the mode; the WebSocket presents it. Modes: ``control`` (the ses
 technician), ``join`` (an expert: a technician of the device's group whom the session's
 technician invited, see ``broker.ui.invites``), ``watch`` (a
 supervisor: an admin, read-only). Each attach is an audit event.
+
+The technician's socket may be opened before the end user answers (:func:`attach_when_decided`).
+It then waits in :class:`Waiting`: the device's signed approval attaches it in the approval's
+own transaction (:func:`attach_waiting`), so the receipt, the approval, the start and their
+audit events commit together, once; an approval from elsewhere wakes it through the session
+signals and it attaches itself.
 """
 
 from __future__ import annotations
