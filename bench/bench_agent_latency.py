@@ -10,10 +10,11 @@ one-time ticket and opens the forward WebSocket at once, sending one byte; the b
 that socket while the session awaits consent. The agent shows its prompt; once the
 technician's socket is waiting, this process types ``y`` + Enter on the agent's terminal (t0:
 the moment the end user answers). From there: the agent signs its receipt and sends it over
-the control channel, the broker verifies and seals it and approves the session; the commit
-wakes the waiting socket (push: ``broker/gateway/signals.py``), which opens the SSH channel to
-the agent, attaches (``session.started``) and relays the byte to the echo service; t1 is when
-the technician's client has the byte back. Both stamps are ``CLOCK_MONOTONIC``, one clock for
+the control channel; in one transaction the broker verifies and seals it, approves the
+session and attaches the technician's waiting socket (``broker/gateway/access.py``): it opens
+the SSH channel to the agent and seals ``session.forward_opened`` and ``session.active``; one
+commit (fsync), then the byte is relayed to the echo service; t1 is when the technician's
+client has it back. Both stamps are ``CLOCK_MONOTONIC``, one clock for
 every process on the machine. Baseline, measured by the same client in the same run: an HTTP
 round trip of ``GET /api/v1/sessions/{id}``.
 
