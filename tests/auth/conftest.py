@@ -15,14 +15,6 @@ from broker.auth.models import ApiToken, User, WebSession
 from tests.factories import audit_events, bearer, make_token, make_user
 
 
-@pytest.fixture(autouse=True)
-def _pg_built_outside_the_loop(request: pytest.FixtureRequest) -> None:
-    """Build the run's PostgreSQL database before any event loop runs (see tests/sessions)."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        request.getfixturevalue("pg_url")
-
-
 @dataclass
 class Caller:
     user: User
