@@ -34,10 +34,10 @@ async def _dial(
         return await asyncssh.connect_reverse(
             host,
             port,
+            # Channels are served by the server's sessions, which check every request
+            # before accepting it (no process_factory: that would accept every request).
             server_factory=core.server_factory,
             server_host_keys=[core.key],
-            process_factory=core.handle,
-            sftp_factory=core.sftp_server,
             allow_scp=False,
             encoding=None,
             keepalive_interval=settings.keepalive_interval,

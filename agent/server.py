@@ -4,6 +4,10 @@ The agent dials out (no inbound port on the user's machine) but is the SSH *serv
 connection (asyncssh ``connect_reverse``): the broker, as SSH client, authenticates with its
 gateway key (pinned here by fingerprint) and opens channels: ``supportbroker-control`` (JSON
 lines both ways), ``shell``/``forward`` exec requests and the ``sftp`` subsystem.
+
+Each request is checked against the local grants *before* it is accepted
+(:class:`_AgentSession`): a refused one fails the broker's channel open at the SSH level, so
+the broker can never mistake a refusal for an opened channel.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import getpass
 import json
 import platform
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
+from asyncssh.channel import SSHChannel
+from asyncssh.sftp import MIN_SFTP_VERSION
 
 from agent import __version__
 from agent.channels import ConfinedSFTPServer, run_forward, run_shell
@@ -90,6 +97,33 @@ class AgentCore:
 
     # -- channels ------------------------------------------------------------------------
 
+    def admit(self, command: str | None, subsystem: str | None, env: Mapping[str, str]) -> None:
+        """Accept a channel request only if the local grants allow it (else refuse, noticed).
+
+        Called while the request is answered, before the channel runs anything."""
+        try:
+            if subsystem == CONTROL:
+                return
+            if subsystem == "sftp":
+                self.grants.require(env.get("SB_SESSION", ""), frozenset({"files"}))
+            elif command is not None:
+                self._check(command.split())
+            else:
+                raise CapabilityDeniedError(f"unknown request {subsystem or 'shell'!r}")
+        except CapabilityDeniedError as exc:
+            request = command or f"subsystem {subsystem}"
+            self.prompter.notice(f"refused a request from the broker ({request[:60]}): {exc}")
+            raise
+
+    def _check(self, argv: list[str]) -> Grant:
+        if len(argv) == 2 and argv[0] == "shell":
+            return self.grants.require(argv[1], frozenset({"shell"}))
+        if len(argv) == 3 and argv[0] == "forward" and argv[2].isdigit():
+            grant = self.grants.require(argv[1], FORWARD_CAPS)
+            self.grants.require_port(int(argv[2]))
+            return grant
+        raise CapabilityDeniedError(f"unknown request {' '.join(argv)[:60]!r}")
+
     async def handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         try:
             if process.subsystem == CONTROL:
@@ -97,11 +131,13 @@ class AgentCore:
             else:
                 await self._exec(process, (process.command or "").split())
         except CapabilityDeniedError as exc:
+            # Admitted a moment ago, withdrawn since (the session ended in between).
             process.stderr.write(f"refused by the agent: {exc}\n".encode())
             process.exit(126)
 
-    def sftp_server(self, chan: asyncssh.SSHServerChannel[bytes]) -> ConfinedSFTPServer:
+    def sftp_server(self, channel: SSHChannel[bytes]) -> ConfinedSFTPServer:
         """SFTP for the session named in env SB_SESSION; refused sessions get no directory."""
+        chan = cast("asyncssh.SSHServerChannel[bytes]", channel)  # we are the SSH server
         session_id = chan.get_environment().get("SB_SESSION", "")
         try:
             grant = self.grants.require(session_id, frozenset({"files"}))
@@ -111,17 +147,12 @@ class AgentCore:
         return ConfinedSFTPServer(chan, self.grants.policy.allowed_paths, session_id, self._report)
 
     async def _exec(self, process: asyncssh.SSHServerProcess[bytes], argv: list[str]) -> None:
-        if len(argv) == 2 and argv[0] == "shell":
-            grant = self.grants.require(argv[1], frozenset({"shell"}))
-            grant.closers.append(process.close)
+        grant = self._check(argv)  # again: the grant may have been dropped since admit()
+        grant.closers.append(process.close)
+        if argv[0] == "shell":
             await run_shell(process, self.shell_command)
-        elif len(argv) == 3 and argv[0] == "forward" and argv[2].isdigit():
-            grant = self.grants.require(argv[1], FORWARD_CAPS)
-            self.grants.require_port(int(argv[2]))
-            grant.closers.append(process.close)
-            await run_forward(process, int(argv[2]))
         else:
-            raise CapabilityDeniedError(f"unknown request {' '.join(argv)[:60]!r}")
+            await run_forward(process, int(argv[2]))
 
     def _report(self, msg: dict[str, Any]) -> None:
         if self._control is not None:
@@ -213,6 +244,9 @@ class AgentCore:
         caps = frozenset(str(c) for c in msg.get("capabilities", []))
         minutes = int(msg.get("duration_minutes", 0))
         self.grants.add(Grant(session_id, caps, time.monotonic() + minutes * 60, unattended))
+        # The broker opens channels for this session only after this acknowledgement: a
+        # channel racing ahead of the grant would be refused.
+        self.send({"type": "granted", "session_id": session_id})
         how = "UNATTENDED" if unattended else "approved (consent link)"
         self.prompter.notice(
             f"{how} remote session by {msg.get('technician', '?')} for "
@@ -220,11 +254,41 @@ class AgentCore:
         )
 
 
+class _AgentSession(asyncssh.SSHServerProcess[bytes]):
+    """One session channel from the broker. Its exec or subsystem request is answered only
+    after :meth:`AgentCore.admit`: a refusal is an SSH request failure, so the broker's
+    ``create_process`` raises instead of opening a channel that then exits."""
+
+    def __init__(self, core: AgentCore) -> None:
+        super().__init__(core.handle, core.sftp_server, MIN_SFTP_VERSION, False)
+        self._core = core
+
+    def _admitted(self, command: str | None, subsystem: str | None) -> bool:
+        env = self.channel.get_environment()
+        try:
+            self._core.admit(command, subsystem, env)
+        except CapabilityDeniedError:
+            return False
+        return True
+
+    def shell_requested(self) -> bool:
+        return self._admitted(None, None)
+
+    def exec_requested(self, command: str) -> bool:
+        return self._admitted(command, None)
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return self._admitted(None, subsystem)
+
+
 class _AgentServer(asyncssh.SSHServer):
     """Admits exactly the pinned broker key (any key while enrolling, which records it)."""
 
     def __init__(self, core: AgentCore) -> None:
         self.core = core
+
+    def session_requested(self) -> _AgentSession:
+        return _AgentSession(self.core)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.core.reset_connection()

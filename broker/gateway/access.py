@@ -11,7 +11,8 @@ The technician's socket may be opened before the end user answers (:func:`attach
 It then waits in :class:`Waiting`: the device's signed approval attaches it in the approval's
 own transaction (:func:`attach_waiting`), so the receipt, the approval, the start and their
 audit events commit together, once; an approval from elsewhere wakes it through the session
-signals and it attaches itself.
+signals and it attaches itself, once the device's agent has confirmed it holds the grant
+(``ready``: the agent refuses a channel for a session it has not been told is approved).
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ async def attach(db: AsyncSession, principal: Principal, record: SessionRecord, 
 
 
 WithAttach = Callable[[AsyncSession, SessionRecord], Awaitable[None]]
+Ready = Callable[[str, str], Awaitable[None]]  # (session id, device id)
 
 
 @dataclass(eq=False)
@@ -228,6 +230,7 @@ async def attach_when_decided(
     wait_seconds: float = WAIT_SECONDS,
     with_attach: WithAttach | None = None,
     waiting: Waiting | None = None,
+    ready: Ready | None = None,
 ) -> SessionRecord:
     """Authorise and attach the ticket's holder; a session still awaiting consent is waited
     for, woken by the commit of the decision (no polling interval in the way), then attached.
@@ -238,9 +241,13 @@ async def attach_when_decided(
     With ``waiting``, the socket also waits there: an approval arriving from the device's
     agent on this process attaches it in the approval's own transaction (one commit on the
     path instead of two); approvals from elsewhere (the web page, another process) wake it
-    through ``signals`` and it attaches itself."""
+    through ``signals`` and it attaches itself, after awaiting ``ready`` outside any
+    transaction (on SQLite every transaction holds the write lock): the gateway waits there
+    until the device's agent has confirmed the grant, so the channel does not race it."""
     deadline = time.monotonic() + wait_seconds
+    waiting = waiting if waiting is not None else Waiting()  # a private one: nobody claims
     waiter: Waiter | None = None
+    readied = False
     try:
         while True:
             if waiter is not None and waiter.claimed:
@@ -248,7 +255,7 @@ async def attach_when_decided(
                 if claimed is not None:
                     return claimed
                 waiter = None  # that approval rolled back: read the session again
-            if waiting is not None and waiter is None:
+            if waiter is None:
                 waiter = Waiter(ticket, with_attach)
                 waiting.add(waiter)  # before reading: an approval committed meanwhile claims it
             seen = signals.version  # before reading: a decision committed meanwhile wakes us
@@ -258,11 +265,16 @@ async def attach_when_decided(
                         db, ticket.principal, ticket.session_id, ticket.mode, pending=True
                     )
                     if record.session.state != SessionState.awaiting_consent:
-                        if waiter is not None and waiter.claimed:
+                        if waiter.claimed:
                             await db.rollback()  # that approval attached us: take its outcome
                             continue
-                        if waiter is not None and waiting is not None:
-                            waiting.withdraw(waiter)  # decided elsewhere: attach ourselves
+                        waiting.withdraw(waiter)  # decided elsewhere: attach ourselves
+                        if ready is not None and not readied:
+                            ids = (record.session.id, record.device.id)
+                            await db.rollback()
+                            await ready(*ids)
+                            readied = True
+                            continue  # read the session again: it may have moved meanwhile
                         if with_attach is not None:
                             await with_attach(db, record)
                         await attach(db, ticket.principal, record, ticket.mode)
@@ -278,5 +290,5 @@ async def attach_when_decided(
             # Another broker process's commit does not reach our signals: re-read now and then.
             await signals.wait_after(seen, min(left, RECHECK_SECONDS))
     finally:
-        if waiter is not None and waiting is not None and not waiter.claimed:
+        if waiter is not None and not waiter.claimed:
             waiting.withdraw(waiter)

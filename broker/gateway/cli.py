@@ -3,14 +3,15 @@
 ``connect`` talks to a running broker over HTTP (a one-time terminal ticket, then the
 terminal WebSocket), so it works from a technician's machine with an API token
 (``SUPPORTBROKER_URL``, ``SUPPORTBROKER_TOKEN``). ``--forward LOCAL:REMOTE`` instead opens a
-local port whose connections are relayed to the device's port.
+local port whose connections are relayed to the device's port. A refusal (the broker's or the
+device's: a port not allowed, a right not approved) is printed and the command exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import json
 import os
 import sys
 from typing import Any
@@ -77,22 +78,43 @@ def ws_url(url: str, path: str) -> str:
     return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + path
 
 
+class Refused(Exception):
+    """The broker closed the socket with an error: its ``{"error", "detail"}`` frame."""
+
+
+def _refusal(frame: str) -> Refused:
+    """The refusal in a text frame (the gateway's sockets send text only for errors)."""
+    try:
+        detail = str(json.loads(frame).get("detail", frame))
+    except (ValueError, AttributeError):
+        detail = frame
+    return Refused(detail or "refused by the broker")
+
+
+def _fail(exc: BaseException) -> int:
+    print(f"supportbroker: error: {exc}", file=sys.stderr)
+    return 1
+
+
 async def _connect(args: argparse.Namespace) -> int:
     if args.forward:
         local, _, remote = args.forward.partition(":")
-        await serve_forward(args.url, args.token, args.session_id, int(local), int(remote))
-        return 0
+        return await serve_forward(args.url, args.token, args.session_id, int(local), int(remote))
     import websockets
 
     secret = await ticket(args.url, args.token, args.session_id, args.mode)
     uri = ws_url(args.url, f"/api/v1/gateway/terminal?ticket={secret}")
-    async with websockets.connect(uri, max_size=None) as ws:
-        await _terminal(ws)
+    try:
+        async with websockets.connect(uri, max_size=None) as ws:
+            await _terminal(ws)
+    except Refused as exc:
+        return _fail(exc)
+    except websockets.ConnectionClosedError as exc:
+        return _fail(Refused(exc.rcvd.reason if exc.rcvd else "the broker closed the terminal"))
     return 0
 
 
 async def _terminal(ws: Any) -> None:
-    import json
     import shutil
     import termios
     import tty
@@ -114,8 +136,9 @@ async def _terminal(ws: Any) -> None:
     sender = asyncio.create_task(up())
     try:
         async for frame in ws:
-            out = frame if isinstance(frame, bytes) else frame.encode()
-            sys.stdout.buffer.write(out)
+            if isinstance(frame, str):
+                raise _refusal(frame)
+            sys.stdout.buffer.write(frame)
             sys.stdout.buffer.flush()
     finally:
         sender.cancel()
@@ -124,11 +147,15 @@ async def _terminal(ws: Any) -> None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def serve_forward(url: str, token: str, session_id: str, local: int, remote: int) -> None:
-    """Listen on 127.0.0.1:local; relay each connection to the device's port ``remote``."""
+async def serve_forward(url: str, token: str, session_id: str, local: int, remote: int) -> int:
+    """Listen on 127.0.0.1:local; relay each connection to the device's port ``remote``.
+
+    Runs until cancelled (0); a refused forward stops it: the reason is printed, 1 returned."""
     import websockets
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    refused: asyncio.Future[Refused] = asyncio.get_running_loop().create_future()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         secret = await ticket(url, token, session_id, "control")
         uri = ws_url(url, f"/api/v1/gateway/forward?ticket={secret}&port={remote}")
         # No permessage-deflate: forwarded bytes are mostly encrypted or compressed already.
@@ -144,15 +171,29 @@ async def serve_forward(url: str, token: str, session_id: str, local: int, remot
             task = asyncio.create_task(up())
             try:
                 async for frame in ws:
-                    if isinstance(frame, bytes):
-                        writer.write(frame)
-                        await writer.drain()
+                    if isinstance(frame, str):
+                        raise _refusal(frame)
+                    writer.write(frame)
+                    await writer.drain()
+            except websockets.ConnectionClosedError as exc:
+                raise Refused(exc.rcvd.reason if exc.rcvd else "the broker closed") from exc
             finally:
                 task.cancel()
-                writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await relay(reader, writer)
+        except (Refused, SystemExit) as exc:  # SystemExit: no ticket (its message says why)
+            if not refused.done():
+                refused.set_result(exc if isinstance(exc, Refused) else Refused(str(exc)))
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", local)
     print(f"forwarding 127.0.0.1:{local} -> device port {remote}; Ctrl-C to stop")
-    with contextlib.suppress(asyncio.CancelledError):
-        async with server:
-            await server.serve_forever()
+    async with server:  # serving until a refusal, or Ctrl-C
+        try:
+            reason = await refused
+        except asyncio.CancelledError:
+            return 0
+    return _fail(Refused(str(reason).removeprefix("supportbroker: error: ")))

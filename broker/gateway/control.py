@@ -1,6 +1,7 @@
 """The control channel of each agent link, and the poller that tells agents about sessions.
 
-Agents → broker: hello, consent_decision (signed receipt), end_session, file_transfer.
+Agents → broker: hello, consent_decision (signed receipt), granted / unattended_refused (the
+answer to a grant from elsewhere), end_session, file_transfer.
 Broker → agents: welcome/refused, consent_request, unattended, approved_remotely,
 session_ended. The poller reads session state from the database, so a decision taken by any
 replica or by the web consent page reaches the agent that holds the device.
@@ -136,6 +137,7 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
 
         if approving:  # before the commit, so the poller never mistakes it for a web approval
             link.tracked.add(session_id)
+            link.confirm(session_id)  # the agent granted it before it signed the approval
         try:
             await in_tx(link, apply)
         except BaseException as exc:
@@ -153,6 +155,12 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
 
         await in_tx(link, end)
         await _close_session(link, session_id, "revoked by the end user")
+    elif kind == "granted":  # the agent holds a grant we pushed: its channels may open now
+        link.confirm(str(msg.get("session_id")))
+    elif kind == "unattended_refused":
+        link.confirm(
+            str(msg.get("session_id")), "the device's agent does not allow unattended sessions"
+        )
     elif kind == "file_transfer":
 
         async def transfer(db: AsyncSession) -> None:
@@ -166,6 +174,7 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
 
 async def _close_session(link: AgentLink, session_id: str, reason: str) -> None:
     link.tracked.discard(session_id)
+    link.forget(session_id)
     relay = link.relays.pop(session_id, None)
     if relay is not None:
         await relay.close(reason)

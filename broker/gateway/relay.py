@@ -5,6 +5,9 @@ only from viewers that may type (technician, expert); it is recorded only if the
 (typed passwords live there). A timer seals the output of a quiet terminal within the
 recorder's chunk interval. If the recorder cannot seal (``RecordingFailed``) the shell is
 closed and ``on_failure`` stops the session and seals a gap event: no recording, no session.
+
+:func:`open_shell` and :func:`open_forward` open the channels; the agent's refusal of one
+raises :class:`ChannelRefused` (an SSH request failure, never a channel that opens and exits).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncssh
 import structlog
 
-from broker.errors import ProviderError
+from broker.errors import PolicyDenied, ProviderError
 from broker.gateway.recording import Recorder, RecordingFailed
 
 log = structlog.get_logger("broker.gateway.relay")
@@ -60,25 +64,6 @@ class ShellRelay:
         self._failing: asyncio.Task[None] | None = None
         self._pump = asyncio.create_task(self._read(), name=f"relay-{session_id}")
         self._ticker = asyncio.create_task(self._tick(), name=f"relay-tick-{session_id}")
-
-    @classmethod
-    async def open(
-        cls,
-        conn: asyncssh.SSHClientConnection,
-        session_id: str,
-        recorder: Recorder,
-        *,
-        record_input: bool,
-        on_failure: Callable[[str, str], Awaitable[None]],
-        size: tuple[int, int] = (80, 24),
-    ) -> ShellRelay:
-        try:
-            process = await conn.create_process(
-                f"shell {session_id}", term_type="xterm-256color", term_size=size, encoding=None
-            )
-        except (asyncssh.Error, OSError) as exc:
-            raise ProviderError(f"agent refused the shell channel: {exc}") from exc
-        return cls(session_id, process, recorder, record_input=record_input, on_failure=on_failure)
 
     async def _read(self) -> None:
         reason = "shell exited"
@@ -178,16 +163,49 @@ class ShellRelay:
             await asyncio.wait({self._failing})
 
 
+class ChannelRefused(PolicyDenied):
+    """The agent refused the channel request itself (its grants or its policy say no)."""
+
+
+async def _open(
+    conn: asyncssh.SSHClientConnection, command: str, what: str, **options: Any
+) -> asyncssh.SSHClientProcess[bytes]:
+    """Open ``command`` on the device. The agent answers the request only after checking it
+    against what the local user approved: its refusal fails the request here, it never
+    shows up as a channel that opens and then exits."""
+    try:
+        process: asyncssh.SSHClientProcess[bytes] = await conn.create_process(
+            command, encoding=None, **options
+        )
+    except asyncssh.ChannelOpenError as exc:
+        if exc.code == asyncssh.OPEN_REQUEST_SESSION_FAILED:
+            raise ChannelRefused(f"the agent on the device refused the {what}") from exc
+        raise ProviderError(f"could not open the {what} to the agent: {exc}") from exc
+    except (asyncssh.Error, OSError) as exc:
+        raise ProviderError(f"could not open the {what} to the agent: {exc}") from exc
+    return process
+
+
+async def open_shell(
+    conn: asyncssh.SSHClientConnection, session_id: str, size: tuple[int, int] = (80, 24)
+) -> asyncssh.SSHClientProcess[bytes]:
+    """A PTY running the user's shell on the device (the agent checks the grant)."""
+    return await _open(
+        conn, f"shell {session_id}", "shell", term_type="xterm-256color", term_size=size
+    )
+
+
 async def open_forward(
     conn: asyncssh.SSHClientConnection, session_id: str, port: int
 ) -> asyncssh.SSHClientProcess[bytes]:
-    """A byte pipe to 127.0.0.1:port on the device (the agent checks the port)."""
-    try:
-        process = await conn.create_process(
-            f"forward {session_id} {port}", encoding=None, window=8 << 20, max_pktsize=128 << 10
-        )
-    except (asyncssh.Error, OSError) as exc:
-        raise ProviderError(f"agent refused the forward: {exc}") from exc
+    """A byte pipe to 127.0.0.1:port on the device (the agent checks the grant and port)."""
+    process = await _open(
+        conn,
+        f"forward {session_id} {port}",
+        f"forward to port {port}",
+        window=8 << 20,
+        max_pktsize=128 << 10,
+    )
     # asyncssh's 64 KiB high-water mark makes every large frame wait for the link to drain
     # to 16 KiB: the pipe stalls between hops. A few MiB keep it full (memory stays bounded).
     process.channel.set_write_buffer_limits(high=FORWARD_BUFFER)

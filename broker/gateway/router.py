@@ -1,7 +1,9 @@
 """HTTP and WebSocket endpoints of the built-in agent provider (include under ``/api/v1``).
 
 Thin: parse, authorise through a dependency, call one service function; the terminal
-WebSocket hands its bytes to the relay.
+WebSocket hands its bytes to the relay. Both sockets open their channel to the agent before
+the attach commits (:func:`broker.gateway.service.open_channel`): a refusal, the broker's or
+the agent's, starts nothing and ends the socket with its JSON error and close code 4403.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import BrokerError, ProviderError
 from broker.gateway import access, replay, service
-from broker.gateway.relay import ShellRelay, Viewer, open_forward
-from broker.gateway.server import Gateway
+from broker.gateway.relay import ShellRelay, Viewer, open_forward, open_shell
+from broker.gateway.server import AgentLink, Gateway
 from broker.sessions.repository import SessionRecord
 
 router = APIRouter(tags=["agent"])
@@ -126,39 +128,90 @@ async def replay_recording(
     return Response(cast.text, media_type="application/x-asciicast", headers=headers)
 
 
-async def _link_and_record(ws: WebSocket, ticket: str) -> tuple[Gateway, Any, Any, str]:
-    gateway = _gateway(ws)
-    grant = gateway.tickets.redeem(ticket)
-    record = await access.attach_when_decided(
-        gateway.maker, gateway.signals, grant, waiting=gateway.waiting
-    )
+def _link(gateway: Gateway, record: SessionRecord) -> AgentLink:
     link = gateway.links.get(record.device.id)
     if link is None:
         raise ProviderError("the device's agent is not connected to this broker")
-    return gateway, link, record, grant.mode
+    return link
+
+
+async def _refuse(ws: WebSocket, exc: BrokerError) -> None:
+    """The error as one JSON text frame, then close 4403 with the detail as the reason."""
+    await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
+    reason = exc.detail.encode()[:120].decode(errors="ignore")  # a close reason: <= 123 bytes
+    await ws.close(code=4403, reason=reason)
+
+
+async def _relay(
+    gateway: Gateway, record: SessionRecord, opened: list[asyncssh.SSHClientProcess[bytes]]
+) -> ShellRelay:
+    """The session's running shell relay, or a new one on the channel just opened (recorded
+    from its first byte: output waits in the channel until the relay reads it)."""
+    link = _link(gateway, record)
+    relay = link.relays.get(record.session.id)
+    if relay is not None and not relay.closed.is_set():
+        for extra in opened:  # another socket started the shell meanwhile: join it
+            extra.close()
+        opened.clear()
+        return relay
+    if not opened:
+        raise ProviderError("the session's shell ended; open the terminal again")
+    recorder = await gateway.open_recorder(record)
+    relay = ShellRelay(
+        record.session.id,
+        opened.pop(),
+        recorder,
+        record_input=link.record_input,
+        on_failure=lambda why, rid: gateway.fail_session(record.session.id, why, rid),
+    )
+    link.relays[record.session.id] = relay
+    return relay
 
 
 @router.websocket("/gateway/terminal")
 async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     await ws.accept()
-    try:
-        gateway, link, record, mode = await _link_and_record(ws, ticket)
+    opened: list[asyncssh.SSHClientProcess[bytes]] = []
+
+    async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
+        # Before the attach commits, as for a forward: a shell the agent refuses leaves the
+        # session as it was (no start, no recording), with the refusal sealed.
+        link = _link(gateway, record)
+        for stale in opened:  # from an attempt whose transaction did not commit
+            stale.close()
+        opened.clear()
         relay = link.relays.get(record.session.id)
-        if relay is None or relay.closed.is_set():
-            recorder = await gateway.open_recorder(record)
-            relay = await ShellRelay.open(
-                link.conn,
-                record.session.id,
-                recorder,
-                record_input=link.record_input,
-                on_failure=lambda why, rid: gateway.fail_session(record.session.id, why, rid),
+        if relay is not None and not relay.closed.is_set():
+            return  # the session's shell is running: this socket joins it
+        sid = record.session.id
+        opened.append(
+            await service.open_channel(
+                db,
+                record,
+                grant.principal.actor(),
+                lambda: open_shell(link.conn, sid),
+                channel="shell",
             )
-            link.relays[record.session.id] = relay
+        )
+
+    try:
+        gateway = _gateway(ws)
+        grant = gateway.tickets.redeem(ticket)
+        record = await access.attach_when_decided(
+            gateway.maker,
+            gateway.signals,
+            grant,
+            with_attach=open_channel,
+            waiting=gateway.waiting,
+            ready=gateway.granted,
+        )
+        relay = await _relay(gateway, record, opened)
     except BrokerError as exc:
-        await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
-        await ws.close(code=4403)
+        for channel in opened:
+            channel.close()
+        await _refuse(ws, exc)
         return
-    viewer = Viewer(name=record.technician.display_name, mode=mode)
+    viewer = Viewer(name=record.technician.display_name, mode=grant.mode)
     relay.attach(viewer)
 
     async def downstream() -> None:
@@ -197,16 +250,24 @@ async def forward(
     opened: list[asyncssh.SSHClientProcess[bytes]] = []
 
     async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
-        # Before the attach commits: the agent's refusal (port, grant) leaves no trace of a
-        # start, and the forward's audit event shares the attach's commit (one fsync less).
-        link = gateway.links.get(record.device.id)
-        if link is None:
-            raise ProviderError("the device's agent is not connected to this broker")
+        # Before the attach commits: a refusal (the broker's rules or the agent's) leaves no
+        # start and seals session.channel_refused; an opened forward's audit event shares the
+        # attach's commit (one fsync less).
+        link = _link(gateway, record)
         for stale in opened:  # from an attempt whose transaction did not commit
             stale.close()
         opened.clear()
-        opened.append(await open_forward(link.conn, record.session.id, port))
-        await service.record_forward(db, record, port)
+        sid = record.session.id
+        opened.append(
+            await service.open_channel(
+                db,
+                record,
+                grant.principal.actor(),
+                lambda: open_forward(link.conn, sid, port),
+                channel="forward",
+                port=port,
+            )
+        )
 
     try:
         gateway = _gateway(ws)
@@ -219,13 +280,13 @@ async def forward(
             grant,
             with_attach=open_channel,
             waiting=gateway.waiting,
+            ready=gateway.granted,
         )
         process = opened[0]
     except BrokerError as exc:
         for channel in opened:
             channel.close()
-        await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
-        await ws.close(code=4403)
+        await _refuse(ws, exc)
         return
 
     async def downstream() -> None:

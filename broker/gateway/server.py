@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from audit.recording import Begin
 from audit.store import AuditLog
 from broker.config import Settings
-from broker.errors import BrokerError
+from broker.errors import BrokerError, PolicyDenied, ProviderError
 from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.gateway import keys, service
 from broker.gateway.access import Tickets, Waiting
@@ -47,6 +47,7 @@ KEEPALIVE_INTERVAL = 10.0  # with 2 misses a silent agent is dropped within ~30 
 # short interval as soon as one of its sessions opens (``AgentLink.watch``).
 IDLE_KEEPALIVE_INTERVAL = 60.0
 LOST_REASON = "agent connection lost"
+GRANT_SECONDS = 10.0  # how long a socket waits for the agent to confirm a grant from elsewhere
 CHUNK_SECONDS = 1.0
 LINK_WINDOW = 8 << 20
 LINK_MAX_PACKET = 128 << 10  # under asyncssh's 256 KiB receive limit on the agent's side
@@ -77,6 +78,46 @@ class AgentLink:
         self.relays: dict[str, ShellRelay] = {}
         self.ready = asyncio.Event()
         self.busy = False
+        # Per session: resolved once the agent holds the grant (its signed approval, or its
+        # "granted" reply to a grant from elsewhere), failed if it refused the grant.
+        self._grants: dict[str, asyncio.Future[None]] = {}
+
+    def _grant(self, session_id: str) -> asyncio.Future[None]:
+        if session_id not in self._grants:
+            self._grants[session_id] = asyncio.get_running_loop().create_future()
+        return self._grants[session_id]
+
+    def confirm(self, session_id: str, refusal: str | None = None) -> None:
+        """The agent holds the grant for ``session_id`` (or refused it: ``refusal``)."""
+        found = self._grant(session_id)
+        if found.done():
+            return
+        if refusal is None:
+            found.set_result(None)
+        else:
+            found.set_exception(PolicyDenied(refusal))
+            found.exception()  # retrieved: a socket awaiting it still gets it
+
+    def forget(self, session_id: str, why: str = "the session ended") -> None:
+        """The agent dropped the grant (the session ended)."""
+        found = self._grants.pop(session_id, None)
+        if found is not None and not found.done():
+            found.set_exception(ProviderError(why))
+            found.exception()
+
+    async def granted(self, session_id: str) -> None:
+        """Until the agent holds the grant: a channel opened before would be refused."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._grant(session_id)), GRANT_SECONDS)
+        except TimeoutError as exc:
+            raise ProviderError(
+                f"the device's agent did not confirm the approval of {session_id} in time"
+            ) from exc
+
+    def lost(self) -> None:
+        """The connection is gone: nobody waits for its agent any more."""
+        for session_id in list(self._grants):
+            self.forget(session_id, "the device's agent disconnected")
 
     def watch(self, busy: bool) -> None:
         """Probe often while the device has an open session (a lost link fails it in 30 s)."""
@@ -176,7 +217,15 @@ class Gateway:
                 # Its sessions stay open until the deadline sweep: an operator must know.
                 log.error("gateway.drop_failed", device_id=link.device_id, exc_info=True)
 
+    async def granted(self, session_id: str, device_id: str) -> None:
+        """Until the device's agent on this process holds the grant for ``session_id``."""
+        link = self.links.get(device_id)
+        if link is None:
+            raise ProviderError("the device's agent is not connected to this broker")
+        await link.granted(session_id)
+
     async def _drop(self, link: AgentLink) -> None:
+        link.lost()
         if link.device_id and self.links.get(link.device_id) is link:
             del self.links[link.device_id]
         for relay in list(link.relays.values()):

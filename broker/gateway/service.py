@@ -6,9 +6,10 @@ changes go through ``broker.sessions.service`` only.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +22,7 @@ from broker.errors import NotAuthenticated, NotFound, PolicyDenied, ValidationFa
 from broker.evidence.service import SYSTEM_ACTOR, Actor, record_event
 from broker.gateway import receipts
 from broker.gateway.models import AgentEnrollmentToken, AgentKey
+from broker.gateway.relay import ChannelRefused
 from broker.gateway.repository import AgentKeyRepository, TokenRepository
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
@@ -28,6 +30,9 @@ from broker.sessions.states import SessionState
 
 PROVIDER = "agent"
 MAX_TOKEN_HOURS = 24 * 7
+# A port forward is remote control (VNC, RDP); the agent accepts the same two rights.
+FORWARD_CAPABILITIES = frozenset({"control", "forward"})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -264,3 +269,55 @@ async def record_forward(db: AsyncSession, record: SessionRecord, port: int) -> 
         actor=SYSTEM_ACTOR,
         data={"session_id": record.session.id, "port": port},
     )
+
+
+async def _refusal(db: AsyncSession, record: SessionRecord, channel: str, port: int | None) -> str:
+    """Why the broker's own rules refuse the channel ("" if they allow it)."""
+    capabilities = set(record.session.capabilities)
+    if channel == "shell" and "shell" not in capabilities:
+        return "the session was not approved for a shell"
+    if channel == "forward":
+        if not capabilities & FORWARD_CAPABILITIES:
+            return "the session was not approved for remote control (port forwards)"
+        group = await get_group(db, record.device.group_id)
+        if port not in group.allowed_ports:
+            return f"port {port} is not allowed for the device group {group.name}"
+    return ""
+
+
+async def open_channel(
+    db: AsyncSession,
+    record: SessionRecord,
+    actor: Actor,
+    opener: Callable[[], Awaitable[T]],
+    *,
+    channel: str,
+    port: int | None = None,
+) -> T:
+    """Open a ``shell`` or ``forward`` channel of ``record`` with ``opener``: the broker's rules
+    first (the approved rights, the group's ports), then the agent's, checked on the device.
+
+    A refusal by either is sealed as ``session.channel_refused`` and kept (``PolicyDenied``
+    with ``keep_changes``): nothing of the attempt reads as a start. An opened forward is
+    sealed as ``session.forward_opened`` in the caller's transaction."""
+    why, by = await _refusal(db, record, channel, port), "broker"
+    if not why:
+        try:
+            opened = await opener()
+        except ChannelRefused as exc:
+            why, by = exc.detail, "agent"
+        else:
+            if channel == "forward" and port is not None:
+                await record_forward(db, record, port)
+            return opened
+    data: dict[str, Any] = {"session_id": record.session.id, "channel": channel}
+    if port is not None:
+        data["port"] = port
+    await record_event(
+        db,
+        "session.channel_refused",
+        ticket=record.ticket.ref,
+        actor=actor,
+        data={**data, "refused_by": by, "why": why},
+    )
+    raise PolicyDenied(why, keep_changes=True)

@@ -3,7 +3,9 @@
 A fake broker (real asyncssh on loopback) opens the channels a compromised or buggy broker
 might: a shell on a view-only session, a forward to a port the group does not allow, SFTP
 outside the allowed directories. Each refusal has an approved counterpart that works, so a
-test fails if the channel itself is broken rather than refused.
+test fails if the channel itself is broken rather than refused. A refusal is an SSH-level
+failure of the request (the broker's ``create_process`` raises), never a channel that opens and
+then exits: the broker must not be able to take it for an opened channel.
 """
 
 from __future__ import annotations
@@ -47,15 +49,20 @@ async def _run(link: Link, command: str, stdin: bytes = b"") -> asyncssh.SSHComp
     return await asyncio.wait_for(proc.wait(), 15)
 
 
+async def _refused(link: Link, prompter: Prompter, command: str, why: str) -> None:
+    """The request fails at the SSH level and the local user is told why."""
+    term = "xterm" if command.startswith("shell") else None
+    with pytest.raises(asyncssh.ChannelOpenError):
+        await asyncio.wait_for(link.conn.create_process(command, encoding=None, term_type=term), 15)
+    assert any(command in n and why in n for n in prompter.notices), prompter.notices
+
+
 async def test_shell_on_a_view_only_session_is_refused(
     tmp_path: Path, fake_broker: FakeBroker
 ) -> None:
-    async with agent_link(tmp_path, fake_broker, {}, [True, True]) as (link, _):
+    async with agent_link(tmp_path, fake_broker, {}, [True, True]) as (link, prompter):
         assert (await link.approve("view-1", ["view"]))["receipt"]["decision"] == "approve"
-        refused = await _run(link, "shell view-1", b"echo should-not-run\nexit\n")
-        assert refused.exit_status == 126
-        assert b"refused by the agent" in refused.stderr
-        assert b"should-not-run" not in refused.stdout
+        await _refused(link, prompter, "shell view-1", "not approved for shell")
         # The same request on a session approved for a shell runs.
         await link.approve("shell-1", ["shell"])
         ok = await _run(link, "shell shell-1", b"echo agent-$((40+2))\nexit\n")
@@ -65,12 +72,24 @@ async def test_shell_on_a_view_only_session_is_refused(
 async def test_shell_for_an_unknown_or_denied_session_is_refused(
     tmp_path: Path, fake_broker: FakeBroker
 ) -> None:
-    async with agent_link(tmp_path, fake_broker, {}, [False]) as (link, _):
+    async with agent_link(tmp_path, fake_broker, {}, [False]) as (link, prompter):
         assert (await link.approve("denied-1", ["shell"]))["receipt"]["decision"] == "deny"
         for session in ("denied-1", "never-asked"):
-            refused = await _run(link, f"shell {session}", b"exit\n")
-            assert refused.exit_status == 126
-            assert b"not approved on this device" in refused.stderr
+            await _refused(link, prompter, f"shell {session}", "not approved on this device")
+        for request in ("shell", "rm -rf /", "forward denied-1 x"):
+            await _refused(link, prompter, request, "unknown request")
+
+
+async def test_a_plain_shell_or_unknown_subsystem_is_refused(
+    tmp_path: Path, fake_broker: FakeBroker
+) -> None:
+    async with agent_link(tmp_path, fake_broker, {}, [True]) as (link, prompter):
+        await link.approve("shell-2", ["shell"])
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await link.conn.create_process(encoding=None, term_type="xterm")  # no command
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await link.conn.create_process(subsystem="netconf", encoding=None)
+        assert any("subsystem netconf" in n for n in prompter.notices)
 
 
 async def _echo_server() -> tuple[asyncio.Server, int]:
@@ -91,11 +110,10 @@ async def test_forward_to_a_port_the_group_does_not_allow_is_refused(
     other, not_allowed = await _echo_server()  # listening, so only the agent can refuse
     try:
         policy = {"allowed_ports": [allowed]}
-        async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, _):
+        async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, prompter):
             await link.approve("fwd-1", ["control"])
-            refused = await _run(link, f"forward fwd-1 {not_allowed}", b"ping")
-            assert refused.exit_status == 126
-            assert f"port {not_allowed} is not allowed".encode() in refused.stderr
+            command = f"forward fwd-1 {not_allowed}"
+            await _refused(link, prompter, command, f"port {not_allowed} is not allowed")
             ok = await _run(link, f"forward fwd-1 {allowed}", b"ping")
             assert ok.stdout == b"ping"
     finally:
@@ -108,12 +126,11 @@ async def test_forward_needs_a_control_grant(tmp_path: Path, fake_broker: FakeBr
     try:
         async with agent_link(tmp_path, fake_broker, {"allowed_ports": [port]}, [True]) as (
             link,
-            _,
+            prompter,
         ):
             await link.approve("files-only", ["files"])
-            refused = await _run(link, f"forward files-only {port}", b"ping")
-            assert refused.exit_status == 126
-            assert b"not approved for control/forward" in refused.stderr
+            command = f"forward files-only {port}"
+            await _refused(link, prompter, command, "not approved for control/forward")
     finally:
         echo.close()
 
@@ -151,11 +168,13 @@ async def test_sftp_without_a_files_grant_sees_nothing(
     allowed.mkdir()
     (allowed / "report.txt").write_bytes(b"inside")
     policy = {"allowed_paths": [str(allowed)]}
-    async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, _):
+    async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, prompter):
         await link.approve("shell-only", ["shell"])
-        async with link.conn.start_sftp_client(env={"SB_SESSION": "shell-only"}) as sftp:
-            with pytest.raises(asyncssh.SFTPPermissionDenied, match="refused by the agent"):
+        with pytest.raises(asyncssh.ChannelOpenError):
+            async with link.conn.start_sftp_client(env={"SB_SESSION": "shell-only"}) as sftp:
                 await sftp.listdir(str(allowed))
+        notices = prompter.notices
+        assert any("subsystem sftp" in n and "not approved for files" in n for n in notices)
 
 
 async def test_unattended_session_shows_a_notice_when_the_group_allows_it(
@@ -173,6 +192,8 @@ async def test_unattended_session_shows_a_notice_when_the_group_allows_it(
                 "duration_minutes": 5,
             }
         )
+        # The agent acknowledges the grant; the broker opens channels only after that.
+        assert (await link.expect("granted"))["session_id"] == "u-1"
         ok = await _run(link, "shell u-1", b"echo unattended-ok\nexit\n")
         assert b"unattended-ok" in ok.stdout
         assert prompter.prompts == []  # nobody was asked: the group's policy decided
@@ -185,8 +206,7 @@ async def test_unattended_session_is_refused_when_the_group_does_not_allow_it(
     async with agent_link(tmp_path, fake_broker, {"unattended_allowed": False}, []) as (link, p):
         link.send({"type": "unattended", "session_id": "u-2", "capabilities": ["shell"]})
         assert (await link.expect("unattended_refused"))["session_id"] == "u-2"
-        refused = await _run(link, "shell u-2", b"exit\n")
-        assert refused.exit_status == 126
+        await _refused(link, p, "shell u-2", "not approved on this device")
         assert not any("UNATTENDED" in n for n in p.notices)
 
 
@@ -199,5 +219,4 @@ async def test_session_ended_by_the_broker_withdraws_the_grant(
         async with asyncio.timeout(10):
             while not any("session ended" in n for n in prompter.notices):
                 await asyncio.sleep(0.02)
-        refused = await _run(link, "shell end-1", b"exit\n")
-        assert refused.exit_status == 126
+        await _refused(link, prompter, "shell end-1", "not approved on this device")

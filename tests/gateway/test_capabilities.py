@@ -1,6 +1,7 @@
 """The agent itself refuses what the local user did not approve (the broker is not trusted
 for that): shell on a view-only session, a port the group does not allow, SFTP outside the
-allowed directories. Channels are opened straight from the gateway's SSH link."""
+allowed directories. Channels are opened straight from the gateway's SSH link, past the
+broker's own checks; the agent's refusal fails the request at the SSH level (nothing opens)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from tests.gateway.helpers import (
     ScriptedPrompter,
     enrolled_agent,
+    events,
     request_session,
     ticket_ref,
     wait_events,
@@ -37,11 +39,12 @@ async def test_shell_refused_on_view_only(
 ):
     agent, sid, conn = await _approved(app, gateway, people, tmp_path, client, ["view"])
     try:
-        result = await conn.run(f"shell {sid}", encoding=None)
-        assert result.exit_status == 126
-        assert b"not approved for shell" in result.stderr
-        unknown = await conn.run("shell 00000000-0000-0000-0000-000000000000", encoding=None)
-        assert unknown.exit_status == 126
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process(f"shell {sid}", encoding=None, term_type="xterm")
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process("shell 00000000-0000-0000-0000-000000000000")
+        notices = agent.prompter.notices
+        assert any(f"shell {sid}" in n and "not approved for shell" in n for n in notices)
     finally:
         await agent.stop()
 
@@ -51,9 +54,9 @@ async def test_forward_refused_to_port_not_allowed(
 ):
     agent, sid, conn = await _approved(app, gateway, people, tmp_path, client, ["control"])
     try:
-        result = await conn.run(f"forward {sid} 22", encoding=None)
-        assert result.exit_status == 126
-        assert b"port 22 is not allowed" in result.stderr
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process(f"forward {sid} 22", encoding=None)
+        assert any("port 22 is not allowed" in n for n in agent.prompter.notices)
     finally:
         await agent.stop()
 
@@ -80,6 +83,10 @@ async def test_sftp_confined_and_transfers_audited(
                 await sftp.get(str(allowed / ".." / "secret.txt"), str(tmp_path / "x.txt"))
         ref = await ticket_ref(app, sid)
         found = await wait_events(app, ref, "session.file_transfer", count=2)
+        assert not (tmp_path / "stolen.txt").exists()
+        # The refused reads were never opened on the device, so nothing reports a transfer.
+        await agent.stop()
+        assert len(await events(app, ref, "session.file_transfer")) == 2
         data = sorted((e.payload["data"] for e in found), key=lambda d: d["direction"])
         assert data[0] == {
             "session_id": sid,
@@ -106,8 +113,9 @@ async def test_sftp_refused_without_files_capability(
 ):
     agent, sid, conn = await _approved(app, gateway, people, tmp_path, client, ["shell"])
     try:
-        with pytest.raises((asyncssh.Error, OSError)):
+        with pytest.raises(asyncssh.ChannelOpenError):
             async with conn.start_sftp_client(env={"SB_SESSION": sid}) as sftp:
                 await sftp.listdir(".")
+        assert any("not approved for files" in n for n in agent.prompter.notices)
     finally:
         await agent.stop()
