@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import socket
@@ -286,23 +285,6 @@ class Gateway:
         await self.presence.close()
 
 
-_heap_frozen = False
-
-
-def freeze_startup_heap() -> None:
-    """Move what start-up built (modules, routes, the app) out of the collector's sight, once
-    per process. CPython's full collection walks every tracked object: about 180,000 at
-    start-up, which paused the event loop, and with it every agent link and technician
-    socket, for 60-90 ms a few times a minute under load. Frozen objects are never
-    collected; they live as long as the process anyway."""
-    global _heap_frozen  # noqa: PLW0603 - once per process, whichever app starts first
-    if _heap_frozen:
-        return
-    _heap_frozen = True
-    gc.collect()  # garbage of start-up is freed, not frozen
-    gc.freeze()
-
-
 async def start_gateway(app: Any) -> Callable[[], Awaitable[None]]:
     """Start the SSH gateway for ``app`` (called from the lifespan); returns ``stop``."""
     settings: Settings = app.state.settings
@@ -314,7 +296,6 @@ async def start_gateway(app: Any) -> Callable[[], Awaitable[None]]:
     )
     await gateway.start(settings.gateway_host, settings.gateway_port)
     app.state.gateway = gateway
-    freeze_startup_heap()
 
     async def _stop() -> None:
         await gateway.stop()
