@@ -112,3 +112,45 @@ async def test_browser_terminal_types_and_reads(
         await page.close()
     finally:
         await agent.stop()
+
+
+async def test_browser_terminal_shows_a_refusal(
+    app: Any,
+    gateway: Any,
+    people: Any,
+    tmp_path: Any,
+    client: httpx.AsyncClient,
+    live_url: str,
+    browser: Any,
+):
+    """A view-only session's terminal is refused: the page keeps the reason on screen (the
+    close that follows the error used to overwrite it with "closed")."""
+    agent = await enrolled_agent(
+        app, gateway, tmp_path, people["group"].name, ScriptedPrompter([True])
+    )
+    try:
+        session = await request_session(client, people["tech_token"], agent.device_id, ["view"])
+        sid = session["id"]
+        await wait_state(client, people["tech_token"], sid, "approved")
+        async with app.state.sessionmaker() as db:
+            cookie, csrf = await start_web_session(db, people["tech"], "127.0.0.1")
+            await db.commit()
+        await browser.add_cookies(
+            [
+                {"name": "sb_session", "value": cookie, "url": live_url},
+                {"name": "sb_csrf", "value": csrf, "url": live_url},
+            ]
+        )
+        page = await browser.new_page()
+        await page.goto(f"{live_url}/terminal/{sid}")
+        await page.wait_for_function(
+            "(document.getElementById('status').textContent || '').includes('not approved')",
+            timeout=15000,
+        )
+        await page.wait_for_timeout(300)  # the close arrives after the error: it must not win
+        status = await page.locator("#status").inner_text()
+        assert "not approved for a shell" in status
+        assert await session_state(client, people["tech_token"], sid) == "approved"
+        await page.close()
+    finally:
+        await agent.stop()

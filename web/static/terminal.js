@@ -26,9 +26,13 @@
     if (ws.readyState === 1) ws.send(JSON.stringify({type: "resize", cols, rows}));
   };
   ws.onopen = () => { status.textContent = "connected"; resize(); term.focus(); };
-  ws.onclose = () => { status.textContent = "closed"; };
+  // A refusal arrives as a JSON error, then a close with the reason: keep the error shown.
+  let problem = "";
+  ws.onclose = (ev) => {
+    status.textContent = problem || (ev.code === 1000 ? "closed" : `closed: ${ev.reason || ev.code}`);
+  };
   ws.onmessage = (ev) => {
-    if (typeof ev.data === "string") { status.textContent = JSON.parse(ev.data).detail; return; }
+    if (typeof ev.data === "string") { problem = JSON.parse(ev.data).detail; status.textContent = problem; return; }
     term.write(new Uint8Array(ev.data));
   };
   if (mode !== "watch") term.onData((d) => ws.send(JSON.stringify({type: "input", data: d})));
