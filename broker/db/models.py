@@ -10,9 +10,8 @@ from broker.db.base import Base
 from broker.devices.models import Device, DeviceGroup, GroupMember
 from broker.gateway.models import AgentEnrollmentToken, AgentKey
 from broker.providers.models import ProviderEventMark, ProviderSessionLink  # noqa: F401 - tables
-from broker.sessions.models import RemoteSession
+from broker.sessions.models import RemoteSession, SessionInvitation
 from broker.tickets.models import Ticket
-from broker.ui.models import SessionInvitation
 
 __all__ = [
     "AgentEnrollmentToken",

@@ -4,7 +4,7 @@ A WebSocket cannot carry our CSRF header, so the browser (or ``supportbroker con
 asks over normal, authenticated HTTP for a one-time ticket valid 60 s, bound to the principal,
 the session and the mode; the WebSocket presents it. Modes: ``control`` (the session's
 technician), ``join`` (an expert: a technician of the device's group whom the session's
-technician invited, see ``broker.ui.invites``), ``watch`` (a
+technician invited, see ``broker.sessions.invitations``), ``watch`` (a
 supervisor: an admin, read-only). Each attach is an audit event.
 
 The technician's socket may be opened before the end user answers (:func:`attach_when_decided`).
@@ -37,6 +37,7 @@ from broker.errors import (
 )
 from broker.evidence.service import record_event
 from broker.gateway.signals import SessionSignals
+from broker.sessions import invitations
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import SessionState
@@ -102,9 +103,7 @@ async def authorize(
         if principal.role != "technician":
             raise PermissionDenied("experts joining a session must be technicians")
         await get_device_for(db, principal, record.device.id)
-        from broker.ui import invites  # the invitation lives with the console that makes it
-
-        if not await invites.is_invited(db, session_id, principal.user_id):
+        if not await invitations.is_invited(db, session_id, principal.user_id):
             raise PermissionDenied("experts join only when the session's technician invited them")
         if state is not SessionState.active:
             raise IllegalTransition("an expert can join only a running session")

@@ -1,11 +1,12 @@
-"""A remote session and the timestamp of every state it passed through."""
+"""A remote session and the timestamp of every state it passed through; the experts its
+technician invited to help."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, CreatedMixin, IdMixin, UTCDateTime
@@ -54,3 +55,25 @@ class RemoteSession(IdMixin, CreatedMixin, Base):
     answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(String(2000))
+
+
+class SessionInvitation(IdMixin, CreatedMixin, Base):
+    """``expert_id`` was invited by ``invited_by`` to help on ``session_id``.
+
+    The invitation puts the session in the expert's console and lets them open it there; the
+    gateway's ``join`` mode decides who may attach to the terminal. The audit event
+    ``session.expert_invited`` is the lasting record; this row is what the pages query.
+    """
+
+    __tablename__ = "session_invitations"
+    __table_args__ = (UniqueConstraint("session_id", "expert_id"),)
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False
+    )
+    expert_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    invited_by: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )

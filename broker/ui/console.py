@@ -1,7 +1,7 @@
 """The technician's console: open sessions (live), the request form, the waiting screen.
 
 - ``GET /ui/console`` and the fragment ``GET /ui/console/sessions`` (htmx polls it); it also
-  lists the open sessions the technician was invited to help on (``broker.ui.invites``)
+  lists the open sessions the technician was invited to help on (``broker.sessions.invitations``)
 - ``GET /ui/new?system=…&ticket=…``: the request form; ``GET /sessions/new`` is where the
   connectors' ticket deep link (``/t/{system}/{id}/connect``) lands and forwards here
 - ``GET /ui/new/ticket``: the ticket as its system sees it (htmx, while typing)
@@ -36,11 +36,11 @@ from broker.devices.repository import DeviceFilter
 from broker.errors import BrokerError
 from broker.providers import service as providers
 from broker.sessions import gate
+from broker.sessions import invitations as invites
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionFilter, SessionRecord
 from broker.sessions.schemas import SessionCreate
 from broker.sessions.states import OPEN_STATES, SessionState
-from broker.ui import invites
 from broker.ui.common import (
     admit,
     is_admin,

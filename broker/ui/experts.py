@@ -1,8 +1,9 @@
 """``POST /ui/sessions/{id}/invite``: the session's technician invites an expert.
 
-The form lists the technicians of the device's group (``broker.ui.invites.candidates``); the
-invited expert finds the session under "Invited to help" in their console, opens its page
-and joins the terminal from there (``/terminal/{id}?mode=join``).
+The form lists the technicians of the device's group
+(``broker.sessions.invitations.candidates``); the invited expert finds the session under
+"Invited to help" in their console, opens its page and joins the terminal from there
+(``/terminal/{id}?mode=join``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from broker.auth.deps import OptionalPrincipal
 from broker.db.session import DbSession
 from broker.errors import BrokerError
-from broker.ui import invites
+from broker.sessions import invitations as invites
 from broker.ui.common import admit, is_technician, refused
 
 router = APIRouter(include_in_schema=False)

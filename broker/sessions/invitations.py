@@ -18,9 +18,9 @@ from broker.devices import service as devices
 from broker.errors import Conflict, IllegalTransition, NotFound, PermissionDenied
 from broker.evidence.service import record_event
 from broker.sessions import service as sessions
+from broker.sessions.models import SessionInvitation
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import OPEN_STATES, SessionState
-from broker.ui.models import SessionInvitation
 
 EXPERT_ROLE = "technician"
 
