@@ -68,6 +68,22 @@ async def browser(tmp_path: Path, xterm_installed: None) -> Any:
             await context.close()
 
 
+async def terminal_page(app: Any, people: Any, browser: Any, live_url: str, sid: str) -> Any:
+    """The technician's browser, logged in by cookie, on the session's terminal page."""
+    async with app.state.sessionmaker() as db:
+        cookie, csrf = await start_web_session(db, people["tech"], "127.0.0.1")
+        await db.commit()
+    await browser.add_cookies(
+        [
+            {"name": "sb_session", "value": cookie, "url": live_url},
+            {"name": "sb_csrf", "value": csrf, "url": live_url},
+        ]
+    )
+    page = await browser.new_page()
+    await page.goto(f"{live_url}/terminal/{sid}")
+    return page
+
+
 async def test_browser_terminal_types_and_reads(
     app: Any,
     gateway: Any,
@@ -84,17 +100,7 @@ async def test_browser_terminal_types_and_reads(
         session = await request_session(client, people["tech_token"], agent.device_id, ["shell"])
         sid = session["id"]
         await wait_state(client, people["tech_token"], sid, "approved")
-        async with app.state.sessionmaker() as db:
-            cookie, csrf = await start_web_session(db, people["tech"], "127.0.0.1")
-            await db.commit()
-        await browser.add_cookies(
-            [
-                {"name": "sb_session", "value": cookie, "url": live_url},
-                {"name": "sb_csrf", "value": csrf, "url": live_url},
-            ]
-        )
-        page = await browser.new_page()
-        await page.goto(f"{live_url}/terminal/{sid}")
+        page = await terminal_page(app, people, browser, live_url, sid)
         await page.wait_for_function(
             "document.getElementById('status').textContent === 'connected'", timeout=15000
         )
@@ -132,17 +138,7 @@ async def test_browser_terminal_shows_a_refusal(
         session = await request_session(client, people["tech_token"], agent.device_id, ["view"])
         sid = session["id"]
         await wait_state(client, people["tech_token"], sid, "approved")
-        async with app.state.sessionmaker() as db:
-            cookie, csrf = await start_web_session(db, people["tech"], "127.0.0.1")
-            await db.commit()
-        await browser.add_cookies(
-            [
-                {"name": "sb_session", "value": cookie, "url": live_url},
-                {"name": "sb_csrf", "value": csrf, "url": live_url},
-            ]
-        )
-        page = await browser.new_page()
-        await page.goto(f"{live_url}/terminal/{sid}")
+        page = await terminal_page(app, people, browser, live_url, sid)
         await page.wait_for_function(
             "(document.getElementById('status').textContent || '').includes('not approved')",
             timeout=15000,

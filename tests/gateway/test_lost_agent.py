@@ -57,6 +57,26 @@ async def _until(predicate: Any, timeout: float = 15.0) -> None:
             await asyncio.sleep(0.05)
 
 
+async def approved_shell(
+    proc: asyncio.subprocess.Process,
+    gateway: Any,
+    client: httpx.AsyncClient,
+    token: str,
+    device_id: str,
+) -> dict[str, Any]:
+    """Once the spawned agent is linked: a shell session, approved at its terminal prompt."""
+    await _until(lambda: device_id in gateway.links)
+    session = await request_session(client, token, device_id, ["shell"])
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    # Answer only once the prompt is on the agent's terminal (an earlier line is no answer).
+    await asyncio.wait_for(proc.stdout.readuntil(b"Allow? [y/N] "), 15)
+    proc.stdin.write(b"y\n")
+    await proc.stdin.drain()
+    await wait_state(client, token, session["id"], "approved")
+    return session
+
+
 async def test_killed_agent_fails_session_and_reconnects(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
 ):
@@ -72,15 +92,7 @@ async def test_killed_agent_fails_session_and_reconnects(
     device_id = load_enrollment(settings).device_id
     proc = await _spawn(settings)
     try:
-        await _until(lambda: device_id in gateway.links)
-        session = await request_session(client, people["tech_token"], device_id, ["shell"])
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        # Answer only once the prompt is on the agent's terminal (an earlier line is no answer).
-        await asyncio.wait_for(proc.stdout.readuntil(b"Allow? [y/N] "), 15)
-        proc.stdin.write(b"y\n")
-        await proc.stdin.drain()
-        await wait_state(client, people["tech_token"], session["id"], "approved")
+        session = await approved_shell(proc, gateway, client, people["tech_token"], device_id)
         link = gateway.links[device_id]
         uri = await terminal_uri(live_url, people["tech_token"], session["id"])
         async with websockets.connect(uri) as ws:

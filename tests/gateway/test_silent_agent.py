@@ -10,7 +10,6 @@ within 30 s); the mechanism is the same, only the clock is faster.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from typing import Any
@@ -30,13 +29,12 @@ from tests.gateway.helpers import (
     new_token,
     read_cast,
     read_until,
-    request_session,
     terminal_uri,
     ticket_ref,
     wait_events,
     wait_state,
 )
-from tests.gateway.test_lost_agent import _spawn, _until
+from tests.gateway.test_lost_agent import _spawn, _until, approved_shell
 
 PROBE_SECONDS = 1.0
 
@@ -62,14 +60,7 @@ async def test_silent_agent_fails_session_by_keepalive_and_reconnects(
     proc = await _spawn(settings)
     stopped = False
     try:
-        await _until(lambda: device_id in gateway.links)
-        session = await request_session(client, people["tech_token"], device_id, ["shell"])
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        await asyncio.wait_for(proc.stdout.readuntil(b"Allow? [y/N] "), 15)
-        proc.stdin.write(b"y\n")
-        await proc.stdin.drain()
-        await wait_state(client, people["tech_token"], session["id"], "approved")
+        session = await approved_shell(proc, gateway, client, people["tech_token"], device_id)
         link = gateway.links[device_id]
         uri = await terminal_uri(live_url, people["tech_token"], session["id"])
         async with websockets.connect(uri) as ws:
