@@ -19,6 +19,7 @@ from agent.identity import load_or_create_key
 from agent.runner import RunHandle, enroll, run
 from agent.server import AgentCore
 from broker.evidence.service import Actor
+from broker.gateway import cli as gateway_cli
 from broker.gateway.server import Gateway
 from broker.gateway.service import create_enrollment_token
 
@@ -252,3 +253,22 @@ async def terminal_uri(live_url: str, token: str, session_id: str, mode: str = "
 
     secret = await ticket(live_url, token, session_id, mode)
     return live_url.replace("http", "ws") + f"/api/v1/gateway/terminal?ticket={secret}"
+
+
+async def echo_server() -> tuple[asyncio.Server, int]:
+    """A service on the device's loopback that echoes what it gets (a forward's far end)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(4096):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def forward_uri(live_url: str, token: str, session_id: str, port: int) -> str:
+    """A forward socket's URL with a fresh one-time ticket (control mode)."""
+    secret = await gateway_cli.ticket(live_url, token, session_id, "control")
+    return gateway_cli.ws_url(live_url, f"/api/v1/gateway/forward?ticket={secret}&port={port}")

@@ -17,8 +17,10 @@ from broker.gateway.server import IDLE_KEEPALIVE_INTERVAL
 from tests.factories import make_group, make_token
 from tests.gateway.helpers import (
     ScriptedPrompter,
+    echo_server,
     enrolled_agent,
     events,
+    forward_uri,
     request_session,
     session_state,
     ticket_ref,
@@ -42,26 +44,10 @@ class GatedPrompter(ScriptedPrompter):
         return self.answer, "user" if self.answer else "declined"
 
 
-async def _echo() -> tuple[asyncio.Server, int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def _forward_uri(live_url: str, token: str, session_id: str, port: int) -> str:
-    secret = await ticket(live_url, token, session_id, "control")
-    return live_url.replace("http", "ws") + f"/api/v1/gateway/forward?ticket={secret}&port={port}"
-
-
 async def test_forward_opened_before_consent_connects_on_approval(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
 ) -> None:
-    echo, port = await _echo()
+    echo, port = await echo_server()
     group = await make_group(app, [people["tech"]], allowed_ports=[port])
     prompter = GatedPrompter(True)
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, prompter)
@@ -74,7 +60,7 @@ async def test_forward_opened_before_consent_connects_on_approval(
         async with asyncio.timeout(10):
             while not link.busy:  # an open session: probed every 10 s from now on
                 await asyncio.sleep(0.05)
-        uri = await _forward_uri(live_url, token, sid, port)  # a ticket while awaiting consent
+        uri = await forward_uri(live_url, token, sid, port)  # a ticket while awaiting consent
         async with websockets.connect(uri) as ws:
             await ws.send(b"early")  # held until the channel opens
             await asyncio.sleep(0.3)

@@ -27,8 +27,10 @@ from broker.gateway import cli
 from tests.factories import make_group
 from tests.gateway.helpers import (
     ScriptedPrompter,
+    echo_server,
     enrolled_agent,
     events,
+    forward_uri,
     read_until,
     recordings,
     request_session,
@@ -37,22 +39,6 @@ from tests.gateway.helpers import (
     ticket_ref,
     wait_state,
 )
-
-
-async def _echo() -> tuple[asyncio.Server, int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def _forward_uri(live_url: str, token: str, session_id: str, port: int) -> str:
-    secret = await cli.ticket(live_url, token, session_id, "control")
-    return cli.ws_url(live_url, f"/api/v1/gateway/forward?ticket={secret}&port={port}")
 
 
 async def _refusal(uri: str) -> tuple[dict[str, Any], int, str]:
@@ -82,15 +68,15 @@ async def _nothing_started(app: Any, client: httpx.AsyncClient, token: str, sid:
 async def test_forward_to_a_port_the_group_does_not_allow(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
 ) -> None:
-    echo, allowed = await _echo()
-    other, not_allowed = await _echo()  # listening: only a refusal keeps the bytes out
+    echo, allowed = await echo_server()
+    other, not_allowed = await echo_server()  # listening: only a refusal keeps the bytes out
     group = await make_group(app, [people["tech"]], allowed_ports=[allowed])
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, ScriptedPrompter([True]))
     token = people["tech_token"]
     try:
         sid = (await request_session(client, token, agent.device_id, ["control"]))["id"]
         await wait_state(client, token, sid, "approved")
-        error, code, reason = await _refusal(await _forward_uri(live_url, token, sid, not_allowed))
+        error, code, reason = await _refusal(await forward_uri(live_url, token, sid, not_allowed))
         assert error["error"] == "policy_denied"
         assert f"port {not_allowed} is not allowed" in error["detail"]
         assert code == 4403
@@ -107,7 +93,7 @@ async def test_forward_to_a_port_the_group_does_not_allow(
         assert refused.payload["actor"]["kind"] == "token"  # the technician's API token
         assert refused.payload["actor"]["role"] == "technician"
         # The refusal left the session whole: the allowed port opens and starts it.
-        await _echoed(await _forward_uri(live_url, token, sid, allowed))
+        await _echoed(await forward_uri(live_url, token, sid, allowed))
         assert await session_state(client, token, sid) == "active"
         (opened,) = await events(app, ref, "session.forward_opened")
         assert opened.payload["data"]["port"] == allowed
@@ -122,7 +108,7 @@ async def test_forward_the_agent_refuses_by_itself(
 ) -> None:
     """The broker's group now allows the port; the agent still holds the policy it was given
     at connect, which does not: the agent's own check refuses, and that is what is sealed."""
-    echo, port = await _echo()
+    echo, port = await echo_server()
     group = await make_group(app, [people["tech"]], allowed_ports=[])
     prompter = ScriptedPrompter([True])
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, prompter)
@@ -135,7 +121,7 @@ async def test_forward_the_agent_refuses_by_itself(
             await db.commit()
         sid = (await request_session(client, token, agent.device_id, ["control"]))["id"]
         await wait_state(client, token, sid, "approved")
-        error, code, _ = await _refusal(await _forward_uri(live_url, token, sid, port))
+        error, code, _ = await _refusal(await forward_uri(live_url, token, sid, port))
         assert error["error"] == "policy_denied"
         assert "the agent on the device refused the forward" in error["detail"]
         assert code == 4403
@@ -152,14 +138,14 @@ async def test_forward_the_agent_refuses_by_itself(
 async def test_forward_without_remote_control_rights(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
 ) -> None:
-    echo, port = await _echo()
+    echo, port = await echo_server()
     group = await make_group(app, [people["tech"]], allowed_ports=[port])
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, ScriptedPrompter([True]))
     token = people["tech_token"]
     try:
         sid = (await request_session(client, token, agent.device_id, ["files"]))["id"]
         await wait_state(client, token, sid, "approved")
-        error, code, _ = await _refusal(await _forward_uri(live_url, token, sid, port))
+        error, code, _ = await _refusal(await forward_uri(live_url, token, sid, port))
         assert "not approved for remote control" in error["detail"]
         assert code == 4403
         ref = await _nothing_started(app, client, token, sid)

@@ -19,6 +19,7 @@ import websockets
 from broker.gateway.cli import ticket, ws_url
 from tests.factories import consent_token, make_group
 from tests.gateway.helpers import (
+    echo_server,
     enrolled_agent,
     events,
     read_until,
@@ -31,17 +32,6 @@ from tests.gateway.helpers import (
 from tests.gateway.test_push import GatedPrompter
 
 HOLD_SECONDS = 0.5
-
-
-async def _echo() -> tuple[asyncio.Server, int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
 
 
 def _hold_grants(gateway: Any, device_id: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -78,7 +68,7 @@ async def test_waiting_forward_opens_after_a_web_approval(
     live_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    echo, port = await _echo()
+    echo, port = await echo_server()
     group = await make_group(app, [people["tech"]], allowed_ports=[port])
     prompter = GatedPrompter(True)  # the user at the device never answers the prompt
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, prompter)
