@@ -50,19 +50,50 @@ def _progress(done: int, total: int) -> None:
 
 
 async def _verify_log(url: str, key_source: str, processes: int) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from audit.store import verify_database
 
     verifier = load_verifier(key_source)
-    engine = create_async_engine(url)
     try:
-        async with engine.connect() as conn:
-            report = await verify_database(conn, verifier, progress=_progress, processes=processes)
-    finally:
-        await engine.dispose()
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                # its own snapshot: the broker may be appending while this reads
+                report = await verify_database(
+                    conn, verifier, progress=_progress, processes=processes, snapshot=True
+                )
+        finally:
+            await engine.dispose()
+    except (SQLAlchemyError, OSError) as exc:
+        first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise AuditError(f"cannot read the audit log from {_shown(url)}: {first}") from exc
     print(report.verdict())
     return 0 if report.ok else 1
+
+
+def _check_database(url: str) -> None:
+    """Refuse a malformed URL, and a SQLite file that is not there (SQLite would create an
+    empty one and the verification would report a missing table)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise AuditError(f"not a database URL: {exc}") from exc
+    path = parsed.database
+    on_disk = parsed.get_backend_name() == "sqlite" and path not in (None, "", ":memory:")
+    if on_disk and not Path(str(path)).is_file():
+        raise AuditError(f"no SQLite database at {path}")
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages (``_check_database`` parsed it already)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def build_parser(prog: str = "python -m audit") -> argparse.ArgumentParser:
@@ -90,10 +121,14 @@ def run(args: argparse.Namespace) -> int:
             report = verify_bundle(data, verifier)
             print(report.verdict())
             return 0 if report.ok else 1
+        _check_database(args.database_url)
         return asyncio.run(_verify_log(args.database_url, args.public_key, args.processes))
     except AuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
