@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import asyncssh
@@ -142,6 +143,29 @@ async def _refuse(ws: WebSocket, exc: BrokerError) -> None:
     await ws.close(code=4403, reason=reason)
 
 
+def _close_all(opened: list[asyncssh.SSHClientProcess[bytes]]) -> None:
+    for channel in opened:
+        channel.close()
+    opened.clear()
+
+
+async def _reopen(
+    opened: list[asyncssh.SSHClientProcess[bytes]],
+    db: AsyncSession,
+    record: SessionRecord,
+    grant: access.Ticket,
+    opener: Callable[[], Awaitable[asyncssh.SSHClientProcess[bytes]]],
+    *,
+    channel: str,
+    port: int | None = None,
+) -> None:
+    """Open the socket's channel through the broker's and the agent's checks, in ``db``'s
+    transaction; a channel of an earlier attempt whose transaction did not commit is closed."""
+    _close_all(opened)
+    actor = grant.principal.actor()
+    opened.append(await service.open_channel(db, record, actor, opener, channel=channel, port=port))
+
+
 async def _relay(
     gateway: Gateway, record: SessionRecord, opened: list[asyncssh.SSHClientProcess[bytes]]
 ) -> ShellRelay:
@@ -150,9 +174,7 @@ async def _relay(
     link = _link(gateway, record)
     relay = link.relays.get(record.session.id)
     if relay is not None and not relay.closed.is_set():
-        for extra in opened:  # another socket started the shell meanwhile: join it
-            extra.close()
-        opened.clear()
+        _close_all(opened)  # another socket started the shell meanwhile: join it
         return relay
     if not opened:
         raise ProviderError("the session's shell ended; open the terminal again")
@@ -177,21 +199,13 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         # Before the attach commits, as for a forward: a shell the agent refuses leaves the
         # session as it was (no start, no recording), with the refusal sealed.
         link = _link(gateway, record)
-        for stale in opened:  # from an attempt whose transaction did not commit
-            stale.close()
-        opened.clear()
         relay = link.relays.get(record.session.id)
         if relay is not None and not relay.closed.is_set():
+            _close_all(opened)
             return  # the session's shell is running: this socket joins it
         sid = record.session.id
-        opened.append(
-            await service.open_channel(
-                db,
-                record,
-                grant.principal.actor(),
-                lambda: open_shell(link.conn, sid),
-                channel="shell",
-            )
+        await _reopen(
+            opened, db, record, grant, lambda: open_shell(link.conn, sid), channel="shell"
         )
 
     try:
@@ -207,8 +221,7 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         )
         relay = await _relay(gateway, record, opened)
     except BrokerError as exc:
-        for channel in opened:
-            channel.close()
+        _close_all(opened)
         await _refuse(ws, exc)
         return
     viewer = Viewer(name=record.technician.display_name, mode=grant.mode)
@@ -254,19 +267,15 @@ async def forward(
         # start and seals session.channel_refused; an opened forward's audit event shares the
         # attach's commit (one fsync less).
         link = _link(gateway, record)
-        for stale in opened:  # from an attempt whose transaction did not commit
-            stale.close()
-        opened.clear()
         sid = record.session.id
-        opened.append(
-            await service.open_channel(
-                db,
-                record,
-                grant.principal.actor(),
-                lambda: open_forward(link.conn, sid, port),
-                channel="forward",
-                port=port,
-            )
+        await _reopen(
+            opened,
+            db,
+            record,
+            grant,
+            lambda: open_forward(link.conn, sid, port),
+            channel="forward",
+            port=port,
         )
 
     try:
@@ -284,8 +293,7 @@ async def forward(
         )
         process = opened[0]
     except BrokerError as exc:
-        for channel in opened:
-            channel.close()
+        _close_all(opened)
         await _refuse(ws, exc)
         return
 

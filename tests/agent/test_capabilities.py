@@ -26,6 +26,7 @@ from tests.agent.loopback import (
     running_agent,
     settings_for,
 )
+from tests.gateway.helpers import echo_server
 
 
 @contextlib.asynccontextmanager
@@ -92,22 +93,11 @@ async def test_a_plain_shell_or_unknown_subsystem_is_refused(
         assert any("subsystem netconf" in n for n in prompter.notices)
 
 
-async def _echo_server() -> tuple[asyncio.Server, int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
 async def test_forward_to_a_port_the_group_does_not_allow_is_refused(
     tmp_path: Path, fake_broker: FakeBroker
 ) -> None:
-    echo, allowed = await _echo_server()
-    other, not_allowed = await _echo_server()  # listening, so only the agent can refuse
+    echo, allowed = await echo_server()
+    other, not_allowed = await echo_server()  # listening, so only the agent can refuse
     try:
         policy = {"allowed_ports": [allowed]}
         async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, prompter):
@@ -122,7 +112,7 @@ async def test_forward_to_a_port_the_group_does_not_allow_is_refused(
 
 
 async def test_forward_needs_a_control_grant(tmp_path: Path, fake_broker: FakeBroker) -> None:
-    echo, port = await _echo_server()
+    echo, port = await echo_server()
     try:
         async with agent_link(tmp_path, fake_broker, {"allowed_ports": [port]}, [True]) as (
             link,
