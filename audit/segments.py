@@ -14,11 +14,9 @@ pass would name.
 from __future__ import annotations
 
 import multiprocessing
-import signal
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.pool import IMapIterator
 from typing import Any
 
 from audit.errors import VerificationError
@@ -26,6 +24,7 @@ from audit.merkle import Frontier
 from audit.records import FieldCodec, record_leaf_hash
 from audit.scan import First, Head, scan
 from audit.verify import LogVerifier, record_problem, row_to_record
+from audit.workers import Workers
 
 Fetch = Callable[[int, int], Iterable[Sequence[Any]]]
 """``fetch(start, count)``: the ``count`` rows after the first ``start`` in log order (a
@@ -140,40 +139,17 @@ def feed_segments(
     function, or a ``functools.partial`` of one); ``context`` is the multiprocessing start
     method (``fork`` lets the workers see the parent's memory). ``progress(size)`` is called
     with the records verified so far after each segment joins the tree. Setting ``stop``
-    (from another thread) ends the workers and raises :class:`Stopped` within
-    :data:`POLL_SECONDS`; the workers ignore SIGINT, so a Ctrl-C reaches only the parent,
-    which decides.
+    (from another thread) ends the workers and raises :class:`audit.workers.Stopped` within
+    :data:`audit.workers.POLL_SECONDS`; the workers ignore SIGINT, so a Ctrl-C reaches only
+    the parent, which decides.
     """
     jobs = plan(checker, total, fetch, segment)
     if processes <= 1 or len(jobs) <= 1:
         _absorb_all(checker, map(run_job, jobs), progress)
         return
-    ctx = multiprocessing.get_context(context)
-    quiet = (signal.SIGINT, signal.SIG_IGN)
-    with ctx.Pool(min(processes, len(jobs)), signal.signal, quiet) as pool:
-        # imap keeps the jobs' order; leaving the block (a problem, a stop) ends the workers.
-        _absorb_all(checker, _until(pool.imap(run_job, jobs), stop), progress)
-
-
-class Stopped(Exception):
-    """The caller set ``stop``: the verification was abandoned."""
-
-
-POLL_SECONDS = 0.1
-
-
-def _until(
-    results: IMapIterator[SegmentResult], stop: threading.Event | None
-) -> Iterator[SegmentResult]:
-    """``results`` in order, looking at ``stop`` while waiting for the next."""
-    while True:
-        try:
-            yield results.next(POLL_SECONDS)
-        except multiprocessing.TimeoutError:
-            if stop is not None and stop.is_set():
-                raise Stopped("verification stopped") from None
-        except StopIteration:
-            return
+    with Workers(multiprocessing.get_context(context), min(processes, len(jobs)), run_job) as w:
+        # In the jobs' order; leaving the block (a problem, a stop) ends the workers.
+        _absorb_all(checker, w.map(jobs, stop), progress)
 
 
 def _absorb_all(

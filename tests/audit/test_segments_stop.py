@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from audit.segments import Stopped, feed_segments
+from audit.segments import feed_segments
 from audit.verify import LogVerifier
+from audit.workers import Stopped
 
 from .test_segments import CHECKPOINTS, FRONTIER, LOG_ID, ROWS, SIGNER
 
