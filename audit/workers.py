@@ -1,14 +1,14 @@
 """Worker processes that run jobs in order, one pipe each: what ``feed_segments`` runs in.
 
-Why not :class:`multiprocessing.pool.Pool`: a CI run hung for its whole 90 minutes inside a
-multi-process verification that had just found a problem, i.e. while the pool was being torn
-down. We could not reproduce it here, but the pool's shutdown depends on three handler
-threads, queues guarded by cross-process semaphores (registered with the resource tracker,
-whose lock is not re-entrant on Python 3.11) and a worker handler that replaces dead workers;
-a job whose worker died was also never answered, so ``imap`` waited for ever. Here nothing is
-shared but one pipe per worker: a worker that dies is an end-of-file on its pipe, reported at
-once (:class:`WorkerDied`), and leaving ends every worker (EOF for the idle, SIGTERM for the
-busy, SIGKILL for any still there after :data:`GRACE_SECONDS`).
+Why not :class:`multiprocessing.pool.Pool`: a CI run hung for its whole 90 minutes at a
+multi-process verification test whose verification ends in a problem, i.e. where the pool is
+torn down with jobs in flight. It did not recur here in dozens of runs, so the cause is not
+proven; but the pool's tear-down coordinates three handler threads and queues whose locks are
+shared with the workers, and a job whose worker died is never answered (``imap`` then waits
+for ever). Here nothing is shared but one pipe per worker: a worker that dies is an
+end-of-file on its pipe, reported at once (:class:`WorkerDied`), and leaving ends every worker
+(told to go if idle, SIGTERM if busy, SIGKILL for any still there after
+:data:`GRACE_SECONDS`).
 """
 
 from __future__ import annotations
