@@ -6,7 +6,9 @@ start from realistic state without going through HTTP for every precondition.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -170,3 +172,34 @@ async def audit_events(app: Any, stream: str) -> list[tuple[str, dict[str, Any]]
         conn = await db.connection()
         events = await app.state.audit_log.read_stream(conn, stream)
     return [(e.event_type, e.payload) for e in events]
+
+
+async def while_verification_is_held(
+    app: Any, monkeypatch: Any, request: Awaitable[httpx.Response]
+) -> httpx.Response:
+    """Send ``request`` (one that verifies the whole log), hold its verification as a long
+    one would be held, and require another writer to get through meanwhile; the response.
+
+    Without the request's transaction ended first, the writer waits on SQLite's write lock
+    until the 30 s busy timeout, so the 20 s limit here fails the test.
+    """
+    from audit.store import AuditLog
+
+    started, release = asyncio.Event(), asyncio.Event()
+    verify_log = AuditLog.verify_log
+
+    async def held(self: AuditLog, *args: Any, **kwargs: Any) -> Any:
+        started.set()
+        await release.wait()
+        return await verify_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(AuditLog, "verify_log", held)
+    verifying = asyncio.ensure_future(request)
+    try:
+        await asyncio.wait_for(started.wait(), 60)
+        user, _ = await asyncio.wait_for(make_user(app, "technician"), 20)
+        assert user.id
+    finally:
+        release.set()
+        response = await verifying
+    return response

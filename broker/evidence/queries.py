@@ -65,9 +65,18 @@ async def timeline(db: AsyncSession, principal: Principal, stream: str) -> Timel
 
 
 async def verify_all(db: AsyncSession) -> VerifyReport:
+    """Commit what the request has done so far, then verify the whole log in its own snapshot.
+
+    The request's transaction holds the audit log's writer lock once it has appended (e.g.
+    ``auth.token_used``), and on SQLite the database's write lock from its first statement:
+    kept open through a long verification, it stalled every other writer (on SQLite past the
+    busy timeout). The session stays usable afterwards (a new transaction).
+    """
     log = audit_log_of(db)
-    # Its own snapshot: other requests append while the auditor's verification reads.
-    return await log.verify_log(await db.connection(), snapshot=True)
+    await db.commit()
+    engine: Any = db.bind
+    async with engine.connect() as conn:
+        return await log.verify_log(conn, snapshot=True)
 
 
 async def export(

@@ -215,12 +215,13 @@ async def ticket_timeline(
     conn = await db.connection()
     raw = await log.records(conn, stream=stream)  # read before the view itself is recorded
     found = await queries.timeline(db, principal, stream)  # NotFound if none; audits the view
+    # Commits the view's event first: the whole-log verification must not hold the writer lock.
     report = await queries.verify_all(db)
     problems = _record_problems(log.log_id, raw, report)
     if found.problem and not found.records:
         # The payloads did not decrypt: name the record the decryption stopped at.
         try:
-            await log.read_stream(conn, stream)
+            await log.read_stream(await db.connection(), stream)
         except VerificationError as exc:
             if exc.position is not None:
                 problems.setdefault(exc.position, []).append(f"does not decrypt: {exc}")

@@ -14,7 +14,13 @@ from sqlalchemy import text
 
 from audit.bundle import verify_bundle
 from broker.tasks import check_audit_log, publish_checkpoint
-from tests.factories import make_device, make_group, make_token, make_user
+from tests.factories import (
+    make_device,
+    make_group,
+    make_token,
+    make_user,
+    while_verification_is_held,
+)
 
 TICKET = {"system": "zammad", "external_id": "HD-4711", "subject": "Printer offline"}
 
@@ -209,3 +215,16 @@ async def test_checkpoint_and_public_key(client: httpx.AsyncClient, world: Any) 
     assert body["public_key"] == key
     assert body["note"].startswith("supportbroker.local/audit\n")
     assert json.dumps(body["published"])
+
+
+async def test_others_write_while_the_auditor_verifies(
+    app: Any, client: httpx.AsyncClient, world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's own transaction ends before the verification: on SQLite it holds the
+    write lock from its first statement, and a long verification stalled every writer."""
+    auditor = bearer(world["tokens"]["auditor"])
+    response = await while_verification_is_held(
+        app, monkeypatch, client.get("/api/v1/audit/verify", headers=auditor)
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["ok"] is True

@@ -32,6 +32,7 @@ from tests.factories import (
     make_user,
     open_session,
     update_session_row,
+    while_verification_is_held,
 )
 
 STREAM = "helpdesk:HD-4711"
@@ -366,6 +367,21 @@ async def test_checkpoint_page_shows_the_signed_head_and_verifies(app: Any, worl
     assert failed.status_code == 200
     assert 'data-integrity="failed"' in failed.text
     assert "position 1" in failed.text
+
+
+@pytest.mark.parametrize("page", ["checkpoint", "timeline"])
+async def test_others_write_while_a_page_verifies(
+    app: Any, world: Any, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    """Both pages verify the whole log; neither holds the writer lock while it does."""
+    auditor: Browser = world["browsers"]["auditor"]
+    if page == "checkpoint":
+        request = auditor.post("/ui/audit/checkpoint/verify", {})
+    else:
+        request = auditor.get(TIMELINE)
+    shown = await while_verification_is_held(app, monkeypatch, request)
+    assert shown.status_code == 200
+    assert 'data-integrity="ok"' in shown.text
 
 
 # --- search -------------------------------------------------------------------------------------
