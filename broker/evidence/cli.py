@@ -29,12 +29,9 @@ def _progress(done: int, total: int) -> None:
 
 
 async def _verify_log(db: AsyncSession, args: argparse.Namespace) -> int:
-    log = audit_log_of(db)
-    # A connection outside the session's transaction (on SQLite that one would hold the
-    # write lock for the whole verification), reading in one snapshot while the broker runs.
-    engine: Any = db.bind
-    async with engine.connect() as conn:
-        report = await log.verify_log(conn, _progress, processes=args.processes, snapshot=True)
+    from broker.evidence.queries import verify_all
+
+    report = await verify_all(db, _progress, processes=args.processes)
     print(report.verdict())
     return 0 if report.ok else 1
 

@@ -6,6 +6,7 @@ erasure is recorded before the content leaves (in the same transaction).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +65,14 @@ async def timeline(db: AsyncSession, principal: Principal, stream: str) -> Timel
     return Timeline(stream, records, problem is None, problem)
 
 
-async def verify_all(db: AsyncSession) -> VerifyReport:
-    """Commit what the request has done so far, then verify the whole log in its own snapshot.
+async def verify_all(
+    db: AsyncSession,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    processes: int = 1,
+) -> VerifyReport:
+    """Commit what the request has done so far, then verify the whole log in its own snapshot
+    (``processes`` > 1: in worker processes; ``progress(done, total)`` as it goes).
 
     The request's transaction holds the audit log's writer lock once it has appended (e.g.
     ``auth.token_used``), and on SQLite the database's write lock from its first statement:
@@ -76,7 +83,7 @@ async def verify_all(db: AsyncSession) -> VerifyReport:
     await db.commit()
     engine: Any = db.bind
     async with engine.connect() as conn:
-        return await log.verify_log(conn, snapshot=True)
+        return await log.verify_log(conn, progress, processes=processes, snapshot=True)
 
 
 async def export(

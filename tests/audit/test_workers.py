@@ -101,6 +101,23 @@ def test_a_worker_that_cannot_start_leaves_nothing_behind() -> None:
         Workers(spawn, 2, lambda job: job)  # spawn must pickle the work: a lambda cannot
 
 
+def test_workers_started_before_one_that_fails_are_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    start = workers._start
+    started: list[multiprocessing.process.BaseProcess] = []
+
+    def second_fails(ctx: Any, fn: Any) -> Any:
+        if started:
+            raise OSError("no more processes")
+        worker = start(ctx, fn)
+        started.append(worker.process)
+        return worker
+
+    monkeypatch.setattr(workers, "_start", second_fails)
+    with pytest.raises(OSError, match="no more processes"):
+        Workers(FORK, 2, work)
+    assert started[0].exitcode is not None  # the first worker was ended, not left running
+
+
 def test_at_least_one_worker() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Workers(FORK, 0, work)
