@@ -28,6 +28,7 @@ from broker.config import Settings
 from broker.db.base import utcnow
 from broker.db.session import DbSession
 from broker.errors import NotAuthenticated, PermissionDenied
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
 SESSION_COOKIE = "sb_session"
@@ -64,7 +65,7 @@ async def _from_bearer(request: Request, db: DbSession, secret: str) -> Principa
     if token is None or problem is not None:
         await record_event(
             db,
-            "auth.token_rejected",
+            EventType.auth_token_rejected,
             ticket=None,
             actor=Actor(kind="anonymous", ip=ip),
             data={"why": problem, "token_id": token.id if token else None},
@@ -85,7 +86,7 @@ async def _from_bearer(request: Request, db: DbSession, secret: str) -> Principa
     token.last_used_at = now
     await record_event(
         db,
-        "auth.token_used",
+        EventType.auth_token_used,
         ticket=None,
         actor=principal.actor(),
         data={"method": request.method, "path": request.url.path},
@@ -117,7 +118,7 @@ async def _from_cookie(request: Request, db: DbSession, secret: str) -> Principa
         if not sent or not constant_equal(sent, csrf):
             await record_event(
                 db,
-                "auth.csrf_rejected",
+                EventType.auth_csrf_rejected,
                 ticket=None,
                 actor=principal.actor(),
                 data={"method": request.method, "path": request.url.path, "sent": bool(sent)},
@@ -184,7 +185,7 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
         if missing:
             await record_event(
                 db,
-                "auth.permission_denied",
+                EventType.auth_permission_denied,
                 ticket=None,
                 actor=principal.actor(),
                 data={"method": request.method, "path": request.url.path, "missing": missing},

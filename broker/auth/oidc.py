@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.auth.models import User
 from broker.auth.repository import UserRepository
 from broker.errors import NotAuthenticated, ProviderError
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
 LEEWAY_SECONDS = 60
@@ -218,7 +219,7 @@ async def user_for_claims(
     if user is None or why is not None:
         await record_event(
             db,
-            "auth.login_failed",
+            EventType.auth_login_failed,
             ticket=None,
             actor=Actor(kind="anonymous", name=username[:64] or None, ip=ip),
             data={"username": username[:64], "why": why, "method": "oidc"},
@@ -226,7 +227,7 @@ async def user_for_claims(
         raise NotAuthenticated(f"{SSO_FAILED}: {why}", keep_changes=True)
     await record_event(
         db,
-        "auth.sso_verified",
+        EventType.auth_sso_verified,
         ticket=None,
         actor=Actor(kind="user", id=user.id, name=user.display_name, role=user.role, ip=ip),
         data={"issuer": settings.issuer, "subject": str(claims.get("sub", ""))[:200]},

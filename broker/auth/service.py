@@ -38,6 +38,7 @@ from broker.errors import (
     RateLimited,
     ValidationFailed,
 )
+from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, Actor, record_event
 
 LOGIN_FAILED = "wrong username or password"
@@ -105,7 +106,7 @@ async def create_user(
     )
     await record_event(
         db,
-        "user.created",
+        EventType.user_created,
         ticket=None,
         actor=actor,
         data={"user_id": user.id, "username": username, "role": role},
@@ -176,7 +177,7 @@ async def update_user(
     if changed:
         await record_event(
             db,
-            "user.updated",
+            EventType.user_updated,
             ticket=None,
             actor=actor,
             data={"user_id": user.id, "username": user.username, "changes": changed},
@@ -194,7 +195,7 @@ async def reset_password(db: AsyncSession, actor: Actor, user: User) -> str:
     await db.flush()
     await record_event(
         db,
-        "user.password_reset",
+        EventType.user_password_reset,
         ticket=None,
         actor=actor,
         data={"user_id": user.id, "username": user.username},
@@ -216,7 +217,7 @@ async def authenticate(db: AsyncSession, username: str, password: str, ip: str) 
     if lock is not None:
         await record_event(
             db,
-            "auth.login_failed",
+            EventType.auth_login_failed,
             ticket=None,
             actor=actor,
             data={"username": username[:64], "why": f"{lock.scope} locked out"},
@@ -238,7 +239,7 @@ async def authenticate(db: AsyncSession, username: str, password: str, ip: str) 
         await throttle.charge(db, username, ip, now)
         await record_event(
             db,
-            "auth.login_failed",
+            EventType.auth_login_failed,
             ticket=None,
             actor=actor,
             data={"username": username[:64], "why": why},
@@ -266,7 +267,7 @@ async def start_web_session(db: AsyncSession, user: User, ip: str) -> tuple[str,
     )
     await record_event(
         db,
-        "auth.login",
+        EventType.auth_login,
         ticket=None,
         actor=Actor(kind="user", id=user.id, name=user.display_name, role=user.role, ip=ip),
         data={"username": user.username, "method": "password"},
@@ -302,7 +303,7 @@ async def end_web_session(db: AsyncSession, cookie_secret: str, ip: str | None =
         role=user.role if user else None,
         ip=ip,
     )
-    await record_event(db, "auth.logout", ticket=None, actor=actor, data={})
+    await record_event(db, EventType.auth_logout, ticket=None, actor=actor, data={})
     return True
 
 
@@ -327,7 +328,7 @@ async def change_password(
     if not verify_password(current, user.password_hash):
         await record_event(
             db,
-            "auth.password_change_failed",
+            EventType.auth_password_change_failed,
             ticket=None,
             actor=principal.actor(),
             data={"why": "wrong current password"},
@@ -342,5 +343,7 @@ async def change_password(
     keep = token_hash(cookie_secret) if cookie_secret else None
     await WebSessionRepository(db).delete_for_user(user.id, keep_token_hash=keep)
     await db.flush()
-    await record_event(db, "auth.password_changed", ticket=None, actor=principal.actor(), data={})
+    await record_event(
+        db, EventType.auth_password_changed, ticket=None, actor=principal.actor(), data={}
+    )
     return user

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.models import LoginThrottle
 from broker.auth.repository import LoginThrottleRepository
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
 ACCOUNT_MAX_FAILURES = 10
@@ -87,7 +88,7 @@ async def _count(
         row.locked_until = now + LOCKOUT
         await record_event(
             db,
-            "auth.lockout",
+            EventType.auth_lockout,
             ticket=None,
             actor=Actor(kind="anonymous", ip=ip),
             data={

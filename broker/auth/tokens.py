@@ -19,6 +19,7 @@ from broker.auth.secrets import new_token, token_hash
 from broker.auth.service import get_user
 from broker.db.base import utcnow
 from broker.errors import Conflict, NotFound, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
 TOKEN_PREFIX = "sbt"  # noqa: S105 - a label in front of the secret, not a secret
@@ -79,7 +80,7 @@ async def create_token(
     )
     await record_event(
         db,
-        "token.created",
+        EventType.token_created,
         ticket=None,
         actor=actor,
         data={
@@ -105,7 +106,7 @@ async def revoke_token(db: AsyncSession, *, actor: Actor, token_id: str) -> ApiT
     await db.flush()
     await record_event(
         db,
-        "token.revoked",
+        EventType.token_revoked,
         ticket=None,
         actor=actor,
         data={"token_id": token.id, "name": token.name, "prefix": token.prefix},

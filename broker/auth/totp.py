@@ -30,6 +30,7 @@ from broker.auth.principal import Principal
 from broker.context import settings_of
 from broker.db.base import Base, CreatedMixin, UTCDateTime, utcnow
 from broker.errors import Conflict, NotAuthenticated, RateLimited, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
 STEP_SECONDS = 30
@@ -170,7 +171,9 @@ async def confirm_enrollment(db: AsyncSession, principal: Principal, code: str) 
         raise ValidationFailed("that code does not match; check the clock of your device")
     row.confirmed_at, row.last_step = utcnow(), step
     await db.flush()
-    await record_event(db, "auth.totp_enabled", ticket=None, actor=principal.actor(), data={})
+    await record_event(
+        db, EventType.auth_totp_enabled, ticket=None, actor=principal.actor(), data={}
+    )
 
 
 async def disable(db: AsyncSession, principal: Principal, code: str) -> None:
@@ -182,7 +185,9 @@ async def disable(db: AsyncSession, principal: Principal, code: str) -> None:
         raise ValidationFailed(TOTP_FAILED)
     await db.delete(row)
     await db.flush()
-    await record_event(db, "auth.totp_disabled", ticket=None, actor=principal.actor(), data={})
+    await record_event(
+        db, EventType.auth_totp_disabled, ticket=None, actor=principal.actor(), data={}
+    )
 
 
 async def admin_reset(db: AsyncSession, actor: Actor, user: User) -> bool:
@@ -194,7 +199,7 @@ async def admin_reset(db: AsyncSession, actor: Actor, user: User) -> bool:
     await db.flush()
     await record_event(
         db,
-        "auth.totp_reset",
+        EventType.auth_totp_reset,
         ticket=None,
         actor=actor,
         data={"user_id": user.id, "username": user.username},
@@ -229,7 +234,7 @@ async def verify_login_code(db: AsyncSession, user: User, code: str, ip: str) ->
     if why is not None:
         await record_event(
             db,
-            "auth.login_failed",
+            EventType.auth_login_failed,
             ticket=None,
             actor=actor,
             data={"username": user.username, "why": f"second factor: {why}"},

@@ -26,11 +26,18 @@ from broker.connectors.sessions_hook import end_ticket_sessions
 from broker.connectors.settings import ConnectorConfig
 from broker.db.base import utcnow
 from broker.errors import Conflict, NotAuthenticated, PolicyDenied, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.tickets.models import Ticket
 from broker.tickets.repository import TicketRepository
 
 log = structlog.get_logger("broker.connectors")
+# The audit event each verified webhook becomes (a connector only admits INBOUND_EVENTS).
+INBOUND_AUDIT: dict[str, EventType] = {
+    "ticket.updated": EventType.ticket_updated,
+    "ticket.closed": EventType.ticket_closed,
+    "ticket.reassigned": EventType.ticket_reassigned,
+}
 
 
 def _system_actor(system: str) -> Actor:
@@ -151,7 +158,7 @@ async def handle_webhook(
     except NotAuthenticated as exc:
         await record_event(
             db,
-            "connector.webhook_rejected",
+            EventType.connector_webhook_rejected,
             ticket=None,
             actor=_system_actor(system),
             data={"system": system, "why": exc.detail},
@@ -192,7 +199,7 @@ async def _apply(db: AsyncSession, ticket: Ticket, event: WebhookEvent) -> None:
         ticket.assignee = event.assignee
     await record_event(
         db,
-        event.event_type,
+        INBOUND_AUDIT[event.event_type],
         ticket=ticket.ref,
         actor=_system_actor(ticket.system),
         data={

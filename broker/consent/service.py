@@ -33,6 +33,7 @@ from broker.context import settings_of
 from broker.db.base import new_id, utcnow
 from broker.devices.service import get_group
 from broker.errors import Conflict, NotFound, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.logging import bind_ids
 from broker.metrics import CONSENT_DECISIONS
@@ -105,7 +106,7 @@ async def open_request(
         raise Conflict("no free consent code right now; try again in a moment")
     await record_event(
         db,
-        "consent.requested",
+        EventType.consent_requested,
         ticket=record.ticket.ref,
         actor=Actor(kind="system", name="supportbroker"),
         data={
@@ -137,7 +138,7 @@ async def record_policy_decision(
     await db.refresh(request)
     await record_event(
         db,
-        "consent.decided",
+        EventType.consent_decided,
         ticket=record.ticket.ref,
         actor=sessions.UNATTENDED_ACTOR,
         data=receipt(request, record),
@@ -173,7 +174,7 @@ async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str:
         if request.attempts >= settings.consent_max_attempts:
             await _lock(db, request, now, ip=ip)
     await record_event(
-        db, "consent.code_rejected", ticket=None, actor=end_user(None, ip), data=data
+        db, EventType.consent_code_rejected, ticket=None, actor=end_user(None, ip), data=data
     )
     raise NotFound(UNIFORM_CODE_ERROR, keep_changes=True)
 
@@ -186,7 +187,7 @@ async def _lock(db: AsyncSession, request: ConsentRequest, now: datetime, *, ip:
     record, _ = await sessions.load(db, request.session_id)
     await record_event(
         db,
-        "consent.locked",
+        EventType.consent_locked,
         ticket=record.ticket.ref,
         actor=end_user(None, ip),
         data={
@@ -265,7 +266,11 @@ async def decide(
     else:
         await sessions.deny(db, record, actor=actor, name=name)
     await record_event(
-        db, "consent.decided", ticket=record.ticket.ref, actor=actor, data=receipt(request, record)
+        db,
+        EventType.consent_decided,
+        ticket=record.ticket.ref,
+        actor=actor,
+        data=receipt(request, record),
     )
     CONSENT_DECISIONS.labels(decision=decision).inc()
     return current

@@ -17,6 +17,7 @@ from broker.consent.models import ConsentClientThrottle
 from broker.consent.repository import ThrottleRepository
 from broker.context import settings_of
 from broker.errors import RateLimited
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
 
@@ -46,7 +47,7 @@ async def charge(db: AsyncSession, row: ConsentClientThrottle, now: datetime, *,
         row.locked_until = now + window
         await record_event(
             db,
-            "consent.lockout",
+            EventType.consent_lockout,
             ticket=None,
             actor=Actor(kind="end_user", ip=ip),
             data={

@@ -20,6 +20,7 @@ from broker.auth.principal import Principal
 from broker.devices.models import Device, DeviceGroup
 from broker.devices.repository import DeviceFilter, DeviceRepository, GroupRepository
 from broker.errors import Conflict, NotFound, PolicyDenied, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
 GROUP_FIELDS = frozenset(
@@ -129,7 +130,7 @@ async def create_group(
         raise Conflict(f"a device group named {name!r} already exists") from exc
     await record_event(
         db,
-        "device_group.created",
+        EventType.device_group_created,
         ticket=None,
         actor=actor,
         data={"group_id": group.id, **{f: getattr(group, f) for f in sorted(GROUP_FIELDS)}},
@@ -157,7 +158,7 @@ async def update_group(
         await db.flush()
         await record_event(
             db,
-            "device_group.updated",
+            EventType.device_group_updated,
             ticket=None,
             actor=actor,
             data={"group_id": group.id, "name": group.name, "changes": diff},
@@ -206,7 +207,7 @@ async def _add_member(db: AsyncSession, *, actor: Actor, group: DeviceGroup, use
     await repo.add_member(group.id, user.id)
     await record_event(
         db,
-        "device_group.member_added",
+        EventType.device_group_member_added,
         ticket=None,
         actor=actor,
         data={"group_id": group.id, "group": group.name, "user_id": user.id, "user": user.username},
@@ -222,7 +223,7 @@ async def remove_member(db: AsyncSession, *, actor: Actor, group_id: str, user_i
     await repo.remove_member(group.id, user_id)
     await record_event(
         db,
-        "device_group.member_removed",
+        EventType.device_group_member_removed,
         ticket=None,
         actor=actor,
         data={"group_id": group.id, "group": group.name, "user_id": user_id},
@@ -301,7 +302,7 @@ async def create_device(
         raise Conflict(f"{provider} device {provider_device_id!r} is already registered") from exc
     await record_event(
         db,
-        "device.created",
+        EventType.device_created,
         ticket=None,
         actor=actor,
         data={**_device_data(device), "group": group.name},
@@ -367,7 +368,7 @@ async def update_device(
             ) from exc
         await record_event(
             db,
-            "device.updated",
+            EventType.device_updated,
             ticket=None,
             actor=actor,
             data={"device_id": device.id, "name": device.name, "changes": diff},
@@ -390,4 +391,4 @@ async def delete_device(db: AsyncSession, *, actor: Actor, device_id: str) -> No
     data = _device_data(device)
     await db.delete(device)
     await db.flush()
-    await record_event(db, "device.deleted", ticket=None, actor=actor, data=data)
+    await record_event(db, EventType.device_deleted, ticket=None, actor=actor, data=data)

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, audit_log_of
 
 
@@ -45,7 +46,7 @@ async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
     )
     await record_event(
         db,
-        "evidence.exported",
+        EventType.evidence_exported,
         ticket=args.ticket,
         actor=SYSTEM_ACTOR,
         data={"via": "cli", "include_plaintext": args.plaintext, "reason": args.reason},

@@ -18,6 +18,7 @@ from audit.store import AuditLog, ReadRecord
 from audit.verify import VerifyReport
 from broker.auth.principal import Principal
 from broker.errors import Conflict, NotFound, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_STREAM, audit_log_of, record_event
 
 
@@ -57,7 +58,7 @@ async def timeline(db: AsyncSession, principal: Principal, stream: str) -> Timel
         records = []
     await record_event(
         db,
-        "audit.timeline_viewed",
+        EventType.audit_timeline_viewed,
         ticket=stream if stream != SYSTEM_STREAM else None,
         actor=principal.actor(),
         data={"records": len(raw)},
@@ -99,7 +100,7 @@ async def export(
         raise NotFound(str(exc)) from exc
     await record_event(
         db,
-        "evidence.exported",
+        EventType.evidence_exported,
         ticket=stream,
         actor=principal.actor(),
         data={"include_plaintext": include_plaintext, "reason": reason, "bytes": len(data)},

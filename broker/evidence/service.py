@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.store import Appended, AuditLog, NewEvent
 from broker.errors import AuditFailure
+from broker.evidence.events import EventType, event_named
 
 SYSTEM_STREAM = "_system"
 
@@ -47,13 +48,18 @@ def audit_log_of(db: AsyncSession) -> AuditLog:
 
 async def record_event(
     db: AsyncSession,
-    event_type: str,
+    event_type: EventType,
     *,
     ticket: str | None,
     actor: Actor,
     data: Mapping[str, Any] | None = None,
 ) -> Appended:
-    """Append one audit event in the current transaction; raises AuditFailure if it cannot."""
+    """Append one audit event in the current transaction; raises AuditFailure if it cannot.
+
+    Only the catalogue's events (:class:`broker.evidence.events.EventType`) are recorded: a
+    name the catalogue does not explain is refused before anything is written."""
+    if event_named(event_type) is not event_type:
+        raise AuditFailure(f"audit event {event_type!r} is not in the catalogue (EventType)")
     payload: dict[str, Any] = {"actor": actor.as_payload(), "data": dict(data or {})}
     event = NewEvent(stream=ticket or SYSTEM_STREAM, event_type=event_type, payload=payload)
     log = audit_log_of(db)

@@ -35,6 +35,7 @@ from broker.errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from broker.evidence.events import EventType
 from broker.evidence.service import record_event
 from broker.gateway.signals import SessionSignals
 from broker.sessions import invitations
@@ -118,9 +119,9 @@ async def attach(db: AsyncSession, principal: Principal, record: SessionRecord, 
         await sessions.start_session(db, principal, record.session.id)
         return
     event = {
-        "control": "session.technician_attached",
-        "join": "session.expert_joined",
-        "watch": "session.supervisor_watching",
+        "control": EventType.session_technician_attached,
+        "join": EventType.session_expert_joined,
+        "watch": EventType.session_supervisor_watching,
     }[mode]
     await record_event(
         db,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.errors import NotFound, PermissionDenied, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import audit_log_of, record_event
 from broker.gateway.recording import RecordingSummary, list_recordings, read_cast
 from broker.sessions import service as sessions
@@ -66,7 +67,7 @@ async def replay(
     record, _ = await sessions.load(db, session_id)
     await record_event(
         db,
-        "recording.viewed",
+        EventType.recording_viewed,
         ticket=record.ticket.ref,
         actor=principal.actor(),
         data={

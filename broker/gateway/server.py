@@ -26,6 +26,7 @@ from audit.recording import Begin
 from audit.store import AuditLog
 from broker.config import Settings
 from broker.errors import BrokerError, PolicyDenied, ProviderError
+from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.gateway import keys, service
 from broker.gateway.access import Tickets, Waiting
@@ -262,7 +263,7 @@ class Gateway:
             record, _ = await sessions.load(db, session_id)
             await record_event(
                 db,
-                "recording.gap",
+                EventType.recording_gap,
                 ticket=record.ticket.ref,
                 actor=SYSTEM_ACTOR,
                 data={"session_id": session_id, "recording_id": recording_id, "why": why},

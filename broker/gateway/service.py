@@ -19,6 +19,7 @@ from broker.db.base import utcnow
 from broker.devices.models import Device, DeviceGroup
 from broker.devices.service import create_device, get_group
 from broker.errors import NotAuthenticated, NotFound, PolicyDenied, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, Actor, record_event
 from broker.gateway import receipts
 from broker.gateway.models import AgentEnrollmentToken, AgentKey
@@ -61,7 +62,7 @@ async def create_enrollment_token(
     await TokenRepository(db).add(row)
     await record_event(
         db,
-        "agent.token_created",
+        EventType.agent_token_created,
         ticket=None,
         actor=actor,
         data={
@@ -111,7 +112,7 @@ async def enroll(
     if row is None or problem is not None:
         await record_event(
             db,
-            "agent.enrollment_refused",
+            EventType.agent_enrollment_refused,
             ticket=None,
             actor=actor,
             data={"why": problem, "fingerprint": fingerprint},
@@ -138,7 +139,7 @@ async def enroll(
     )
     await record_event(
         db,
-        "agent.enrolled",
+        EventType.agent_enrolled,
         ticket=None,
         actor=actor,
         data={
@@ -209,7 +210,7 @@ async def apply_consent(
     actor = device_actor(device, who, ip)
     await record_event(
         db,
-        "consent.receipt",
+        EventType.consent_receipt,
         ticket=record.ticket.ref,
         actor=actor,
         data={
@@ -244,7 +245,7 @@ async def record_file_transfer(db: AsyncSession, device: Device, msg: dict[str, 
     fields = ("name", "size", "sha256", "direction")
     await record_event(
         db,
-        "session.file_transfer",
+        EventType.session_file_transfer,
         ticket=record.ticket.ref,
         actor=device_actor(device),
         data={"session_id": record.session.id, **{f: msg.get(f) for f in fields}},
@@ -264,7 +265,7 @@ async def record_forward(db: AsyncSession, record: SessionRecord, port: int) -> 
     """A technician's port forward to the device was opened (the agent accepted the port)."""
     await record_event(
         db,
-        "session.forward_opened",
+        EventType.session_forward_opened,
         ticket=record.ticket.ref,
         actor=SYSTEM_ACTOR,
         data={"session_id": record.session.id, "port": port},
@@ -315,7 +316,7 @@ async def open_channel(
         data["port"] = port
     await record_event(
         db,
-        "session.channel_refused",
+        EventType.session_channel_refused,
         ticket=record.ticket.ref,
         actor=actor,
         data={**data, "refused_by": by, "why": why},

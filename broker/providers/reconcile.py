@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db.base import utcnow
 from broker.devices.models import Device
+from broker.evidence.events import EventType
 from broker.evidence.service import record_event
 from broker.providers import registry
 from broker.providers.base import ProviderEvent, RemoteAccessProvider, SessionSpec, Window
@@ -76,7 +77,9 @@ async def reconcile(db: AsyncSession, session: RemoteSession) -> int:
                 data.update(event.audit_data())
                 alert = {**data, "alert": "outside_window", "closed": closed}
                 actor = provider_actor(provider.name)
-                await record_event(db, "provider.alert", ticket=ticket.ref, actor=actor, data=alert)
+                await record_event(
+                    db, EventType.provider_alert, ticket=ticket.ref, actor=actor, data=alert
+                )
                 mark.verdict = "outside_window"
                 recorded += 1
             continue
@@ -123,14 +126,16 @@ async def _seal(
     data.update(event.audit_data())
     actor = provider_actor(provider.name)
     if provider.belongs_to(event, spec):
-        await record_event(db, "provider.connection", ticket=ticket_ref, actor=actor, data=data)
+        await record_event(
+            db, EventType.provider_connection, ticket=ticket_ref, actor=actor, data=data
+        )
         await provider.annotate(event, f"{ticket_ref} · supportbroker session {spec.session_id}")
         running_late = event.active and now >= spec.window.end
         if spec.window.contains(_started(event)) and not running_late:
             return "connection", 1
         closed = await provider.terminate(event) if event.active else False
         alert = {**data, "alert": "outside_window", "closed": closed}
-        await record_event(db, "provider.alert", ticket=ticket_ref, actor=actor, data=alert)
+        await record_event(db, EventType.provider_alert, ticket=ticket_ref, actor=actor, data=alert)
         return "outside_window", 2
     if any(provider.belongs_to(event, other) for other in others):
         return None, 0
@@ -138,7 +143,7 @@ async def _seal(
     alert = {**data, "alert": "no_approved_request", "closed": closed}
     alert.pop("session_id")
     # Not this ticket's business: the alert goes to the system stream (auditors see it there).
-    await record_event(db, "provider.alert", ticket=None, actor=actor, data=alert)
+    await record_event(db, EventType.provider_alert, ticket=None, actor=actor, data=alert)
     log.warning("provider.alert", provider=provider.name, device_id=device_id, key=event.key)
     return "unapproved", 1
 

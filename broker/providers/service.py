@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.db.base import utcnow
 from broker.devices.models import Device, DeviceGroup
 from broker.errors import NotFound, ProviderError
+from broker.evidence.events import EventType
 from broker.evidence.service import record_event
 from broker.providers import registry
 from broker.providers.base import Launch
@@ -93,7 +94,7 @@ async def on_approved(db: AsyncSession, session: RemoteSession) -> Launch:
     except (ProviderError, NotFound) as exc:
         await record_event(
             db,
-            "provider.prepare_failed",
+            EventType.provider_prepare_failed,
             ticket=ticket.ref,
             actor=provider_actor(session.provider),
             data={**base, "error": exc.detail},
@@ -114,7 +115,7 @@ async def on_approved(db: AsyncSession, session: RemoteSession) -> Launch:
     )
     await record_event(
         db,
-        "provider.prepared",
+        EventType.provider_prepared,
         ticket=ticket.ref,
         actor=provider_actor(provider.name),
         data={
@@ -148,7 +149,7 @@ async def on_ended(db: AsyncSession, session: RemoteSession) -> None:
         link.end_pending = True
         await record_event(
             db,
-            "provider.end_pending",
+            EventType.provider_end_pending,
             ticket=ticket.ref,
             actor=provider_actor(link.provider),
             data={**base, "error": exc.detail, "expires_at": link.valid_until.isoformat()},
@@ -160,7 +161,11 @@ async def on_ended(db: AsyncSession, session: RemoteSession) -> None:
     link.end_pending = False
     link.launch_url = None  # the credential is dead; do not keep it
     await record_event(
-        db, "provider.ended", ticket=ticket.ref, actor=provider_actor(link.provider), data=base
+        db,
+        EventType.provider_ended,
+        ticket=ticket.ref,
+        actor=provider_actor(link.provider),
+        data=base,
     )
     await db.flush()
 
@@ -215,7 +220,7 @@ async def sync_devices(db: AsyncSession, provider_name: str) -> int:
             changed += 1
     await record_event(
         db,
-        "provider.devices_synced",
+        EventType.provider_devices_synced,
         ticket=None,
         actor=provider_actor(provider.name),
         data={

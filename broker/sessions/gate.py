@@ -25,6 +25,7 @@ from broker.context import settings_of
 from broker.devices.models import Device, DeviceGroup
 from broker.devices.service import get_device_for, get_group, list_groups
 from broker.errors import ConnectorError, NotFound, PolicyDenied, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import record_event
 from broker.sessions.schemas import SessionCreate
 
@@ -45,7 +46,7 @@ async def record_denial(
 ) -> None:
     await record_event(
         db,
-        "policy.denied",
+        EventType.policy_denied,
         ticket=ref,
         actor=principal.actor(),
         data={"rule": rule, "detail": message, **data},

@@ -16,6 +16,7 @@ from broker.auth.models import User
 from broker.auth.principal import Principal
 from broker.devices import service as devices
 from broker.errors import Conflict, IllegalTransition, NotFound, PermissionDenied
+from broker.evidence.events import EventType
 from broker.evidence.service import record_event
 from broker.sessions import service as sessions
 from broker.sessions.models import SessionInvitation
@@ -82,7 +83,7 @@ async def invite(
     await db.flush()
     await record_event(
         db,
-        "session.expert_invited",
+        EventType.session_expert_invited,
         ticket=record.ticket.ref,
         actor=principal.actor(),
         data={

@@ -30,6 +30,7 @@ from broker.errors import (
     NotFound,
     PermissionDenied,
 )
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.logging import bind_ids, bound_ids
 from broker.sessions import effects, gate
@@ -109,7 +110,7 @@ async def create_session(
     bind_ids(session_id=session.id, ticket=ticket.ref)
     await record_event(
         db,
-        "session.requested",
+        EventType.session_requested,
         ticket=ticket.ref,
         actor=principal.actor(),
         data={
@@ -379,7 +380,7 @@ async def rate_session(
     await db.refresh(session)
     await record_event(
         db,
-        "session.rated",
+        EventType.session_rated,
         ticket=record.ticket.ref,
         actor=actor,
         data={"session_id": session.id, "score": score, "comment": comment},

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db.base import utcnow
 from broker.errors import IllegalTransition
+from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, Actor, record_event
 from broker.sessions.effects import after_transition
 from broker.sessions.models import RemoteSession
@@ -24,6 +25,18 @@ from broker.sessions.repository import SessionRecord, SessionRepository
 from broker.sessions.states import TRANSITIONS, SessionState, can_transition
 
 TIME_LIMIT = "time limit"
+# The audit event of arriving in each state (``requested`` is written by the request itself).
+ARRIVED: dict[SessionState, EventType] = {
+    SessionState.requested: EventType.session_requested,
+    SessionState.awaiting_consent: EventType.session_awaiting_consent,
+    SessionState.approved: EventType.session_approved,
+    SessionState.active: EventType.session_active,
+    SessionState.ended: EventType.session_ended,
+    SessionState.denied: EventType.session_denied,
+    SessionState.expired: EventType.session_expired,
+    SessionState.revoked: EventType.session_revoked,
+    SessionState.failed: EventType.session_failed,
+}
 log = structlog.get_logger("broker.sessions")
 
 
@@ -71,7 +84,7 @@ async def transition(
         )
     await record_event(
         db,
-        f"session.{target.value}",
+        ARRIVED[target],
         ticket=record.ticket.ref,
         actor=actor,
         data={

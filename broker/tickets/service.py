@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.principal import Principal
 from broker.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.logging import bind_ids
 from broker.tickets.models import Ticket
@@ -64,7 +65,7 @@ async def ensure_ticket(
     )
     await record_event(
         db,
-        "ticket.created",
+        EventType.ticket_created,
         ticket=ticket.ref,
         actor=actor,
         data={"subject": ticket.subject, "requester": ticket.requester, "source": source},
@@ -87,7 +88,7 @@ async def _own_system(db: AsyncSession, principal: Principal, system: str) -> No
         return
     await record_event(
         db,
-        "ticket.access_denied",
+        EventType.ticket_access_denied,
         ticket=None,
         actor=principal.actor(),
         data={"own_system": principal.ticket_system, "asked_system": system},
@@ -121,7 +122,7 @@ async def create_ticket(db: AsyncSession, principal: Principal, body: TicketCrea
         raise Conflict(f"ticket {ref} already exists; change it with PATCH instead") from exc
     await record_event(
         db,
-        "ticket.created",
+        EventType.ticket_created,
         ticket=ticket.ref,
         actor=principal.actor(),
         data={
@@ -186,14 +187,14 @@ async def update_ticket(
     if not diff:
         return ticket
     await db.flush()
-    event = "ticket.updated"
+    event = EventType.ticket_updated
     if was_open and not ticket.is_open:
-        event = "ticket.closed"
+        event = EventType.ticket_closed
     elif not was_open and ticket.is_open:
-        event = "ticket.reopened"
+        event = EventType.ticket_reopened
     actor = principal.actor()
     await record_event(db, event, ticket=ticket.ref, actor=actor, data={"changes": diff})
-    if event == "ticket.closed":
+    if event is EventType.ticket_closed:
         # Lazy: the hook reaches into the sessions domain, which itself imports this module.
         from broker.connectors.sessions_hook import end_ticket_sessions
 

@@ -1,0 +1,154 @@
+"""The catalogue of audit events: every event type the broker seals, with what it means.
+
+One name per fact, ``domain.action``: an auditor reads them on a timeline, a SIEM matches
+them. :func:`broker.evidence.service.record_event` takes only these members and refuses any
+other name, so nothing reaches the log that the catalogue (and docs/AUDIT.md, which a test
+keeps equal to it) does not explain. The audit library writes three recording events and the
+erasure marker itself (``audit.recording``, ``audit.store``): they are members too, so the
+catalogue covers the whole log.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    """An audit event type: the value is the name sealed in the record's header."""
+
+    meaning: str
+
+    def __new__(cls, value: str, meaning: str) -> EventType:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    # A session's life (``session.<state>`` is written by every state change).
+    session_requested = "session.requested", "a technician asked for a remote session"
+    session_awaiting_consent = (
+        "session.awaiting_consent",
+        "the request passed policy; the end user is being asked",
+    )
+    session_approved = "session.approved", "consent was given; the time limit runs from now"
+    session_active = "session.active", "the technician connected: the session started"
+    session_ended = "session.ended", "the session ended (technician, admin or time limit)"
+    session_denied = "session.denied", "the end user refused the request"
+    session_expired = "session.expired", "consent or the approved window ran out unused"
+    session_revoked = "session.revoked", "an admin, the technician or the end user withdrew it"
+    session_failed = "session.failed", "the session could not go on (provider, agent, lock)"
+    session_rated = "session.rated", "the end user rated an ended session"
+    session_expert_invited = (
+        "session.expert_invited",
+        "the technician invited a colleague to join the session",
+    )
+    session_technician_attached = (
+        "session.technician_attached",
+        "the technician attached to an already started session",
+    )
+    session_expert_joined = "session.expert_joined", "an invited expert joined the terminal"
+    session_supervisor_watching = (
+        "session.supervisor_watching",
+        "an admin watches the terminal read-only",
+    )
+    session_forward_opened = "session.forward_opened", "a TCP port forward to the device opened"
+    session_channel_refused = (
+        "session.channel_refused",
+        "a shell or forward was refused by the broker's or the agent's rules",
+    )
+    session_file_transfer = "session.file_transfer", "a file moved to or from the device (hashed)"
+
+    # The end user's consent.
+    consent_requested = "consent.requested", "a consent request (code and link) was issued"
+    consent_decided = "consent.decided", "the consent receipt: who decided what, from where, until"
+    consent_receipt = "consent.receipt", "the device's agent signed the end user's decision"
+    consent_code_rejected = "consent.code_rejected", "a wrong or stale consent code was entered"
+    consent_locked = "consent.locked", "too many wrong codes: the consent request is dead"
+    consent_lockout = "consent.lockout", "a client entered too many wrong codes: locked out"
+    policy_denied = "policy.denied", "a session request broke a rule (names the rule)"
+
+    # Tickets and ticket systems.
+    ticket_created = "ticket.created", "a ticket became known (API, connector or as typed)"
+    ticket_updated = "ticket.updated", "a ticket's subject, state or assignee changed"
+    ticket_closed = "ticket.closed", "a ticket closed: its open sessions end"
+    ticket_reopened = "ticket.reopened", "a closed ticket was opened again"
+    ticket_reassigned = "ticket.reassigned", "the ticket system gave the ticket to someone else"
+    ticket_access_denied = (
+        "ticket.access_denied",
+        "a ticket-system token reached for another system's tickets",
+    )
+    ticket_erased = "ticket.erased", "the ticket's data key was destroyed (crypto-erasure)"
+    connector_webhook_rejected = (
+        "connector.webhook_rejected",
+        "an inbound webhook failed its signature or freshness check",
+    )
+
+    # Remote-access providers.
+    provider_prepared = "provider.prepared", "the provider granted the approved access"
+    provider_prepare_failed = "provider.prepare_failed", "the provider could not grant access"
+    provider_ended = "provider.ended", "the provider withdrew the access it had granted"
+    provider_end_pending = (
+        "provider.end_pending",
+        "withdrawing provider access failed; it is retried",
+    )
+    provider_connection = "provider.connection", "a connection the provider recorded for a session"
+    provider_alert = "provider.alert", "a provider connection outside any approved session"
+    provider_devices_synced = "provider.devices_synced", "devices were imported from a provider"
+
+    # Recordings (the first three are written by audit.recording).
+    recording_started = "recording.started", "a terminal recording began (asciicast header)"
+    recording_chunk = "recording.chunk", "a sealed chunk of terminal output"
+    recording_ended = "recording.ended", "a terminal recording ended (size and digest)"
+    recording_gap = "recording.gap", "a recording chunk could not be sealed: the session fails"
+    recording_viewed = "recording.viewed", "someone replayed a recording"
+
+    # The audit log itself.
+    audit_timeline_viewed = "audit.timeline_viewed", "someone read a ticket's timeline"
+    evidence_exported = "evidence.exported", "an evidence bundle was exported"
+
+    # People, tokens and sign-in.
+    auth_login = "auth.login", "a user signed in"
+    auth_login_failed = "auth.login_failed", "a sign-in failed (password, second factor, SSO)"
+    auth_lockout = "auth.lockout", "too many failed sign-ins: the account or client waits"
+    auth_logout = "auth.logout", "a user signed out"
+    auth_sso_verified = "auth.sso_verified", "an OIDC provider vouched for a user"
+    auth_password_changed = "auth.password_changed", "a user changed their password"
+    auth_password_change_failed = (
+        "auth.password_change_failed",
+        "a password change was refused (wrong current password)",
+    )
+    auth_totp_enabled = "auth.totp_enabled", "a user turned on their second factor"
+    auth_totp_disabled = "auth.totp_disabled", "a user turned off their second factor"
+    auth_totp_reset = "auth.totp_reset", "an admin removed a user's second factor"
+    auth_token_used = "auth.token_used", "an API token authenticated a request"
+    auth_token_rejected = "auth.token_rejected", "an unknown, revoked or expired token was shown"
+    auth_csrf_rejected = "auth.csrf_rejected", "a browser request lacked a valid CSRF token"
+    auth_permission_denied = "auth.permission_denied", "a caller lacked the scope a route needs"
+    user_created = "user.created", "an account was created (by an admin, or the first admin)"
+    user_updated = "user.updated", "an account changed (role, name, limits, disabled)"
+    user_password_reset = "user.password_reset", "an admin set a one-time password"
+    token_created = "token.created", "an API token was issued"
+    token_revoked = "token.revoked", "an API token was revoked"
+
+    # Devices and the built-in agent.
+    device_created = "device.created", "a device was registered"
+    device_updated = "device.updated", "a device was renamed or moved"
+    device_deleted = "device.deleted", "a device was removed"
+    device_group_created = "device_group.created", "a device group was created"
+    device_group_updated = "device_group.updated", "a device group's policy changed"
+    device_group_member_added = "device_group.member_added", "a technician joined a device group"
+    device_group_member_removed = (
+        "device_group.member_removed",
+        "a technician left a device group",
+    )
+    agent_token_created = "agent.token_created", "an enrollment token for agents was issued"
+    agent_enrolled = "agent.enrolled", "a device's agent enrolled with its key"
+    agent_enrollment_refused = "agent.enrollment_refused", "an agent's enrollment was refused"
+
+
+_BY_NAME: dict[str, EventType] = {member.value: member for member in EventType}
+
+
+def event_named(name: str) -> EventType | None:
+    """The catalogue's member for ``name`` (None when the catalogue has no such event)."""
+    return _BY_NAME.get(name)
