@@ -3,6 +3,8 @@
 The dependency runs with ``scope="function"`` so its exit (the commit) happens when the
 endpoint returns and before FastAPI sends the response: a 2xx is only ever sent for work that
 is durable. Errors roll back, except refusals flagged ``keep_changes`` (see broker.errors).
+What waited for the commit (:mod:`broker.db.aftercommit`: provider calls, gateway wake-ups)
+runs right after it, still before the response.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.db.aftercommit import commit
 from broker.errors import BrokerError
 
 
@@ -23,7 +26,7 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
             yield session
         except BrokerError as exc:
             if exc.keep_changes:
-                await session.commit()
+                await commit(session)
             else:
                 await session.rollback()
             raise
@@ -31,7 +34,7 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         else:
-            await session.commit()
+            await commit(session)
 
 
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
