@@ -31,6 +31,7 @@ from broker.errors import (
     ValidationFailed,
 )
 from broker.evidence.setup import build_audit_log
+from broker.flows.lifecycle import LIFECYCLE
 from broker.logging import configure_logging
 from broker.metrics import HTTP_REQUESTS
 
@@ -139,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.audit_log = audit_log
         app.state.sessionmaker = create_sessionmaker(
-            engine, info={"audit_log": audit_log, "settings": settings}
+            engine, info={"audit_log": audit_log, "settings": settings, "lifecycle": LIFECYCLE}
         )
         stoppers = [await start_background_tasks(app)]
         if settings.gateway_enabled:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.errors import AuditError
 from broker.config import Settings
+from broker.db.aftercommit import transaction
 from broker.errors import BrokerError
 
 DbHandler = Callable[[AsyncSession, argparse.Namespace], Awaitable[int]]
@@ -47,16 +48,14 @@ async def run_in_transaction(
 ) -> int:
     from broker.db.engine import create_engine, create_sessionmaker
     from broker.evidence.setup import build_audit_log
+    from broker.flows.lifecycle import LIFECYCLE
 
     engine = create_engine(settings.database_url)
-    maker = create_sessionmaker(
-        engine, info={"audit_log": build_audit_log(settings), "settings": settings}
-    )
+    info = {"audit_log": build_audit_log(settings), "settings": settings, "lifecycle": LIFECYCLE}
+    maker = create_sessionmaker(engine, info=info)
     try:
-        async with maker() as db:
-            code = await handler(db, args)
-            await db.commit()
-            return code
+        async with transaction(maker) as db:
+            return await handler(db, args)
     finally:
         await engine.dispose()
 

@@ -8,7 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from broker.db.migrate import current_revisions, head_revisions
-from broker.metrics import REGISTRY, refresh_session_gauge
+from broker.metrics import REGISTRY, set_sessions_by_state
+from broker.sessions.service import count_by_state
 
 router = APIRouter(tags=["health"])
 
@@ -54,5 +55,6 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    await refresh_session_gauge(request.app.state.sessionmaker)
+    async with request.app.state.sessionmaker() as db:
+        set_sessions_by_state(await count_by_state(db))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

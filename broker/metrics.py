@@ -1,11 +1,14 @@
-"""Prometheus metrics: requests, sessions by state, consent decisions."""
+"""Prometheus metrics: requests, sessions by state and their transitions, consent decisions.
+
+Plain counters and gauges: what they count is decided where it happens (the session
+lifecycle counts transitions, the consent service decisions, ``/metrics`` sets the gauge).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import func, select
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -17,6 +20,12 @@ HTTP_REQUESTS = Counter(
 )
 SESSIONS_BY_STATE = Gauge(
     "supportbroker_sessions", "Sessions by state", ["state"], registry=REGISTRY
+)
+SESSION_TRANSITIONS = Counter(
+    "supportbroker_session_transitions_total",
+    "Session state changes by from and to state",
+    ["source", "target"],
+    registry=REGISTRY,
 )
 CONSENT_DECISIONS = Counter(
     "supportbroker_consent_decisions_total",
@@ -30,14 +39,7 @@ for _outcome in ("approve", "deny", "unattended"):
     CONSENT_DECISIONS.labels(decision=_outcome)
 
 
-async def refresh_session_gauge(sessionmaker: Any) -> None:
-    from broker.sessions.models import RemoteSession
-    from broker.sessions.states import SessionState
-
-    async with sessionmaker() as db:
-        rows = await db.execute(
-            select(RemoteSession.state, func.count()).group_by(RemoteSession.state)
-        )
-        counts: dict[str, int] = {str(state): int(n) for state, n in rows.all()}
-    for state in SessionState:
-        SESSIONS_BY_STATE.labels(state=state.value).set(counts.get(state.value, 0))
+def set_sessions_by_state(counts: Mapping[str, int]) -> None:
+    """The current number of sessions in each state (every state named, 0s included)."""
+    for state, n in counts.items():
+        SESSIONS_BY_STATE.labels(state=state).set(n)

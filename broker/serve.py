@@ -10,22 +10,21 @@ from sqlalchemy.engine.url import make_url
 
 from broker.config import Settings
 from broker.db import migrate
+from broker.db.aftercommit import transaction
 
 
 async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
     from broker.auth.service import ensure_initial_admin
     from broker.db.engine import create_engine, create_sessionmaker
     from broker.evidence.setup import build_audit_log
+    from broker.flows.lifecycle import LIFECYCLE
 
     engine = create_engine(settings.database_url)
-    maker = create_sessionmaker(
-        engine, info={"audit_log": build_audit_log(settings), "settings": settings}
-    )
+    info = {"audit_log": build_audit_log(settings), "settings": settings, "lifecycle": LIFECYCLE}
+    maker = create_sessionmaker(engine, info=info)
     try:
-        async with maker() as db:
-            created = await ensure_initial_admin(db)
-            await db.commit()
-            return created
+        async with transaction(maker) as db:
+            return await ensure_initial_admin(db)
     finally:
         await engine.dispose()
 

@@ -4,9 +4,10 @@
   on read (broker.sessions.service), so a stopped sweeper never lets a stale state be acted
   on; the sweeper makes the state visible without a read;
 - the connectors' outbox: deliver comments and webhook events to ticket systems, in order;
-- providers: retry ending provider-side sessions (share links) whose first attempt failed,
-  and reconcile what each provider recorded (MeshCentral relay log, AnyDesk session list)
-  for running and just-ended sessions into the audit log (outside connections flagged).
+- providers: grant what approvals committed before a crash never got, retry withdrawing
+  provider-side access (share links) still owed back, and reconcile what each provider
+  recorded (MeshCentral relay log, AnyDesk session list) for running and just-ended
+  sessions into the audit log (outside connections flagged).
 """
 
 from __future__ import annotations
@@ -18,39 +19,39 @@ from collections.abc import Awaitable, Callable
 import structlog
 from fastapi import FastAPI
 
+from broker.connectors.outbox import deliver_due
+from broker.db.aftercommit import transaction
+from broker.evidence.queries import compare_with_published, publish
+from broker.flows.lifecycle import grant_owed
+from broker.providers.service import reconcile_due, retry_pending_ends
+from broker.sessions.service import sweep_deadlines
+
 log = structlog.get_logger("broker.tasks")
 
 
 async def sweep_once(app: FastAPI) -> int:
-    from broker.sessions.service import sweep_deadlines
-
-    async with app.state.sessionmaker() as db, db.begin():
+    async with transaction(app.state.sessionmaker) as db:
         return await sweep_deadlines(db)
 
 
 async def deliver_outbox(app: FastAPI) -> int:
-    from broker.connectors.outbox import deliver_due
-
     return await deliver_due(app.state.sessionmaker)
 
 
-async def retry_provider_ends(app: FastAPI) -> int:
-    from broker.providers.service import retry_pending_ends
+async def grant_owed_access(app: FastAPI) -> int:
+    return await grant_owed(app.state.sessionmaker)
 
-    async with app.state.sessionmaker() as db, db.begin():
-        return await retry_pending_ends(db)
+
+async def retry_provider_ends(app: FastAPI) -> int:
+    return await retry_pending_ends(app.state.sessionmaker)
 
 
 async def reconcile_providers(app: FastAPI) -> int:
-    from broker.sessions.effects import reconcile_due
-
     return await reconcile_due(app.state.sessionmaker)
 
 
 async def publish_checkpoint(app: FastAPI) -> int:
     """Copy the latest committed checkpoint outside the database (rollback evidence)."""
-    from broker.evidence.queries import publish
-
     async with app.state.sessionmaker() as db:
         size = await publish(db)
     before: int = getattr(app.state, "published_size", 0)
@@ -64,8 +65,6 @@ async def check_audit_log(app: FastAPI) -> bool:
     A rollback (an old backup restored, the log truncated) is reported loudly and makes
     /readyz fail; the broker keeps running so that an operator can investigate.
     """
-    from broker.evidence.queries import compare_with_published
-
     async with app.state.sessionmaker() as db:
         status = await compare_with_published(db)
     app.state.audit_status = status
@@ -79,6 +78,7 @@ async def check_audit_log(app: FastAPI) -> bool:
 JOBS: list[tuple[str, Callable[[FastAPI], Awaitable[int]]]] = [
     ("sessions.swept", sweep_once),
     ("connectors.delivered", deliver_outbox),
+    ("providers.grants_owed", grant_owed_access),
     ("providers.ends_retried", retry_provider_ends),
     ("providers.reconciled", reconcile_providers),
     ("audit.published", publish_checkpoint),

@@ -17,6 +17,7 @@ from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.connectors import service
 from broker.db.session import DbSession
+from broker.flows import tickets as flows
 
 router = APIRouter(tags=["connectors"])
 link_router = APIRouter(tags=["connectors"])
@@ -30,7 +31,7 @@ Admin = Annotated[Principal, Depends(require(Scope.users_admin))]
 async def webhook(system: System, request: Request, db: DbSession) -> dict[str, Any]:
     """A ticket system reports a change; authenticated by its signature, not a token."""
     body = await request.body()
-    tickets = await service.handle_webhook(db, system, dict(request.headers), body)
+    tickets = await flows.apply_webhook(db, system, dict(request.headers), body)
     return {"accepted": True, "tickets": tickets}
 
 

@@ -3,14 +3,15 @@
 - :func:`lookup_for_session` gates a session request on the ticket (exists, open, and
   assigned to the technician where the system's config asks for it).
 - :func:`enqueue_ticket_comment` queues a comment in the caller's transaction.
-- :func:`handle_webhook` applies a verified ``ticket.*`` webhook to our ticket, audits it
-  and ends the ticket's open sessions when it was closed or reassigned.
+- :func:`handle_webhook` applies a verified ``ticket.*`` webhook to our ticket and audits
+  it; it says when the ticket's open sessions must end (closed or reassigned), which
+  ``broker.flows.tickets`` then does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -22,10 +23,9 @@ from broker.connectors.base import OUTBOUND_EVENTS, TicketInfo, WebhookEvent
 from broker.connectors.models import OutboxMessage
 from broker.connectors.registry import registry_for
 from broker.connectors.repository import OutboxRepository, WebhookDeliveryRepository
-from broker.connectors.sessions_hook import end_ticket_sessions
 from broker.connectors.settings import ConnectorConfig
 from broker.db.base import utcnow
-from broker.errors import Conflict, NotAuthenticated, PolicyDenied, ValidationFailed
+from broker.errors import BrokerError, Conflict, NotAuthenticated, PolicyDenied, ValidationFailed
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.tickets.models import Ticket
@@ -40,7 +40,16 @@ INBOUND_AUDIT: dict[str, EventType] = {
 }
 
 
-def _system_actor(system: str) -> Actor:
+@dataclass(frozen=True)
+class Applied:
+    """A webhook applied to our ticket. ``ends_sessions``: why the ticket's open sessions
+    must end now (it closed or changed hands), None when they go on."""
+
+    ticket: Ticket
+    ends_sessions: str | None
+
+
+def system_actor(system: str) -> Actor:
     return Actor(kind="ticket_system", name=system)
 
 
@@ -150,8 +159,8 @@ async def enqueue_ticket_comment(
 
 async def handle_webhook(
     db: AsyncSession, system: str, headers: Mapping[str, str], body: bytes
-) -> list[str]:
-    """Verify and apply an inbound webhook; returns the ids of the tickets it changed."""
+) -> list[Applied]:
+    """Verify and apply an inbound webhook; returns what it did to which of our tickets."""
     connector = registry_for(db).get(system)
     try:
         event = connector.verify_webhook(headers, body)
@@ -160,7 +169,7 @@ async def handle_webhook(
             db,
             EventType.connector_webhook_rejected,
             ticket=None,
-            actor=_system_actor(system),
+            actor=system_actor(system),
             data={"system": system, "why": exc.detail},
         )
         raise NotAuthenticated(exc.detail, keep_changes=True) from exc
@@ -176,11 +185,10 @@ async def handle_webhook(
     if ticket is None:
         log.info("connectors.webhook_unknown_ticket", system=system, event_type=event.event_type)
         return []
-    await _apply(db, ticket, event)
-    return [ticket.id]
+    return [await _apply(db, ticket, event)]
 
 
-async def _apply(db: AsyncSession, ticket: Ticket, event: WebhookEvent) -> None:
+async def _apply(db: AsyncSession, ticket: Ticket, event: WebhookEvent) -> Applied:
     before = {"state": ticket.state, "assignee": ticket.assignee}
     closing = event.event_type == "ticket.closed" or (
         event.state is not None and event.state.lower() in _closed_words(db, ticket.system)
@@ -201,7 +209,7 @@ async def _apply(db: AsyncSession, ticket: Ticket, event: WebhookEvent) -> None:
         db,
         INBOUND_AUDIT[event.event_type],
         ticket=ticket.ref,
-        actor=_system_actor(ticket.system),
+        actor=system_actor(ticket.system),
         data={
             "delivery_id": event.delivery_id,
             "before": before,
@@ -210,9 +218,8 @@ async def _apply(db: AsyncSession, ticket: Ticket, event: WebhookEvent) -> None:
     )
     if closing or reassigned:
         why = "ticket closed" if closing else f"ticket reassigned to {ticket.assignee or 'nobody'}"
-        ended = await end_ticket_sessions(db, ticket, actor=_system_actor(ticket.system), why=why)
-        if ended:
-            log.info("connectors.sessions_ended", ticket=ticket.ref, count=len(ended))
+        return Applied(ticket, why)
+    return Applied(ticket, None)
 
 
 def _closed_words(db: AsyncSession, system: str) -> frozenset[str]:
@@ -228,8 +235,6 @@ async def outbox_overview(db: AsyncSession) -> dict[str, int]:
 
 async def connectors_status(db: AsyncSession) -> list[dict[str, Any]]:
     """Each configured system: its kind, what it can do, reachability, queued messages."""
-    from broker.errors import BrokerError
-
     registry = registry_for(db)
     pending = await OutboxRepository(db).pending_by_system()
     rows: list[dict[str, Any]] = []

@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import web
 from broker.auth.deps import client_ip
-from broker.consent import service
 from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, RatingIn, RevokeIn
 from broker.db.session import DbSession
 from broker.errors import BrokerError, PermissionDenied
+from broker.flows import approval
 from broker.ui.common import cross_origin
 
 router = APIRouter(tags=["consent pages"], include_in_schema=False)
@@ -74,7 +74,7 @@ async def submit_code(
 ) -> Response:
     _same_origin(request)
     try:
-        token = await service.lookup_code(db, LookupIn(code=code).code, ip=client_ip(request))
+        token = await approval.lookup_code(db, LookupIn(code=code).code, ip=client_ip(request))
     except ValidationError as exc:
         return _page(request, "consent/enter_code.html", 422, error=_invalid(exc))
     except BrokerError as exc:
@@ -86,7 +86,7 @@ async def submit_code(
 @router.get("/consent/{token}", response_class=HTMLResponse)
 async def show(request: Request, token: str, db: DbSession) -> HTMLResponse:
     try:
-        consent = ConsentOut.of(await service.view(db, token))
+        consent = ConsentOut.of(await approval.view(db, token))
     except BrokerError as exc:
         status, detail = await _refused(db, exc)
         return _page(request, "consent/error.html", status, error=detail)
@@ -97,7 +97,7 @@ async def _redisplay(
     request: Request, db: DbSession, token: str, error: str, status: int
 ) -> HTMLResponse:
     try:
-        consent = ConsentOut.of(await service.view(db, token))
+        consent = ConsentOut.of(await approval.view(db, token))
     except BrokerError as exc:
         status, detail = await _refused(db, exc)
         return _page(request, "consent/error.html", status, error=detail)
@@ -119,7 +119,7 @@ async def decide(request: Request, token: str, db: DbSession) -> Response:
             name=str(form.get("name", "")),
             answers=answers,
         )
-        await service.decide(
+        await approval.decide(
             db,
             token,
             approve=body.decision == "approve",
@@ -143,7 +143,7 @@ async def revoke(
     _same_origin(request)
     try:
         body = RevokeIn(name=name or None)
-        await service.revoke(db, token, name=body.name, ip=client_ip(request))
+        await approval.revoke(db, token, name=body.name, ip=client_ip(request))
     except ValidationError as exc:
         return await _redisplay(request, db, token, _invalid(exc), 422)
     except BrokerError as exc:
@@ -163,7 +163,9 @@ async def rate(
     _same_origin(request)
     try:
         body = RatingIn(score=int(score) if score.isdigit() else 0, comment=comment or None)
-        await service.rate(db, token, score=body.score, comment=body.comment, ip=client_ip(request))
+        await approval.rate(
+            db, token, score=body.score, comment=body.comment, ip=client_ip(request)
+        )
     except ValidationError as exc:
         return await _redisplay(request, db, token, _invalid(exc), 422)
     except BrokerError as exc:

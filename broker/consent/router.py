@@ -15,10 +15,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 
 from broker.auth.deps import client_ip
-from broker.consent import service
 from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, LookupOut, RatingIn, RevokeIn
 from broker.context import settings_of
 from broker.db.session import DbSession
+from broker.flows import approval
 
 router = APIRouter(prefix="/consent", tags=["consent"])
 Token = Annotated[str, "the link token from the consent URL"]
@@ -26,18 +26,18 @@ Token = Annotated[str, "the link token from the consent URL"]
 
 @router.post("/lookup")
 async def lookup(body: LookupIn, request: Request, db: DbSession) -> LookupOut:
-    token = await service.lookup_code(db, body.code, ip=client_ip(request))
+    token = await approval.lookup_code(db, body.code, ip=client_ip(request))
     return LookupOut(token=token, url=f"{settings_of(db).base_url}/consent/{token}")
 
 
 @router.get("/{token}")
 async def show(token: Token, db: DbSession) -> ConsentOut:
-    return ConsentOut.of(await service.view(db, token))
+    return ConsentOut.of(await approval.view(db, token))
 
 
 @router.post("/{token}/decision")
 async def decide(token: Token, body: DecisionIn, request: Request, db: DbSession) -> ConsentOut:
-    view = await service.decide(
+    view = await approval.decide(
         db,
         token,
         approve=body.decision == "approve",
@@ -54,12 +54,12 @@ async def revoke(
     token: Token, request: Request, db: DbSession, body: Annotated[RevokeIn | None, Body()] = None
 ) -> ConsentOut:
     name = body.name if body else None
-    return ConsentOut.of(await service.revoke(db, token, name=name, ip=client_ip(request)))
+    return ConsentOut.of(await approval.revoke(db, token, name=name, ip=client_ip(request)))
 
 
 @router.post("/{token}/rating")
 async def rating(token: Token, body: RatingIn, request: Request, db: DbSession) -> ConsentOut:
-    view = await service.rate(
+    view = await approval.rate(
         db, token, score=body.score, comment=body.comment, ip=client_ip(request)
     )
     return ConsentOut.of(view)

@@ -1,10 +1,13 @@
-"""The end user's consent: open a request, find it by code, show it, decide, revoke, rate.
+"""The end user's consent: open a request, find it by code or link, decide, record receipts.
 
 The end user has no account: the link token (or the code, exchanged for the token) is the
 credential. Codes are short, so guessing is throttled per client and per code (see
 :mod:`broker.consent.throttle`); tokens are 256-bit and need no throttle. A decision is a
-compare-and-set on the request (single use) followed by the session's own compare-and-set,
-so of two racing approvals exactly one wins.
+compare-and-set on the request (single use); the session's own compare-and-set follows in
+``broker.flows.approval``, so of two racing approvals exactly one wins.
+
+Consent knows a session only as the :class:`SessionRecord` it is handed: loading sessions,
+approving, failing, revoking and rating them is the flows' business, above both domains.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.logging import bind_ids
 from broker.metrics import CONSENT_DECISIONS
-from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import SessionState
 
@@ -45,6 +47,9 @@ S = SessionState
 UNIFORM_CODE_ERROR = "this code is not valid or no longer pending; check it and try again"
 BAD_LINK = "this consent link is not valid"
 LOOKUP_TRIES = 25
+# An unattended session: the device group's policy decides instead of a person.
+UNATTENDED = "policy:unattended"
+UNATTENDED_ACTOR = Actor(kind="policy", name=UNATTENDED)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,14 @@ class IssuedConsent:
     token: str
     url: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CodeRejected:
+    """A wrong code, charged to the client and the code; ``locked`` when that was the last
+    try the code had (the flow then ends its session)."""
+
+    locked: ConsentRequest | None
 
 
 @dataclass(frozen=True)
@@ -125,12 +138,13 @@ async def open_request(
 
 
 async def record_policy_decision(
-    db: AsyncSession, request: ConsentRequest, record: SessionRecord
+    db: AsyncSession, request: ConsentRequest, record: SessionRecord, *, until: datetime
 ) -> None:
-    """An unattended session: the group's policy decides instead of a person (recorded so)."""
+    """An unattended session: the group's policy decides instead of a person (recorded so),
+    approving until ``until``."""
     values = {
         "decision": "approve",
-        "decided_by": sessions.UNATTENDED,
+        "decided_by": UNATTENDED,
         "decided_at": utcnow(),
     }
     if not await ConsentRepository(db).decide(request.id, values):
@@ -140,17 +154,18 @@ async def record_policy_decision(
         db,
         EventType.consent_decided,
         ticket=record.ticket.ref,
-        actor=sessions.UNATTENDED_ACTOR,
-        data=receipt(request, record),
+        actor=UNATTENDED_ACTOR,
+        data=receipt(request, record, valid_until=until),
     )
     CONSENT_DECISIONS.labels(decision="unattended").inc()
 
 
-async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str:
+async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str | CodeRejected:
     """Exchange a code for the link token, charging wrong codes to the client and the code.
 
     A locked client is refused before the code is even looked at, so the right code does not
-    help once the limit is reached. Unknown lookup and wrong secret fail the same way.
+    help once the limit is reached. Unknown lookup and wrong secret fail the same way: the
+    caller answers :data:`UNIFORM_CODE_ERROR` for both (``consent.code_rejected`` is written).
     """
     settings, key, now = settings_of(db), _key(db), utcnow()
     gate = await throttle.gate(db, ip, now)
@@ -168,23 +183,26 @@ async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str:
         return link_token(key, request.id)
     failures = await throttle.charge(db, gate, now, ip=ip)
     data: dict[str, Any] = {"client_failures": failures}
+    locked = None
     if request is not None:
         request.attempts += 1
         data["consent_request_id"] = request.id
         if request.attempts >= settings.consent_max_attempts:
-            await _lock(db, request, now, ip=ip)
+            # The request is dead; the technician asks again.
+            request.locked_at = now
+            request.lookup = None
+            locked = request
+        await db.flush()
     await record_event(
         db, EventType.consent_code_rejected, ticket=None, actor=end_user(None, ip), data=data
     )
-    raise NotFound(UNIFORM_CODE_ERROR, keep_changes=True)
+    return CodeRejected(locked)
 
 
-async def _lock(db: AsyncSession, request: ConsentRequest, now: datetime, *, ip: str) -> None:
-    """Too many wrong secrets for one code: the request is dead; the technician asks again."""
-    request.locked_at = now
-    request.lookup = None
-    await db.flush()
-    record, _ = await sessions.load(db, request.session_id)
+async def record_lock(
+    db: AsyncSession, request: ConsentRequest, record: SessionRecord, *, ip: str
+) -> None:
+    """Seal that too many wrong secrets killed ``request`` (in its ticket's stream)."""
     await record_event(
         db,
         EventType.consent_locked,
@@ -196,41 +214,39 @@ async def _lock(db: AsyncSession, request: ConsentRequest, now: datetime, *, ip:
             "attempts": request.attempts,
         },
     )
-    if record.session.state == S.awaiting_consent:
-        why = f"consent code locked after {request.attempts} wrong attempts; request again"
-        await sessions.fail_session(db, record, actor=end_user(None, ip), why=why)
 
 
-async def _open(db: AsyncSession, token: str) -> tuple[ConsentRequest, SessionRecord, bool]:
+async def by_token(db: AsyncSession, token: str) -> ConsentRequest:
+    """The consent request a link token opens (NotFound for any other token)."""
     request = await ConsentRepository(db).by_token_hash(link_digest(token))
     if request is None:
         raise NotFound(BAD_LINK)
-    record, moved = await sessions.load(db, request.session_id)
+    return request
+
+
+async def view(db: AsyncSession, request: ConsentRequest, record: SessionRecord) -> ConsentView:
+    """What the end user is shown: the request, its session and the group's questions."""
     bind_ids(session_id=record.session.id, ticket=record.ticket.ref)
-    return request, record, moved
-
-
-async def _view(db: AsyncSession, request: ConsentRequest, record: SessionRecord) -> ConsentView:
     group = await get_group(db, record.device.group_id)
     return ConsentView(request=request, record=record, questions=list(group.questions))
 
 
-async def view(db: AsyncSession, token: str) -> ConsentView:
-    request, record, _ = await _open(db, token)
-    return await _view(db, request, record)
-
-
 async def decide(
     db: AsyncSession,
-    token: str,
+    request: ConsentRequest,
+    record: SessionRecord,
     *,
     approve: bool,
     name: str,
     answers: dict[str, str],
     ip: str,
     user_agent: str | None,
+    until: datetime,
+    moved: bool,
 ) -> ConsentView:
-    request, record, moved = await _open(db, token)
+    """The end user's decision on ``request``: checked, taken once (compare-and-set) and
+    sealed as ``consent.decided`` with its receipt, approving until ``until``. ``moved``: the
+    session's deadline was applied on reading it (a refusal keeps that change)."""
     state = S(record.session.state)
     if request.locked_at is not None:
         raise Conflict(
@@ -241,43 +257,40 @@ async def decide(
         raise Conflict(f"this request was already decided ({request.decision})", keep_changes=moved)
     if state is not S.awaiting_consent:
         raise Conflict(f"this request is {state}; it can no longer be decided", keep_changes=moved)
-    current = await _view(db, request, record)
+    current = await view(db, request, record)
     known = {str(q.get("id")) for q in current.questions}
     unknown = sorted(set(answers) - known)
     if unknown:
         raise ValidationFailed(
             f"answers: unknown question(s) {', '.join(unknown)}", keep_changes=moved
         )
-    now = utcnow()
     decision = "approve" if approve else "deny"
     values = {
         "decision": decision,
         "decided_by": name,
         "decided_from": ip,
-        "decided_at": now,
+        "decided_at": utcnow(),
         "user_agent": (user_agent or "")[:300] or None,
     }
     if not await ConsentRepository(db).decide(request.id, values):
         raise Conflict("this request was already decided", keep_changes=moved)
     await db.refresh(request)
-    actor = end_user(name, ip)
-    if approve:
-        await sessions.approve(db, record, actor=actor, data={"decided_by": name}, answers=answers)
-    else:
-        await sessions.deny(db, record, actor=actor, name=name)
     await record_event(
         db,
         EventType.consent_decided,
         ticket=record.ticket.ref,
-        actor=actor,
-        data=receipt(request, record),
+        actor=end_user(name, ip),
+        data=receipt(request, record, valid_until=until if approve else None),
     )
     CONSENT_DECISIONS.labels(decision=decision).inc()
     return current
 
 
-def receipt(request: ConsentRequest, record: SessionRecord) -> dict[str, Any]:
-    """Who decided, from where, what exactly, and until when: the consent's evidence."""
+def receipt(
+    request: ConsentRequest, record: SessionRecord, *, valid_until: datetime | None
+) -> dict[str, Any]:
+    """Who decided, from where, what exactly, and until when: the consent's evidence. It is
+    sealed before the approval it causes, so ``valid_until`` is the approval's end to be."""
     s = record.session
     return {
         "consent_request_id": request.id,
@@ -296,24 +309,5 @@ def receipt(request: ConsentRequest, record: SessionRecord) -> dict[str, Any]:
         "duration_minutes": s.duration_minutes,
         "unattended": s.unattended,
         "recorded": True,
-        "valid_until": s.deadline_at.isoformat()
-        if s.deadline_at and s.state == S.approved
-        else None,
+        "valid_until": valid_until.isoformat() if valid_until else None,
     }
-
-
-async def revoke(db: AsyncSession, token: str, *, name: str | None, ip: str) -> ConsentView:
-    """The end user ends an approved or active session from the consent page."""
-    request, record, moved = await _open(db, token)
-    who = name or request.decided_by or "the end user"
-    await sessions.revoke_by_end_user(db, record, actor=end_user(who, ip), name=who, keep=moved)
-    return await _view(db, request, record)
-
-
-async def rate(
-    db: AsyncSession, token: str, *, score: int, comment: str | None, ip: str
-) -> ConsentView:
-    request, record, _ = await _open(db, token)
-    actor = end_user(request.decided_by, ip)
-    await sessions.rate_session(db, record, actor=actor, score=score, comment=comment)
-    return await _view(db, request, record)

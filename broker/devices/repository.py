@@ -121,17 +121,6 @@ class DeviceRepository(Repository[Device]):
         stmt = select(func.count()).select_from(Device).where(*self._where(filters, member_id))
         return int(await self.db.scalar(stmt) or 0)
 
-    async def session_count(self, device_id: str) -> int:
-        """Sessions referencing the device (they keep it: the audit trail names it)."""
-        from broker.sessions.models import RemoteSession
-
-        stmt = (
-            select(func.count())
-            .select_from(RemoteSession)
-            .where(RemoteSession.device_id == device_id)
-        )
-        return int(await self.db.scalar(stmt) or 0)
-
     async def groups_of(self, group_ids: set[str]) -> dict[str, DeviceGroup]:
         if not group_ids:
             return {}

@@ -36,6 +36,7 @@ from broker.devices.schemas import (
     GroupOut,
     GroupUpdate,
 )
+from broker.flows import devices as flows
 
 router = APIRouter(tags=["devices"])
 Reader = Annotated[Principal, Depends(require(Scope.devices_read))]
@@ -134,5 +135,5 @@ async def update_device(
 
 @router.delete("/devices/{device_id}", status_code=204)
 async def delete_device(device_id: Id, principal: Writer, db: DbSession) -> Response:
-    await service.delete_device(db, actor=principal.actor(), device_id=device_id)
+    await flows.delete_device(db, actor=principal.actor(), device_id=device_id)
     return Response(status_code=204)

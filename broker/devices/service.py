@@ -17,11 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.models import User
 from broker.auth.principal import Principal
+from broker.auth.service import get_user, get_user_by_name
 from broker.devices.models import Device, DeviceGroup
 from broker.devices.repository import DeviceFilter, DeviceRepository, GroupRepository
 from broker.errors import Conflict, NotFound, PolicyDenied, ValidationFailed
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
+from broker.providers import registry
 
 GROUP_FIELDS = frozenset(
     {
@@ -178,8 +180,6 @@ def _apply(obj: DeviceGroup | Device, changes: Mapping[str, Any]) -> dict[str, A
 
 async def add_member(db: AsyncSession, *, actor: Actor, group_id: str, user_id: str) -> bool:
     """Make technician ``user_id`` a member; False (and nothing audited) if already one."""
-    from broker.auth.service import get_user
-
     group = await get_group(db, group_id)
     user = await get_user(db, user_id)
     return await _add_member(db, actor=actor, group=group, user=user)
@@ -189,8 +189,6 @@ async def add_member_by_name(
     db: AsyncSession, *, actor: Actor, group: str, username: str
 ) -> tuple[DeviceGroup, User, bool]:
     """The CLI's form: group by name (or id), user by username."""
-    from broker.auth.service import get_user_by_name
-
     found = await find_group(db, group)
     user = await get_user_by_name(db, username)
     return found, user, await _add_member(db, actor=actor, group=found, user=user)
@@ -235,8 +233,6 @@ async def remove_member(db: AsyncSession, *, actor: Actor, group_id: str, user_i
 
 def known_providers() -> list[str]:
     """Provider names the broker can drive (built-ins and ``supportbroker.providers``)."""
-    from broker.providers import registry
-
     return sorted(registry.available())
 
 
@@ -376,18 +372,17 @@ async def update_device(
     return device
 
 
-async def delete_device(db: AsyncSession, *, actor: Actor, device_id: str) -> None:
-    """Remove a device that never had a session; one with sessions stays (409)."""
-    repo = DeviceRepository(db)
-    device = await repo.get(device_id)
+async def get_device(db: AsyncSession, device_id: str) -> Device:
+    device = await DeviceRepository(db).get(device_id)
     if device is None:
         raise NotFound(f"no device {device_id}")
-    sessions = await repo.session_count(device.id)
-    if sessions:
-        raise Conflict(
-            f"device {device.name!r} has {sessions} session(s) and is kept for their audit "
-            "trail; move it to another group or rename it instead"
-        )
+    return device
+
+
+async def delete_device(db: AsyncSession, *, actor: Actor, device_id: str) -> None:
+    """Remove a device. Only one that never had a session may go (``broker.flows.devices``
+    checks; the sessions' foreign key would refuse the others anyway)."""
+    device = await get_device(db, device_id)
     data = _device_data(device)
     await db.delete(device)
     await db.flush()

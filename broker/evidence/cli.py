@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.evidence.events import EventType
-from broker.evidence.service import SYSTEM_ACTOR, audit_log_of
+from broker.evidence.queries import verify_all
+from broker.evidence.service import SYSTEM_ACTOR, audit_log_of, record_event
 
 
 def _plain_verify(args: argparse.Namespace) -> int:
@@ -30,16 +31,12 @@ def _progress(done: int, total: int) -> None:
 
 
 async def _verify_log(db: AsyncSession, args: argparse.Namespace) -> int:
-    from broker.evidence.queries import verify_all
-
     report = await verify_all(db, _progress, processes=args.processes)
     print(report.verdict())
     return 0 if report.ok else 1
 
 
 async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
-    from broker.evidence.service import record_event
-
     log = audit_log_of(db)
     data = await log.export_bundle(
         await db.connection(), args.ticket, include_plaintext=args.plaintext

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,10 +16,15 @@ from audit.errors import AuditError
 from audit.merkle import verify_consistency
 from audit.store import AuditLog, ReadRecord
 from audit.verify import VerifyReport
-from broker.auth.principal import Principal
 from broker.errors import Conflict, NotFound, ValidationFailed
 from broker.evidence.events import EventType
-from broker.evidence.service import SYSTEM_STREAM, audit_log_of, record_event
+from broker.evidence.service import SYSTEM_STREAM, Actor, audit_log_of, record_event
+
+
+class Caller(Protocol):
+    """Whoever asks (an authenticated principal): the audit records them as the actor."""
+
+    def actor(self) -> Actor: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ def _check_chain(log: AuditLog, raw: list[Any]) -> str | None:
     return None
 
 
-async def timeline(db: AsyncSession, principal: Principal, stream: str) -> Timeline:
+async def timeline(db: AsyncSession, principal: Caller, stream: str) -> Timeline:
     log = audit_log_of(db)
     conn = await db.connection()
     raw = await log.records(conn, stream=stream)
@@ -88,7 +93,7 @@ async def verify_all(
 
 
 async def export(
-    db: AsyncSession, principal: Principal, stream: str, *, include_plaintext: bool, reason: str
+    db: AsyncSession, principal: Caller, stream: str, *, include_plaintext: bool, reason: str
 ) -> bytes:
     if not reason.strip():
         raise ValidationFailed("reason: say why you export this evidence")
@@ -108,7 +113,7 @@ async def export(
     return data
 
 
-async def erase(db: AsyncSession, principal: Principal, stream: str, *, reason: str) -> int:
+async def erase(db: AsyncSession, principal: Caller, stream: str, *, reason: str) -> int:
     """Crypto-shred a ticket's content; returns the position of the erasure record."""
     if stream == SYSTEM_STREAM:
         raise ValidationFailed("the system stream cannot be erased")

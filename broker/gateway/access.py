@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
+from broker.db.aftercommit import commit
 from broker.devices.service import get_device_for
 from broker.errors import (
     BrokerError,
@@ -278,10 +279,10 @@ async def attach_when_decided(
                         if with_attach is not None:
                             await with_attach(db, record)
                         await attach(db, ticket.principal, record, ticket.mode)
-                        await db.commit()
+                        await commit(db)
                         return record
                 except BrokerError as exc:
-                    await (db.commit() if exc.keep_changes else db.rollback())
+                    await (commit(db) if exc.keep_changes else db.rollback())
                     raise
                 await db.rollback()
             left = deadline - time.monotonic()

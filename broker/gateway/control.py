@@ -12,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.db.aftercommit import commit, run_committed
 from broker.db.base import utcnow
 from broker.errors import BrokerError
+from broker.flows import approval
 from broker.gateway import access, receipts, service
+from broker.gateway.link import CONTROL, HELLO_TIMEOUT, AgentLink, Hub
 from broker.gateway.repository import open_sessions
 from broker.sessions import service as sessions
 from broker.sessions.states import SessionState
-
-if TYPE_CHECKING:
-    from broker.gateway.server import AgentLink, Gateway
 
 log = structlog.get_logger("broker.gateway")
 T = TypeVar("T")
@@ -35,21 +35,28 @@ POLL_SECONDS = 1.0
 S = SessionState
 
 
-async def in_tx(link: AgentLink, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """One transaction; refusals flagged keep_changes still commit their audit record."""
+async def in_tx(
+    link: AgentLink,
+    work: Callable[[AsyncSession], Awaitable[T]],
+    committed: Callable[[], None] | None = None,
+) -> T:
+    """One transaction; refusals flagged keep_changes still commit their audit record.
+    ``committed`` runs right after the commit, before the work that waited for it (the
+    provider's grant: :mod:`broker.db.aftercommit`)."""
     async with link.gateway.maker() as db:
         try:
             result = await work(db)
         except BrokerError as exc:
-            await (db.commit() if exc.keep_changes else db.rollback())
+            await (commit(db) if exc.keep_changes else db.rollback())
             raise
         await db.commit()
+        if committed is not None:
+            committed()
+        await run_committed(db)
         return result
 
 
 async def handle_link(link: AgentLink) -> None:
-    from broker.gateway.server import CONTROL, HELLO_TIMEOUT
-
     writer, reader, _ = await link.conn.open_session(subsystem=CONTROL, encoding=None)
     link.writer = writer
     hello = json.loads(await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT))
@@ -129,7 +136,7 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
 
         async def apply(db: AsyncSession) -> None:
             key, device, _ = await service.identify(db, link.fingerprint)
-            await service.apply_consent(
+            await approval.device_decision(
                 db, device=device, key=key, receipt=receipt, signature=signature, ip=link.ip
             )
             if approving:  # the technician's waiting sockets start in this same commit
@@ -139,13 +146,13 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
             link.tracked.add(session_id)
             link.confirm(session_id)  # the agent granted it before it signed the approval
         try:
-            await in_tx(link, apply)
+            # The technician's sockets go on as soon as the approval commits.
+            await in_tx(link, apply, committed=lambda: access.deliver(claims))
         except BaseException as exc:
             access.release(waiter for waiter, _ in claims)
             if isinstance(exc, BrokerError):
                 link.tracked.discard(session_id)
             raise
-        access.deliver(claims)
     elif kind == "end_session":
         session_id, who = str(msg.get("session_id")), str(msg.get("by", "end user"))[:100]
 
@@ -184,7 +191,7 @@ class Poller:
     """Pushes consent requests and approvals to agents and withdraws ended sessions, as soon
     as a change to a session commits (or within ``POLL_SECONDS`` for other processes')."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Hub) -> None:
         self.gateway = gateway
 
     async def run(self) -> None:
@@ -208,7 +215,7 @@ class Poller:
             for session_id in due:  # apply run-out deadlines so they reach the agent now
                 await sessions.load(db, session_id)
             if due:
-                await db.commit()
+                await commit(db)
                 rows = await open_sessions(db, links.keys())
             open_by_device: dict[str, set[str]] = {}
             for session_id, device_id, state, unattended, _ in rows:

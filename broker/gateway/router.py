@@ -25,8 +25,9 @@ from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import BrokerError, ProviderError
 from broker.gateway import access, replay, service
+from broker.gateway.link import AgentLink
 from broker.gateway.relay import ShellRelay, Viewer, open_forward, open_shell
-from broker.gateway.server import AgentLink, Gateway
+from broker.gateway.server import Gateway
 from broker.sessions.repository import SessionRecord
 
 router = APIRouter(tags=["agent"])

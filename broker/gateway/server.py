@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import uuid
@@ -25,29 +24,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from audit.recording import Begin
 from audit.store import AuditLog
 from broker.config import Settings
-from broker.errors import BrokerError, PolicyDenied, ProviderError
+from broker.db.aftercommit import transaction
+from broker.errors import BrokerError, ProviderError
 from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.gateway import keys, service
 from broker.gateway.access import Tickets, Waiting
+from broker.gateway.control import Poller, handle_link
+from broker.gateway.link import IDLE_KEEPALIVE_INTERVAL, AgentLink
 from broker.gateway.presence import Presence
 from broker.gateway.recording import AuditRecorder, open_recorder
-from broker.gateway.relay import ShellRelay
 from broker.gateway.signals import SessionSignals
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 
 log = structlog.get_logger("broker.gateway")
 
-CONTROL = "supportbroker-control"
-HELLO_TIMEOUT = 10.0
-KEEPALIVE_INTERVAL = 10.0  # with 2 misses a silent agent is dropped within ~30 s
-# A link without an open session is probed rarely: idle agents outnumber busy ones by far,
-# and each probe is a round of Python work on both ends. The poller switches a link to the
-# short interval as soon as one of its sessions opens (``AgentLink.watch``).
-IDLE_KEEPALIVE_INTERVAL = 60.0
 LOST_REASON = "agent connection lost"
-GRANT_SECONDS = 10.0  # how long a socket waits for the agent to confirm a grant from elsewhere
 CHUNK_SECONDS = 1.0
 LINK_WINDOW = 8 << 20
 LINK_MAX_PACKET = 128 << 10  # under asyncssh's 256 KiB receive limit on the agent's side
@@ -56,79 +49,6 @@ LINK_CIPHERS = (
     "aes256-gcm@openssh.com",
     "chacha20-poly1305@openssh.com",
 )  # a quiet terminal's output is sealed within about this long
-
-
-class AgentLink:
-    """One connected agent: its SSH connection, control channel and open relays."""
-
-    def __init__(self, gateway: Gateway, conn: asyncssh.SSHClientConnection) -> None:
-        self.gateway = gateway
-        self.conn = conn
-        host_key = conn.get_server_host_key()
-        assert host_key is not None  # set once the handshake completed
-        self.fingerprint = keys.fingerprint(host_key)
-        self.public_key = host_key.export_public_key("openssh").decode().strip()
-        peer = conn.get_extra_info("peername") or ("?", 0)
-        self.ip = str(peer[0])
-        self.device_id = ""
-        self.record_input = False
-        self.writer: asyncssh.SSHWriter[bytes] | None = None
-        self.tracked: set[str] = set()  # sessions the agent holds a grant for
-        self.pushed: set[tuple[str, str]] = set()  # (session, state) already told to the agent
-        self.relays: dict[str, ShellRelay] = {}
-        self.ready = asyncio.Event()
-        self.busy = False
-        # Per session: resolved once the agent holds the grant (its signed approval, or its
-        # "granted" reply to a grant from elsewhere), failed if it refused the grant.
-        self._grants: dict[str, asyncio.Future[None]] = {}
-
-    def _grant(self, session_id: str) -> asyncio.Future[None]:
-        if session_id not in self._grants:
-            self._grants[session_id] = asyncio.get_running_loop().create_future()
-        return self._grants[session_id]
-
-    def confirm(self, session_id: str, refusal: str | None = None) -> None:
-        """The agent holds the grant for ``session_id`` (or refused it: ``refusal``)."""
-        found = self._grant(session_id)
-        if found.done():
-            return
-        if refusal is None:
-            found.set_result(None)
-        else:
-            found.set_exception(PolicyDenied(refusal))
-            found.exception()  # retrieved: a socket awaiting it still gets it
-
-    def forget(self, session_id: str, why: str = "the session ended") -> None:
-        """The agent dropped the grant (the session ended)."""
-        found = self._grants.pop(session_id, None)
-        if found is not None and not found.done():
-            found.set_exception(ProviderError(why))
-            found.exception()
-
-    async def granted(self, session_id: str) -> None:
-        """Until the agent holds the grant: a channel opened before would be refused."""
-        try:
-            await asyncio.wait_for(asyncio.shield(self._grant(session_id)), GRANT_SECONDS)
-        except TimeoutError as exc:
-            raise ProviderError(
-                f"the device's agent did not confirm the approval of {session_id} in time"
-            ) from exc
-
-    def lost(self) -> None:
-        """The connection is gone: nobody waits for its agent any more."""
-        for session_id in list(self._grants):
-            self.forget(session_id, "the device's agent disconnected")
-
-    def watch(self, busy: bool) -> None:
-        """Probe often while the device has an open session (a lost link fails it in 30 s)."""
-        if busy != self.busy:
-            self.busy = busy
-            interval = KEEPALIVE_INTERVAL if busy else IDLE_KEEPALIVE_INTERVAL
-            self.conn.set_keepalive(interval, 2)
-
-    def send(self, msg: dict[str, Any]) -> None:
-        if self.writer is not None:
-            self.writer.write(json.dumps(msg).encode() + b"\n")
 
 
 class Gateway:
@@ -184,8 +104,6 @@ class Gateway:
         )
         self.port = self._acceptor.get_port()
         self.signals.attach()
-        from broker.gateway.control import Poller
-
         self._spawn(Poller(self).run())
         self._spawn(self.presence.run())
         log.info("gateway.started", host=host, port=self.port, fingerprint=self.fingerprint)
@@ -200,8 +118,6 @@ class Gateway:
         self._spawn(self._serve(conn))
 
     async def _serve(self, conn: asyncssh.SSHClientConnection) -> None:
-        from broker.gateway.control import handle_link
-
         link = AgentLink(self, conn)
         try:
             await handle_link(link)
@@ -236,7 +152,7 @@ class Gateway:
             self.presence.mark(link.device_id, None, link.ip)
         if not link.tracked:
             return
-        async with self.maker() as db, db.begin():
+        async with transaction(self.maker) as db:
             for session_id in sorted(link.tracked):
                 with contextlib.suppress(BrokerError):
                     if await service.fail_lost(db, session_id, LOST_REASON):
@@ -259,7 +175,7 @@ class Gateway:
         The gap event and the ``failed`` transition commit together; a session that already
         ended (revoked while the last chunk failed) keeps its state and still gets the gap.
         """
-        async with self.maker() as db, db.begin():
+        async with transaction(self.maker) as db:
             record, _ = await sessions.load(db, session_id)
             await record_event(
                 db,

@@ -1,7 +1,8 @@
 """Agent enrollment, agent identity, and what the agents tell us about sessions.
 
 Everything that changes state writes its audit event in the same transaction. Session state
-changes go through ``broker.sessions.service`` only.
+changes go through ``broker.sessions.service`` only; a device's consent decision is sealed
+here and applied by ``broker.flows.approval``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.auth.secrets import new_token, token_hash
 from broker.db.base import utcnow
 from broker.devices.models import Device, DeviceGroup
+from broker.devices.repository import GroupRepository
 from broker.devices.service import create_device, get_group
 from broker.errors import NotAuthenticated, NotFound, PolicyDenied, ValidationFailed
 from broker.evidence.events import EventType
@@ -27,7 +29,6 @@ from broker.gateway.relay import ChannelRefused
 from broker.gateway.repository import AgentKeyRepository, TokenRepository
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
-from broker.sessions.states import SessionState
 
 PROVIDER = "agent"
 MAX_TOKEN_HOURS = 24 * 7
@@ -76,8 +77,6 @@ async def create_enrollment_token(
 
 
 async def _group(db: AsyncSession, ref: str) -> DeviceGroup:
-    from broker.devices.repository import GroupRepository
-
     found = await GroupRepository(db).by_name(ref)
     return found if found is not None else await get_group(db, ref)
 
@@ -194,7 +193,17 @@ async def session_for_device(db: AsyncSession, session_id: str, device_id: str) 
     return record
 
 
-async def apply_consent(
+@dataclass(frozen=True)
+class SignedDecision:
+    """A device-signed consent decision, verified and sealed (``consent.receipt``)."""
+
+    record: SessionRecord
+    actor: Actor
+    decided_by: str
+    approved: bool
+
+
+async def seal_receipt(
     db: AsyncSession,
     *,
     device: Device,
@@ -202,8 +211,9 @@ async def apply_consent(
     receipt: dict[str, Any],
     signature: str,
     ip: str | None,
-) -> SessionRecord:
-    """Verify the device-signed decision, seal it, and apply it through the sessions service."""
+) -> SignedDecision:
+    """Verify the device-signed decision against the request we sent and seal it; the
+    session's move follows in ``broker.flows.approval.device_decision``."""
     record = await session_for_device(db, str(receipt.get("session_id")), device.id)
     receipts.verify(record, key.public_key, key.fingerprint, receipt, signature)
     who = str(receipt.get("decided_by", ""))[:100]
@@ -220,15 +230,7 @@ async def apply_consent(
             "device_fingerprint": key.fingerprint,
         },
     )
-    if receipt["decision"] == "approve":
-        await sessions.approve(
-            db, record, actor=actor, data={"decided_by": who, "via": "agent", "receipt": True}
-        )
-    else:
-        await sessions.deny(
-            db, record, actor=actor, name=f"{who} ({receipt.get('why', 'declined')})"
-        )
-    return record
+    return SignedDecision(record, actor, who, approved=receipt["decision"] == "approve")
 
 
 async def end_from_device(
@@ -254,11 +256,7 @@ async def record_file_transfer(db: AsyncSession, device: Device, msg: dict[str, 
 
 async def fail_lost(db: AsyncSession, session_id: str, why: str) -> bool:
     """An open session whose agent vanished → failed; False if it had already ended."""
-    record, _ = await sessions.load(db, session_id)
-    if SessionState(record.session.state) not in (SessionState.approved, SessionState.active):
-        return False
-    await sessions.fail_session(db, record, actor=SYSTEM_ACTOR, why=why)
-    return True
+    return await sessions.fail_if_running(db, session_id, actor=SYSTEM_ACTOR, why=why)
 
 
 async def record_forward(db: AsyncSession, record: SessionRecord, port: int) -> None:

@@ -1,12 +1,11 @@
-"""Push, not poll: the gateway hears of every committed change to a remote session at once.
+"""Push, not poll: the gateway hears of every committed session move at once.
 
-Every session move in the broker (the agent's signed consent, the web consent page, the
-deadline sweep, a revoke, a new request) ends in a commit of a transaction that wrote the
-``sessions`` table, through :func:`broker.sessions.transitions.transition` or an insert. A
-SQLAlchemy listener notes such writes (``do_orm_execute`` for the compare-and-set ``UPDATE``,
-``after_flush`` for new rows) and, only once the transaction *commits*, bumps each running
-gateway's :class:`SessionSignals`. Waiters then re-read the database, so they never act on a
-change that was rolled back, and nothing in ``broker/sessions`` has to know about the gateway.
+Every session move (the agent's signed consent, the web consent page, the deadline sweep, a
+revoke, a new request) goes through ``broker.sessions.transitions.transition``; once the
+transaction that made it commits, the session lifecycle (``broker.flows.lifecycle``, after
+commit) calls :func:`wake_gateways`, which bumps each running gateway's
+:class:`SessionSignals` once per commit. Waiters then re-read the database, so they never act
+on a change that was rolled back.
 
 The gateway's poller and the technician sockets that wait for consent wake on the bump; a
 slow fallback period still catches changes committed by another broker process.
@@ -18,12 +17,6 @@ import asyncio
 import contextlib
 import weakref
 
-from sqlalchemy import event
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
-
-from broker.sessions.models import RemoteSession
-
-_FLAG = "supportbroker.sessions_written"
 _hubs: weakref.WeakSet[SessionSignals] = weakref.WeakSet()
 
 
@@ -56,43 +49,13 @@ class SessionSignals:
         return self.version != version
 
     def attach(self) -> None:
-        _install()
         _hubs.add(self)
 
     def detach(self) -> None:
         _hubs.discard(self)
 
 
-def _orm_execute(state: ORMExecuteState) -> None:
-    if (state.is_update or state.is_insert) and any(
-        m.class_ is RemoteSession for m in state.all_mappers
-    ):
-        state.session.info[_FLAG] = True
-
-
-def _after_flush(session: Session, _flush: UOWTransaction) -> None:
-    if any(isinstance(obj, RemoteSession) for obj in (*session.new, *session.dirty)):
-        session.info[_FLAG] = True
-
-
-def _after_commit(session: Session) -> None:
-    if session.info.pop(_FLAG, False):
-        for hub in list(_hubs):
-            hub.bump()
-
-
-def _after_rollback(session: Session, previous: SessionTransaction) -> None:
-    # Only the outermost rollback drops the note: a savepoint rolled back inside a transaction
-    # that later commits must still wake the waiters (a spare wake-up costs one re-read).
-    if previous.parent is None:
-        session.info.pop(_FLAG, None)
-
-
-def _install() -> None:
-    """Listen on every ORM session of the process, once (idempotent)."""
-    if event.contains(Session, "after_commit", _after_commit):
-        return
-    event.listen(Session, "do_orm_execute", _orm_execute)
-    event.listen(Session, "after_flush", _after_flush)
-    event.listen(Session, "after_commit", _after_commit)
-    event.listen(Session, "after_soft_rollback", _after_rollback)
+def wake_gateways() -> None:
+    """A commit moved sessions: wake every running gateway of this process."""
+    for hub in list(_hubs):
+        hub.bump()

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.providers import registry
+from broker.providers.service import sync_devices
 
 
 def register(subparsers: Any) -> None:
@@ -35,8 +36,6 @@ async def _check(db: AsyncSession, args: argparse.Namespace) -> int:
 
 
 async def _sync(db: AsyncSession, args: argparse.Namespace) -> int:
-    from broker.providers.service import sync_devices
-
     try:
         changed = await sync_devices(db, args.name)
     finally:

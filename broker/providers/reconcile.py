@@ -14,10 +14,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.db.aftercommit import transaction
 from broker.db.base import utcnow
 from broker.devices.models import Device
+from broker.errors import BrokerError
 from broker.evidence.events import EventType
 from broker.evidence.service import record_event
 from broker.providers import registry
@@ -31,6 +33,10 @@ log = structlog.get_logger("broker.providers")
 
 # How far before the approved window reconciliation looks for connections on the device.
 LOOKBACK = timedelta(minutes=15)
+# While a session runs, what the provider recorded is read at most this often...
+RECONCILE_EVERY = timedelta(minutes=1)
+# ...and once more this long after the end, when the provider has written its log.
+RECONCILE_SETTLE = timedelta(minutes=1)
 
 
 async def reconcile(db: AsyncSession, session: RemoteSession) -> int:
@@ -211,3 +217,33 @@ async def _touch(db: AsyncSession, session_id: str, now: datetime) -> None:
     link = await db.get(ProviderSessionLink, session_id)
     if link is not None:
         link.reconciled_at = now
+
+
+async def reconcile_due(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    every: timedelta = RECONCILE_EVERY,
+    settle: timedelta = RECONCILE_SETTLE,
+    now: datetime | None = None,
+) -> int:
+    """Seal what providers recorded about running and just-ended sessions (the background
+    loop runs this). One transaction per session: a provider that is down rolls back only
+    its own session's work, which the next run does again. Returns audit events recorded."""
+    now = now or utcnow()
+    async with sessionmaker() as db:
+        due = await due_for_reconcile(db, now=now, every=every, settle=settle)
+    recorded = 0
+    for session_id in due:
+        try:
+            async with transaction(sessionmaker) as db:
+                session = await db.get(RemoteSession, session_id)
+                if session is not None:
+                    recorded += await reconcile(db, session)
+        except BrokerError as exc:  # an outage: logged, retried on the next run
+            log.warning(
+                "providers.reconcile_failed",
+                session_id=session_id,
+                error=exc.code,
+                detail=exc.detail,
+            )
+    return recorded

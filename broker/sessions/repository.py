@@ -101,6 +101,16 @@ class SessionRepository(Repository[RemoteSession]):
         )
         return int(await self.db.scalar(stmt) or 0)
 
+    async def count_for_device(self, device_id: str) -> int:
+        stmt = select(func.count()).where(RemoteSession.device_id == device_id)
+        return int(await self.db.scalar(stmt) or 0)
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self.db.execute(
+            select(RemoteSession.state, func.count()).group_by(RemoteSession.state)
+        )
+        return {str(state): int(n) for state, n in rows.all()}
+
     async def compare_and_set(
         self,
         session_id: str,

@@ -22,6 +22,7 @@ from broker.auth.deps import CurrentPrincipal, require
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
+from broker.flows import approval
 from broker.sessions import service
 from broker.sessions.repository import SessionFilter
 from broker.sessions.schemas import (
@@ -43,7 +44,7 @@ Note = Annotated[ActionIn | None, Body()]
 
 @router.post("", status_code=201)
 async def create(body: SessionCreate, principal: Writer, db: DbSession) -> SessionCreated:
-    record, issued = await service.create_session(db, principal, body)
+    record, issued = await approval.create_session(db, principal, body)
     out = SessionOut.of(record)
     consent = ConsentInfo(
         code=None if record.session.unattended else issued.code,

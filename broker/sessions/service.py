@@ -1,20 +1,21 @@
-"""Remote sessions: request (gated by :mod:`broker.sessions.gate`), approve (with the
-provider's access), start, end, revoke, cancel, fail, end a ticket's sessions, read and list,
-and the deadline sweep.
+"""Remote sessions: request (gated by :mod:`broker.sessions.gate`), approve, start, end,
+revoke, cancel, fail, end a ticket's sessions, read and list, and the deadline sweep.
 
-Every state change goes through :func:`broker.sessions.transitions.transition`, which also
-writes the ticket's comment and withdraws provider access (:mod:`broker.sessions.effects`).
-Deadlines are applied on read as well as by the background sweep, so a stale state is never
-returned or acted on. Policy refusals are audited (``policy.denied``) and committed although
-the request fails, so an auditor sees attempts as well as sessions.
+Every state change goes through :func:`broker.sessions.transitions.transition`, which
+publishes the move to the session lifecycle (``broker.flows.lifecycle``: the ticket's
+comment, the provider's access). This domain knows nothing of consent: the request → consent
+→ approval sequence is ``broker.flows.approval``. Deadlines are applied on read as well as
+by the background sweep, so a stale state is never returned or acted on. Policy refusals are
+audited (``policy.denied``) and committed although the request fails, so an auditor sees
+attempts as well as sessions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,30 +34,24 @@ from broker.errors import (
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.logging import bind_ids, bound_ids
-from broker.sessions import effects, gate
+from broker.sessions import gate
 from broker.sessions.models import RemoteSession
 from broker.sessions.repository import SessionFilter, SessionRecord, SessionRepository
 from broker.sessions.schemas import SessionCreate
 from broker.sessions.states import SessionState
-from broker.sessions.transitions import approved_until, settle, transition
+from broker.sessions.transitions import settle, transition
 from broker.tickets.models import Ticket
 from broker.tickets.service import ensure_ticket
 
-if TYPE_CHECKING:
-    from broker.consent.service import IssuedConsent
-
 S = SessionState
-UNATTENDED = "policy:unattended"
-UNATTENDED_ACTOR = Actor(kind="policy", name=UNATTENDED)
 CANCELLABLE = frozenset({S.awaiting_consent, S.approved})
 
 
-async def create_session(
+async def request_session(
     db: AsyncSession, principal: Principal, req: SessionCreate
-) -> tuple[SessionRecord, IssuedConsent]:
-    """Request a session and open its consent request. Only technicians may."""
-    from broker.consent import service as consent  # consent builds on sessions: no cycle
-
+) -> SessionRecord:
+    """Request a session: the gate's checks, the concurrency limit, then ``requested →
+    awaiting_consent`` with the consent deadline in ``deadline_at``. Only technicians may."""
     if principal.role != "technician" or principal.user_id is None:
         raise PermissionDenied("only technicians request remote sessions")
     settings = settings_of(db)
@@ -124,7 +119,6 @@ async def create_session(
             "unattended": req.unattended,
         },
     )
-    await effects.comment_requested(db, record)
     timeout = admitted.group.consent_timeout_seconds or settings.consent_timeout_seconds
     expires_at = now + timedelta(seconds=timeout)
     await transition(
@@ -136,11 +130,7 @@ async def create_session(
         values={"deadline_at": expires_at},
         now=now,
     )
-    issued = await consent.open_request(db, record, expires_at=expires_at)
-    if req.unattended:
-        await approve(db, record, actor=UNATTENDED_ACTOR, data={"decided_by": UNATTENDED})
-        await consent.record_policy_decision(db, issued.request, record)
-    return record, issued
+    return record
 
 
 async def approve(
@@ -149,13 +139,12 @@ async def approve(
     *,
     actor: Actor,
     data: Mapping[str, Any],
+    until: datetime,
+    now: datetime,
     answers: dict[str, str] | None = None,
 ) -> None:
-    """awaiting_consent → approved; the time limit starts now and the provider prepares the
-    access. A provider that cannot moves the session on to ``failed`` (audited, with the
-    provider's reason) instead of leaving an approval nobody can use."""
-    now = utcnow()
-    until = approved_until(now, record.session.duration_minutes)
+    """awaiting_consent → approved: the approved time runs from ``now`` to ``until`` (the
+    provider's access follows the commit: ``broker.flows.lifecycle``)."""
     values: dict[str, Any] = {"deadline_at": until}
     if answers:
         values["answers"] = answers
@@ -168,13 +157,6 @@ async def approve(
         values=values,
         now=now,
     )
-    problem = await effects.provide_access(db, record)
-    if problem is not None:
-        await fail_session(db, record, actor=_provider_actor(record), why=problem)
-
-
-def _provider_actor(record: SessionRecord) -> Actor:
-    return Actor(kind="system", name=f"provider:{record.session.provider}")
 
 
 async def deny(db: AsyncSession, record: SessionRecord, *, actor: Actor, name: str) -> None:
@@ -330,6 +312,16 @@ async def fail_session(db: AsyncSession, record: SessionRecord, *, actor: Actor,
     )
 
 
+async def fail_if_running(db: AsyncSession, session_id: str, *, actor: Actor, why: str) -> bool:
+    """approved or active → failed (the provider could not grant what was approved, the
+    device's agent vanished); False when the session had already ended."""
+    record, _ = await load(db, session_id)
+    if S(record.session.state) not in (S.approved, S.active):
+        return False
+    await fail_session(db, record, actor=actor, why=why)
+    return True
+
+
 # Where each open state goes when its ticket closes or changes hands.
 TICKET_GONE: dict[SessionState, SessionState] = {
     S.requested: S.failed,
@@ -385,6 +377,17 @@ async def rate_session(
         actor=actor,
         data={"session_id": session.id, "score": score, "comment": comment},
     )
+
+
+async def count_for_device(db: AsyncSession, device_id: str) -> int:
+    """Sessions that name the device (ended ones too: their audit trail keeps it)."""
+    return await SessionRepository(db).count_for_device(device_id)
+
+
+async def count_by_state(db: AsyncSession) -> dict[str, int]:
+    """How many sessions are in each state, every state named (for the metrics gauge)."""
+    counts = await SessionRepository(db).count_by_state()
+    return {state.value: counts.get(state.value, 0) for state in SessionState}
 
 
 async def sweep_deadlines(db: AsyncSession) -> int:

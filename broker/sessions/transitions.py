@@ -1,16 +1,23 @@
-"""The one way a session changes state: a compare-and-set plus its audit event.
+"""The one way a session changes state: a compare-and-set, its audit event, and the move.
 
 Every transition is ``UPDATE sessions SET state=:new, version=version+1 ... WHERE id=:id AND
 state=:old AND version=:v``. Two requests racing for the same session (two approvals, an
 approval and an expiry) therefore cannot both win: the loser updates no row, re-reads the
 session and gets an :class:`IllegalTransition` that names the state it lost to.
+
+The winner seals ``session.<state>`` and publishes the :class:`Move` once to the session's
+:class:`Lifecycle`: what a move causes outside this table (the ticket's comment, the
+provider's access, the gateway's wake-up) is registered in one place above this domain,
+``broker.flows.lifecycle``, and reaches every transition through the database session
+(``session.info["lifecycle"]``, set with the audit log by the sessionmaker).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +26,6 @@ from broker.db.base import utcnow
 from broker.errors import IllegalTransition
 from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, Actor, record_event
-from broker.sessions.effects import after_transition
 from broker.sessions.models import RemoteSession
 from broker.sessions.repository import SessionRecord, SessionRepository
 from broker.sessions.states import TRANSITIONS, SessionState, can_transition
@@ -38,6 +44,33 @@ ARRIVED: dict[SessionState, EventType] = {
     SessionState.failed: EventType.session_failed,
 }
 log = structlog.get_logger("broker.sessions")
+
+
+@dataclass(frozen=True)
+class Move:
+    """One committed-to-be state change: who moved which session from where to where."""
+
+    record: SessionRecord
+    source: SessionState
+    target: SessionState
+    actor: Actor
+    data: Mapping[str, Any]
+
+
+@runtime_checkable
+class Lifecycle(Protocol):
+    """What a move causes outside the sessions table (implemented by broker.flows)."""
+
+    async def moved(self, db: AsyncSession, move: Move) -> None:
+        """React to ``move`` inside its transaction (and queue what waits for the commit)."""
+        ...
+
+
+def lifecycle_of(db: AsyncSession) -> Lifecycle:
+    lifecycle = db.info.get("lifecycle")
+    if not isinstance(lifecycle, Lifecycle):  # a wiring mistake: a move would go unheard
+        raise RuntimeError("the session lifecycle is not wired into this database session")
+    return lifecycle
 
 
 def refusal(session_id: str, current: SessionState, target: SessionState) -> str:
@@ -59,11 +92,9 @@ async def transition(
     now: datetime | None = None,
     keep_changes: bool = False,
 ) -> None:
-    """Move ``record.session`` to ``target`` and write ``session.<target>`` to the ticket's
-    stream in the same transaction. ``values`` are further columns set with the state.
-
-    The move's effects outside this table (the ticket's comment, withdrawing provider
-    access) follow in the same transaction: :mod:`broker.sessions.effects`."""
+    """Move ``record.session`` to ``target``, write ``session.<target>`` to the ticket's
+    stream in the same transaction and publish the move to the lifecycle. ``values`` are
+    further columns set with the state."""
     session = record.session
     now = now or utcnow()
     current = SessionState(session.state)
@@ -96,7 +127,8 @@ async def transition(
             **(data or {}),
         },
     )
-    await after_transition(db, record, current, target, actor=actor, data=data or {})
+    move = Move(record, current, target, actor, data or {})
+    await lifecycle_of(db).moved(db, move)
     log.info(
         "session.transition",
         session_id=session.id,
@@ -147,7 +179,3 @@ async def settle(db: AsyncSession, record: SessionRecord, now: datetime | None =
     except IllegalTransition:
         return False
     return True
-
-
-def approved_until(now: datetime, duration_minutes: int) -> datetime:
-    return now + timedelta(minutes=duration_minutes)

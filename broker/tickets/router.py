@@ -20,6 +20,7 @@ from broker.auth.deps import require
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
+from broker.flows import tickets
 from broker.tickets import service
 from broker.tickets.repository import TicketFilter
 from broker.tickets.schemas import TicketCreate, TicketList, TicketOut, TicketUpdate
@@ -61,4 +62,4 @@ async def get(system: str, external_id: str, principal: Reader, db: DbSession) -
 async def update(
     system: str, external_id: str, body: TicketUpdate, principal: Writer, db: DbSession
 ) -> TicketOut:
-    return TicketOut.of(await service.update_ticket(db, principal, system, external_id, body))
+    return TicketOut.of(await tickets.update_ticket(db, principal, system, external_id, body))

@@ -3,7 +3,7 @@ session is requested; read, searched and updated.
 
 A ticket-system token (``Principal.ticket_system``) acts only on its own system's tickets;
 trying another system is refused and audited. Closing a ticket through the API ends its open
-sessions, as a "closed" webhook from the ticket system does.
+sessions, as a "closed" webhook from the ticket system does: ``broker.flows.tickets``.
 """
 
 from __future__ import annotations
@@ -167,9 +167,9 @@ async def list_tickets(
 
 async def update_ticket(
     db: AsyncSession, principal: Principal, system: str, external_id: str, body: TicketUpdate
-) -> Ticket:
-    """Change subject, state or assignee; the event says ``ticket.closed`` / ``.reopened`` when
-    the change crosses between open and closed, and closing ends the ticket's open sessions."""
+) -> tuple[Ticket, EventType | None]:
+    """Change subject, state or assignee; the event (returned, None when nothing changed)
+    says ``ticket.closed`` / ``.reopened`` when the change crosses between open and closed."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     if not changes:
         raise ValidationFailed("give at least one of: subject, state, assignee")
@@ -185,7 +185,7 @@ async def update_ticket(
             diff[name] = {"from": before, "to": value}
             setattr(ticket, name, value)
     if not diff:
-        return ticket
+        return ticket, None
     await db.flush()
     event = EventType.ticket_updated
     if was_open and not ticket.is_open:
@@ -194,9 +194,4 @@ async def update_ticket(
         event = EventType.ticket_reopened
     actor = principal.actor()
     await record_event(db, event, ticket=ticket.ref, actor=actor, data={"changes": diff})
-    if event is EventType.ticket_closed:
-        # Lazy: the hook reaches into the sessions domain, which itself imports this module.
-        from broker.connectors.sessions_hook import end_ticket_sessions
-
-        await end_ticket_sessions(db, ticket, actor=actor, why="ticket closed")
-    return ticket
+    return ticket, event

@@ -34,6 +34,7 @@ from broker.db.session import DbSession
 from broker.devices import service as devices
 from broker.devices.repository import DeviceFilter
 from broker.errors import BrokerError
+from broker.flows import approval
 from broker.providers import service as providers
 from broker.sessions import gate
 from broker.sessions import invitations as invites
@@ -218,7 +219,7 @@ async def create(request: Request, principal: OptionalPrincipal, db: DbSession) 
                 "unattended": form.get("unattended") == "on",
             }
         )
-        record, issued = await sessions.create_session(db, who, body)
+        record, issued = await approval.create_session(db, who, body)
     except ValidationError as exc:
         return page(request, "ui/new.html", 422, error=_invalid(exc), **context)
     except BrokerError as exc:

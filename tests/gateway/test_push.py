@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from broker.gateway.cli import ticket
-from broker.gateway.server import IDLE_KEEPALIVE_INTERVAL
+from broker.gateway.link import IDLE_KEEPALIVE_INTERVAL
 from tests.factories import make_group, make_token
 from tests.gateway.helpers import (
     ScriptedPrompter,

@@ -20,6 +20,7 @@ import websockets
 
 from agent.config import load_enrollment
 from agent.runner import enroll
+from broker.gateway import link as links
 from broker.gateway import server
 from tests.gateway.helpers import (
     ScriptedPrompter,
@@ -48,7 +49,7 @@ async def test_silent_agent_fails_session_by_keepalive_and_reconnects(
     live_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(server, "KEEPALIVE_INTERVAL", PROBE_SECONDS)
+    monkeypatch.setattr(links, "KEEPALIVE_INTERVAL", PROBE_SECONDS)
     settings = agent_settings(tmp_path)
     await enroll(
         settings,

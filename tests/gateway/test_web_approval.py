@@ -139,7 +139,7 @@ async def test_a_grant_the_agent_never_confirms_is_not_opened(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without the agent's ``granted`` the socket gives up with an error, opens nothing."""
-    monkeypatch.setattr("broker.gateway.server.GRANT_SECONDS", 0.5)
+    monkeypatch.setattr("broker.gateway.link.GRANT_SECONDS", 0.5)
     prompter = GatedPrompter(True)
     agent = await enrolled_agent(app, gateway, tmp_path, people["group"].name, prompter)
     token = people["tech_token"]

@@ -25,7 +25,7 @@ from broker.evidence.queries import verify_all
 from broker.providers import registry, service
 from broker.providers.meshcentral import admin
 from broker.providers.meshcentral.provider import MeshCentralProvider, guest_name
-from broker.sessions.effects import reconcile_due
+from broker.providers.service import reconcile_due
 from broker.sessions.models import RemoteSession
 from broker.tickets.models import Ticket
 from tests.factories import (
@@ -93,8 +93,10 @@ async def test_full_flow_against_real_meshcentral(app: Any, live: MeshCentralPro
 
     session = await _session(app, device)
     async with app.state.sessionmaker() as db:
-        launch = await service.on_approved(db, session)
+        assert await service.grant(db, session.id) == service.Grant()
         await db.commit()
+        launch = await service.launch_for(db, session)
+    assert launch is not None
     shares = {s["publicid"]: s for s in await live.shares(nodeid)}
     assert launch.handle in shares
     assert shares[str(launch.handle)]["p"] == 2 | 4
@@ -105,7 +107,9 @@ async def test_full_flow_against_real_meshcentral(app: Any, live: MeshCentralPro
         row = await db.get(RemoteSession, session.id)
         assert row is not None
         row.state, row.ended_at = "ended", datetime.now(UTC)
-        await service.on_ended(db, row)
+        assert await service.owe_end(db, row)
+        await db.commit()
+        assert await service.withdraw(db, session.id)
         assert await service.reconcile(db, row) == 0  # nobody connected to the test device
         await db.commit()
     assert launch.handle not in {s["publicid"] for s in await live.shares(nodeid)}

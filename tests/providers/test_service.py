@@ -1,7 +1,9 @@
-"""The provider hooks the sessions flow calls, on SQLite and PostgreSQL, with a fake provider."""
+"""The provider calls the session lifecycle makes, on SQLite and PostgreSQL, with a fake
+provider: grant after an approval, withdraw what an end owes back, retries, reconciliation."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -58,7 +60,7 @@ async def approved_session(
             reason="Printer driver keeps crashing",
             capabilities=["view", "control"],
             duration_minutes=minutes,
-            state="approved",
+            state=values.pop("state", "approved"),
             requested_at=now - timedelta(minutes=2),
             approved_at=values.pop("approved_at", now - timedelta(minutes=1)),
             **values,
@@ -72,18 +74,36 @@ async def types(app: Any, stream: str = REF) -> list[str]:
     return [t for t, _ in await audit_events(app, stream)]
 
 
-async def test_on_approved_creates_access_once_and_audits_it(app: Any, fake: FakeProvider) -> None:
-    session = await approved_session(app)
+async def granted(app: Any, session: RemoteSession) -> service.Grant:
+    """Ask the provider as the lifecycle does after the approval's commit, and commit."""
     async with app.state.sessionmaker() as db:
-        launch = await service.on_approved(db, session)
+        outcome = await service.grant(db, session.id)
         await db.commit()
+    return outcome
+
+
+async def ended(app: Any, session: RemoteSession) -> None:
+    """End the session as a move does: the debt in its transaction, then the withdrawal."""
+    async with app.state.sessionmaker() as db:
+        row = await db.get(RemoteSession, session.id)
+        assert row is not None
+        row.state, row.ended_at = "ended", datetime.now(UTC)
+        await service.owe_end(db, row)
+        await db.commit()
+        await service.withdraw(db, session.id)
+
+
+async def test_grant_creates_access_once_and_audits_it(app: Any, fake: FakeProvider) -> None:
+    session = await approved_session(app)
+    assert await granted(app, session) == service.Grant()
+    async with app.state.sessionmaker() as db:
+        launch = await service.launch_for(db, session)
+    assert launch is not None
     assert launch.url is not None
     assert launch.expires_at == session.approved_at + timedelta(minutes=30)
+    assert await granted(app, session) == service.Grant()  # a retry must not re-create
     async with app.state.sessionmaker() as db:
-        again = await service.on_approved(db, session)  # a retried request must not re-create
-        await db.commit()
         link = await db.get(ProviderSessionLink, session.id)
-    assert again.handle == launch.handle
     assert fake.prepared == [session.id]
     assert link is not None
     assert link.handle == launch.handle
@@ -93,52 +113,140 @@ async def test_on_approved_creates_access_once_and_audits_it(app: Any, fake: Fak
     assert "secret=bearer" not in str(payload)  # the link itself is a credential
 
 
-async def test_prepare_failure_is_audited_and_kept(app: Any, fake: FakeProvider) -> None:
+async def test_grant_failure_is_audited_for_the_caller_to_commit(
+    app: Any, fake: FakeProvider
+) -> None:
     session = await approved_session(app)
     fake.down = True
-    async with app.state.sessionmaker() as db:
-        with pytest.raises(ProviderError) as info:
-            await service.on_approved(db, session)
-        assert info.value.keep_changes  # the request's transaction commits the event
-        await db.commit()
+    outcome = await granted(app, session)
+    assert outcome.problem == "provider fake could not open the session: fake provider is down"
+    assert outcome.provider == "fake"
     assert "provider.prepare_failed" in await types(app)
     async with app.state.sessionmaker() as db:
         assert await db.get(ProviderSessionLink, session.id) is None
 
 
-async def test_on_ended_removes_access(app: Any, fake: FakeProvider) -> None:
+async def test_grant_holds_no_transaction_while_the_provider_answers(
+    app: Any, fake: FakeProvider
+) -> None:
+    """Another writer gets through while the provider is still answering the grant."""
     session = await approved_session(app)
+    answering, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_prepare(*args: Any) -> Any:
+        answering.set()
+        await release.wait()
+        return await quick_prepare(*args)
+
+    quick_prepare, fake.prepare = fake.prepare, slow_prepare  # type: ignore[method-assign]
+    grant = asyncio.create_task(granted(app, session))
+    await asyncio.wait_for(answering.wait(), 30)
+    tech, _ = await make_user(app, "technician")  # a write transaction of its own
+    assert tech.id
+    release.set()
+    assert await asyncio.wait_for(grant, 30) == service.Grant()
+    assert fake.prepared == [session.id]
+
+
+async def test_a_session_that_ended_during_the_grant_is_withdrawn(
+    app: Any, fake: FakeProvider
+) -> None:
+    """The end commits while the provider answers (no link yet to owe back): the grant
+    sees the ended session when it writes the link, and owes the access back at once."""
+    session = await approved_session(app)
+    answering, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_prepare(*args: Any) -> Any:
+        answering.set()
+        await release.wait()
+        return await quick_prepare(*args)
+
+    quick_prepare, fake.prepare = fake.prepare, slow_prepare  # type: ignore[method-assign]
     async with app.state.sessionmaker() as db:
-        launch = await service.on_approved(db, session)
-        await service.on_ended(db, session)
-        await service.on_ended(db, session)  # twice (revoke after end) is harmless
+        grant = asyncio.create_task(service.grant(db, session.id))
+        await asyncio.wait_for(answering.wait(), 30)
+        async with app.state.sessionmaker() as other:
+            row = await other.get(RemoteSession, session.id)
+            assert row is not None
+            row.state, row.revoked_at = "revoked", datetime.now(UTC)
+            assert not await service.owe_end(other, row)  # nothing granted yet
+            await other.commit()
+        release.set()
+        outcome = await asyncio.wait_for(grant, 30)
+        assert outcome == service.Grant(withdraw=True)
         await db.commit()
+        assert await service.withdraw(db, session.id)
+    assert fake.ended == [f"share-{session.id}"]
+    story = await types(app)
+    assert story.index("provider.prepared") < story.index("provider.ended")
+
+
+async def test_withdraw_removes_access(app: Any, fake: FakeProvider) -> None:
+    session = await approved_session(app)
+    await granted(app, session)
+    async with app.state.sessionmaker() as db:
+        launch = await service.launch_for(db, session)
+    assert launch is not None
+    await ended(app, session)
+    await ended(app, session)  # twice (revoke after end) is harmless
+    async with app.state.sessionmaker() as db:
         link = await db.get(ProviderSessionLink, session.id)
         assert await service.launch_for(db, session) is None
     assert fake.ended == [launch.handle]
     assert link is not None
     assert link.ended_at is not None
+    assert not link.end_pending
     assert link.launch_url is None
     assert (await types(app)).count("provider.ended") == 1
 
 
 async def test_outage_at_end_is_recorded_and_retried(app: Any, fake: FakeProvider) -> None:
     session = await approved_session(app)
+    await granted(app, session)
     async with app.state.sessionmaker() as db:
-        launch = await service.on_approved(db, session)
-        await db.commit()
+        launch = await service.launch_for(db, session)
+    assert launch is not None
     fake.down = True
-    async with app.state.sessionmaker() as db:
-        await service.on_ended(db, session)  # must not raise: the session really ended
-        await db.commit()
+    await ended(app, session)  # must not raise: the session really ended
     assert "provider.end_pending" in await types(app)
     fake.down = False
-    async with app.state.sessionmaker() as db:
-        assert await service.retry_pending_ends(db) == 1
-        await db.commit()
-        assert await service.retry_pending_ends(db) == 0
+    assert await service.retry_pending_ends(app.state.sessionmaker) == 1
+    assert await service.retry_pending_ends(app.state.sessionmaker) == 0
     assert fake.ended == [launch.handle]
     assert "provider.ended" in await types(app)
+
+
+async def test_an_end_owed_before_a_crash_is_withdrawn_by_the_retry(
+    app: Any, fake: FakeProvider
+) -> None:
+    """The end committed with its debt, and the process died before withdrawing."""
+    session = await approved_session(app)
+    await granted(app, session)
+    async with app.state.sessionmaker() as db:
+        row = await db.get(RemoteSession, session.id)
+        assert row is not None
+        row.state, row.ended_at = "ended", datetime.now(UTC)
+        assert await service.owe_end(db, row)
+        await db.commit()  # ... and nothing ran after it
+    assert fake.ended == []
+    assert await service.retry_pending_ends(app.state.sessionmaker) == 1
+    assert fake.ended == [f"share-{session.id}"]
+
+
+async def test_owed_grants_are_approvals_without_access(app: Any, fake: FakeProvider) -> None:
+    tech, _ = await make_user(app, "technician")
+    group = await make_group(app, [tech])
+    device = await make_device(app, group, provider="fake", provider_device_id="node-1")
+    owed = await approved_session(app, device=device)
+    fresh = await approved_session(app, device=device, approved_at=datetime.now(UTC))
+    done = await approved_session(app, device=device)
+    await granted(app, done)
+    ended_row = await approved_session(app, device=device, state="ended")
+    before = datetime.now(UTC) - timedelta(seconds=30)
+    found = await service.owed_grants(app.state.sessionmaker, before=before)
+    assert found == [owed.id]
+    assert fresh.id not in found
+    assert ended_row.id not in found
 
 
 async def test_reconcile_seals_connections_and_flags_the_rest(app: Any, fake: FakeProvider) -> None:
@@ -282,9 +390,7 @@ async def test_providers_are_discovered_through_entry_points() -> None:
 async def test_launch_keeps_terminal_and_port_for_the_console(app: Any, fake: FakeProvider) -> None:
     fake.terminal, fake.port = "supportbroker connect s1 --forward 5900:5900", 5900
     session = await approved_session(app)
-    async with app.state.sessionmaker() as db:
-        await service.on_approved(db, session)
-        await db.commit()
+    await granted(app, session)
     async with app.state.sessionmaker() as db:  # read back as the console does, later
         launch = await service.launch_for(db, session)
     assert launch is not None

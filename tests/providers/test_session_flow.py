@@ -16,15 +16,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from broker.db.aftercommit import transaction
 from broker.db.base import utcnow
 from broker.evidence.service import SYSTEM_ACTOR
 from broker.providers import registry
 from broker.providers.anydesk.provider import AnyDeskProvider
 from broker.providers.anydesk.settings import AnyDeskSettings
 from broker.providers.models import ProviderSessionLink
-from broker.providers.service import launch_for, retry_pending_ends
+from broker.providers.service import launch_for, reconcile_due, retry_pending_ends
 from broker.sessions import service as sessions
-from broker.sessions.effects import reconcile_due
 from broker.sessions.models import RemoteSession
 from broker.sessions.service import sweep_deadlines
 from tests.factories import (
@@ -146,10 +146,10 @@ async def test_every_end_withdraws_access(
         await post(client, f"/api/v1/consent/{consent_token(created)}/revoke", {}, name="Erika")
     elif how == "timeout":
         await update_session_row(app, sid, deadline_at=utcnow() - timedelta(seconds=1))
-        async with app.state.sessionmaker() as db, db.begin():
+        async with transaction(app.state.sessionmaker) as db:
             assert await sweep_deadlines(db) == 1
     else:  # the gateway losing the agent, a locked consent ...: the service's fail path
-        async with app.state.sessionmaker() as db, db.begin():
+        async with transaction(app.state.sessionmaker) as db:
             record, _ = await sessions.load(db, sid)
             await sessions.fail_session(db, record, actor=SYSTEM_ACTOR, why="agent lost")
     got = await client.get(f"/api/v1/sessions/{sid}", headers=desk.headers)
@@ -167,11 +167,11 @@ async def test_a_provider_that_cannot_prepare_fails_the_session(
     assert got["state"] == "failed"
     assert got["end_reason"] == "provider fake could not open the session: fake provider is down"
     story = await types(app)
-    assert story[story.index("session.approved") :] == [
+    assert story[story.index("consent.decided") :] == [
+        "consent.decided",
         "session.approved",
         "provider.prepare_failed",
         "session.failed",
-        "consent.decided",
     ]
     failed = next(p for t, p in await audit_events(app, REF) if t == "session.failed")
     assert failed["actor"] == {"kind": "system", "name": "provider:fake"}
@@ -200,8 +200,7 @@ async def test_an_outage_at_the_end_is_retried(
     assert "provider.end_pending" in await types(app)
     assert (await link_of(app, sid)).end_pending
     fake.down = False
-    async with app.state.sessionmaker() as db, db.begin():
-        assert await retry_pending_ends(db) == 1
+    assert await retry_pending_ends(app.state.sessionmaker) == 1
     assert fake.ended == [f"share-{sid}"]
     assert "provider.ended" in await types(app)
 

@@ -23,6 +23,7 @@ from broker.connectors import signing
 from broker.connectors.base import OutboundMessage, TicketInfo, WebhookEvent
 from broker.connectors.http import HttpConnector, parse_event, pick, text_of
 from broker.connectors.settings import ConnectorConfig
+from broker.db.base import new_id, utcnow
 
 
 class WebhookConfig(ConnectorConfig):
@@ -98,8 +99,6 @@ class WebhookConnector(HttpConnector[WebhookConfig]):
         )
 
     async def post_comment(self, external_id: str, text: str, internal: bool = True) -> None:
-        from broker.db.base import new_id, utcnow
-
         await self.deliver(
             OutboundMessage(
                 delivery_id=new_id(),

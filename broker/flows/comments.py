@@ -1,46 +1,30 @@
-"""What a session's moves cause outside the sessions table: ticket comments and provider access.
+"""What the ticket hears of a session's moves: comments queued in the connectors' outbox.
 
-:func:`after_transition` runs inside :func:`broker.sessions.transitions.transition`, right
-after the state's audit event, so every move (by a person, the deadline sweep, a webhook or
-the gateway) tells the ticket and withdraws provider access in the same transaction:
-
-- the ticket receives a comment through the connectors' outbox (a row in this transaction:
-  nothing is sent before the change commits, and nothing committed is lost);
-- leaving ``approved``/``active`` for a terminal state calls the provider's ``on_ended``
-  (which never raises: an outage is recorded and retried by the sweeper);
-- a terminal state also queues the evidence digest: the signed checkpoint that already
-  covers the session's last event, and how to export the ticket's bundle.
-
-:func:`provide_access` runs on approval (``broker.sessions.service.approve``);
-:func:`reconcile_due` is the background job that seals what providers recorded, while a
-session runs and once after its end.
+Each comment is a row written in the move's own transaction (nothing is sent before the
+move commits, and nothing committed is lost): the request once consent is asked for, the
+decision, the start, the end with its summary, and on every end the evidence digest, the
+signed checkpoint that covers the session's end and how to export the ticket's bundle.
+Reactions of :mod:`broker.flows.lifecycle`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.connectors import texts
 from broker.connectors.service import enqueue_ticket_comment
 from broker.context import settings_of
 from broker.db.base import utcnow
-from broker.errors import BrokerError, ProviderError
-from broker.evidence.service import Actor, audit_log_of
-from broker.providers import service as providers
-from broker.sessions.models import RemoteSession
+from broker.evidence.service import audit_log_of
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import TERMINAL, SessionState
+from broker.sessions.transitions import Move
 
 S = SessionState
-log = structlog.get_logger("broker.sessions")
-# Leaving these for a terminal state withdraws what the provider granted on approval.
-GRANTED = frozenset({S.approved, S.active})
 
 
 def _technician(record: SessionRecord) -> str:
@@ -60,7 +44,23 @@ def _facts(record: SessionRecord, **more: Any) -> dict[str, Any]:
     }
 
 
-async def comment_requested(db: AsyncSession, record: SessionRecord) -> None:
+async def comment_on_ticket(db: AsyncSession, move: Move) -> None:
+    """The ticket's comment for ``move``: asked, decided, started or ended."""
+    if move.target is S.awaiting_consent:
+        await _requested(db, move.record)
+    elif move.target in (S.approved, S.denied):
+        await _decision(db, move.record, move.target, decided_by=_decided_by(move))
+    elif move.target is S.active:
+        await _started(db, move.record)
+    elif move.target in TERMINAL:
+        await _ended(db, move.record, move.source, move.target, data=move.data)
+
+
+def _decided_by(move: Move) -> str:
+    return str(move.data.get("decided_by") or move.actor.name or move.actor.kind)
+
+
+async def _requested(db: AsyncSession, record: SessionRecord) -> None:
     s = record.session
     text = texts.request_text(
         technician=_technician(record),
@@ -82,39 +82,11 @@ async def comment_requested(db: AsyncSession, record: SessionRecord) -> None:
     await enqueue_ticket_comment(db, record.ticket, "session.requested", text, data)
 
 
-async def after_transition(
-    db: AsyncSession,
-    record: SessionRecord,
-    source: SessionState,
-    target: SessionState,
-    *,
-    actor: Actor,
-    data: Mapping[str, Any],
-) -> None:
-    """Tell the ticket about the move and end provider access when the session is over."""
-    if target in TERMINAL and source in GRANTED:
-        await providers.on_ended(db, record.session)
-    if target in (S.approved, S.denied):
-        await _decision(db, record, target, actor=actor, data=data)
-    elif target is S.active:
-        await _started(db, record)
-    elif target in TERMINAL:
-        await _ended(db, record, source, target, data=data)
-    if target in TERMINAL:
-        await _evidence(db, record)
-
-
 async def _decision(
-    db: AsyncSession,
-    record: SessionRecord,
-    target: SessionState,
-    *,
-    actor: Actor,
-    data: Mapping[str, Any],
+    db: AsyncSession, record: SessionRecord, target: SessionState, *, decided_by: str
 ) -> None:
     s = record.session
     approved = target is S.approved
-    decided_by = str(data.get("decided_by") or actor.name or actor.kind)
     text = texts.decision_text(
         approved=approved,
         decided_by=decided_by,
@@ -190,8 +162,12 @@ def _summary(record: SessionRecord, source: SessionState) -> str:
     return "no connection was made"
 
 
-async def _evidence(db: AsyncSession, record: SessionRecord) -> None:
-    """The checkpoint signed with the session's last event, so the digest covers it."""
+async def seal_digest(db: AsyncSession, move: Move) -> None:
+    """On an end: the checkpoint signed with the session's last event, so the digest the
+    ticket receives covers it (the provider's withdrawal follows the commit, later)."""
+    if move.target not in TERMINAL:
+        return
+    record = move.record
     log_ = audit_log_of(db)
     latest = await log_.latest_checkpoint(await db.connection())
     if latest is None:  # cannot happen after the transition's own event; nothing to cite
@@ -220,53 +196,3 @@ async def _evidence(db: AsyncSession, record: SessionRecord) -> None:
         "audit_page": page,
     }
     await enqueue_ticket_comment(db, record.ticket, "evidence.sealed", text, facts)
-
-
-async def provide_access(db: AsyncSession, record: SessionRecord) -> str | None:
-    """Ask the provider for the approved access; returns why it could not (None when done).
-
-    ``on_approved`` records ``provider.prepare_failed`` itself; the caller moves the session
-    to ``failed`` with the returned reason, so the failure is the session's audited end.
-    """
-    try:
-        await providers.on_approved(db, record.session)
-    except ProviderError as exc:  # recorded by on_approved; the session's end records why
-        log.warning("sessions.provider_failed", session_id=record.session.id, error=exc.code)
-        return f"provider {record.session.provider} could not open the session: {exc.detail}"
-    return None
-
-
-# While a session runs, what the provider recorded is read at most this often...
-RECONCILE_EVERY = timedelta(minutes=1)
-# ...and once more this long after the end, when the provider has written its log.
-RECONCILE_SETTLE = timedelta(minutes=1)
-
-
-async def reconcile_due(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    *,
-    every: timedelta = RECONCILE_EVERY,
-    settle: timedelta = RECONCILE_SETTLE,
-    now: datetime | None = None,
-) -> int:
-    """Seal what providers recorded about running and just-ended sessions (the background
-    loop runs this). One transaction per session: a provider that is down rolls back only
-    its own session's work, which the next run does again. Returns audit events recorded."""
-    now = now or utcnow()
-    async with sessionmaker() as db:
-        due = await providers.due_for_reconcile(db, now=now, every=every, settle=settle)
-    recorded = 0
-    for session_id in due:
-        try:
-            async with sessionmaker() as db, db.begin():
-                session = await db.get(RemoteSession, session_id)
-                if session is not None:
-                    recorded += await providers.reconcile(db, session)
-        except BrokerError as exc:  # an outage: logged, retried on the next run
-            log.warning(
-                "sessions.reconcile_failed",
-                session_id=session_id,
-                error=exc.code,
-                detail=exc.detail,
-            )
-    return recorded

@@ -1,0 +1,186 @@
+"""Request → consent → approval: the sequence that spans sessions, consent and the gateway.
+
+The sessions domain moves sessions; the consent domain keeps consent requests and their
+receipts; neither calls the other. This module puts them in order, cause before effect:
+
+- a request: the session is asked for (``session.requested``, ``session.awaiting_consent``),
+  then its consent request opened (``consent.requested``); an unattended one is decided by
+  the group's policy (``consent.decided``) and then approved (``session.approved``);
+- the end user's decision on the consent page or API: ``consent.decided`` (the receipt,
+  with the approval's end), then ``session.approved`` or ``session.denied``;
+- the device's signed decision (the built-in agent): ``consent.receipt``, then the move;
+- the end user's other actions on their link: look a code up (too many wrong ones fail the
+  session), view, revoke, rate.
+
+The provider's access follows the approval's commit (``broker.flows.lifecycle``), so
+``provider.prepared`` comes after both. A flow that returns what the provider's answer
+changes (a request approved unattended, an approval on the consent page) commits the
+approval itself, so the answer is in what it returns; the device's decision is committed by
+the gateway, which attaches waiting technician sockets in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.auth.principal import Principal
+from broker.consent import service as consent
+from broker.consent.models import ConsentRequest
+from broker.consent.service import ConsentView, IssuedConsent
+from broker.db.aftercommit import commit
+from broker.db.base import utcnow
+from broker.devices.models import Device
+from broker.errors import NotFound
+from broker.evidence.service import Actor
+from broker.gateway import service as gateway
+from broker.gateway.models import AgentKey
+from broker.sessions import service as sessions
+from broker.sessions.repository import SessionRecord
+from broker.sessions.schemas import SessionCreate
+from broker.sessions.states import SessionState
+
+S = SessionState
+
+
+def approved_until(now: datetime, record: SessionRecord) -> datetime:
+    """An approval runs for the requested duration from the moment it is given."""
+    return now + timedelta(minutes=record.session.duration_minutes)
+
+
+async def create_session(
+    db: AsyncSession, principal: Principal, req: SessionCreate
+) -> tuple[SessionRecord, IssuedConsent]:
+    """Request a session and open its consent request; an unattended request (where the
+    group allows it) is decided by policy and approved at once, its provider asked before
+    this returns."""
+    record = await sessions.request_session(db, principal, req)
+    deadline = record.session.deadline_at
+    assert deadline is not None  # awaiting consent always has its expiry
+    issued = await consent.open_request(db, record, expires_at=deadline)
+    if req.unattended:
+        now = utcnow()
+        until = approved_until(now, record)
+        await consent.record_policy_decision(db, issued.request, record, until=until)
+        await sessions.approve(
+            db,
+            record,
+            actor=consent.UNATTENDED_ACTOR,
+            data={"decided_by": consent.UNATTENDED},
+            until=until,
+            now=now,
+        )
+        await commit(db)  # the provider answers after the approval commits, before we return
+    return record, issued
+
+
+async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str:
+    """Exchange a consent code for its link token; a wrong code is refused (and kept on
+    record), and the wrong code that locks a request fails its session."""
+    found = await consent.lookup_code(db, code, ip=ip)
+    if isinstance(found, str):
+        return found
+    if found.locked is not None:
+        request = found.locked
+        record, _ = await sessions.load(db, request.session_id)
+        await consent.record_lock(db, request, record, ip=ip)
+        if record.session.state == S.awaiting_consent:
+            why = f"consent code locked after {request.attempts} wrong attempts; request again"
+            await sessions.fail_session(db, record, actor=consent.end_user(None, ip), why=why)
+    raise NotFound(consent.UNIFORM_CODE_ERROR, keep_changes=True)
+
+
+async def _opened(db: AsyncSession, token: str) -> tuple[ConsentRequest, SessionRecord, bool]:
+    request = await consent.by_token(db, token)
+    record, moved = await sessions.load(db, request.session_id)
+    return request, record, moved
+
+
+async def view(db: AsyncSession, token: str) -> ConsentView:
+    request, record, _ = await _opened(db, token)
+    return await consent.view(db, request, record)
+
+
+async def decide(
+    db: AsyncSession,
+    token: str,
+    *,
+    approve: bool,
+    name: str,
+    answers: dict[str, str],
+    ip: str,
+    user_agent: str | None,
+) -> ConsentView:
+    """The end user approves or denies: the receipt first, then the session's move; an
+    approval is committed and its provider asked before this returns."""
+    request, record, moved = await _opened(db, token)
+    now = utcnow()
+    until = approved_until(now, record)
+    current = await consent.decide(
+        db,
+        request,
+        record,
+        approve=approve,
+        name=name,
+        answers=answers,
+        ip=ip,
+        user_agent=user_agent,
+        until=until,
+        moved=moved,
+    )
+    actor = consent.end_user(name, ip)
+    if approve:
+        data = {"decided_by": name}
+        await sessions.approve(
+            db, record, actor=actor, data=data, until=until, now=now, answers=answers
+        )
+        await commit(db)
+    else:
+        await sessions.deny(db, record, actor=actor, name=name)
+    return current
+
+
+async def device_decision(
+    db: AsyncSession,
+    *,
+    device: Device,
+    key: AgentKey,
+    receipt: dict[str, Any],
+    signature: str,
+    ip: str | None,
+) -> SessionRecord:
+    """The device's agent signed the end user's decision: seal the receipt, then move the
+    session. The caller (the gateway) commits."""
+    signed = await gateway.seal_receipt(
+        db, device=device, key=key, receipt=receipt, signature=signature, ip=ip
+    )
+    record, actor = signed.record, signed.actor
+    if signed.approved:
+        now = utcnow()
+        data = {"decided_by": signed.decided_by, "via": "agent", "receipt": True}
+        until = approved_until(now, record)
+        await sessions.approve(db, record, actor=actor, data=data, until=until, now=now)
+    else:
+        name = f"{signed.decided_by} ({receipt.get('why', 'declined')})"
+        await sessions.deny(db, record, actor=actor, name=name)
+    return record
+
+
+async def revoke(db: AsyncSession, token: str, *, name: str | None, ip: str) -> ConsentView:
+    """The end user ends an approved or active session from their consent link."""
+    request, record, moved = await _opened(db, token)
+    who = name or request.decided_by or "the end user"
+    actor = consent.end_user(who, ip)
+    await sessions.revoke_by_end_user(db, record, actor=actor, name=who, keep=moved)
+    return await consent.view(db, request, record)
+
+
+async def rate(
+    db: AsyncSession, token: str, *, score: int, comment: str | None, ip: str
+) -> ConsentView:
+    request, record, _ = await _opened(db, token)
+    actor: Actor = consent.end_user(request.decided_by, ip)
+    await sessions.rate_session(db, record, actor=actor, score=score, comment=comment)
+    return await consent.view(db, request, record)
