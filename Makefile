@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint typecheck migrations-check pytest bench clean
+.PHONY: run test install lint typecheck contracts migrations-check pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,8 @@ install: $(STAMP) $(NPM_STAMP)
 run: install
 	$(BIN)/supportbroker serve
 
-## test: lint, type-check, migration drift check, then the whole test suite
-test: install lint typecheck migrations-check pytest
+## test: lint, type-check, import contracts, migration drift check, then the whole test suite
+test: install lint typecheck contracts migrations-check pytest
 
 lint: install
 	$(BIN)/ruff check broker agent audit web tests bench
@@ -39,6 +39,10 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# Who may import whom (docs/ARCHITECTURE.md), with every exception and its reason in the file.
+contracts: install
+	$(BIN)/lint-imports --no-cache importlinter.toml
 
 migrations-check: install
 	$(BIN)/python -m broker.db.check
