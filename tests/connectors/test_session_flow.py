@@ -87,8 +87,10 @@ async def test_every_step_is_written_to_the_ticket(
     await act(client, desk, sid, "start")
     await act(client, desk, sid, "end", reason="printer fixed")
     async with app.state.sessionmaker() as db:
-        # The digest cites the checkpoint signed with the session's last event.
-        log_size = await audit_log_of(db).size(await db.connection())
+        # The digest cites the checkpoint signed with the session's end: the end's own
+        # transaction queues it (the provider's withdrawal is sealed after that commit).
+        records = await audit_log_of(db).read_stream(await db.connection(), f"{SYSTEM}:4711")
+        ended_at = next(r.position for r in records if r.event_type == "session.ended")
         ticket = await TicketRepository(db).by_ref(SYSTEM, "4711")
     assert await queued(app) == len(STORY)
     assert receiver.received == []  # queued in the transactions, sent by the worker
@@ -113,7 +115,8 @@ async def test_every_step_is_written_to_the_ticket(
     assert ended["data"]["outcome"] == "ended"
     assert ended["data"]["duration_seconds"] is not None
     sealed = by_type["evidence.sealed"]
-    assert sealed["data"]["tree_size"] == log_size
+    assert sealed["data"]["tree_size"] == ended_at + 1
+    assert records[-1].event_type == "provider.ended"
     assert sealed["data"]["ticket"] == f"{SYSTEM}:4711"
     assert f"supportbroker audit export {SYSTEM}:4711 --out" in sealed["text"]
     assert sealed["data"]["export_command"] in sealed["text"]
