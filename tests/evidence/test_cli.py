@@ -16,6 +16,7 @@ from audit import schema
 from audit.dbverify import verify_database
 from broker.cli import main, run_in_transaction
 from broker.config import Settings
+from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, record_event
 
 EVENTS = 30
@@ -43,7 +44,11 @@ def in_db(settings: Settings, fn: object) -> None:
 async def _events(db: AsyncSession) -> None:
     for i in range(EVENTS):
         await record_event(
-            db, "test.event", ticket=f"local:T-{i % 3}", actor=SYSTEM_ACTOR, data={"i": i}
+            db,
+            EventType.ticket_updated,
+            ticket=f"local:T-{i % 3}",
+            actor=SYSTEM_ACTOR,
+            data={"i": i},
         )
 
 

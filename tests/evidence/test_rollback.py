@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from broker.app import create_app
 from broker.config import Settings
+from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.tasks import publish_checkpoint
 
@@ -32,7 +33,7 @@ async def _events(app: Any, n: int) -> None:
     async with app.state.sessionmaker() as db:
         for i in range(n):
             await record_event(
-                db, "test.event", ticket="local:T-1", actor=SYSTEM_ACTOR, data={"i": i}
+                db, EventType.ticket_updated, ticket="local:T-1", actor=SYSTEM_ACTOR, data={"i": i}
             )
         await db.commit()
 
