@@ -63,6 +63,7 @@ async def _main(args: argparse.Namespace, settings: AgentSettings) -> int:
         device_id=config.device_id,
         consent_timeout=settings.consent_timeout_seconds,
         shell_command=settings.shell_command,
+        desktop=settings.desktop_config(),
     )
     core_holder.append(core)
     await runner.run(settings, console, runner.RunHandle(core, asyncio.Event()))

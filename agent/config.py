@@ -12,12 +12,15 @@ import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.desktop import DesktopConfig
 
 CONFIG_NAME = "agent.json"
 KEY_NAME = "device_ed25519"
@@ -38,6 +41,14 @@ class AgentSettings(BaseSettings):
     backoff_initial: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=60.0, gt=0)
     notify: bool = True  # desktop notification via notify-send when available
+    # The screen (view/control): ``auto`` starts x11vnc on $DISPLAY for each session that
+    # needs it; ``attach`` uses the admin's VNC server on 127.0.0.1:desktop_port (password
+    # files: first line); ``off`` refuses the desktop rights.
+    desktop: Literal["auto", "attach", "off"] = "auto"
+    x11vnc: str = "x11vnc"
+    desktop_port: int | None = Field(default=None, gt=0, lt=65536)
+    desktop_password_file: Path | None = None
+    desktop_viewonly_password_file: Path | None = None
 
     @property
     def config_path(self) -> Path:
@@ -46,6 +57,17 @@ class AgentSettings(BaseSettings):
     @property
     def key_path(self) -> Path:
         return self.config_dir / KEY_NAME
+
+    def desktop_config(self) -> DesktopConfig:
+        from agent.desktop import DesktopConfig
+
+        return DesktopConfig.from_environment(
+            mode=self.desktop,
+            x11vnc=self.x11vnc,
+            port=self.desktop_port,
+            password_file=self.desktop_password_file,
+            viewonly_password_file=self.desktop_viewonly_password_file,
+        )
 
 
 @dataclass

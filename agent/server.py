@@ -3,7 +3,9 @@
 The agent dials out (no inbound port on the user's machine) but is the SSH *server* on that
 connection (asyncssh ``connect_reverse``): the broker, as SSH client, authenticates with its
 gateway key (pinned here by fingerprint) and opens channels: ``supportbroker-control`` (JSON
-lines both ways), ``shell``/``forward`` exec requests and the ``sftp`` subsystem.
+lines both ways), ``shell``/``forward``/``desktop`` exec requests and the ``sftp`` subsystem.
+The hello names the rights this agent cannot give here, and why (a desktop on Wayland, a
+shell on Windows), so the broker refuses them when they are asked for.
 
 Each request is checked against the local grants *before* it is accepted
 (:class:`_AgentSession`): a refused one fails the broker's channel open at the SSH level, so
@@ -28,6 +30,7 @@ from asyncssh.sftp import MIN_SFTP_VERSION
 from agent import __version__
 from agent.channels import ConfinedSFTPServer, run_forward, run_shell
 from agent.consent import ConsentPrompt, Prompter
+from agent.desktop import DESKTOP_CAPS, DesktopConfig, Desktops, run_desktop, unavailable_rights
 from agent.errors import CapabilityDeniedError, ConnectionLostError, EnrollmentError
 from agent.identity import digest, fingerprint, sign_receipt
 from agent.state import FORWARD_CAPS, Grant, Grants, Policy
@@ -48,8 +51,10 @@ class AgentCore:
         token: str | None = None,
         consent_timeout: float = 120.0,
         shell_command: str | None = None,
+        desktop: DesktopConfig | None = None,
     ) -> None:
         self.key = key
+        self.desktops = Desktops(desktop or DesktopConfig.from_environment())
         self.prompter = prompter
         self.pinned = pinned
         self.device_id = device_id
@@ -122,6 +127,11 @@ class AgentCore:
             grant = self.grants.require(argv[1], FORWARD_CAPS)
             self.grants.require_port(int(argv[2]))
             return grant
+        if len(argv) == 3 and argv[0] == "desktop" and argv[2] in ("control", "view"):
+            grant = self.grants.require(argv[1], DESKTOP_CAPS)
+            if argv[2] == "control" and "control" not in grant.capabilities:
+                raise CapabilityDeniedError(f"session {argv[1]} was not approved for control")
+            return grant
         raise CapabilityDeniedError(f"unknown request {' '.join(argv)[:60]!r}")
 
     async def handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -151,6 +161,8 @@ class AgentCore:
         grant.closers.append(process.close)
         if argv[0] == "shell":
             await run_shell(process, self.shell_command)
+        elif argv[0] == "desktop":
+            await run_desktop(process, self.desktops, argv[1], grant.capabilities, argv[2])
         else:
             await run_forward(process, int(argv[2]))
 
@@ -165,6 +177,7 @@ class AgentCore:
             "version": __version__,
             "hostname": platform.node(),
             "device_id": self.device_id,
+            "unavailable": unavailable_rights(self.desktops.config),
         }
         if self.token is not None:
             hello["token"] = self.token
@@ -220,7 +233,7 @@ class AgentCore:
             "decided_at": datetime.now(UTC).isoformat(),
         }
         if approved:
-            self.grants.add(
+            self._grant(
                 Grant(
                     prompt.session_id,
                     frozenset(prompt.capabilities),
@@ -235,6 +248,14 @@ class AgentCore:
             }
         )
 
+    def _grant(self, grant: Grant) -> None:
+        """Hold ``grant``; a desktop right starts the session's desktop server now (the
+        technician's first channel would wait for it), stopped when the grant goes."""
+        self.grants.add(grant)
+        if grant.capabilities & DESKTOP_CAPS:
+            self.desktops.prepare(grant.session_id, grant.capabilities)
+            grant.closers.append(lambda: self.desktops.release(grant.session_id))
+
     def _granted_elsewhere(self, msg: dict[str, Any], *, unattended: bool) -> None:
         """Unattended (group policy) or approved on the web consent page with the code."""
         session_id = str(msg.get("session_id"))
@@ -243,7 +264,7 @@ class AgentCore:
             return
         caps = frozenset(str(c) for c in msg.get("capabilities", []))
         minutes = int(msg.get("duration_minutes", 0))
-        self.grants.add(Grant(session_id, caps, time.monotonic() + minutes * 60, unattended))
+        self._grant(Grant(session_id, caps, time.monotonic() + minutes * 60, unattended))
         # The broker opens channels for this session only after this acknowledgement: a
         # channel racing ahead of the grant would be refused.
         self.send({"type": "granted", "session_id": session_id})
