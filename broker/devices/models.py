@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, CreatedMixin, IdMixin
@@ -50,3 +50,8 @@ class Device(IdMixin, CreatedMixin, Base):
     asset_tag: Mapped[str | None] = mapped_column(String(100))
     owner_name: Mapped[str | None] = mapped_column(String(200))
     owner_contact: Mapped[str | None] = mapped_column(String(320))
+    # Rights the device cannot give, each with the reason its agent reported at connect
+    # (a desktop on Wayland or with no display, a shell on Windows): requests are refused.
+    unavailable: Mapped[dict[str, str]] = mapped_column(
+        JSON, default=dict, server_default=text("'{}'"), nullable=False
+    )

@@ -52,6 +52,14 @@ class EventType(StrEnum):
         "an admin watches the terminal read-only",
     )
     session_forward_opened = "session.forward_opened", "a TCP port forward to the device opened"
+    session_desktop_opened = (
+        "session.desktop_opened",
+        "a viewer's screen connection opened (its mode, whether input passes)",
+    )
+    session_desktop_closed = (
+        "session.desktop_closed",
+        "a viewer's screen connection ended (why, input dropped, any violation)",
+    )
     session_channel_refused = (
         "session.channel_refused",
         "a shell or forward was refused by the broker's or the agent's rules",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +26,10 @@ from broker.gateway.link import CONTROL, HELLO_TIMEOUT, AgentLink, Hub
 from broker.gateway.repository import open_sessions
 from broker.sessions import service as sessions
 from broker.sessions.states import SessionState
+
+if TYPE_CHECKING:
+    from broker.devices.models import Device, DeviceGroup
+    from broker.gateway.models import AgentKey
 
 log = structlog.get_logger("broker.gateway")
 T = TypeVar("T")
@@ -66,7 +70,7 @@ async def handle_link(link: AgentLink) -> None:
     # A few identifications at a time: after a restart thousands of agents dial at once,
     # and a queue here is better than timeouts in the database pool (agents would redial).
     async with link.gateway.db_gate:
-        _key, device, group = await in_tx(link, lambda db: service.identify(db, link.fingerprint))
+        _key, device, group = await in_tx(link, lambda db: _identify(db, link, hello))
     link.device_id = device.id
     link.record_input = group.record_input
     old = link.gateway.links.get(device.id)
@@ -98,6 +102,15 @@ async def handle_link(link: AgentLink) -> None:
             link.send({"type": "error", "detail": exc.detail})
 
 
+async def _identify(
+    db: AsyncSession, link: AgentLink, hello: dict[str, Any]
+) -> tuple[AgentKey, Device, DeviceGroup]:
+    """The link's device, with the rights its agent says it cannot give noted on it."""
+    key, device, group = await service.identify(db, link.fingerprint)
+    service.note_unavailable(device, hello.get("unavailable"))
+    return key, device, group
+
+
 async def _enroll(link: AgentLink, hello: dict[str, Any]) -> None:
     async def work(db: AsyncSession) -> dict[str, Any]:
         device, group = await service.enroll(
@@ -108,6 +121,7 @@ async def _enroll(link: AgentLink, hello: dict[str, Any]) -> None:
             hostname=str(hello.get("hostname", ""))[:200],
             ip=link.ip,
         )
+        service.note_unavailable(device, hello.get("unavailable"))
         return {
             "type": "welcome",
             "device_id": device.id,
@@ -182,6 +196,7 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
 async def _close_session(link: AgentLink, session_id: str, reason: str) -> None:
     link.tracked.discard(session_id)
     link.forget(session_id)
+    link.desktops.close(session_id, reason)
     relay = link.relays.pop(session_id, None)
     if relay is not None:
         await relay.close(reason)

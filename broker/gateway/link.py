@@ -19,6 +19,7 @@ from broker.gateway import keys
 from broker.gateway.access import Waiting
 from broker.gateway.presence import Presence
 from broker.gateway.relay import ShellRelay
+from broker.gateway.rfb_relay import DesktopViewers
 from broker.gateway.signals import SessionSignals
 
 CONTROL = "supportbroker-control"
@@ -61,6 +62,7 @@ class AgentLink:
         self.tracked: set[str] = set()  # sessions the agent holds a grant for
         self.pushed: set[tuple[str, str]] = set()  # (session, state) already told to the agent
         self.relays: dict[str, ShellRelay] = {}
+        self.desktops = DesktopViewers()  # every viewer's own screen connection
         self.ready = asyncio.Event()
         self.busy = False
         # Per session: resolved once the agent holds the grant (its signed approval, or its

@@ -1,7 +1,9 @@
-"""The browser terminal page and the xterm.js files it loads from node_modules (npm).
+"""The browser terminal and screen pages and the libraries they load from node_modules (npm).
 
 Include ``pages_router`` at the root (no prefix). Library files are served from the npm
-install, never copied into the repository.
+install, never copied into the repository; noVNC's ES modules are served as their tree
+under ``/vendor/novnc/`` (its ``core/`` and ``vendor/`` folders, JavaScript only) so their
+relative imports resolve.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ VENDOR = {
     / "asciinema-player/dist/bundle/asciinema-player.css",
     "chart.js/chart.umd.min.js": NODE_MODULES / "chart.js/dist/chart.umd.min.js",
 }
+NOVNC = NODE_MODULES / "@novnc/novnc"
+NOVNC_PREFIX = "novnc/"
+NOVNC_FOLDERS = ("core/", "vendor/")
+
+
+def _novnc_file(path: str) -> Path | None:
+    """A JavaScript file inside noVNC's core/ or vendor/ (None for anything else)."""
+    rest = path.removeprefix(NOVNC_PREFIX)
+    if not rest.startswith(NOVNC_FOLDERS) or not rest.endswith(".js"):
+        return None
+    target = (NOVNC / rest).resolve()
+    return target if target.is_relative_to(NOVNC.resolve()) else None
 
 
 @pages_router.get("/terminal/{session_id}", response_class=HTMLResponse)
@@ -42,9 +56,19 @@ async def terminal_page(
     return _env.get_template("terminal/session.html").render(session_id=session_id, mode=mode)
 
 
+@pages_router.get("/desktop/{session_id}", response_class=HTMLResponse)
+async def desktop_page(
+    session_id: str,
+    _: Annotated[Principal, Depends(require(Scope.sessions_read))],
+    mode: Annotated[str, Query(pattern="^(control|join|watch)$")] = "control",
+) -> str:
+    """The device's screen (noVNC); what the viewer may do is decided by the broker."""
+    return _env.get_template("desktop/session.html").render(session_id=session_id, mode=mode)
+
+
 @pages_router.get("/vendor/{path:path}")
 async def vendor(path: str) -> FileResponse:
-    target = VENDOR.get(path)
+    target = _novnc_file(path) if path.startswith(NOVNC_PREFIX) else VENDOR.get(path)
     if target is None or not target.exists():
         raise NotFound(f"{path} is not installed (run `npm install`)")
     return FileResponse(target)
@@ -53,3 +77,8 @@ async def vendor(path: str) -> FileResponse:
 @pages_router.get("/static/terminal.js")
 async def terminal_js() -> FileResponse:
     return FileResponse(STATIC_DIR / "terminal.js", media_type="text/javascript")
+
+
+@pages_router.get("/static/desktop.js")
+async def desktop_js() -> FileResponse:
+    return FileResponse(STATIC_DIR / "desktop.js", media_type="text/javascript")

@@ -92,6 +92,7 @@ async def terminal_ticket(
         "expires_in": access.TICKET_SECONDS,
         "terminal": "/api/v1/gateway/terminal",
         "forward": "/api/v1/gateway/forward",
+        "desktop": "/api/v1/gateway/desktop",
     }
 
 
@@ -319,3 +320,13 @@ async def forward(
         down.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await down
+
+
+def _include_desktop() -> None:
+    """The desktop socket lives in its own module; it shares this router's prefix."""
+    from broker.gateway.rfb_router import router as desktop_router
+
+    router.include_router(desktop_router)
+
+
+_include_desktop()

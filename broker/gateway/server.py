@@ -13,7 +13,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncssh
@@ -34,6 +34,7 @@ from broker.gateway.control import Poller, handle_link
 from broker.gateway.link import IDLE_KEEPALIVE_INTERVAL, AgentLink
 from broker.gateway.presence import Presence
 from broker.gateway.recording import AuditRecorder, open_recorder
+from broker.gateway.rfb_relay import DesktopTap
 from broker.gateway.signals import SessionSignals
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
@@ -77,6 +78,9 @@ class Gateway:
         self.waiting = Waiting()  # technician sockets waiting for consent
         self.presence = Presence(maker)
         self.db_gate = asyncio.Semaphore(4)  # below the pool size: others keep a connection
+        # Listeners on the technician's screen connection (the session's record): the seam
+        # where a desktop recorder attaches; nothing listens yet.
+        self.desktop_taps: Callable[[SessionRecord], Sequence[DesktopTap]] = lambda _: ()
 
     @property
     def fingerprint(self) -> str:
@@ -144,6 +148,7 @@ class Gateway:
         link.lost()
         if link.device_id and self.links.get(link.device_id) is link:
             del self.links[link.device_id]
+        link.desktops.close_all(LOST_REASON)
         for relay in list(link.relays.values()):
             await relay.close(LOST_REASON)
         if not link.device_id:

@@ -34,6 +34,7 @@ PROVIDER = "agent"
 MAX_TOKEN_HOURS = 24 * 7
 # A port forward is remote control (VNC, RDP); the agent accepts the same two rights.
 FORWARD_CAPABILITIES = frozenset({"control", "forward"})
+DESKTOP_CAPABILITIES = frozenset({"view", "control"})
 T = TypeVar("T")
 
 
@@ -182,6 +183,18 @@ async def mark_presence(db: AsyncSession, marks: dict[str, tuple[str | None, str
             await db.execute(update(AgentKey), rows)
 
 
+def note_unavailable(device: Device, reported: object) -> None:
+    """Keep what the device's agent says it cannot give (from its hello), as the gate reads
+    it: known rights only, reasons cut to 300 characters; written only when it changed."""
+    from broker.sessions.states import Capability
+
+    known = {c.value for c in Capability}
+    found = reported if isinstance(reported, dict) else {}
+    clean = {str(k): str(v)[:300] for k, v in found.items() if str(k) in known}
+    if clean != device.unavailable:
+        device.unavailable = clean
+
+
 def device_actor(device: Device, name: str | None = None, ip: str | None = None) -> Actor:
     return Actor(kind="end_user", id=device.id, name=name or f"user at {device.name}", ip=ip)
 
@@ -275,6 +288,8 @@ async def _refusal(db: AsyncSession, record: SessionRecord, channel: str, port: 
     capabilities = set(record.session.capabilities)
     if channel == "shell" and "shell" not in capabilities:
         return "the session was not approved for a shell"
+    if channel == "desktop" and not capabilities & DESKTOP_CAPABILITIES:
+        return "the session was not approved for the screen (view or control)"
     if channel == "forward":
         if not capabilities & FORWARD_CAPABILITIES:
             return "the session was not approved for remote control (port forwards)"
@@ -292,13 +307,16 @@ async def open_channel(
     *,
     channel: str,
     port: int | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> T:
-    """Open a ``shell`` or ``forward`` channel of ``record`` with ``opener``: the broker's rules
-    first (the approved rights, the group's ports), then the agent's, checked on the device.
+    """Open a ``shell``, ``forward`` or ``desktop`` channel of ``record`` with ``opener``: the
+    broker's rules first (the approved rights, the group's ports), then the agent's, checked
+    on the device.
 
     A refusal by either is sealed as ``session.channel_refused`` and kept (``PolicyDenied``
     with ``keep_changes``): nothing of the attempt reads as a start. An opened forward is
-    sealed as ``session.forward_opened`` in the caller's transaction."""
+    sealed as ``session.forward_opened`` in the caller's transaction, a desktop as
+    ``session.desktop_opened`` with ``detail`` (the viewer's mode, whether input passes)."""
     why, by = await _refusal(db, record, channel, port), "broker"
     if not why:
         try:
@@ -308,8 +326,16 @@ async def open_channel(
         else:
             if channel == "forward" and port is not None:
                 await record_forward(db, record, port)
+            elif channel == "desktop":
+                await record_event(
+                    db,
+                    EventType.session_desktop_opened,
+                    ticket=record.ticket.ref,
+                    actor=actor,
+                    data={"session_id": record.session.id, **(detail or {})},
+                )
             return opened
-    data: dict[str, Any] = {"session_id": record.session.id, "channel": channel}
+    data: dict[str, Any] = {"session_id": record.session.id, "channel": channel, **(detail or {})}
     if port is not None:
         data["port"] = port
     await record_event(

@@ -99,8 +99,27 @@ async def check_request(
             f"device group {group.name!r} does not allow unattended access",
             device=device.id,
         )
+    await check_device_rights(db, principal, req, ref, device)
     info = await check_ticket(db, principal, req, ref)
     return Admitted(reason, device, provider, group, info)
+
+
+async def check_device_rights(
+    db: AsyncSession, principal: Principal, req: SessionCreate, ref: str, device: Device
+) -> None:
+    """Refuse rights the device said it cannot give (its agent's words: no display,
+    Wayland, macOS, ...), so the technician learns why before the user is asked."""
+    missing = sorted(c.value for c in req.capabilities if c.value in device.unavailable)
+    if missing:
+        why = "; ".join(f"{c}: {device.unavailable[c]}" for c in missing)
+        await deny(
+            db,
+            principal,
+            ref,
+            "capability_unavailable",
+            f"device {device.name!r} cannot give {', '.join(missing)} ({why})",
+            device=device.id,
+        )
 
 
 async def technician_identity(
