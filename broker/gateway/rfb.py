@@ -84,16 +84,33 @@ class FilterStats:
 
 class ClientFilter:
     """Incremental: :meth:`feed` takes any slice of the stream and returns the bytes to pass
-    (whole messages only; an incomplete tail waits for the next slice)."""
+    (whole messages only; an incomplete tail waits for the next slice). The messages before
+    a violation still pass; the violation is then kept in :attr:`violation` and every later
+    :meth:`feed` raises it, so nothing after it ever passes, however the stream was cut."""
 
     def __init__(self, *, may_input: bool) -> None:
         self.may_input = may_input
         self.stats = FilterStats()
+        self.violation: str | None = None
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> bytes:
+        if self.violation is not None:
+            raise RfbViolation(self.violation)
         self._buf += data
         out = bytearray()
+        pos = 0
+        try:
+            pos = self._cut(out)
+        except RfbViolation as exc:
+            self.violation = str(exc)
+            self._buf.clear()
+            return bytes(out)
+        del self._buf[:pos]
+        return bytes(out)
+
+    def _cut(self, out: bytearray) -> int:
+        """Append the whole messages in the buffer to ``out``; how far it got."""
         pos = 0
         buf = self._buf
         while pos < len(buf):
@@ -112,8 +129,7 @@ class ClientFilter:
                 _check_pixel_format(message)
             self.stats.forwarded += 1
             out += message
-        del buf[:pos]
-        return bytes(out)
+        return pos
 
     @staticmethod
     def _size(buf: bytearray, pos: int) -> int | None:

@@ -192,6 +192,8 @@ class DesktopViewer:
                     await tap.client_data(passed)
                 stdin.write(passed)
                 await stdin.drain()
+            if self.filter.violation is not None:
+                raise RfbViolation(self.filter.violation)
             data = await frames.next()
             if data is None:
                 self.reason = self.reason or "the viewer left"
