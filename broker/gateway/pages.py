@@ -59,11 +59,14 @@ async def terminal_page(
 @pages_router.get("/desktop/{session_id}", response_class=HTMLResponse)
 async def desktop_page(
     session_id: str,
-    _: Annotated[Principal, Depends(require(Scope.sessions_read))],
+    principal: Annotated[Principal, Depends(require(Scope.sessions_read))],
     mode: Annotated[str, Query(pattern="^(control|join|watch)$")] = "control",
 ) -> str:
-    """The device's screen (noVNC); what the viewer may do is decided by the broker."""
-    return _env.get_template("desktop/session.html").render(session_id=session_id, mode=mode)
+    """The device's screen (noVNC); what the viewer may do is decided by the broker. The
+    page carries the cookie session's CSRF token for its one ticket request."""
+    return _env.get_template("desktop/session.html").render(
+        session_id=session_id, mode=mode, csrf_token=principal.csrf_token or ""
+    )
 
 
 @pages_router.get("/vendor/{path:path}")

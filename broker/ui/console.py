@@ -296,6 +296,7 @@ async def _session_context(
         "launch": launch,
         "agent": s.provider == "agent",
         "shell": "shell" in s.capabilities,
+        "screen": bool({"view", "control"} & set(s.capabilities)),
         "forwards": forwards if s.provider == "agent" else [],
         "capability_words": CAPABILITY_WORDS,
         "remaining": (s.deadline_at - utcnow()) if s.deadline_at else timedelta(0),

@@ -69,11 +69,13 @@ def x11vnc_commands() -> list[str]:
 async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
     """Poll ``check`` until it returns something truthy (generous: CPUs are shared)."""
     last: Any = None
-    async with asyncio.timeout(timeout):
-        while True:
-            with contextlib.suppress(AssertionError):
-                last = check()
-                if last:
-                    return last
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"never happened: {what} (last {last!r})")
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(AssertionError):
+                    last = check()
+                    if last:
+                        return last
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"never happened: {what} (last {last!r})") from None

@@ -14,11 +14,11 @@ const $ = (id) => document.getElementById(id);
 function show(text) { status.textContent = text; }
 
 async function ticket() {
-  const csrf = (document.cookie.match(/(?:^|; )sb_csrf=([^;]+)/) || [])[1] || "";
+  const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
   const resp = await fetch(`/api/v1/gateway/sessions/${session}/terminal-ticket`, {
     method: "POST",
     credentials: "same-origin",
-    headers: {"Content-Type": "application/json", "X-CSRF-Token": decodeURIComponent(csrf)},
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
     body: JSON.stringify({mode}),
   });
   const body = await resp.json();
