@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint typecheck contracts migrations-check pytest bench clean
+.PHONY: run test install lint typecheck typecheck-platforms contracts migrations-check pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,9 @@ install: $(STAMP) $(NPM_STAMP)
 run: install
 	$(BIN)/supportbroker serve
 
-## test: lint, type-check, import contracts, migration drift check, then the whole test suite
-test: install lint typecheck contracts migrations-check pytest
+## test: lint, type-check (also agent/ for Windows and macOS), import contracts, migration drift
+## check, then the whole test suite
+test: install lint typecheck typecheck-platforms contracts migrations-check pytest
 
 lint: install
 	$(BIN)/ruff check broker agent audit web tests bench
@@ -43,6 +44,12 @@ typecheck: install
 # Who may import whom (docs/ARCHITECTURE.md), with every exception and its reason in the file.
 contracts: install
 	$(BIN)/lint-imports --no-cache importlinter.toml
+
+# The agent runs on the user's machine: it must import on Windows and macOS too (there it
+# refuses the rights it cannot give instead of failing to start).
+typecheck-platforms: install
+	$(BIN)/mypy --platform win32 -p agent
+	$(BIN)/mypy --platform darwin -p agent
 
 migrations-check: install
 	$(BIN)/python -m broker.db.check

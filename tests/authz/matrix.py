@@ -335,6 +335,13 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "WS",
+        f"{c.V1}/gateway/desktop",
+        c.socket("/gateway/desktop"),
+        everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK),
+        check=c.check_socket,
+    ),
+    Row(
+        "WS",
         f"{c.V1}/gateway/forward",
         c.socket("/gateway/forward", port="22"),
         everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK),
