@@ -135,7 +135,7 @@ async def test_browser_terminal_shows_a_refusal(
         app, gateway, tmp_path, people["group"].name, ScriptedPrompter([True])
     )
     try:
-        session = await request_session(client, people["tech_token"], agent.device_id, ["view"])
+        session = await request_session(client, people["tech_token"], agent.device_id, ["files"])
         sid = session["id"]
         await wait_state(client, people["tech_token"], sid, "approved")
         page = await terminal_page(app, people, browser, live_url, sid)

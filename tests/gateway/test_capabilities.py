@@ -37,7 +37,7 @@ async def _approved(
 async def test_shell_refused_on_view_only(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
 ):
-    agent, sid, conn = await _approved(app, gateway, people, tmp_path, client, ["view"])
+    agent, sid, conn = await _approved(app, gateway, people, tmp_path, client, ["files"])
     try:
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.create_process(f"shell {sid}", encoding=None, term_type="xterm")

@@ -163,7 +163,7 @@ async def test_shell_on_a_view_only_session(
     )
     token = people["tech_token"]
     try:
-        sid = (await request_session(client, token, agent.device_id, ["view"]))["id"]
+        sid = (await request_session(client, token, agent.device_id, ["files"]))["id"]
         await wait_state(client, token, sid, "approved")
         error, code, reason = await _refusal(await terminal_uri(live_url, token, sid))
         assert error["error"] == "policy_denied"
@@ -259,7 +259,7 @@ async def test_cli_terminal_prints_the_refusal_and_exits_1(
     read_end, write_end = os.pipe()  # the technician's keyboard: not a terminal
     monkeypatch.setattr(sys, "stdin", os.fdopen(read_end))
     try:
-        sid = (await request_session(client, token, agent.device_id, ["view"]))["id"]
+        sid = (await request_session(client, token, agent.device_id, ["files"]))["id"]
         await wait_state(client, token, sid, "approved")
         args = argparse.Namespace(
             session_id=sid, url=live_url, token=token, mode="control", forward=None
