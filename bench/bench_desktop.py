@@ -194,6 +194,28 @@ def start_display() -> tuple[subprocess.Popen[bytes], str]:
         return xvfb, f":{pipe.readline().strip()}"
 
 
+def start_services(
+    secret: Path, vnc_port: int, ws_port: int
+) -> tuple[subprocess.Popen[bytes], str, subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """Xvfb (painted), x11vnc with one password, websockify in front of it."""
+    xvfb, display = start_display()
+    env = dict(os.environ, DISPLAY=display, XDG_SESSION_TYPE="x11")
+    env.pop("WAYLAND_DISPLAY", None)
+    x11vnc = subprocess.Popen(
+        ["x11vnc", "-display", display, "-localhost", "-rfbport", str(vnc_port),
+         "-passwdfile", str(secret), "-shared", "-forever", "-norc", "-noncache", "-quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_port(vnc_port)
+    websockify = subprocess.Popen(
+        ["websockify", f"127.0.0.1:{ws_port}", f"127.0.0.1:{vnc_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_port(ws_port)
+    subprocess.run(["xsetroot", "-solid", "#3366cc"], env=env, check=True)
+    return xvfb, display, x11vnc, websockify
+
+
 async def run_viewer(url: str, display: str, args: argparse.Namespace, broker: bool) -> Any:
     argv = [sys.executable, __file__, "--viewer", "--url", url, "--display", display,
             "--frames", str(args.frames), "--events", str(args.events)]  # fmt: skip
@@ -224,25 +246,13 @@ async def main(args: argparse.Namespace) -> None:
     from broker.gateway import cli as gateway_cli
 
     tmp = Path(tempfile.mkdtemp(prefix="sb-bench-desktop-"))
-    xvfb, display = start_display()
     secret = tmp / "vnc-password"
     secret.write_text(PASSWORD + "\n")
     secret.chmod(0o600)
     vnc_port, ws_port = free_port(), free_port()
-    env = dict(os.environ, DISPLAY=display, XDG_SESSION_TYPE="x11")
-    env.pop("WAYLAND_DISPLAY", None)
-    x11vnc = subprocess.Popen(
-        ["x11vnc", "-display", display, "-localhost", "-rfbport", str(vnc_port),
-         "-passwdfile", str(secret), "-shared", "-forever", "-norc", "-noncache", "-quiet"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_port(vnc_port)
-    websockify = subprocess.Popen(
-        ["websockify", f"127.0.0.1:{ws_port}", f"127.0.0.1:{vnc_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_port(ws_port)
-    subprocess.run(["xsetroot", "-solid", "#3366cc"], env=env, check=True)
+    xvfb, display, x11vnc, websockify = await asyncio.to_thread(
+        start_services, secret, vnc_port, ws_port
+    )
     agent = None
     try:
         async with broker(tmp) as b:
@@ -267,7 +277,8 @@ async def main(args: argparse.Namespace) -> None:
                     "duration_minutes": 120,
                 }
                 created = (await api.post("/api/v1/sessions", json=body, headers=headers)).json()
-            assert agent.stdout is not None and agent.stdin is not None
+            assert agent.stdout is not None
+            assert agent.stdin is not None
             seen = b""
             while b"Allow? [y/N]" not in seen:
                 seen += await agent.stdout.read(4096)
@@ -291,9 +302,10 @@ async def main(args: argparse.Namespace) -> None:
                         await run_viewer(url, display, args, broker=path == "broker")
                     )
                     used = {k: cpu_seconds(v) - before[k] for k, v in pids.items()}
-                    print(f"round {r + 1} {path}: {results[path][-1]['mibps']:.1f} MiB/s, "
-                          f"first byte p50 {results[path][-1]['ttfb_ms']:.1f} ms; "
-                          f"CPU s {', '.join(f'{k} {v:.2f}' for k, v in used.items())}")  # fmt: skip
+                    last = results[path][-1]
+                    cpu = ", ".join(f"{k} {v:.2f}" for k, v in used.items())
+                    print(f"round {r + 1} {path}: {last['mibps']:.1f} MiB/s, first byte "
+                          f"p50 {last['ttfb_ms']:.1f} ms; CPU s {cpu}")  # fmt: skip
             report(results, args)
     finally:
         if agent is not None and agent.returncode is None:
@@ -311,8 +323,9 @@ def report(results: dict[str, list[Any]], args: argparse.Namespace) -> None:
     for r, (d, b) in enumerate(zip(results["direct"], results["broker"], strict=True)):
         print(f"  round {r + 1}: direct {d['mibps']:.1f}, broker {b['mibps']:.1f} MiB/s, "
               f"ratio {b['mibps'] / d['mibps']:.2f}x")  # fmt: skip
+    ratio = best["broker"] / best["direct"]
     print(f"throughput best: broker+agent {best['broker']:.1f} MiB/s, websockify "
-          f"{best['direct']:.1f} MiB/s, ratio {best['broker'] / best['direct']:.2f}x (target >= 0.7x)")  # fmt: skip
+          f"{best['direct']:.1f} MiB/s, ratio {ratio:.2f}x (target >= 0.7x)")  # fmt: skip
     lat = {p: [x for r in rs for x in r["latencies_ms"]] for p, rs in results.items()}
     for path in ("direct", "broker"):
         xs = lat[path]
