@@ -123,6 +123,16 @@ async def run_forward(process: asyncssh.SSHServerProcess[bytes], port: int) -> N
         process.exit(1)
         return
 
+    await relay_local(process, reader, writer)
+    process.exit(0)
+
+
+async def relay_local(
+    process: asyncssh.SSHServerProcess[bytes],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Relay the channel and a local connection (a forward's port, the desktop's server)."""
     # Deep buffers on both sides: with the default 64 KiB high-water marks each large read
     # waits for the other side to drain, and the hops take turns instead of overlapping.
     writer.transport.set_write_buffer_limits(high=FORWARD_READ * 4)
@@ -151,7 +161,6 @@ async def run_forward(process: asyncssh.SSHServerProcess[bytes], port: int) -> N
         for task in (up, down, closed):
             task.cancel()
         writer.close()
-    process.exit(0)
 
 
 class ConfinedSFTPServer(asyncssh.SFTPServer):

@@ -32,6 +32,7 @@ from pathlib import Path
 import asyncssh
 import structlog
 
+from agent.channels import relay_local
 from agent.errors import AgentError
 from agent.vncauth import open_authenticated
 
@@ -40,7 +41,6 @@ log = structlog.get_logger("agent.desktop")
 DESKTOP_CAPS = frozenset({"view", "control"})
 START_SECONDS = 20.0
 STOP_SECONDS = 5.0
-PIPE_READ = 1 << 20
 MODES = ("control", "view")
 
 
@@ -333,37 +333,6 @@ class Desktops:
             await asyncio.wait(set(self._stopping))
 
 
-async def pipe(
-    process: asyncssh.SSHServerProcess[bytes],
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-) -> None:
-    """Relay the channel and a local connection until either side ends."""
-    writer.transport.set_write_buffer_limits(high=PIPE_READ * 4)
-    process.channel.set_write_buffer_limits(high=PIPE_READ * 4)
-
-    async def _up() -> None:
-        while data := await process.stdin.read(PIPE_READ):
-            writer.write(data)
-            await writer.drain()
-        with contextlib.suppress(OSError):
-            writer.write_eof()  # a half-close: the reply still comes back
-
-    async def _down() -> None:
-        while data := await reader.read(PIPE_READ):
-            process.stdout.write(data)
-            await process.stdout.drain()
-
-    up, down = asyncio.create_task(_up()), asyncio.create_task(_down())
-    closed = asyncio.ensure_future(process.wait_closed())
-    try:
-        await asyncio.wait({down, closed}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (up, down, closed):
-            task.cancel()
-        writer.close()
-
-
 async def run_desktop(
     process: asyncssh.SSHServerProcess[bytes],
     desktops: Desktops,
@@ -379,5 +348,5 @@ async def run_desktop(
         process.stderr.write(f"{exc}\n".encode())
         process.exit(1)
         return
-    await pipe(process, reader, writer)
+    await relay_local(process, reader, writer)
     process.exit(0)

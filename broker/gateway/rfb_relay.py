@@ -135,7 +135,6 @@ class DesktopViewer:
     filter: ClientFilter = field(init=False)
     reason: str = ""
     violation: str = ""
-    _ws: WebSocket | None = None
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -143,7 +142,6 @@ class DesktopViewer:
 
     async def serve(self, ws: WebSocket) -> None:
         """Handshake with the browser, then relay until one side ends or :meth:`close`."""
-        self._ws = ws
         frames = _Frames(ws)
         code = CLOSE_NORMAL
         try:

@@ -13,6 +13,7 @@ RFB frames (a text frame is a violation).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated
 
@@ -93,14 +94,14 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
                 {"type": "ready", "mode": grant.mode, "input": allowed, "clipboard": allowed}
             )
         )
-        start = await ws.receive()
+        start = await asyncio.wait_for(ws.receive(), START_SECONDS)
         if json.loads(start.get("text") or "{}").get("type") != "start":
             device.close()
             await ws.close(code=1000)
             return
         await viewer.serve(ws)
-    except (WebSocketDisconnect, RuntimeError, ValueError):
-        device.close()
+    except (WebSocketDisconnect, RuntimeError, ValueError, TimeoutError):
+        device.close()  # the page never started, or left before it did
     finally:
         if link is not None:
             link.desktops.discard(viewer)
