@@ -12,6 +12,8 @@ for the baseline; the broker (app, SSH gateway, uvicorn) in this process; the ag
 consent answered at its terminal prompt); the viewer runs as its own process (``--viewer``).
 
     .venv/bin/python bench/bench_desktop.py [--rounds 3] [--frames 40] [--events 100]
+
+``BENCH_X11VNC="-defer 1 -wait 5"`` passes extra flags to the x11vnc both paths share.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from agent.vncauth import vnc_response  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 800
 PASSWORD = "benchpw1"
+X11VNC_EXTRA = os.environ.get("BENCH_X11VNC", "").split()
 PIXEL_FORMAT = struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
 
 
@@ -209,7 +212,8 @@ def start_services(
     env.pop("WAYLAND_DISPLAY", None)
     x11vnc = subprocess.Popen(
         ["x11vnc", "-display", display, "-localhost", "-rfbport", str(vnc_port),
-         "-passwdfile", str(secret), "-shared", "-forever", "-norc", "-noncache", "-quiet"],
+         "-passwdfile", str(secret), "-shared", "-forever", "-norc", "-noncache", "-quiet",
+         *X11VNC_EXTRA],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_port(vnc_port)
