@@ -30,6 +30,7 @@ from broker.gateway.rfb import ClientFilter, RfbViolation, accept_viewer, read_s
 log = structlog.get_logger("broker.gateway.desktop")
 
 OPEN_SECONDS = 30.0  # the agent may be starting x11vnc for the first channel
+HANDSHAKE_SECONDS = 30.0  # a viewer that stalls in the handshake holds a channel: not long
 DOWN_READ = 1 << 20
 CLOSE_NORMAL = 1000
 CLOSE_ENDED = 4000  # the session or the device's screen ended
@@ -145,7 +146,13 @@ class DesktopViewer:
         frames = _Frames(ws)
         code = CLOSE_NORMAL
         try:
-            await accept_viewer(frames.read, ws.send_bytes, self.device.server_init)
+            try:
+                await asyncio.wait_for(
+                    accept_viewer(frames.read, ws.send_bytes, self.device.server_init),
+                    HANDSHAKE_SECONDS,
+                )
+            except TimeoutError:
+                raise RfbViolation("the viewer did not finish the RFB handshake") from None
             for tap in self.taps:
                 await tap.server_init(self.device.server_init)
             down = asyncio.create_task(self._down(ws))

@@ -185,3 +185,41 @@ async def test_the_broker_drops_input_the_server_would_take(
         await tech.close()
     finally:
         await agent.stop()
+
+
+async def test_an_invited_expert_controls_only_when_the_grant_allows(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient,
+    live_url: str, display: Display,
+) -> None:  # fmt: skip
+    from tests.factories import make_group, make_token, make_user
+    from tests.ui.browsers import browser
+
+    expert, _ = await make_user(app, "technician")
+    group = await make_group(app, [people["tech"], expert])
+    expert_token = await make_token(app, expert)
+    technician = await browser(app, people["tech"])
+    config = DesktopConfig.from_environment(display.env)
+    agent = await desktop_agent(
+        app, gateway, tmp_path, group.name, ScriptedPrompter([True, True]), config
+    )
+    try:
+        for caps, moves in ((["view", "control"], True), (["view"], False)):
+            sid = await _session(client, people, agent, caps)
+            tech = await RfbClient.open(live_url, people["tech_token"], sid, "control")
+            invited = await technician.post(
+                f"/ui/sessions/{sid}/invite", {"expert_id": expert.id}, follow_redirects=False
+            )
+            assert invited.status_code == 303, invited.text
+            helper = await RfbClient.open(live_url, expert_token, sid, "join")
+            assert helper.ready["input"] is moves
+            display.move(11, 11)
+            await helper.pointer(500, 400)
+            if moves:
+                await eventually(lambda: display.pointer() == (500, 400), what="expert's pointer")
+            else:
+                await _stream_passed(helper)
+                assert display.pointer() == (11, 11), "an expert moved a view-only screen"
+            for viewer in (helper, tech):
+                await viewer.close()
+    finally:
+        await agent.stop()
