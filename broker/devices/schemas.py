@@ -183,6 +183,9 @@ class DeviceOut(BaseModel):
     asset_tag: str | None
     owner_name: str | None
     owner_contact: str | None
+    # Rights the device's agent said it cannot give, with its reason (e.g. the screen on
+    # Wayland): the request form and API refuse them.
+    unavailable: dict[str, str]
     created_at: datetime
 
     @classmethod
@@ -196,6 +199,7 @@ class DeviceOut(BaseModel):
             asset_tag=device.asset_tag,
             owner_name=device.owner_name,
             owner_contact=device.owner_contact,
+            unavailable=dict(device.unavailable or {}),
             created_at=device.created_at,
         )
 

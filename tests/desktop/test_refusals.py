@@ -66,6 +66,8 @@ async def test_a_device_without_an_x_display_is_refused_the_screen_at_request(
         assert resp.status_code == 403, resp.text
         assert words in resp.json()["detail"]
         assert "cannot give view" in resp.json()["detail"]
+        device = await client.get(f"/api/v1/devices/{agent.device_id}", headers=auth)
+        assert words in device.json()["unavailable"]["view"]
         denied = await events(app, "standalone:HD-77", "policy.denied")
         assert denied[-1].payload["data"]["rule"] == "capability_unavailable"
         # The rights it can give are still asked for as usual.
