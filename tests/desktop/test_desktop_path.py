@@ -7,6 +7,7 @@ itself: ``xdotool getmouselocation`` says whether the pointer moved.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -221,5 +222,49 @@ async def test_an_invited_expert_controls_only_when_the_grant_allows(
                 assert display.pointer() == (11, 11), "an expert moved a view-only screen"
             for viewer in (helper, tech):
                 await viewer.close()
+    finally:
+        await agent.stop()
+
+
+class _AnswerLater(ScriptedPrompter):
+    """The user answers only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__([True])
+        self.release = asyncio.Event()
+
+    async def ask(self, prompt: Any, wait_seconds: float) -> tuple[bool, str]:
+        self.asked.set()
+        await self.release.wait()
+        return await super().ask(prompt, wait_seconds)
+
+
+async def test_a_screen_opened_before_consent_starts_with_the_approval(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient,
+    live_url: str, display: Display,
+) -> None:  # fmt: skip
+    """The technician's socket waits for the user; the device's approval attaches it (the
+    desktop channel, and x11vnc's start, happen inside that approval)."""
+    prompter = _AnswerLater()
+    config = DesktopConfig.from_environment(display.env)
+    agent = await desktop_agent(app, gateway, tmp_path, people["group"].name, prompter, config)
+    try:
+        created = await request_session(
+            client, people["tech_token"], agent.device_id, ["view", "control"]
+        )
+        sid = created["id"]
+        await asyncio.wait_for(prompter.asked.wait(), 30)
+        opening = asyncio.create_task(
+            RfbClient.open(live_url, people["tech_token"], sid, "control")
+        )
+        await eventually(lambda: gateway.waiting._by_session.get(sid), what="socket waiting")
+        prompter.release.set()
+        tech = await asyncio.wait_for(opening, 60)
+        assert tech.ready["input"] is True
+        await wait_state(client, people["tech_token"], sid, "active", timeout=30)
+        display.move(1, 1)
+        await tech.pointer(77, 88)
+        await eventually(lambda: display.pointer() == (77, 88), what="pointer at 77,88")
+        await tech.close()
     finally:
         await agent.stop()
