@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SUPPORTBROKER_", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
-    database_url: str = "sqlite+aiosqlite:///./var/supportbroker.db"
+    # Empty: a SQLite file in data_dir, so SUPPORTBROKER_DATA_DIR moves all of the data.
+    database_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""  # how users reach us; derived from host/port when empty
@@ -52,6 +53,12 @@ class Settings(BaseSettings):
     gateway_enabled: bool = True
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 2222
+
+    @model_validator(mode="after")
+    def _database_in_data_dir(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'supportbroker.db'}"
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:

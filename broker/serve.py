@@ -43,6 +43,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     revision = ", ".join(sorted(migrate.head_revisions(settings.database_url)))
     print(f"supportbroker is starting on {url}", file=out)
     print(f"  database: {database} (migrated to {revision})", file=out)
+    print(f"  data:     {settings.data_dir.resolve()}", file=out)
+    if settings.gateway_enabled:
+        print(
+            f"  agents:   {settings.gateway_host}:{settings.gateway_port} (SSH gateway)", file=out
+        )
     print(f"  log in:   {url}/login", file=out)
     print(f"  API docs: {url}/api/docs", file=out)
     if created is not None:

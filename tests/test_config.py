@@ -14,7 +14,7 @@ REAL_SECRET = SecretStr("a-real-secret-of-enough-length-42")
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only what a test sets counts, not what the shell running pytest happens to export."""
-    for name in ("ENVIRONMENT", "SECRET_KEY", "DATABASE_URL", "REASON_MIN_LENGTH"):
+    for name in ("ENVIRONMENT", "SECRET_KEY", "DATABASE_URL", "DATA_DIR", "REASON_MIN_LENGTH"):
         monkeypatch.delenv(f"SUPPORTBROKER_{name}", raising=False)
 
 
@@ -22,12 +22,19 @@ def test_development_runs_with_the_placeholder_and_documented_defaults() -> None
     settings = Settings()
     assert settings.environment == "development"
     assert settings.secret_key.get_secret_value() == PLACEHOLDER_SECRET
-    assert settings.database_url == "sqlite+aiosqlite:///./var/supportbroker.db"
+    assert settings.database_url == "sqlite+aiosqlite:///var/supportbroker.db"
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
     assert settings.base_url == "http://127.0.0.1:8080"
     assert settings.max_concurrent_sessions == 2
     assert settings.consent_timeout_seconds == 600
     assert settings.consent_max_attempts == 5
+
+
+def test_the_data_folder_holds_the_default_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBROKER_DATA_DIR", "/srv/sb-data")
+    assert Settings().database_url == "sqlite+aiosqlite:////srv/sb-data/supportbroker.db"
+    monkeypatch.setenv("SUPPORTBROKER_DATABASE_URL", "postgresql+asyncpg://sb@db/sb")
+    assert Settings().database_url == "postgresql+asyncpg://sb@db/sb"  # an explicit URL wins
 
 
 @pytest.mark.parametrize("environment", ["production", "test"])

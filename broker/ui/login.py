@@ -1,6 +1,7 @@
 """Login pages: password (+ TOTP when enabled) and what the other login pages share.
 
-- ``GET|POST /ui/login``; ``GET|POST /ui/login/totp`` (second step, after the password)
+- ``GET|POST /ui/login`` (``GET /login`` leads there); ``GET|POST /ui/login/totp`` (second
+  step, after the password)
 - ``GET /ui`` (and ``/``): the home page of the caller's role
 
 Single sign-on is in ``broker.ui.sso``; logout, password change and the account page in
@@ -129,6 +130,13 @@ async def home(request: Request, principal: OptionalPrincipal, db: DbSession) ->
     if isinstance(who, Response):
         return who
     return RedirectResponse(home_for(who), status_code=303)
+
+
+@router.get("/login", response_model=None)
+async def login_alias(request: Request) -> Response:
+    """``/login``: the address people type (and ``supportbroker serve`` prints)."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(LOGIN_PATH + query, status_code=307)
 
 
 @router.get(LOGIN_PATH, response_model=None)
