@@ -13,8 +13,8 @@ from typing import Any
 
 from agent.errors import CapabilityDeniedError
 
-# "forward" is reached through the remote-control rights: a VNC/RDP port is remote control.
-FORWARD_CAPS = frozenset({"control", "forward"})
+# A port forward needs its own right: "control" (mouse and keyboard) does not include it.
+FORWARD_CAPS = frozenset({"forward"})
 
 
 @dataclass

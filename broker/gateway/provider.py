@@ -12,6 +12,7 @@ from broker.providers.base import (
     DeviceRef,
     GroupPolicy,
     Launch,
+    Offer,
     ProviderEvent,
     ProviderHealth,
     RemoteDevice,
@@ -22,6 +23,13 @@ from broker.providers.base import (
 
 class AgentProvider:
     name = "agent"
+    # What our agent can give today; the terminal is recorded by the gateway (asciicast), file
+    # transfers and port forwards are logged as events (name, size, hash; port), not content.
+    # The one place to extend when the agent learns more (a desktop: view, control).
+    offers = Offer(
+        capabilities=frozenset({"shell", "files", "forward"}),
+        recorded=frozenset({"shell"}),
+    )
 
     @classmethod
     def from_env(cls) -> AgentProvider:

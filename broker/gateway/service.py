@@ -32,8 +32,6 @@ from broker.sessions.repository import SessionRecord
 
 PROVIDER = "agent"
 MAX_TOKEN_HOURS = 24 * 7
-# A port forward is remote control (VNC, RDP); the agent accepts the same two rights.
-FORWARD_CAPABILITIES = frozenset({"control", "forward"})
 DESKTOP_CAPABILITIES = frozenset({"view", "control"})
 T = TypeVar("T")
 
@@ -291,8 +289,8 @@ async def _refusal(db: AsyncSession, record: SessionRecord, channel: str, port: 
     if channel == "desktop" and not capabilities & DESKTOP_CAPABILITIES:
         return "the session was not approved for the screen (view or control)"
     if channel == "forward":
-        if not capabilities & FORWARD_CAPABILITIES:
-            return "the session was not approved for remote control (port forwards)"
+        if "forward" not in capabilities:
+            return "the session was not approved for port forwards"
         group = await get_group(db, record.device.group_id)
         if port not in group.allowed_ports:
             return f"port {port} is not allowed for the device group {group.name}"

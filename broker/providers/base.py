@@ -12,8 +12,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-CAPABILITIES = ("view", "control", "shell", "files")
+CAPABILITIES = ("view", "control", "shell", "files", "forward")
 ConsentMode = Literal["prompt", "notify"]
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a provider can give, and of that what we record ourselves (the content: the
+    terminal, the screen). For the rest only the events are kept (who, when, what opened).
+
+    Each provider class declares its own as the class attribute ``offers``; the request
+    form, the API and the consent page offer exactly ``capabilities``."""
+
+    capabilities: frozenset[str]
+    recorded: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = (self.capabilities | self.recorded) - set(CAPABILITIES)
+        if unknown or not self.recorded <= self.capabilities:
+            raise ValueError(f"offer names unknown or ungiven capabilities: {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,7 @@ class RemoteAccessProvider(Protocol):
     """A remote-access tool the broker drives. Implementations raise only ProviderError."""
 
     name: str
+    offers: Offer
 
     async def check(self) -> ProviderHealth:
         """Reachable and authorised? Never raises: problems are reported in the result."""

@@ -4,9 +4,11 @@ without a remote-access tool (the session still runs through consent and the aud
 from __future__ import annotations
 
 from broker.providers.base import (
+    CAPABILITIES,
     DeviceRef,
     GroupPolicy,
     Launch,
+    Offer,
     ProviderEvent,
     ProviderHealth,
     RemoteDevice,
@@ -17,6 +19,8 @@ from broker.providers.base import (
 
 class NullProvider:
     name = "null"
+    # Gives nothing for real, so it can stand in for any tool; records nothing itself.
+    offers = Offer(frozenset(CAPABILITIES))
 
     def __init__(self) -> None:
         self.ended: list[str] = []

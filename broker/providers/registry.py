@@ -15,7 +15,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from broker.errors import NotFound, ProviderError
-from broker.providers.base import RemoteAccessProvider
+from broker.providers.base import Offer, RemoteAccessProvider
 
 GROUP = "supportbroker.providers"
 BUILTIN: dict[str, str] = {
@@ -61,6 +61,21 @@ def get(name: str) -> RemoteAccessProvider:
         raise ProviderError(f"provider {name!r} ({target}) does not implement the provider port")
     _instances[name] = provider
     return provider
+
+
+def offer_of(name: str) -> Offer:
+    """What provider ``name`` can give: its class's ``offers``, read without configuring it
+    (a provider that is not set up yet still says what it could do)."""
+    if name in _instances:
+        return _instances[name].offers
+    target = available().get(name)
+    if target is None:
+        raise NotFound(f"unknown provider {name!r}; known: {', '.join(sorted(available()))}")
+    module_name, _, attr = target.partition(":")
+    offers = getattr(getattr(importlib.import_module(module_name), attr), "offers", None)
+    if not isinstance(offers, Offer):
+        raise ProviderError(f"provider {name!r} ({target}) does not declare what it offers")
+    return offers
 
 
 def install(name: str, provider: RemoteAccessProvider) -> None:

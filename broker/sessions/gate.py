@@ -1,10 +1,11 @@
 """The policy that gates a session request, before anything is locked or written.
 
 Reason present and long enough, device inside the technician's groups, the provider the
-device is reached through, unattended only where the group allows it, and the ticket as its
-system sees it: it must exist and be open (and, where the system's config asks, be assigned
-to the technician, or to nobody in person and to one of their groups). Every refusal is
-audited as ``policy.denied`` with the rule that refused (``ticket_closed``,
+device is reached through and the capabilities it can give (a 422 otherwise, not audited:
+a malformed request, not a policy), unattended only where the group allows it, and the
+ticket as its system sees it: it must exist and be open (and, where the system's config
+asks, be assigned to the technician, or to nobody in person and to one of their groups).
+Every other refusal is audited as ``policy.denied`` with the rule that refused (``ticket_closed``,
 ``ticket_not_assigned``, ``ticket_unknown``, ``ticket_unverified`` for the ticket) and
 committed although the request fails, so an auditor sees attempts as well as sessions.
 The concurrency limit is checked by the caller under the technician's lock.
@@ -27,6 +28,7 @@ from broker.devices.service import get_device_for, get_group, list_groups
 from broker.errors import ConnectorError, NotFound, PolicyDenied, ValidationFailed
 from broker.evidence.events import EventType
 from broker.evidence.service import record_event
+from broker.providers import offers
 from broker.sessions.schemas import SessionCreate
 
 
@@ -89,6 +91,7 @@ async def check_request(
             f"device {device.name!r} is reached through provider {device.provider!r}, "
             f"not {provider!r}"
         )
+    offers.require_offered(provider, (c.value for c in req.capabilities))
     group = await get_group(db, device.group_id)
     if req.unattended and not group.unattended_allowed:
         await deny(

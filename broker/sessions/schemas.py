@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from broker.providers.offers import Recording, recording_of
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import Capability, SessionState
 
@@ -63,7 +64,7 @@ class SessionCreate(Body):
     provider: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,30}$")] | None = None
     # Missing or short reasons are a policy refusal (audited), not a parse error.
     reason: Annotated[CleanText, Field(max_length=2000)] = ""
-    capabilities: Annotated[list[Capability], Field(min_length=1, max_length=4)]
+    capabilities: Annotated[list[Capability], Field(min_length=1, max_length=len(Capability))]
     duration_minutes: Annotated[int, Field(strict=True, ge=1, le=10080)]
     unattended: Annotated[bool, Field(strict=True)] = False
 
@@ -86,6 +87,25 @@ class PartyOut(BaseModel):
     name: str
 
 
+class RecordingOut(BaseModel):
+    """What is recorded of a session, per its provider and capabilities: the content of
+    ``content`` (the agent's terminal), only the events for ``events_only``."""
+
+    recorded: bool
+    content: list[str]
+    events_only: list[str]
+    summary: str
+
+    @classmethod
+    def of(cls, recording: Recording) -> RecordingOut:
+        return cls(
+            recorded=recording.recorded,
+            content=recording.content,
+            events_only=recording.events_only,
+            summary=recording.summary,
+        )
+
+
 class SessionOut(BaseModel):
     id: str
     state: SessionState
@@ -96,6 +116,7 @@ class SessionOut(BaseModel):
     provider: str
     reason: str
     capabilities: list[str]
+    recording: RecordingOut
     duration_minutes: int
     unattended: bool
     deadline_at: datetime | None
@@ -127,6 +148,7 @@ class SessionOut(BaseModel):
             provider=s.provider,
             reason=s.reason,
             capabilities=list(s.capabilities),
+            recording=RecordingOut.of(recording_of(s.provider, s.capabilities)),
             duration_minutes=s.duration_minutes,
             unattended=s.unattended,
             deadline_at=s.deadline_at,

@@ -47,7 +47,10 @@ def can_transition(current: SessionState, target: SessionState) -> bool:
 
 
 class Capability(StrEnum):
-    view = "view"
-    control = "control"
-    shell = "shell"
-    files = "files"
+    """One right each: a provider gives some of them (``broker.providers.offers``)."""
+
+    view = "view"  # see the screen
+    control = "control"  # mouse and keyboard
+    shell = "shell"  # a terminal
+    files = "files"  # file transfer
+    forward = "forward"  # a TCP port forward to the device (VNC, RDP, a web console...)

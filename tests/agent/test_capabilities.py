@@ -101,7 +101,7 @@ async def test_forward_to_a_port_the_group_does_not_allow_is_refused(
     try:
         policy = {"allowed_ports": [allowed]}
         async with agent_link(tmp_path, fake_broker, policy, [True]) as (link, prompter):
-            await link.approve("fwd-1", ["control"])
+            await link.approve("fwd-1", ["forward"])
             command = f"forward fwd-1 {not_allowed}"
             await _refused(link, prompter, command, f"port {not_allowed} is not allowed")
             ok = await _run(link, f"forward fwd-1 {allowed}", b"ping")
@@ -111,16 +111,18 @@ async def test_forward_to_a_port_the_group_does_not_allow_is_refused(
         other.close()
 
 
-async def test_forward_needs_a_control_grant(tmp_path: Path, fake_broker: FakeBroker) -> None:
+async def test_forward_needs_its_own_grant(tmp_path: Path, fake_broker: FakeBroker) -> None:
+    """Mouse and keyboard (``control``) no longer carry port forwards: ``forward`` does."""
     echo, port = await echo_server()
+    policy = {"allowed_ports": [port]}
     try:
-        async with agent_link(tmp_path, fake_broker, {"allowed_ports": [port]}, [True]) as (
-            link,
-            prompter,
-        ):
-            await link.approve("files-only", ["files"])
-            command = f"forward files-only {port}"
-            await _refused(link, prompter, command, "not approved for control/forward")
+        async with agent_link(tmp_path, fake_broker, policy, [True, True]) as (link, prompter):
+            await link.approve("no-forward", ["control", "files"])
+            command = f"forward no-forward {port}"
+            await _refused(link, prompter, command, "not approved for forward")
+            await link.approve("forward-1", ["forward"])
+            ok = await _run(link, f"forward forward-1 {port}", b"ping")
+            assert ok.stdout == b"ping"
     finally:
         echo.close()
 

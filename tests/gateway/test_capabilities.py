@@ -1,5 +1,5 @@
 """The agent itself refuses what the local user did not approve (the broker is not trusted
-for that): shell on a view-only session, a port the group does not allow, SFTP outside the
+for that): a shell on a session approved only for files, a port the group does not allow, SFTP outside the
 allowed directories. Channels are opened straight from the gateway's SSH link, past the
 broker's own checks; the agent's refusal fails the request at the SSH level (nothing opens)."""
 
@@ -34,7 +34,7 @@ async def _approved(
     return agent, session["id"], gateway.links[agent.device_id].conn
 
 
-async def test_shell_refused_on_view_only(
+async def test_shell_refused_without_the_shell_right(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
 ):
     agent, sid, conn = await _approved(app, gateway, people, tmp_path, client, ["files"])
@@ -52,7 +52,7 @@ async def test_shell_refused_on_view_only(
 async def test_forward_refused_to_port_not_allowed(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
 ):
-    agent, sid, conn = await _approved(app, gateway, people, tmp_path, client, ["control"])
+    agent, sid, conn = await _approved(app, gateway, people, tmp_path, client, ["forward"])
     try:
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.create_process(f"forward {sid} 22", encoding=None)

@@ -53,7 +53,7 @@ async def test_forward_opened_before_consent_connects_on_approval(
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, prompter)
     token = people["tech_token"]
     try:
-        session = await request_session(client, token, agent.device_id, ["control"])
+        session = await request_session(client, token, agent.device_id, ["forward"])
         sid = session["id"]
         await asyncio.wait_for(prompter.asked.wait(), 10)  # pushed to the device
         link = gateway.links[agent.device_id]

@@ -2,8 +2,8 @@
 
 Through the technician's sockets (real agent, real gateway, real WebSockets): a forward to a
 port the group does not allow, a forward the device's agent refuses by itself (its policy is
-older than the broker's), a shell on a view-only session. Each ends with the error on the
-socket (JSON frame, close 4403 with the reason), ``session.channel_refused`` sealed, no
+older than the broker's), a forward without the forward right, a shell on a session approved
+only for files. Each ends with the error on the socket (JSON frame, close 4403 with the reason), ``session.channel_refused`` sealed, no
 ``session.forward_opened``, no start (the session stays ``approved``) and no recording; the
 same session then opens what it may. ``supportbroker connect`` prints the refusal, exits 1.
 """
@@ -74,7 +74,7 @@ async def test_forward_to_a_port_the_group_does_not_allow(
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, ScriptedPrompter([True]))
     token = people["tech_token"]
     try:
-        sid = (await request_session(client, token, agent.device_id, ["control"]))["id"]
+        sid = (await request_session(client, token, agent.device_id, ["forward"]))["id"]
         await wait_state(client, token, sid, "approved")
         error, code, reason = await _refusal(await forward_uri(live_url, token, sid, not_allowed))
         assert error["error"] == "policy_denied"
@@ -119,7 +119,7 @@ async def test_forward_the_agent_refuses_by_itself(
             assert row is not None
             row.allowed_ports = [port]  # the agent learns this only when it reconnects
             await db.commit()
-        sid = (await request_session(client, token, agent.device_id, ["control"]))["id"]
+        sid = (await request_session(client, token, agent.device_id, ["forward"]))["id"]
         await wait_state(client, token, sid, "approved")
         error, code, _ = await _refusal(await forward_uri(live_url, token, sid, port))
         assert error["error"] == "policy_denied"
@@ -135,7 +135,7 @@ async def test_forward_the_agent_refuses_by_itself(
         echo.close()
 
 
-async def test_forward_without_remote_control_rights(
+async def test_forward_without_the_forward_right(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
 ) -> None:
     echo, port = await echo_server()
@@ -143,10 +143,11 @@ async def test_forward_without_remote_control_rights(
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, ScriptedPrompter([True]))
     token = people["tech_token"]
     try:
-        sid = (await request_session(client, token, agent.device_id, ["files"]))["id"]
+        caps = ["files", "shell"]  # everything but the forward right
+        sid = (await request_session(client, token, agent.device_id, caps))["id"]
         await wait_state(client, token, sid, "approved")
         error, code, _ = await _refusal(await forward_uri(live_url, token, sid, port))
-        assert "not approved for remote control" in error["detail"]
+        assert "not approved for port forwards" in error["detail"]
         assert code == 4403
         ref = await _nothing_started(app, client, token, sid)
         assert len(await events(app, ref, "session.channel_refused")) == 1
@@ -155,7 +156,7 @@ async def test_forward_without_remote_control_rights(
         echo.close()
 
 
-async def test_shell_on_a_view_only_session(
+async def test_shell_on_a_session_without_the_shell_right(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
 ) -> None:
     agent = await enrolled_agent(
@@ -219,7 +220,7 @@ async def test_cli_forward_prints_the_refusal_and_exits_1(
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, ScriptedPrompter([True]))
     token = people["tech_token"]
     try:
-        sid = (await request_session(client, token, agent.device_id, ["control"]))["id"]
+        sid = (await request_session(client, token, agent.device_id, ["forward"]))["id"]
         await wait_state(client, token, sid, "approved")
         local = _free_port()
         args = argparse.Namespace(

@@ -74,7 +74,7 @@ async def test_waiting_forward_opens_after_a_web_approval(
     agent = await enrolled_agent(app, gateway, tmp_path, group.name, prompter)
     token = people["tech_token"]
     try:
-        created = await request_session(client, token, agent.device_id, ["control"])
+        created = await request_session(client, token, agent.device_id, ["forward"])
         sid = created["id"]
         await asyncio.wait_for(prompter.asked.wait(), 10)
         sent = _hold_grants(gateway, agent.device_id, monkeypatch)

@@ -20,6 +20,7 @@ from broker.providers.base import (
     DeviceRef,
     GroupPolicy,
     Launch,
+    Offer,
     ProviderEvent,
     ProviderHealth,
     RemoteDevice,
@@ -67,6 +68,8 @@ def session_event(provider: str, cid: str, raw: Json) -> ProviderEvent | None:
 
 class AnyDeskProvider:
     name = "anydesk"
+    # The screen and the input; its session log gives us the connections (events only).
+    offers = Offer(frozenset({"view", "control"}))
 
     def __init__(
         self, settings: AnyDeskSettings, transport: httpx.AsyncBaseTransport | None = None

@@ -21,6 +21,7 @@ from broker.providers.base import (
     DeviceRef,
     GroupPolicy,
     Launch,
+    Offer,
     ProviderEvent,
     ProviderHealth,
     RemoteDevice,
@@ -94,6 +95,9 @@ def _node_id(value: str, domain: str) -> str:
 
 class MeshCentralProvider:
     name = "meshcentral"
+    # Desktop, terminal and files through a guest share; MeshCentral's own log gives us the
+    # connections (events), we never see the screen or the terminal's bytes.
+    offers = Offer(frozenset({"view", "control", "shell", "files"}))
 
     def __init__(self, settings: MeshCentralSettings, control: MeshControl | None = None) -> None:
         self.settings = settings
