@@ -29,10 +29,12 @@ from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, RatingIn, R
 from broker.db.session import DbSession
 from broker.errors import BrokerError, PermissionDenied
 from broker.flows import approval
+from broker.providers.offers import END_USER_WORDS
 from broker.ui.common import cross_origin
 
 router = APIRouter(tags=["consent pages"], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(web.__file__).parent / "templates")
+templates.env.globals["capability_words"] = END_USER_WORDS  # one wording for every page
 ANSWER_PREFIX = "answer_"
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from broker.consent.service import ConsentView
-from broker.sessions.schemas import Body, CleanText, non_blank
+from broker.providers.offers import recording_of
+from broker.sessions.schemas import Body, CleanText, RecordingOut, non_blank
 from broker.sessions.states import SessionState
 
 Name = Annotated[CleanText, Field(min_length=1, max_length=200), AfterValidator(non_blank)]
@@ -68,7 +69,11 @@ class ConsentOut(BaseModel):
     reason: str
     capabilities: list[str]
     duration_minutes: int
+    # The truth for this provider and these capabilities: True only when content (the
+    # terminal, the screen) is recorded; ``recording_note`` says it in the end user's words.
     recorded: bool
+    recording: RecordingOut
+    recording_note: str
     unattended: bool
     expires_at: datetime
     valid_until: datetime | None
@@ -85,6 +90,7 @@ class ConsentOut(BaseModel):
     def of(cls, v: ConsentView) -> ConsentOut:
         s, r = v.record.session, v.request
         state = S(s.state)
+        recording = recording_of(s.provider, s.capabilities)
         return cls(
             session_id=s.id,
             state=state,
@@ -100,7 +106,9 @@ class ConsentOut(BaseModel):
             reason=s.reason,
             capabilities=list(s.capabilities),
             duration_minutes=s.duration_minutes,
-            recorded=True,
+            recorded=recording.recorded,
+            recording=RecordingOut.of(recording),
+            recording_note=recording.for_end_user(),
             unattended=s.unattended,
             expires_at=r.expires_at,
             valid_until=s.deadline_at if state in (S.approved, S.active) else None,
