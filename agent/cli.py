@@ -45,7 +45,8 @@ async def _main(args: argparse.Namespace, settings: AgentSettings) -> int:
         print(f"enrolled as device {config.device_id}")
         print(f"broker key pinned: {config.broker_fingerprint}")
         return 0
-    console = TerminalConsole(notify=settings.notify)
+    interactive = {"auto": None, "terminal": True, "web": False}[settings.consent_prompt]
+    console = TerminalConsole(notify=settings.notify, interactive=interactive)
     core_holder: list[AgentCore] = []
 
     async def _end() -> None:

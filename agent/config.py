@@ -49,6 +49,10 @@ class AgentSettings(BaseSettings):
     desktop_port: int | None = Field(default=None, gt=0, lt=65536)
     desktop_password_file: Path | None = None
     desktop_viewonly_password_file: Path | None = None
+    # Who answers consent requests on this device: "terminal" asks on stdin, "web" leaves
+    # every request to the consent page (the agent only says where it waits), "auto" asks
+    # on stdin when it is a terminal (not when run as a service).
+    consent_prompt: Literal["auto", "terminal", "web"] = "auto"
 
     @property
     def config_path(self) -> Path:

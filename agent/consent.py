@@ -4,6 +4,10 @@
 pending the next line answers it; otherwise the line ``end`` ends every running session.
 A desktop notification (``notify-send``) is shown as well when one is available; it only
 informs, the answer comes from the terminal (a notification cannot be trusted as input).
+
+Without a terminal (the agent runs as a service, or stdin closed) nobody here can answer:
+the console says where the request waits instead (the broker's consent page, with the code
+the technician gives) and leaves it there; the agent never denies on its own.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
+
+import structlog
+
+log = structlog.get_logger("agent")
+NO_TERMINAL = "no terminal"
 
 
 @dataclass(frozen=True)
@@ -27,9 +36,11 @@ class ConsentPrompt:
     reason: str
     capabilities: tuple[str, ...]
     duration_minutes: int
+    expires_at: str = ""  # when the broker lets the request expire (ISO 8601, UTC)
+    consent_page: str = ""  # where it can be answered on the web (from the broker's welcome)
 
     @classmethod
-    def from_message(cls, msg: dict[str, Any]) -> ConsentPrompt:
+    def from_message(cls, msg: dict[str, Any], consent_page: str = "") -> ConsentPrompt:
         return cls(
             session_id=str(msg["session_id"]),
             technician=str(msg.get("technician", "?")),
@@ -38,6 +49,22 @@ class ConsentPrompt:
             reason=str(msg.get("reason", "")),
             capabilities=tuple(str(c) for c in msg.get("capabilities", [])),
             duration_minutes=int(msg.get("duration_minutes", 0)),
+            expires_at=str(msg.get("expires_at") or ""),
+            consent_page=consent_page,
+        )
+
+    @property
+    def who(self) -> str:
+        return f"{self.technician} for {self.ticket}"
+
+    def waiting_on_the_web(self) -> str:
+        """Where the request waits when nobody can answer it here."""
+        where = self.consent_page or "the broker's consent page (/consent)"
+        until = f" until {self.expires_at}" if self.expires_at else ""
+        return (
+            f"remote support request from {self.who} ({self.reason}): no terminal here to "
+            f"answer it, so it waits on the web{until}: open {where} and enter the code the "
+            "technician gives you. This agent does not answer it by itself."
         )
 
     def render(self) -> str:
@@ -55,8 +82,10 @@ class ConsentPrompt:
 class Prompter(Protocol):
     """How the agent talks to the person at the device."""
 
-    async def ask(self, prompt: ConsentPrompt, wait_seconds: float) -> tuple[bool, str]:
-        """(approved, why): why is "user", "timeout" or "declined"."""
+    async def ask(self, prompt: ConsentPrompt, wait_seconds: float) -> tuple[bool | None, str]:
+        """(approved, why): why is "user", "timeout" or "declined". ``approved`` is None
+        when nobody here can answer ("no terminal"): the request is left to the web.
+        Cancelled when the request is settled elsewhere first."""
 
     def notice(self, text: str) -> None:
         """Show something the user must see (session running, unattended, ended)."""
@@ -90,13 +119,26 @@ class TerminalConsole:
         out: TextIO = sys.stdout,
         inp: TextIO | None = None,
         notify: bool = True,
+        interactive: bool | None = None,
     ) -> None:
         self.on_end = on_end
         self.out = out
         self.inp = inp  # None: sys.stdin, looked up when reading (tests swap it)
         self.notify = notify
-        self._pending: asyncio.Future[str] | None = None
+        # None: a person can answer if stdin is a terminal (not so under a service manager).
+        self._interactive = interactive
+        self._closed = False  # stdin reached its end: nobody can answer any more
+        self._pending: asyncio.Future[str | None] | None = None
         self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def interactive(self) -> bool:
+        if self._closed:
+            return False
+        if self._interactive is None:
+            stream = self.inp or sys.stdin
+            self._interactive = bool(stream is not None and stream.isatty())
+        return self._interactive
 
     def start(self) -> None:
         if self._reader is None:
@@ -106,14 +148,22 @@ class TerminalConsole:
         while True:
             line = await asyncio.to_thread((self.inp or sys.stdin).readline)
             if not line:
-                return  # stdin closed: prompts will time out, which counts as a denial
+                # stdin closed: nobody can answer here; a prompt up now goes to the web.
+                self._closed = True
+                if self._pending is not None and not self._pending.done():
+                    self._pending.set_result(None)
+                return
             text = line.strip().lower()
             if self._pending is not None and not self._pending.done():
                 self._pending.set_result(text)
             elif text in {"end", "e", "q"} and self.on_end is not None:
                 await self.on_end()
 
-    async def ask(self, prompt: ConsentPrompt, wait_seconds: float) -> tuple[bool, str]:
+    async def ask(self, prompt: ConsentPrompt, wait_seconds: float) -> tuple[bool | None, str]:
+        """The typed answer; what became of it is said once the broker has taken it (the
+        request may have been settled on the web meanwhile)."""
+        if not self.interactive:
+            return self._left_to_web(prompt)
         self.start()
         if self.notify:
             desktop_notify(
@@ -126,14 +176,26 @@ class TerminalConsole:
         try:
             answer = await asyncio.wait_for(self._pending, wait_seconds)
         except TimeoutError:
-            self.notice("no answer in time: request denied")
             return False, "timeout"
         finally:
             self._pending = None
+        if answer is None:
+            self.out.write("\n")
+            return self._left_to_web(prompt)
         if answer in {"y", "yes"}:
-            self.notice("approved; type 'end' and Enter to end the session at any time")
             return True, "user"
         return False, "declined"
+
+    def _left_to_web(self, prompt: ConsentPrompt) -> tuple[None, str]:
+        log.info(
+            "agent.consent_waiting_on_web",
+            session_id=prompt.session_id,
+            ticket=prompt.ticket,
+            consent_page=prompt.consent_page,
+            expires_at=prompt.expires_at,
+        )
+        self.notice(prompt.waiting_on_the_web())
+        return None, NO_TERMINAL
 
     def notice(self, text: str) -> None:
         self.out.write(f"[supportbroker] {text}\n")

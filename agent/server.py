@@ -20,7 +20,6 @@ import json
 import platform
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncssh
@@ -28,11 +27,12 @@ from asyncssh.channel import SSHChannel
 from asyncssh.sftp import MIN_SFTP_VERSION
 
 from agent import __version__
+from agent.asking import Asking
 from agent.channels import ConfinedSFTPServer, run_forward, run_shell
-from agent.consent import ConsentPrompt, Prompter
+from agent.consent import Prompter
 from agent.desktop import DESKTOP_CAPS, DesktopConfig, Desktops, run_desktop, unavailable_rights
 from agent.errors import CapabilityDeniedError, ConnectionLostError, EnrollmentError
-from agent.identity import digest, fingerprint, sign_receipt
+from agent.identity import fingerprint
 from agent.state import FORWARD_CAPS, Grant, Grants, Policy
 
 CONTROL = "supportbroker-control"
@@ -67,6 +67,9 @@ class AgentCore:
         self.welcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._control: asyncssh.SSHWriter[bytes] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.asking = Asking(
+            key, prompter, self.grants, self.send, grant=self._grant, timeout=consent_timeout
+        )
 
     # -- connection plumbing -------------------------------------------------------------
 
@@ -78,6 +81,7 @@ class AgentCore:
         self._control = None
         for grant in self.grants.active():
             self.grants.drop(grant.session_id)
+        self.asking.lost()
         # Each connection gets its own welcome; one still awaited fails now rather than
         # leaving ``run`` waiting out its time-out on a dead connection.
         old, self.welcome = self.welcome, asyncio.get_running_loop().create_future()
@@ -197,56 +201,22 @@ class AgentCore:
         if kind == "welcome":
             self.grants.policy = Policy.from_message(msg.get("policy", {}))
             self.device_id = str(msg.get("device_id"))
+            self.asking.consent_page = str(msg.get("consent_page") or "")
             if not self.welcome.done():
                 self.welcome.set_result(msg)
         elif kind == "refused":
             if not self.welcome.done():
                 self.welcome.set_exception(EnrollmentError(str(msg.get("detail"))))
         elif kind == "consent_request":
-            await self._consent(msg)
+            await self.asking.request(msg)
+        elif kind == "consent_result":
+            self.asking.result(msg)
+        elif kind == "consent_closed":
+            self.asking.closed(msg)
         elif kind in {"unattended", "approved_remotely"}:
             self._granted_elsewhere(msg, unattended=kind == "unattended")
         elif kind == "session_ended" and self.grants.drop(str(msg.get("session_id"))):
             self.prompter.notice(f"session ended: {msg.get('reason', '')}")
-
-    async def _consent(self, msg: dict[str, Any]) -> None:
-        prompt = ConsentPrompt.from_message(msg)
-        try:
-            # The prompter is given the deadline, but the agent enforces it itself: a prompt
-            # that hangs (a stuck notification, a blocked terminal) still ends as a denial.
-            approved, why = await asyncio.wait_for(
-                self.prompter.ask(prompt, self.consent_timeout), self.consent_timeout + 0.5
-            )
-        except TimeoutError:
-            approved, why = False, "timeout"
-            self.prompter.notice("no answer in time: request denied")
-        receipt = {
-            "v": 1,
-            "session_id": prompt.session_id,
-            "decision": "approve" if approved else "deny",
-            "why": why,
-            "request_digest": digest(msg),
-            "capabilities": list(prompt.capabilities),
-            "duration_minutes": prompt.duration_minutes,
-            "device_fingerprint": fingerprint(self.key),
-            "decided_by": getpass.getuser(),
-            "decided_at": datetime.now(UTC).isoformat(),
-        }
-        if approved:
-            self._grant(
-                Grant(
-                    prompt.session_id,
-                    frozenset(prompt.capabilities),
-                    time.monotonic() + prompt.duration_minutes * 60,
-                )
-            )
-        self.send(
-            {
-                "type": "consent_decision",
-                "receipt": receipt,
-                "signature": sign_receipt(self.key, receipt),
-            }
-        )
 
     def _grant(self, grant: Grant) -> None:
         """Hold ``grant``; a desktop right starts the session's desktop server now (the
@@ -262,16 +232,24 @@ class AgentCore:
         if unattended and not self.grants.policy.unattended_allowed:
             self.send({"type": "unattended_refused", "session_id": session_id})
             return
+        prompt = self.asking.approved_elsewhere(msg)  # its prompt, if one is up, closes
         caps = frozenset(str(c) for c in msg.get("capabilities", []))
         minutes = int(msg.get("duration_minutes", 0))
         self._grant(Grant(session_id, caps, time.monotonic() + minutes * 60, unattended))
         # The broker opens channels for this session only after this acknowledgement: a
         # channel racing ahead of the grant would be refused.
         self.send({"type": "granted", "session_id": session_id})
-        how = "UNATTENDED" if unattended else "approved (consent link)"
+        who = f"{msg.get('technician', '?')} for {msg.get('ticket', '?')}"
+        if unattended:
+            self.prompter.notice(
+                f"UNATTENDED remote session by {who} is running (type 'end' to stop it)"
+            )
+            return
+        outcome = msg.get("outcome") or "approved elsewhere"
+        asked = "the request you were asked about" if prompt is not None else "the request"
         self.prompter.notice(
-            f"{how} remote session by {msg.get('technician', '?')} for "
-            f"{msg.get('ticket', '?')} is running (type 'end' to stop it)"
+            f"{asked} from {who} was {outcome} (consent link); the session may run now "
+            "(type 'end' to stop it)"
         )
 
 

@@ -2,9 +2,12 @@
 
 Agents → broker: hello, consent_decision (signed receipt), granted / unattended_refused (the
 answer to a grant from elsewhere), end_session, file_transfer.
-Broker → agents: welcome/refused, consent_request, unattended, approved_remotely,
-session_ended. The poller reads session state from the database, so a decision taken by any
-replica or by the web consent page reaches the agent that holds the device.
+Broker → agents: welcome/refused, consent_request, consent_result (whether the device's own
+answer was taken, and if not how the request was settled), unattended, approved_remotely
+(with who approved), consent_closed (a request the device shows was denied, expired or
+withdrawn elsewhere), session_ended (with why). The poller reads session state from the
+database, so a decision taken by any replica or by the web consent page reaches the agent
+that holds the device, and its prompt closes saying what happened.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from broker.errors import BrokerError
 from broker.flows import approval
 from broker.gateway import access, receipts, service
 from broker.gateway.link import CONTROL, HELLO_TIMEOUT, AgentLink, Hub
-from broker.gateway.repository import open_sessions
+from broker.gateway.repository import Outcome, open_sessions, outcomes
 from broker.sessions import service as sessions
 from broker.sessions.states import SessionState
 
@@ -84,6 +87,9 @@ async def handle_link(link: AgentLink) -> None:
             "device_id": device.id,
             "device_name": device.name,
             "policy": service.policy_of(group),
+            # Where a request can be answered without the agent's terminal (the code page):
+            # an agent run as a service says so instead of answering by itself.
+            "consent_page": f"{link.gateway.settings.base_url}/consent",
         }
     )
     link.ready.set()
@@ -159,14 +165,26 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
         if approving:  # before the commit, so the poller never mistakes it for a web approval
             link.tracked.add(session_id)
             link.confirm(session_id)  # the agent granted it before it signed the approval
+        link.prompted.discard(session_id)  # answered: the result below tells the agent
         try:
             # The technician's sockets go on as soon as the approval commits.
             await in_tx(link, apply, committed=lambda: access.deliver(claims))
-        except BaseException as exc:
+        except BrokerError as exc:
             access.release(waiter for waiter, _ in claims)
-            if isinstance(exc, BrokerError):
-                link.tracked.discard(session_id)
+            link.tracked.discard(session_id)
+            await _answer_refused(link, session_id, exc)
+            return
+        except BaseException:
+            access.release(waiter for waiter, _ in claims)
             raise
+        link.send(
+            {
+                "type": "consent_result",
+                "session_id": session_id,
+                "accepted": True,
+                "state": "approved" if approving else "denied",
+            }
+        )
     elif kind == "end_session":
         session_id, who = str(msg.get("session_id")), str(msg.get("by", "end user"))[:100]
 
@@ -191,6 +209,56 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
         await in_tx(link, transfer)
     else:
         log.info("gateway.agent_message_ignored", device_id=device_id, kind=str(kind)[:40])
+
+
+async def _answer_refused(link: AgentLink, session_id: str, exc: BrokerError) -> None:
+    """The device's answer was not taken (mostly: the request was settled elsewhere first).
+    The agent is told how it was settled, so it never reports its own answer as what
+    happened."""
+    log.warning(
+        "gateway.consent_answer_refused",
+        device_id=link.device_id,
+        session_id=session_id,
+        error=exc.code,
+        detail=exc.detail,
+    )
+    async with link.gateway.maker() as db:
+        found = (await outcomes(db, [session_id])).get(session_id)
+    msg: dict[str, Any] = {
+        "type": "consent_result",
+        "session_id": session_id,
+        "accepted": False,
+        "detail": exc.detail,
+    }
+    if found is not None:
+        msg.update(state=found.state, outcome=describe(found))
+    link.send(msg)
+
+
+def describe(outcome: Outcome) -> str:
+    """How a request was settled, in the words the agent shows the person at the device."""
+    state, reason, by = S(outcome.state), outcome.end_reason, outcome.ended_by
+    web = outcome.web_decision is not None
+    if state in (S.approved, S.active, S.ended):
+        who = outcome.web_decided_by if web else None
+        return f"approved on the web by {who}" if who else "approved elsewhere"
+    if state is S.denied:
+        return f"denied on the web by {outcome.web_decided_by}" if web else f"denied by {by}"
+    if state is S.expired:
+        return "expired: nobody answered in time"
+    if state is S.revoked:
+        return f"withdrawn ({reason})" if reason else "withdrawn"
+    if state is S.failed:
+        return f"stopped ({reason})" if reason else "stopped"
+    return f"{state}"
+
+
+def _ended(outcome: Outcome | None) -> str:
+    """Why a running session ended, for the device and the technician's terminal."""
+    if outcome is None or not outcome.end_reason:
+        return "ended in the broker"
+    by = f" — by {outcome.ended_by}" if outcome.ended_by else ""
+    return f"{outcome.end_reason}{by}"
 
 
 async def _close_session(link: AgentLink, session_id: str, reason: str) -> None:
@@ -237,18 +305,30 @@ class Poller:
                 open_by_device.setdefault(device_id, set()).add(session_id)
                 link = links[device_id]
                 await self._push(db, link, session_id, S(state), unattended)
+            gone = {
+                device_id: (link.tracked | link.prompted) - open_by_device.get(device_id, set())
+                for device_id, link in links.items()
+            }
+            settled = await outcomes(db, set().union(*gone.values()))
             await db.rollback()
         for device_id, link in links.items():
             link.watch(busy=device_id in open_by_device)
-            for session_id in link.tracked - open_by_device.get(device_id, set()):
-                link.send(
-                    {
-                        "type": "session_ended",
-                        "session_id": session_id,
-                        "reason": "ended in the broker",
-                    }
-                )
-                await _close_session(link, session_id, "ended in the broker")
+            for session_id in gone[device_id]:
+                found = settled.get(session_id)
+                if session_id in link.prompted:  # its prompt is still up: close it
+                    link.prompted.discard(session_id)
+                    link.send(
+                        {
+                            "type": "consent_closed",
+                            "session_id": session_id,
+                            "state": found.state if found else "unknown",
+                            "outcome": describe(found) if found else "withdrawn",
+                        }
+                    )
+                if session_id in link.tracked:
+                    why = _ended(found)
+                    link.send({"type": "session_ended", "session_id": session_id, "reason": why})
+                    await _close_session(link, session_id, why)
 
     async def _push(
         self, db: AsyncSession, link: AgentLink, session_id: str, state: S, unattended: bool
@@ -258,10 +338,12 @@ class Poller:
         if state is S.awaiting_consent:
             record, _ = await sessions.load(db, session_id)
             link.send(receipts.consent_request(record))
+            link.prompted.add(session_id)
         elif session_id not in link.tracked:
             record, _ = await sessions.load(db, session_id)
             s = record.session
             kind = "unattended" if unattended else "approved_remotely"
+            found = (await outcomes(db, [session_id])).get(session_id)
             link.send(
                 {
                     "type": kind,
@@ -270,7 +352,9 @@ class Poller:
                     "technician": record.technician.display_name,
                     "ticket": record.ticket.ref,
                     "duration_minutes": s.duration_minutes,
+                    "outcome": describe(found) if found else "approved elsewhere",
                 }
             )
             link.tracked.add(session_id)
+            link.prompted.discard(session_id)  # the agent's prompt closes on this message
         link.pushed.add((session_id, state))

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import asyncssh
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.config import Settings
 from broker.errors import PolicyDenied, ProviderError
 from broker.gateway import keys
 from broker.gateway.access import Waiting
@@ -36,6 +37,7 @@ class Hub(Protocol):
     """What links and their control channels use of the gateway that accepted them."""
 
     maker: async_sessionmaker[AsyncSession]
+    settings: Settings
     node: str
     links: dict[str, AgentLink]
     presence: Presence
@@ -60,6 +62,9 @@ class AgentLink:
         self.record_input = False
         self.writer: asyncssh.SSHWriter[bytes] | None = None
         self.tracked: set[str] = set()  # sessions the agent holds a grant for
+        # Sessions whose consent request the agent is showing and has not answered: when
+        # they are settled elsewhere (the web, the time-out) the agent is told, once.
+        self.prompted: set[str] = set()
         self.pushed: set[tuple[str, str]] = set()  # (session, state) already told to the agent
         self.relays: dict[str, ShellRelay] = {}
         self.desktops = DesktopViewers()  # every viewer's own screen connection

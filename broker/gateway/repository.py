@@ -1,13 +1,15 @@
-"""SQL for enrollment tokens and agent keys."""
+"""SQL for enrollment tokens and agent keys, and what the gateway reads about sessions."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.consent.models import ConsentRequest
 from broker.db.repository import Repository
 from broker.gateway.models import AgentEnrollmentToken, AgentKey
 from broker.sessions.models import RemoteSession
@@ -62,3 +64,33 @@ async def open_sessions(
     ).where(RemoteSession.provider == PROVIDER, RemoteSession.state.in_(OPEN))
     rows = (await db.execute(stmt)).all()
     return [tuple(row) for row in rows if row[1] in device_ids]  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a session's request was settled, as far as the device needs to know it."""
+
+    state: str
+    end_reason: str | None
+    ended_by: str | None
+    web_decision: str | None  # approve | deny when decided on the consent page
+    web_decided_by: str | None
+
+
+async def outcomes(db: AsyncSession, session_ids: Collection[str]) -> dict[str, Outcome]:
+    """The state of each session and who settled it (the web decision, if there was one)."""
+    if not session_ids:
+        return {}
+    stmt = (
+        select(
+            RemoteSession.id,
+            RemoteSession.state,
+            RemoteSession.end_reason,
+            RemoteSession.ended_by,
+            ConsentRequest.decision,
+            ConsentRequest.decided_by,
+        )
+        .outerjoin(ConsentRequest, ConsentRequest.session_id == RemoteSession.id)
+        .where(RemoteSession.id.in_(list(session_ids)))
+    )
+    return {row[0]: Outcome(*row[1:]) for row in (await db.execute(stmt)).all()}

@@ -31,12 +31,19 @@ class Prompter:
         self.answers = list(answers or [])
         self.prompts: list[ConsentPrompt] = []
         self.notices: list[str] = []
+        self.closed: list[str] = []  # sessions whose prompt was taken down before an answer
+        self.asked = asyncio.Event()
 
     async def ask(self, prompt: ConsentPrompt, wait_seconds: float) -> tuple[bool, str]:
         self.prompts.append(prompt)
+        self.asked.set()
         answer = self.answers.pop(0) if self.answers else None
         if answer is None:
-            await asyncio.sleep(wait_seconds + 5)  # longer than the agent's own timeout
+            try:
+                await asyncio.sleep(wait_seconds + 5)  # longer than the agent's own timeout
+            except asyncio.CancelledError:
+                self.closed.append(prompt.session_id)
+                raise
             return False, "never"
         return answer, "user" if answer else "declined"
 
@@ -114,14 +121,14 @@ class FakeBroker:
         )
         self.port = self._acceptor.get_port()
 
-    async def link(self, policy: dict[str, Any], timeout: float = 10.0) -> Link:
-        """The next agent that connects, welcomed with ``policy``."""
+    async def link(self, policy: dict[str, Any], timeout: float = 10.0, **welcome: Any) -> Link:
+        """The next agent that connects, welcomed with ``policy`` (and ``welcome``'s fields)."""
         async with asyncio.timeout(timeout):
             conn = await self.conns.get()
             writer, reader, _ = await conn.open_session(subsystem=CONTROL, encoding=None)
             hello = json.loads(await reader.readline())
         link = Link(conn, writer, reader, hello)
-        link.send({"type": "welcome", "device_id": "dev-1", "policy": policy})
+        link.send({"type": "welcome", "device_id": "dev-1", "policy": policy, **welcome})
         task = asyncio.create_task(link.pump())
         self._tasks.add(task)
         return link

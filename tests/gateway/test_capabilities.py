@@ -1,7 +1,8 @@
 """The agent itself refuses what the local user did not approve (the broker is not trusted
-for that): a shell on a session approved only for files, a port the group does not allow, SFTP outside the
-allowed directories. Channels are opened straight from the gateway's SSH link, past the
-broker's own checks; the agent's refusal fails the request at the SSH level (nothing opens)."""
+for that): a shell on a session approved only for files, a port the group does not allow,
+SFTP outside the allowed directories. Channels are opened straight from the gateway's SSH
+link, past the broker's own checks; the agent's refusal fails the request at the SSH level
+(nothing opens)."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ async def _spawn(settings: Any) -> asyncio.subprocess.Process:
         os.environ,
         SUPPORTBROKER_AGENT_CONFIG_DIR=str(settings.config_dir),
         SUPPORTBROKER_AGENT_NOTIFY="false",
+        SUPPORTBROKER_AGENT_CONSENT_PROMPT="terminal",  # the test answers on the pipe
         SUPPORTBROKER_AGENT_BACKOFF_INITIAL="0.1",
         SUPPORTBROKER_AGENT_BACKOFF_MAX="0.5",
     )

@@ -3,9 +3,10 @@
 Through the technician's sockets (real agent, real gateway, real WebSockets): a forward to a
 port the group does not allow, a forward the device's agent refuses by itself (its policy is
 older than the broker's), a forward without the forward right, a shell on a session approved
-only for files. Each ends with the error on the socket (JSON frame, close 4403 with the reason), ``session.channel_refused`` sealed, no
-``session.forward_opened``, no start (the session stays ``approved``) and no recording; the
-same session then opens what it may. ``supportbroker connect`` prints the refusal, exits 1.
+only for files. Each ends with the error on the socket (JSON frame, close 4403 with the
+reason), ``session.channel_refused`` sealed, no ``session.forward_opened``, no start (the
+session stays ``approved``) and no recording; the same session then opens what it may.
+``supportbroker connect`` prints the refusal, exits 1.
 """
 
 from __future__ import annotations

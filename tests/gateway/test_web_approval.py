@@ -87,7 +87,7 @@ async def test_waiting_forward_opens_after_a_web_approval(
             assert await asyncio.wait_for(ws.recv(), 10) == b"early"
             assert await session_state(client, token, sid) == "active"
         assert "approved_remotely" in sent
-        assert any("approved (consent link)" in n for n in prompter.notices)
+        assert any("approved on the web by" in n for n in prompter.notices)
         assert not any("refused" in n for n in prompter.notices)
         ref = await ticket_ref(app, sid)
         (opened,) = await wait_events(app, ref, "session.forward_opened")
