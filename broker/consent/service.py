@@ -40,6 +40,7 @@ from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.logging import bind_ids
 from broker.metrics import CONSENT_DECISIONS
+from broker.providers.offers import recording_of
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import SessionState
 
@@ -292,6 +293,7 @@ def receipt(
     """Who decided, from where, what exactly, and until when: the consent's evidence. It is
     sealed before the approval it causes, so ``valid_until`` is the approval's end to be."""
     s = record.session
+    recording = recording_of(s.provider, s.capabilities)
     return {
         "consent_request_id": request.id,
         "session_id": s.id,
@@ -308,6 +310,7 @@ def receipt(
         "capabilities": list(s.capabilities),
         "duration_minutes": s.duration_minutes,
         "unattended": s.unattended,
-        "recorded": True,
+        "recorded": recording.recorded,  # what the end user was told, per provider
+        "recording": {"content": recording.content, "events_only": recording.events_only},
         "valid_until": valid_until.isoformat() if valid_until else None,
     }
