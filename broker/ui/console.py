@@ -35,6 +35,7 @@ from broker.devices import service as devices
 from broker.devices.repository import DeviceFilter
 from broker.errors import BrokerError
 from broker.flows import approval
+from broker.providers import offers
 from broker.providers import service as providers
 from broker.sessions import gate
 from broker.sessions import invitations as invites
@@ -57,12 +58,7 @@ from broker.ui.common import (
 router = APIRouter(include_in_schema=False)
 CODE_COOKIE = "sb_code"
 DURATIONS = (15, 30, 60, 120, 240, 480)
-CAPABILITY_WORDS = {
-    "view": "See the screen",
-    "control": "Use mouse and keyboard",
-    "shell": "Run commands (terminal)",
-    "files": "Transfer files",
-}
+CAPABILITY_WORDS = offers.TECHNICIAN_WORDS
 Ref = Annotated[str, Query(max_length=100)]
 
 
@@ -120,6 +116,9 @@ async def _form_context(db: DbSession, who: Principal, **values: Any) -> dict[st
     defaults = {"system": "", "ticket": "", "subject": "", "device_id": "", "reason": ""}
     defaults.update({k: v for k, v in values.items() if v is not None})
     return {
+        # Per provider of the listed devices: what it gives and records (the form shows a
+        # device's rights only; the request is refused for any other).
+        "offers": {p: offers.for_form(p) for p in sorted({d.provider for d in found})},
         "title": "New remote session",
         "devices": found,
         "groups": groups,
@@ -127,7 +126,8 @@ async def _form_context(db: DbSession, who: Principal, **values: Any) -> dict[st
         "capabilities": CAPABILITY_WORDS,
         "durations": DURATIONS,
         "form": defaults,
-        "chosen": values.get("chosen") or ["view", "control"],
+        # Nothing pre-ticked: the technician asks for exactly the rights the work needs.
+        "chosen": values.get("chosen") or [],
         "duration": values.get("duration") or 30,
     }
 
@@ -299,6 +299,7 @@ async def _session_context(
         "screen": bool({"view", "control"} & set(s.capabilities)),
         "forwards": forwards if s.provider == "agent" else [],
         "capability_words": CAPABILITY_WORDS,
+        "recording": offers.recording_of(s.provider, s.capabilities),
         "remaining": (s.deadline_at - utcnow()) if s.deadline_at else timedelta(0),
     }
 

@@ -29,7 +29,7 @@ async def _running_agent_session(app: Any, client: httpx.AsyncClient) -> dict[st
     await make_group(app, [outsider])
     device = await make_device(app, group, provider="agent", name="erika-pc")
     desk = DeskRecord(tech, await make_token(app, tech), group, device)
-    created = await open_session(client, desk, capabilities=["view", "shell"])
+    created = await open_session(client, desk, capabilities=["files", "shell"])
     token = consent_token(created)
     decided = await client.post(
         f"/consent/{token}/decide", data={"decision": "approve", "name": "Erika"}

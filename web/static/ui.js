@@ -28,3 +28,29 @@ document.addEventListener("htmx:afterSwap", (event) => {
   const status = document.querySelector("[data-live-key] [data-announce]");
   if (announce && status) announce.textContent = status.textContent.trim();
 });
+
+// The request form offers only the rights the chosen device's tool can give, and says what
+// of each is recorded. The broker refuses any other right anyway (422); this only guides.
+function showOfferedCapabilities() {
+  const device = document.getElementById("device_id");
+  const box = document.getElementById("capabilities");
+  if (!device || !box) return;
+  const option = device.options[device.selectedIndex];
+  const provider = option && option.dataset.provider;
+  for (const label of box.querySelectorAll("[data-capability]")) {
+    const offered = !provider || label.dataset.providers.split(" ").includes(provider);
+    const input = label.querySelector("input");
+    label.hidden = !offered;
+    input.disabled = !offered;
+    if (!offered) input.checked = false;
+    const note = label.querySelector(".capability-recorded");
+    if (note) {
+      const recorded = provider && label.dataset.recordedBy.split(" ").includes(provider);
+      note.textContent = provider ? (recorded ? "(recorded)" : "(events only, not recorded)") : "";
+    }
+  }
+}
+document.addEventListener("change", (event) => {
+  if (event.target && event.target.id === "device_id") showOfferedCapabilities();
+});
+document.addEventListener("DOMContentLoaded", showOfferedCapabilities);
