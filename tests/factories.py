@@ -19,6 +19,9 @@ from broker.auth.secrets import new_token, token_hash
 from broker.auth.service import create_user
 from broker.devices.models import Device, DeviceGroup, GroupMember
 
+# Each test user's password, by user id: page tests log in through the login form with it.
+PASSWORDS: dict[str, str] = {}
+
 
 async def make_user(
     app: Any, role: str = "technician", username: str | None = None, password: str | None = None
@@ -30,6 +33,7 @@ async def make_user(
             db, username=username, display_name=username.title(), role=role, password=password
         )
         await db.commit()
+    PASSWORDS[user.id] = password
     return user, password
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from broker.auth.deps import require
+from broker.auth.deps import OptionalPrincipal
 from broker.auth.permissions import Scope
-from broker.auth.principal import Principal
+from broker.db.session import DbSession
 from broker.errors import NotFound
+from broker.ui.common import admit
 from web import STATIC_DIR, TEMPLATES_DIR
 
 pages_router = APIRouter(include_in_schema=False)
@@ -47,13 +48,23 @@ def _novnc_file(path: str) -> Path | None:
     return target if target.is_relative_to(NOVNC.resolve()) else None
 
 
-@pages_router.get("/terminal/{session_id}", response_class=HTMLResponse)
+@pages_router.get("/terminal/{session_id}", response_model=None)
 async def terminal_page(
+    request: Request,
     session_id: str,
-    _: Annotated[Principal, Depends(require(Scope.sessions_read))],
+    principal: OptionalPrincipal,
+    db: DbSession,
     mode: Annotated[str, Query(pattern="^(control|join|watch)$")] = "control",
-) -> str:
-    return _env.get_template("terminal/session.html").render(session_id=session_id, mode=mode)
+) -> Response:
+    """The page a logged-in browser opens; anyone else is sent to the login first. It carries
+    the CSRF token of the login, which the script sends when it asks for a terminal ticket."""
+    who = await admit(request, db, principal, lambda p: p.has(Scope.sessions_read))
+    if not isinstance(who, Response):
+        html = _env.get_template("terminal/session.html").render(
+            session_id=session_id, mode=mode, csrf_token=who.csrf_token or ""
+        )
+        return HTMLResponse(html)
+    return who
 
 
 @pages_router.get("/desktop/{session_id}", response_class=HTMLResponse)

@@ -28,6 +28,7 @@ from broker.gateway import access, replay, service
 from broker.gateway.link import AgentLink
 from broker.gateway.relay import ShellRelay, Viewer, open_forward, open_shell
 from broker.gateway.server import Gateway
+from broker.providers.offers import recording_of
 from broker.sessions.repository import SessionRecord
 
 router = APIRouter(tags=["agent"])
@@ -85,14 +86,21 @@ async def terminal_ticket(
     principal: Annotated[Principal, Depends(require(Scope.sessions_read))],
 ) -> dict[str, Any]:
     # A technician may open the terminal before the user answers: the socket waits.
-    await access.authorize(db, principal, session_id, body.mode, pending=True)
+    record = await access.authorize(db, principal, session_id, body.mode, pending=True)
     ticket = _gateway(request).tickets.issue(principal, session_id, body.mode)
+    s = record.session
     return {
         "ticket": ticket,
         "expires_in": access.TICKET_SECONDS,
         "terminal": "/api/v1/gateway/terminal",
         "forward": "/api/v1/gateway/forward",
         "desktop": "/api/v1/gateway/desktop",
+        # What the banner says ("connected to pc-042 for HD-4711 — recorded").
+        "session": {
+            "device": record.device.name,
+            "ticket": record.ticket.external_id,
+            "recorded": "shell" in recording_of(s.provider, s.capabilities).content,
+        },
     }
 
 
@@ -232,7 +240,9 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     async def downstream() -> None:
         while (data := await viewer.queue.get()) is not None:
             await ws.send_bytes(data)
-        await ws.close(code=1000)
+        # Why the shell ended ("revoked by the end user", "shell exited"), for the banner.
+        reason = relay.reason.encode()[:120].decode(errors="ignore")
+        await ws.close(code=1000, reason=reason)
 
     down = asyncio.create_task(downstream())
     try:

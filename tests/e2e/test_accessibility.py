@@ -18,9 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.auth.deps import SESSION_COOKIE
-from broker.auth.service import start_web_session
-from tests.factories import consent_token, make_desk, make_user, open_session
+from tests.browser_login import Logins
+from tests.factories import (
+    Desk,
+    consent_token,
+    make_device,
+    make_group,
+    make_token,
+    make_user,
+    open_session,
+)
 
 TAB_STOPS = 25
 
@@ -95,13 +102,19 @@ FOCUS_JS = """
 
 
 async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
-    desk = await make_desk(app, questions=[{"id": "os", "label": "Which operating system?"}])
-    admin, _ = await make_user(app, "admin")
-    auditor, _ = await make_user(app, "auditor")
+    tech, tech_password = await make_user(app, "technician")
+    group = await make_group(app, [tech], questions=[{"id": "os", "label": "Which OS?"}])
+    desk = Desk(tech, await make_token(app, tech), group, await make_device(app, group))
+    admin, admin_password = await make_user(app, "admin")
+    auditor, auditor_password = await make_user(app, "auditor")
     created = await open_session(client, desk)
     sid, gid = created["id"], desk.group.id
     return {
-        "users": {"technician": desk.tech, "admin": admin, "auditor": auditor},
+        "users": {
+            "technician": (tech.username, tech_password),
+            "admin": (admin.username, admin_password),
+            "auditor": (auditor.username, auditor_password),
+        },
         "pages": {
             None: ["/ui/login", "/consent", f"/consent/{consent_token(created)}"],
             "technician": [
@@ -151,20 +164,26 @@ async def test_every_page_has_labels_contrast_and_keyboard_focus(
     if db_url.startswith("postgresql"):
         pytest.skip("page markup does not depend on the database; audited once, on SQLite")
     world = await _world(app, client)
+    logins = Logins(chromium, live_url)
     problems: list[str] = []
-    for role, paths in world["pages"].items():
-        context = await chromium.new_context(viewport={"width": 1100, "height": 800})
-        if role is not None:
-            async with app.state.sessionmaker() as db:
-                secret, _ = await start_web_session(db, world["users"][role], "127.0.0.1")
-                await db.commit()
-            await context.add_cookies([{"name": SESSION_COOKIE, "value": secret, "url": live_url}])
-        page = await context.new_page()
-        for path in paths:
-            response = await page.goto(live_url + path)
-            assert response is not None
-            assert response.status == 200, (role, path, response.status)
-            problems += [f"{path}: {p}" for p in await page.evaluate(AUDIT_JS)]
-            problems += await _keyboard(page, path)
-        await context.close()
+    try:
+        for role, paths in world["pages"].items():
+            # Each role logs in once, through the form; the visitor's context has no login.
+            context = (
+                await logins.anonymous()
+                if role is None
+                else await logins.context(*world["users"][role])
+            )
+            page = await context.new_page()
+            for path in paths:
+                response = await page.goto(live_url + path)
+                assert response is not None
+                assert response.status == 200, (role, path, response.status)
+                problems += [f"{path}: {p}" for p in await page.evaluate(AUDIT_JS)]
+                problems += await _keyboard(page, path)
+            await page.close()
+            if role is None:
+                await context.close()
+    finally:
+        await logins.close()
     assert problems == [], "\n".join(problems)

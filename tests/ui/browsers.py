@@ -1,4 +1,5 @@
-"""Cookie-authenticated HTTP clients for the page tests (as a browser is), one per role."""
+"""HTTP clients for the page tests that log in through the login form (as a browser does),
+one per user; they then carry the cookie and CSRF token the broker itself handed out."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from broker.auth.deps import SESSION_COOKIE
 from broker.auth.models import User
-from broker.auth.service import start_web_session
+from tests.browser_login import form_login
+from tests.factories import PASSWORDS
 
 IP = "198.51.100.10"
 
@@ -34,18 +35,18 @@ class Browser:
         return await self.client.post(path, data=form, **kw)
 
 
-def client_for(app: Any, cookies: dict[str, str] | None = None) -> httpx.AsyncClient:
+def client_for(app: Any, forged: dict[str, str] | None = None) -> httpx.AsyncClient:
+    """A browser-like client; ``forged`` cookies only for tests of what the broker refuses."""
     transport = httpx.ASGITransport(app=app, client=(IP, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://broker.test", cookies=cookies)
+    return httpx.AsyncClient(transport=transport, base_url="http://broker.test", cookies=forged)
 
 
 async def browser(app: Any, user: User | None) -> Browser:
+    """A client logged in as ``user`` (made by ``tests.factories.make_user``) through the form."""
+    client = client_for(app)
     if user is None:
-        return Browser(client_for(app), None)
-    async with app.state.sessionmaker() as db:
-        secret, csrf = await start_web_session(db, user, IP)
-        await db.commit()
-    return Browser(client_for(app, {SESSION_COOKIE: secret}), csrf)
+        return Browser(client, None)
+    return Browser(client, await form_login(client, user.username, PASSWORDS[user.id]))
 
 
 def hidden(html: str, name: str) -> str:

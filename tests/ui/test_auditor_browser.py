@@ -13,11 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.auth.deps import SESSION_COOKIE
-from broker.auth.service import start_web_session
 from broker.gateway.pages import VENDOR
 from broker.gateway.recording import open_recorder
 from broker.sessions import service as sessions
+from tests.browser_login import Logins
 from tests.factories import audit_events, consent_token, make_desk, make_user, open_session
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,7 +43,8 @@ async def live_url(app: Any) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Any]:
+async def logins(live_url: str) -> AsyncIterator[Logins]:
+    """Chromium; each person logs in once through the login form (tests/browser_login.py)."""
     if not Path(CHROMIUM).exists() and not IN_CI:
         pytest.skip(f"{CHROMIUM} is not installed (the browser test needs a real Chromium)")
     missing = [name for name, path in VENDOR.items() if not path.exists()]
@@ -53,17 +53,17 @@ async def chromium(tmp_path: Path) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True
-        )
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        found = Logins(browser, live_url)
         try:
-            yield context
+            yield found
         finally:
-            await context.close()
+            await found.close()
+            await browser.close()
 
 
 async def test_auditor_sees_green_timeline_replays_and_reads_charts(
-    app: Any, client: httpx.AsyncClient, live_url: str, chromium: Any
+    app: Any, client: httpx.AsyncClient, live_url: str, logins: Logins
 ) -> None:
     desk = await make_desk(app)
     created = await open_session(
@@ -82,17 +82,9 @@ async def test_auditor_sees_green_timeline_replays_and_reads_charts(
     await recorder.output(b"$ echo browser-replay-42\r\nbrowser-replay-42\r\n")
     await recorder.close("session ended")
 
-    auditor, _ = await make_user(app, "auditor")
-    async with app.state.sessionmaker() as db:
-        secret, _ = await start_web_session(db, auditor, "127.0.0.1")
-        await db.commit()
-    await chromium.add_cookies([{"name": SESSION_COOKIE, "value": secret, "url": live_url}])
+    auditor, password = await make_user(app, "auditor")
     ARTIFACTS.mkdir(exist_ok=True)
-    page = await chromium.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-    await page.goto(f"{live_url}/ui/audit/tickets/helpdesk/HD-4711")
+    page = await logins.open(auditor.username, password, "/ui/audit/tickets/helpdesk/HD-4711")
     await page.wait_for_selector('[data-integrity="ok"]')
     await page.screenshot(path=str(ARTIFACTS / "auditor-timeline.png"), full_page=True)
 
@@ -118,4 +110,4 @@ async def test_auditor_sees_green_timeline_replays_and_reads_charts(
     )
     assert drawn == [1]
     await page.screenshot(path=str(ARTIFACTS / "reports.png"), full_page=True)
-    assert errors == []
+    assert logins.errors == []

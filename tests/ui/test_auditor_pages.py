@@ -17,13 +17,13 @@ from sqlalchemy import text
 
 from audit.bundle import verify_bundle
 from audit.checkpoint import VerifierKey
-from broker.auth.deps import SESSION_COOKIE
 from broker.auth.models import User
-from broker.auth.service import start_web_session
 from broker.gateway.recording import open_recorder
 from broker.sessions import service as sessions
 from broker.ui import auditor_service
+from tests.browser_login import form_login
 from tests.factories import (
+    PASSWORDS,
     Desk,
     audit_events,
     consent_token,
@@ -57,16 +57,12 @@ class Browser:
 
 
 async def _browser(app: Any, user: User | None) -> Browser:
-    cookies = {}
-    csrf = None
-    if user is not None:
-        async with app.state.sessionmaker() as db:
-            secret, csrf = await start_web_session(db, user, "198.51.100.10")
-            await db.commit()
-        cookies[SESSION_COOKIE] = secret
+    """A client logged in as ``user`` through the login form (none: a visitor)."""
     transport = httpx.ASGITransport(app=app, client=("198.51.100.10", 40000))
-    client = httpx.AsyncClient(transport=transport, base_url="http://broker.test", cookies=cookies)
-    return Browser(client, csrf)
+    client = httpx.AsyncClient(transport=transport, base_url="http://broker.test")
+    if user is None:
+        return Browser(client, None)
+    return Browser(client, await form_login(client, user.username, PASSWORDS[user.id]))
 
 
 @pytest.fixture

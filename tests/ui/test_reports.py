@@ -14,13 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.auth.deps import SESSION_COOKIE
 from broker.auth.models import User
-from broker.auth.service import start_web_session
 from broker.errors import ValidationFailed
 from broker.sessions.models import RemoteSession
 from broker.tickets.models import Ticket
 from broker.ui.reports_service import DateRange, median, p90
+from tests.browser_login import form_login
 from tests.factories import make_device, make_group, make_user
 
 DAY = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
@@ -95,14 +94,10 @@ async def _seed(app: Any) -> dict[str, User]:
 async def browser(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An auditor's browser, with the seeded sessions in the database."""
     await _seed(app)
-    auditor, _ = await make_user(app, "auditor")
-    async with app.state.sessionmaker() as db:
-        secret, _ = await start_web_session(db, auditor, "198.51.100.10")
-        await db.commit()
+    auditor, password = await make_user(app, "auditor")
     transport = httpx.ASGITransport(app=app, client=("198.51.100.10", 40000))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://broker.test", cookies={SESSION_COOKIE: secret}
-    ) as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://broker.test") as client:
+        await form_login(client, auditor.username, password)  # as the auditor does
         yield client
 
 
