@@ -2,7 +2,9 @@
 
 ``connect`` talks to a running broker over HTTP (a one-time terminal ticket, then the
 terminal WebSocket), so it works from a technician's machine with an API token
-(``SUPPORTBROKER_URL``, ``SUPPORTBROKER_TOKEN``). ``--forward LOCAL:REMOTE`` instead opens a
+(``SUPPORTBROKER_URL``, ``SUPPORTBROKER_TOKEN``). It says on stderr when it is connected
+("connected to pc-042 for HD-4711 — recorded") and, when the terminal closes, who ended the
+session and why (or that the session still runs). ``--forward LOCAL:REMOTE`` instead opens a
 local port whose connections are relayed to the device's port. A refusal (the broker's or the
 device's: a port not allowed, a right not approved) is printed and the command exits 1.
 """
@@ -60,7 +62,8 @@ def _cmd_connect(args: argparse.Namespace) -> int:
     return asyncio.run(_connect(args))
 
 
-async def ticket(url: str, token: str, session_id: str, mode: str) -> str:
+async def ticket_info(url: str, token: str, session_id: str, mode: str) -> dict[str, Any]:
+    """The one-time ticket and what the banner says of the session (device, ticket, recorded)."""
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
@@ -71,7 +74,48 @@ async def ticket(url: str, token: str, session_id: str, mode: str) -> str:
         )
     if resp.status_code != 200:
         raise SystemExit(f"supportbroker: error: {resp.json().get('detail', resp.text)}")
-    return str(resp.json()["ticket"])
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def ticket(url: str, token: str, session_id: str, mode: str) -> str:
+    return str((await ticket_info(url, token, session_id, mode))["ticket"])
+
+
+ENDINGS = {"revoked": "was revoked", "denied": "was denied"}  # else: ended, expired, failed
+
+
+def _say(text: str) -> None:
+    """A banner line on stderr (the terminal's bytes own stdout); \r\n for a raw terminal."""
+    sys.stderr.write(f"[supportbroker] {text}\r\n")
+    sys.stderr.flush()
+
+
+def _where(info: dict[str, Any], session_id: str) -> str:
+    about = info.get("session") or {}
+    if not about:
+        return f"session {session_id}"
+    return f"{about.get('device', '?')} for {about.get('ticket', '?')}"
+
+
+async def _after(url: str, token: str, session_id: str, where: str, closed: str) -> str:
+    """Who ended the session and why; or, when it still runs, why this terminal closed."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        resp = await client.get(
+            f"/api/v1/sessions/{session_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+    if resp.status_code != 200:  # an expert or watcher may not read the session itself
+        return f"disconnected from {where}: {closed or 'the terminal closed'}"
+    s = resp.json()
+    state = str(s["state"])
+    if state in ("approved", "active"):
+        closed = closed or "the terminal closed"
+        return f"disconnected from {where}: {closed}; the session is still {state}"
+    why = f" — {s['end_reason']}" if s.get("end_reason") else ""
+    by = f" (by {s['ended_by']})" if s.get("ended_by") else ""
+    return f"disconnected from {where}: the session {ENDINGS.get(state, state)}{why}{by}"
 
 
 def ws_url(url: str, path: str) -> str:
@@ -102,19 +146,32 @@ async def _connect(args: argparse.Namespace) -> int:
         return await serve_forward(args.url, args.token, args.session_id, int(local), int(remote))
     import websockets
 
-    secret = await ticket(args.url, args.token, args.session_id, args.mode)
-    uri = ws_url(args.url, f"/api/v1/gateway/terminal?ticket={secret}")
+    info = await ticket_info(args.url, args.token, args.session_id, args.mode)
+    uri = ws_url(args.url, f"/api/v1/gateway/terminal?ticket={info['ticket']}")
+    where = _where(info, args.session_id)
+    recorded = (info.get("session") or {}).get("recorded")
+    banner = f"connected to {where}" + (" — recorded" if recorded else "")
+    if args.mode != "control":  # the shell already runs
+        banner = f"{'watching' if args.mode == 'watch' else 'joined'} {where}" + (
+            " — recorded" if recorded else ""
+        )
     try:
         async with websockets.connect(uri, max_size=None) as ws:
-            await _terminal(ws)
+            if args.mode == "control":
+                _say(f"waiting for {where} (the session starts once the user has approved)…")
+            await _terminal(ws, banner, at_once=args.mode != "control")
+            closed = ws.close_reason or ""
     except Refused as exc:
         return _fail(exc)
     except websockets.ConnectionClosedError as exc:
         return _fail(Refused(exc.rcvd.reason if exc.rcvd else "the broker closed the terminal"))
+    _say(await _after(args.url, args.token, args.session_id, where, closed))
     return 0
 
 
-async def _terminal(ws: Any) -> None:
+async def _terminal(ws: Any, banner: str = "", *, at_once: bool = False) -> None:
+    """Relay the terminal; ``banner`` is said with its first output (the shell is there),
+    or at once (``at_once``: joining or watching a shell that already runs)."""
     import shutil
     import termios
     import tty
@@ -134,10 +191,16 @@ async def _terminal(ws: Any) -> None:
             await ws.send(data)
 
     sender = asyncio.create_task(up())
+    if banner and at_once:
+        _say(banner)
+        banner = ""
     try:
         async for frame in ws:
             if isinstance(frame, str):
                 raise _refusal(frame)
+            if banner:
+                _say(banner)
+                banner = ""
             sys.stdout.buffer.write(frame)
             sys.stdout.buffer.flush()
     finally:
