@@ -62,7 +62,9 @@ async def test_connect_banner_and_who_ended_the_session(
         ticket = created["ticket"]["external_id"]
         await wait_state(client, token, sid, "approved")
         proc = await _connect(live_url, token, sid)
-        assert proc.stdin and proc.stdout and proc.stderr
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         banner = await _read_until(proc.stderr, b"recorded")
         assert f"connected to {device} for {ticket} — recorded".encode() in banner
         proc.stdin.write(b"echo banner-$((6*7))\n")
@@ -100,7 +102,9 @@ async def test_a_closed_shell_leaves_the_session_running_and_says_so(
         sid, device = created["id"], created["device"]["name"]
         await wait_state(client, token, sid, "approved")
         proc = await _connect(live_url, token, sid)
-        assert proc.stdin and proc.stdout and proc.stderr
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         await _read_until(proc.stderr, b"connected to")
         proc.stdin.write(b"exit\n")  # the technician leaves the shell
         await proc.stdin.drain()
