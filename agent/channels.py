@@ -30,6 +30,13 @@ Report = Callable[[dict[str, Any]], None]
 FORWARD_READ = 1 << 20
 
 
+def _take_terminal() -> None:
+    """In the shell's process, after ``setsid``: make its PTY (stdin) the controlling
+    terminal. An inherited PTY is not one by itself: the shell would say "can't access tty;
+    job control turned off" and Ctrl-C would not reach what it runs."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def _set_winsize(fd: int, width: int, height: int) -> None:
     if sys.platform != "win32" and width > 0 and height > 0:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
@@ -62,7 +69,8 @@ async def _pty_shell(process: asyncssh.SSHServerProcess[bytes], command: str | N
         stdin=slave,
         stdout=slave,
         stderr=slave,
-        start_new_session=True,  # the PTY becomes the child's controlling terminal
+        start_new_session=True,  # a session of its own, whose controlling terminal ...
+        preexec_fn=_take_terminal,  # ... is the PTY (one ioctl: safe before exec)
         env=env,
     )
     os.close(slave)

@@ -70,6 +70,16 @@ async def test_shell_on_a_view_only_session_is_refused(
         assert b"agent-42" in ok.stdout
 
 
+async def test_the_shell_has_its_terminal(tmp_path: Path, fake_broker: FakeBroker) -> None:
+    """The PTY is the shell's controlling terminal: ``tty`` names it, no "can't access tty"."""
+    async with agent_link(tmp_path, fake_broker, {}, [True]) as (link, _):
+        await link.approve("tty-1", ["shell"])
+        done = await _run(link, "shell tty-1", b"tty\nexit\n")
+        assert b"/dev/pts/" in done.stdout
+        assert b"can't access tty" not in done.stdout
+        assert b"not a tty" not in done.stdout
+
+
 async def test_shell_for_an_unknown_or_denied_session_is_refused(
     tmp_path: Path, fake_broker: FakeBroker
 ) -> None:
