@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from broker.auth import service as auth
@@ -20,7 +20,16 @@ from broker.auth.principal import Principal
 from broker.auth.schemas import PASSWORD_MIN_LENGTH
 from broker.db.session import DbSession
 from broker.errors import BrokerError
-from broker.ui.common import LOGIN_PATH, admit, anyone, home_for, login_redirect, page, refused
+from broker.ui.common import (
+    LOGIN_PATH,
+    admit,
+    anyone,
+    home_for,
+    login_redirect,
+    page,
+    refused,
+    safe_next,
+)
 from broker.ui.login import Secret, refused_keep
 
 router = APIRouter(include_in_schema=False)
@@ -37,7 +46,12 @@ async def logout(request: Request, principal: OptionalPrincipal, db: DbSession) 
 
 
 @router.get("/ui/password", response_model=None)
-async def password_page(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+async def password_page(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    next: Annotated[str, Query(max_length=2000)] = "",
+) -> Response:
     if principal is None or principal.kind != "user":
         return login_redirect(request)
     user = await db.get(User, principal.user_id)
@@ -48,6 +62,7 @@ async def password_page(request: Request, principal: OptionalPrincipal, db: DbSe
         title="Change your password",
         forced=forced,
         min_length=PASSWORD_MIN_LENGTH,
+        next_url=safe_next(next),
     )
 
 
@@ -59,12 +74,19 @@ async def password_submit(
     current: Secret = "",
     new: Secret = "",
     confirm: Secret = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     if principal is None or principal.kind != "user":
         return login_redirect(request)
     user = await db.get(User, principal.user_id)
     forced = bool(user and user.must_change_password)
-    context = {"title": "Change your password", "forced": forced, "min_length": PASSWORD_MIN_LENGTH}
+    target = safe_next(next)
+    context = {
+        "title": "Change your password",
+        "forced": forced,
+        "min_length": PASSWORD_MIN_LENGTH,
+        "next_url": target,
+    }
     if new != confirm:
         return page(
             request, "ui/password.html", 422, error="the two new passwords differ", **context
@@ -81,7 +103,7 @@ async def password_submit(
         await refused_keep(db, exc)
         status = 401 if exc.code == "not_authenticated" else 422
         return page(request, "ui/password.html", status, error=exc.detail, **context)
-    return RedirectResponse(home_for(principal), status_code=303)
+    return RedirectResponse(target or home_for(principal), status_code=303)
 
 
 @router.get("/ui/account", response_model=None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -102,7 +103,9 @@ def _pre_login_check(request: Request, sent: str) -> None:
 async def logged_in(request: Request, db: DbSession, user: User, next_url: str) -> Response:
     ip = client_ip(request)
     secret, _ = await auth.start_web_session(db, user, ip)
-    target = "/ui/password" if user.must_change_password else next_url
+    target = next_url
+    if user.must_change_password:  # the page asked for (a ticket's deep link) comes after
+        target = "/ui/password" + (f"?next={quote(next_url, safe='')}" if next_url else "")
     if not target:
         scopes = grants_for(user.role)
         target = home_for(Principal(kind="user", role=user.role, name=user.username, scopes=scopes))

@@ -20,7 +20,7 @@ CHROMIUM = "/usr/bin/chromium"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 VISIBLE = """() => [...document.querySelectorAll('#capabilities [data-capability]')]
-  .filter((l) => !l.hidden).map((l) => [l.dataset.capability,
+  .filter((l) => getComputedStyle(l).display !== 'none').map((l) => [l.dataset.capability,
     l.querySelector('input').checked, l.querySelector('.capability-recorded').textContent])"""
 
 

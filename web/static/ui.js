@@ -41,6 +41,7 @@ function showOfferedCapabilities() {
     const offered = !provider || label.dataset.providers.split(" ").includes(provider);
     const input = label.querySelector("input");
     label.hidden = !offered;
+    label.style.display = offered ? "" : "none"; // the form's CSS would show a [hidden] label
     input.disabled = !offered;
     if (!offered) input.checked = false;
     const note = label.querySelector(".capability-recorded");
