@@ -7,9 +7,11 @@ from datetime import timedelta
 
 from broker.errors import ProviderError
 from broker.providers.base import (
+    CAPABILITIES,
     DeviceRef,
     GroupPolicy,
     Launch,
+    Offer,
     ProviderEvent,
     ProviderHealth,
     RemoteDevice,
@@ -30,6 +32,7 @@ class FakeProvider:
     terminated: list[str] = field(default_factory=list)
     terminal: str | None = None
     port: int | None = None
+    offers: Offer = field(default_factory=lambda: Offer(frozenset(CAPABILITIES)))
 
     def _maybe_fail(self) -> None:
         if self.down:
