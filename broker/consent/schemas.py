@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from broker.consent.service import ConsentView
-from broker.providers.offers import recording_of
+from broker.providers.offers import recording_of, recording_out
 from broker.sessions.schemas import Body, CleanText, RecordingOut, non_blank
 from broker.sessions.states import SessionState
 
@@ -107,7 +107,7 @@ class ConsentOut(BaseModel):
             capabilities=list(s.capabilities),
             duration_minutes=s.duration_minutes,
             recorded=recording.recorded,
-            recording=RecordingOut.of(recording),
+            recording=recording_out(s.provider, s.capabilities),
             recording_note=recording.for_end_user(),
             unattended=s.unattended,
             expires_at=r.expires_at,

@@ -37,6 +37,7 @@ from broker.errors import NotFound
 from broker.evidence.service import Actor
 from broker.gateway import service as gateway
 from broker.gateway.models import AgentKey
+from broker.providers import offers
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.schemas import SessionCreate
@@ -56,7 +57,7 @@ async def create_session(
     """Request a session and open its consent request; an unattended request (where the
     group allows it) is decided by policy and approved at once, its provider asked before
     this returns."""
-    record = await sessions.request_session(db, principal, req)
+    record = await sessions.request_session(db, principal, req, offered=offers.offered)
     deadline = record.session.deadline_at
     assert deadline is not None  # awaiting consent always has its expiry
     issued = await consent.open_request(db, record, expires_at=deadline)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from broker.errors import NotFound, ProviderError, ValidationFailed
 from broker.providers import registry
 from broker.providers.base import CAPABILITIES, Offer
+from broker.sessions.repository import SessionRecord
+from broker.sessions.schemas import RecordingOut, SessionOut
 
 # The technician's words (request form, session page).
 TECHNICIAN_WORDS = {
@@ -111,6 +113,23 @@ class Recording:
             others = "; ".join(END_USER_WORDS[c] for c in self.events_only)
             text += f" Not recorded, only logged as events: {others}."
         return text
+
+
+def session_out(record: SessionRecord) -> SessionOut:
+    """A session as the API shows it, with what is recorded of it."""
+    s = record.session
+    return SessionOut.of(record, recording_out(s.provider, s.capabilities))
+
+
+def recording_out(provider: str, capabilities: Iterable[str]) -> RecordingOut:
+    """The API's view of :func:`recording_of`."""
+    found = recording_of(provider, capabilities)
+    return RecordingOut(
+        recorded=found.recorded,
+        content=found.content,
+        events_only=found.events_only,
+        summary=found.summary,
+    )
 
 
 def recording_of(provider: str, capabilities: Iterable[str]) -> Recording:

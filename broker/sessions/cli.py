@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.auth.permissions import grants_for
 from broker.auth.principal import Principal
 from broker.errors import ValidationFailed
+from broker.providers import offers
 from broker.sessions import service
 from broker.sessions.repository import SessionFilter
-from broker.sessions.schemas import SessionOut
 from broker.sessions.states import SessionState
 
 # The operator at the console reads like an auditor: everything, changing nothing.
@@ -50,7 +50,7 @@ async def list_sessions(db: AsyncSession, args: argparse.Namespace) -> int:
         state=SessionState(args.state) if args.state else None,
     )
     records = await service.list_sessions(db, OPERATOR, filters, limit=args.limit, offset=0)
-    items = [SessionOut.of(r).model_dump(mode="json") for r in records]
+    items = [offers.session_out(r).model_dump(mode="json") for r in records]
     if args.json:
         print(json.dumps(items, indent=2))
         return 0

@@ -13,6 +13,7 @@ The concurrency limit is checked by the caller under the technician's lock.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -28,8 +29,12 @@ from broker.devices.service import get_device_for, get_group, list_groups
 from broker.errors import ConnectorError, NotFound, PolicyDenied, ValidationFailed
 from broker.evidence.events import EventType
 from broker.evidence.service import record_event
-from broker.providers import offers
 from broker.sessions.schemas import SessionCreate
+from broker.sessions.states import Capability
+
+# What a provider can give, by provider name (the providers' own declaration, handed in by
+# the flow: the sessions domain stands below the providers and does not import them).
+Offered = Callable[[str], Collection[str]]
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,20 @@ async def deny(
     raise PolicyDenied(message, keep_changes=True)
 
 
+def _require_offered(provider: str, asked: set[str], gives: Collection[str]) -> None:
+    """A 422 naming what the provider offers, for capabilities it cannot give."""
+    order = list(Capability)
+    missing = [c.value for c in order if c.value in asked - set(gives)]
+    if missing:
+        offered = ", ".join(c.value for c in order if c.value in gives)
+        raise ValidationFailed(
+            f"capabilities: provider {provider!r} cannot give {', '.join(missing)}; "
+            f"it offers {offered or 'nothing'}"
+        )
+
+
 async def check_request(
-    db: AsyncSession, principal: Principal, req: SessionCreate, ref: str
+    db: AsyncSession, principal: Principal, req: SessionCreate, ref: str, *, offered: Offered
 ) -> Admitted:
     settings = settings_of(db)
     if req.duration_minutes > settings.max_session_minutes:
@@ -91,7 +108,7 @@ async def check_request(
             f"device {device.name!r} is reached through provider {device.provider!r}, "
             f"not {provider!r}"
         )
-    offers.require_offered(provider, (c.value for c in req.capabilities))
+    _require_offered(provider, {c.value for c in req.capabilities}, offered(provider))
     group = await get_group(db, device.group_id)
     if req.unattended and not group.unattended_allowed:
         await deny(

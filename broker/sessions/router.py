@@ -23,6 +23,7 @@ from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.flows import approval
+from broker.providers import offers
 from broker.sessions import service
 from broker.sessions.repository import SessionFilter
 from broker.sessions.schemas import (
@@ -45,7 +46,7 @@ Note = Annotated[ActionIn | None, Body()]
 @router.post("", status_code=201)
 async def create(body: SessionCreate, principal: Writer, db: DbSession) -> SessionCreated:
     record, issued = await approval.create_session(db, principal, body)
-    out = SessionOut.of(record)
+    out = offers.session_out(record)
     consent = ConsentInfo(
         code=None if record.session.unattended else issued.code,
         url=issued.url,
@@ -79,17 +80,17 @@ async def list_(
         until=_aware(until),
     )
     records = await service.list_sessions(db, principal, filters, limit=limit, offset=offset)
-    return SessionList(items=[SessionOut.of(r) for r in records], limit=limit, offset=offset)
+    return SessionList(items=[offers.session_out(r) for r in records], limit=limit, offset=offset)
 
 
 @router.get("/{session_id}")
 async def get(session_id: str, principal: Reader, db: DbSession) -> SessionOut:
-    return SessionOut.of(await service.get_session(db, principal, session_id))
+    return offers.session_out(await service.get_session(db, principal, session_id))
 
 
 @router.post("/{session_id}/start")
 async def start(session_id: str, principal: Writer, db: DbSession) -> SessionOut:
-    return SessionOut.of(await service.start_session(db, principal, session_id))
+    return offers.session_out(await service.start_session(db, principal, session_id))
 
 
 @router.post("/{session_id}/end")
@@ -97,7 +98,7 @@ async def end(
     session_id: str, principal: CurrentPrincipal, db: DbSession, body: Note = None
 ) -> SessionOut:
     note = body.reason if body else None
-    return SessionOut.of(await service.end_session(db, principal, session_id, note))
+    return offers.session_out(await service.end_session(db, principal, session_id, note))
 
 
 @router.post("/{session_id}/cancel")
@@ -105,13 +106,13 @@ async def cancel(
     session_id: str, principal: Writer, db: DbSession, body: Note = None
 ) -> SessionOut:
     note = body.reason if body else None
-    return SessionOut.of(await service.cancel_session(db, principal, session_id, note))
+    return offers.session_out(await service.cancel_session(db, principal, session_id, note))
 
 
 @router.post("/{session_id}/revoke")
 async def revoke(session_id: str, principal: Admin, db: DbSession, body: Note = None) -> SessionOut:
     note = body.reason if body else None
-    return SessionOut.of(await service.revoke_session(db, principal, session_id, note))
+    return offers.session_out(await service.revoke_session(db, principal, session_id, note))
 
 
 def _aware(moment: datetime | None) -> datetime | None:

@@ -12,7 +12,6 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from broker.providers.offers import Recording, recording_of
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import Capability, SessionState
 
@@ -96,15 +95,6 @@ class RecordingOut(BaseModel):
     events_only: list[str]
     summary: str
 
-    @classmethod
-    def of(cls, recording: Recording) -> RecordingOut:
-        return cls(
-            recorded=recording.recorded,
-            content=recording.content,
-            events_only=recording.events_only,
-            summary=recording.summary,
-        )
-
 
 class SessionOut(BaseModel):
     id: str
@@ -134,7 +124,9 @@ class SessionOut(BaseModel):
     rating: int | None
 
     @classmethod
-    def of(cls, record: SessionRecord) -> SessionOut:
+    def of(cls, record: SessionRecord, recording: RecordingOut) -> SessionOut:
+        """``recording`` comes from the providers' declaration
+        (:func:`broker.providers.offers.recording_out`), which this domain does not import."""
         s, t = record.session, record.ticket
         return cls(
             id=s.id,
@@ -148,7 +140,7 @@ class SessionOut(BaseModel):
             provider=s.provider,
             reason=s.reason,
             capabilities=list(s.capabilities),
-            recording=RecordingOut.of(recording_of(s.provider, s.capabilities)),
+            recording=recording,
             duration_minutes=s.duration_minutes,
             unattended=s.unattended,
             deadline_at=s.deadline_at,

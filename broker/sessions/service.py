@@ -48,15 +48,16 @@ CANCELLABLE = frozenset({S.awaiting_consent, S.approved})
 
 
 async def request_session(
-    db: AsyncSession, principal: Principal, req: SessionCreate
+    db: AsyncSession, principal: Principal, req: SessionCreate, *, offered: gate.Offered
 ) -> SessionRecord:
-    """Request a session: the gate's checks, the concurrency limit, then ``requested →
+    """Request a session: the gate's checks (``offered``: what each provider can give), the
+    concurrency limit, then ``requested →
     awaiting_consent`` with the consent deadline in ``deadline_at``. Only technicians may."""
     if principal.role != "technician" or principal.user_id is None:
         raise PermissionDenied("only technicians request remote sessions")
     settings = settings_of(db)
     ref = f"{req.ticket.system}:{req.ticket.external_id}"
-    admitted = await gate.check_request(db, principal, req, ref)
+    admitted = await gate.check_request(db, principal, req, ref, offered=offered)
     device, provider, info = admitted.device, admitted.provider, admitted.ticket
     repo = SessionRepository(db)
     # Lock before counting so two racing requests cannot both see room for one more.
