@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 
 LOGIN_PATH = "/ui/login"
+# Pages wait this long for what they expect (other test runs share the machine's CPUs).
+WAIT_MS = 60_000
 
 
 async def sign_in(
@@ -48,14 +50,16 @@ class Logins:
         self._contexts: dict[str, Any] = {}
         self.errors: list[str] = []
 
-    async def anonymous(self) -> Any:
+    async def anonymous(self, **options: Any) -> Any:
         """A fresh context with no login (the end user; a visitor)."""
-        return await self.browser.new_context(**self.options)
+        context = await self.browser.new_context(**{**self.options, **options})
+        context.set_default_timeout(WAIT_MS)
+        return context
 
     async def context(self, username: str, password: str) -> Any:
         """The context of ``username``, logged in through the form the first time."""
         if username not in self._contexts:
-            context = await self.browser.new_context(**self.options)
+            context = await self.anonymous()
             page = await self.page(context)
             await page.goto(self.base_url + LOGIN_PATH)
             await sign_in(page, username, password)

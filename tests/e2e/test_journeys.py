@@ -197,7 +197,7 @@ async def test_technician_journey(served: Served, desk: dict[str, Any], logins: 
     async with page.context.expect_page() as opened:
         await page.get_by_role("link", name="Open terminal").click()
     terminal = await opened.value
-    await terminal.wait_for_function(f"{STATUS}.startsWith('connected to')", timeout=30000)
+    await terminal.wait_for_function(f"{STATUS}.startsWith('connected to')")
     status = await terminal.locator("#status").inner_text()
     assert status == f"connected to {desk['device']['name']} for HD-4711 — recorded"
     await terminal.locator(".xterm-helper-textarea").focus()
@@ -210,7 +210,7 @@ async def test_technician_journey(served: Served, desk: dict[str, Any], logins: 
     await page.get_by_role("button", name="End session").click()
     await page.wait_for_selector('#session-status [data-state="ended"]')
     await shot(page, "ended")
-    await terminal.wait_for_function(f"{STATUS}.startsWith('disconnected')", timeout=30000)
+    await terminal.wait_for_function(f"{STATUS}.startsWith('disconnected')")
     said = await terminal.locator("#status").inner_text()
     assert "ended from the console — by Tom T" in said
     await shot(terminal, "terminal-ended")
@@ -218,7 +218,7 @@ async def test_technician_journey(served: Served, desk: dict[str, Any], logins: 
 
 async def test_end_user_journey(served: Served, desk: dict[str, Any], logins: Logins) -> None:
     shot, agent = Shots("end-user"), desk["agent"]
-    phone = await logins.browser.new_context(viewport={"width": 390, "height": 844})
+    phone = await logins.anonymous(viewport={"width": 390, "height": 844})
     page = await logins.page(phone)
     # Run 1: the technician asks; the user has the code and approves on the web.
     mark = agent.out.mark()
@@ -270,7 +270,7 @@ async def test_end_user_journey(served: Served, desk: dict[str, Any], logins: Lo
         stderr=subprocess.PIPE,
     )
     try:
-        await page.wait_for_selector('#consent-live[data-state="active"]', timeout=30000)
+        await page.wait_for_selector('#consent-live[data-state="active"]')
         await shot(page, "in-progress")
         await page.get_by_role("button", name="End this session now").click()
         await page.wait_for_selector("text=Ended by revocation")

@@ -99,7 +99,7 @@ async def _typed(page: Any, text: str) -> None:
 
 
 async def _shows(page: Any, text: str) -> None:
-    await page.wait_for_function(f"{ROWS}.includes({text!r})", timeout=15000)
+    await page.wait_for_function(f"{ROWS}.includes({text!r})")
 
 
 async def test_the_technician_types_and_reads_after_a_normal_login(
@@ -114,7 +114,7 @@ async def test_the_technician_types_and_reads_after_a_normal_login(
         await wait_state(client, desk["token"], sid, "approved")
         tech, password = desk["tech"]
         page = await logins.open(tech.username, password, f"/terminal/{sid}")
-        await page.wait_for_function(f"{STATUS}.startsWith('connected to')", timeout=15000)
+        await page.wait_for_function(f"{STATUS}.startsWith('connected to')")
         status = await page.locator("#status").inner_text()
         device, ticket = session["device"]["name"], session["ticket"]["external_id"]
         assert status == f"connected to {device} for {ticket} — recorded"
@@ -140,7 +140,7 @@ async def test_an_expert_joins_and_an_admin_watches(
         (tech, tech_pw), (expert, expert_pw) = desk["tech"], desk["expert"]
         admin, admin_pw = desk["admin"]
         terminal = await logins.open(tech.username, tech_pw, f"/terminal/{sid}")
-        await terminal.wait_for_function(f"{STATUS}.startsWith('connected to')", timeout=15000)
+        await terminal.wait_for_function(f"{STATUS}.startsWith('connected to')")
         # The technician invites the expert from the session page, as a person does.
         console = await logins.open(tech.username, tech_pw, f"/ui/sessions/{sid}")
         await console.get_by_label("Invite an expert from the device's group").select_option(
@@ -153,11 +153,9 @@ async def test_an_expert_joins_and_an_admin_watches(
         async with joined.context.expect_page() as opened:
             await joined.get_by_role("link", name="Join the terminal").click()
         expert_terminal = await opened.value
-        await expert_terminal.wait_for_function(
-            f"{STATUS}.startsWith('connected to')", timeout=15000
-        )
+        await expert_terminal.wait_for_function(f"{STATUS}.startsWith('connected to')")
         watcher = await logins.open(admin.username, admin_pw, f"/terminal/{sid}?mode=watch")
-        await watcher.wait_for_function(f"{STATUS}.startsWith('watching')", timeout=15000)
+        await watcher.wait_for_function(f"{STATUS}.startsWith('watching')")
 
         await _typed(expert_terminal, "echo expert-$((20+3))")
         for page in (terminal, expert_terminal, watcher):  # one shell, seen by all three
@@ -188,7 +186,7 @@ async def test_a_session_without_the_shell_right_shows_the_refusal(
         await wait_state(client, desk["token"], sid, "approved")
         tech, password = desk["tech"]
         page = await logins.open(tech.username, password, f"/terminal/{sid}")
-        await page.wait_for_function(f"{STATUS}.includes('not approved')", timeout=15000)
+        await page.wait_for_function(f"{STATUS}.includes('not approved')")
         await page.wait_for_function("document.getElementById('status').dataset.closed")
         assert "not approved for a shell" in await page.locator("#status").inner_text()
         assert await session_state(client, desk["token"], sid) == "approved"
@@ -211,7 +209,7 @@ async def test_an_anonymous_visitor_is_sent_to_the_login_first(
         tech, password = desk["tech"]
         await sign_in(page, tech.username, password)
         await page.wait_for_url(f"**/terminal/{session['id']}")
-        await page.wait_for_function(f"{STATUS}.startsWith('connected to')", timeout=15000)
+        await page.wait_for_function(f"{STATUS}.startsWith('connected to')")
         await page.context.close()
     finally:
         await agent.stop()
