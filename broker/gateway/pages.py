@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from broker.auth.deps import OptionalPrincipal
+from broker.auth.deps import OptionalPrincipal, require
 from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import NotFound
 from broker.ui.common import admit

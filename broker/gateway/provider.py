@@ -23,11 +23,13 @@ from broker.providers.base import (
 
 class AgentProvider:
     name = "agent"
-    # What our agent can give today; the terminal is recorded by the gateway (asciicast), file
-    # transfers and port forwards are logged as events (name, size, hash; port), not content.
-    # The one place to extend when the agent learns more (a desktop: view, control).
+    # What our agent can give: the terminal, recorded by the gateway (asciicast); files and
+    # port forwards, logged as events (name, size, hash; port), not content; the screen
+    # (view, control through x11vnc, docs/DESKTOP.md), not recorded yet: when its recorder
+    # lands, add view and control to ``recorded``. A device whose agent cannot show a screen
+    # says so in its hello (devices.unavailable), refused per device at request time.
     offers = Offer(
-        capabilities=frozenset({"shell", "files", "forward"}),
+        capabilities=frozenset({"shell", "files", "forward", "view", "control"}),
         recorded=frozenset({"shell"}),
     )
 

@@ -1,7 +1,8 @@
 """Capabilities mean one thing each, and a session asks only what its provider can give.
 
-The agent gives shell, files and forward; MeshCentral view, control, shell and files;
-AnyDesk view and control. Asking for another is a 422 that names what the provider offers.
+The agent gives view, control (the screen), shell, files and forward; MeshCentral view,
+control, shell and files; AnyDesk view and control. Asking for another is a 422 that names
+what the provider offers.
 The migration ``0013_capabilities`` gives ``forward`` to every agent session that carried
 ``control`` (port forwards rode on it) and gives it back on downgrade; on both databases.
 """
@@ -28,7 +29,7 @@ def settings_overrides() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("provider", "gives"),
     [
-        ("agent", ["shell", "files", "forward"]),
+        ("agent", ["view", "control", "shell", "files", "forward"]),
         ("meshcentral", ["view", "control", "shell", "files"]),
         ("anydesk", ["view", "control"]),
     ],
@@ -40,7 +41,7 @@ def test_each_provider_declares_what_it_can_give(provider: str, gives: list[str]
 @pytest.mark.parametrize(
     ("provider", "asked", "refused"),
     [
-        ("agent", ["view", "control", "shell"], "view, control"),
+        ("anydesk", ["files", "forward", "view"], "files, forward"),
         ("anydesk", ["view", "shell"], "shell"),
         ("meshcentral", ["forward"], "forward"),
     ],
@@ -100,7 +101,7 @@ async def test_the_migration_maps_forward_to_and_from_control(
         return found
 
     try:
-        await asyncio.to_thread(_migrate, db_url, "0011_audit_perf", down=True)
+        await asyncio.to_thread(_migrate, db_url, "0014_desktop", down=True)
         # Before 0013 a forward rode on control: that is what the old code reads.
         assert await capabilities(forwarding["id"]) == ["control", "shell"]
         assert await capabilities(shell_only["id"]) == ["shell"]

@@ -83,7 +83,9 @@ async def test_the_form_offers_what_the_devices_tool_gives(
     device = page.get_by_label("Device", exact=True)
     await device.select_option(devices["agent"].id)
     assert await page.evaluate(VISIBLE) == [
-        ["shell", False, "(recorded)"],  # nothing is ticked for the technician
+        ["view", False, "(events only, not recorded)"],  # nothing is ticked for the technician
+        ["control", False, "(events only, not recorded)"],
+        ["shell", False, "(recorded)"],
         ["files", False, "(events only, not recorded)"],
         ["forward", False, "(events only, not recorded)"],
     ]
@@ -93,6 +95,7 @@ async def test_the_form_offers_what_the_devices_tool_gives(
         ["view", False, "(events only, not recorded)"],
         ["control", False, "(events only, not recorded)"],
     ]  # the terminal the agent could give is gone, and unticked
+    assert not await page.get_by_label("Run commands (terminal)").is_checked()
     await device.select_option(devices["mesh"].id)
     assert [c for c, _, _ in await page.evaluate(VISIBLE)] == ["view", "control", "shell", "files"]
 
@@ -112,11 +115,11 @@ async def test_a_right_the_tool_cannot_give_is_refused_with_the_reason(
                 "system": "helpdesk",
                 "ticket": "HD-4711",
                 "subject": "Printer offline",
-                "device_id": devices["agent"].id,
+                "device_id": devices["anydesk"].id,
                 "reason": "Printer driver keeps crashing",
                 "capabilities": ["view", "shell"],
                 "duration_minutes": "30",
             },
         )
     assert sent.status_code == 422
-    assert "provider &#39;agent&#39; cannot give view; it offers shell, files, forward" in sent.text
+    assert "provider &#39;anydesk&#39; cannot give shell; it offers view, control" in sent.text

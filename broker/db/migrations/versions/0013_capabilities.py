@@ -8,7 +8,7 @@ groups store no capabilities (their ``allowed_ports`` still say which ports): no
 map there. Downgrading gives ``forward`` back to ``control``.
 
 Revision ID: 0013_capabilities
-Revises: 0011_audit_perf
+Revises: 0014_desktop
 """
 
 from collections.abc import Callable, Sequence
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013_capabilities"
-down_revision: str | None = "0011_audit_perf"
+down_revision: str | None = "0014_desktop"  # merged before this one
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
