@@ -68,6 +68,7 @@ async def start_agent(
         **env,
         "SUPPORTBROKER_AGENT_CONFIG_DIR": str(home),
         "SUPPORTBROKER_AGENT_NOTIFY": "false",
+        "SUPPORTBROKER_AGENT_CONSENT_PROMPT": "terminal",  # the test answers on the pipe
     }
     token = await new_token(app, group)
     enroll = await asyncio.create_subprocess_exec(
