@@ -4,19 +4,30 @@ A subclass states its ``kind``, its config model, where its fields live (``defau
 and which states are closed, then implements the calls. Every transport failure and every
 unexpected status becomes ``ConnectorError`` (``NotFound`` for 404) raised ``from`` the
 foreign error; response bodies and credentials never go into messages or logs.
+
+Inbound, a request carrying ``X-SupportBroker-Signature`` is our generic signed format (a
+relay, an osTicket plugin); anything else is the desk's own notification, which the
+subclass reads (``native_event``). Outbound, a comment retried after a crash or a failed
+try is looked for first among the ticket's comments (``comment_texts``), by its marker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
 
 from broker.connectors import signing
-from broker.connectors.base import INBOUND_EVENTS, OutboundMessage, TicketInfo, WebhookEvent
+from broker.connectors.base import (
+    INBOUND_EVENTS,
+    OutboundMessage,
+    TicketInfo,
+    WebhookEvent,
+    marker_line,
+)
 from broker.connectors.settings import ConnectorConfig
 from broker.errors import ConnectorError, NotAuthenticated, NotFound, ValidationFailed
 
@@ -74,7 +85,12 @@ def parse_event(system: str, delivery_id: str, signed_at: datetime, body: bytes)
         occurred_at=signed_at,
         state=text_of(ticket.get("state")),
         assignee=text_of(ticket.get("assignee")),
+        # An explicit null says "nobody"; a missing key says nothing about the assignee.
+        assignee_known="assignee" in ticket,
+        group=text_of(ticket.get("group")),
+        group_known="group" in ticket,
         data={k: v for k, v in payload.items() if k not in {"type", "ticket"}},
+        source="relay",
     )
 
 
@@ -166,6 +182,9 @@ class HttpConnector(Generic[ConfigT]):
         names = configured if configured is not None else self.default_closed
         return frozenset(s.lower() for s in names)
 
+    def closed_words(self) -> frozenset[str]:
+        return self.closed_states() | {"closed"}
+
     def ticket_from(self, external_id: str, raw: Any, *, url: str | None) -> TicketInfo:
         paths = self.field_paths()
         values = {name: text_of(pick(raw, paths[name])) for name in TICKET_FIELDS if name in paths}
@@ -197,6 +216,9 @@ class HttpConnector(Generic[ConfigT]):
         secret = self.config.webhook_secret
         if secret is None:
             raise NotAuthenticated(f"webhooks are not enabled for {self.system!r}")
+        lower = {k.lower() for k in headers}
+        if signing.SIGNATURE_HEADER.lower() not in lower:
+            return self.native_event(headers, body, now=now or datetime.now(UTC))
         delivery_id, signed_at = signing.verify(
             secret.get_secret_value(),
             headers,
@@ -205,6 +227,15 @@ class HttpConnector(Generic[ConfigT]):
             now=now,
         )
         return parse_event(self.system, delivery_id, signed_at, body)
+
+    def native_event(
+        self, headers: Mapping[str, str], body: bytes, *, now: datetime
+    ) -> WebhookEvent:
+        """The desk's own notification; a desk without webhooks takes only our format."""
+        raise NotAuthenticated(
+            f"{self.system}: {self.kind} sends no webhooks of its own; sign the request as "
+            f"described for {signing.SIGNATURE_HEADER}"
+        )
 
     def deep_link(self, external_id: str) -> str:
         return (
@@ -216,7 +247,17 @@ class HttpConnector(Generic[ConfigT]):
         if not self.can_comment:
             # Queued before the system's config changed; it can never be delivered there.
             return
+        if message.retry and message.marker and await self.already_posted(message):
+            return  # an earlier try reached the desk: posting again would show it twice
         await self.post_comment(message.external_id, message.text, internal=True)
+
+    async def already_posted(self, message: OutboundMessage) -> bool:
+        assert message.marker is not None
+        needle = marker_line(message.marker)
+        return any(needle in text for text in await self.comment_texts(message.external_id))
+
+    async def comment_texts(self, external_id: str) -> list[str]:
+        return []  # a system that cannot be read back: delivery stays at-least-once
 
     async def post_comment(self, external_id: str, text: str, internal: bool = True) -> None:
         raise NotImplementedError  # pragma: no cover - every subclass implements it

@@ -50,6 +50,9 @@ class NullConnector:
     async def deliver(self, message: OutboundMessage) -> None:
         return None
 
+    async def comment_texts(self, external_id: str) -> list[str]:
+        return []
+
     def deep_link(self, external_id: str) -> str:
         return (
             f"{self.broker_url}/t/{quote(self.system, safe='')}/"

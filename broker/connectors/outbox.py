@@ -7,8 +7,12 @@ runs: for each ticket with a due message it claims the ticket's *oldest* undeliv
 once), delivers it outside any transaction, and records the outcome. A failure backs off
 exponentially (5 s, 10 s, 20 s ... capped at 15 min) and blocks the later messages of that
 ticket until it succeeds, which is what keeps the order. Nothing is ever dropped: a message
-is retried until its receiver answers 2xx. Delivery is at-least-once; receivers dedupe on
-``delivery_id``.
+is retried until its receiver answers 2xx. A message that an earlier try may have delivered
+(the try failed, or the worker died holding its lease) is handed to the connector as a
+``retry``: a desk that can be read back is asked first whether the comment's marker is
+already there, so a crash never shows a comment twice; elsewhere delivery is at-least-once
+and receivers dedupe on ``delivery_id``. The lease lasts the system's
+``delivery_lease_seconds``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.connectors.base import OutboundMessage
@@ -25,6 +30,7 @@ from broker.connectors.models import OutboxMessage
 from broker.connectors.registry import ConnectorRegistry, registry_for
 from broker.db.base import utcnow
 from broker.errors import BrokerError
+from broker.tickets.models import Ticket
 
 log = structlog.get_logger("broker.connectors.outbox")
 
@@ -49,7 +55,11 @@ async def enqueue(
     event_type: str,
     text: str,
     data: dict[str, Any] | None = None,
-) -> OutboxMessage:
+    marker: str | None = None,
+) -> OutboxMessage | None:
+    """Add a message; None when ``marker``'s step is queued for the ticket already."""
+    if marker is not None and await _marked(db, system, external_id, marker):
+        return None
     row = OutboxMessage(
         system=system,
         external_id=external_id,
@@ -57,10 +67,39 @@ async def enqueue(
         text=text,
         data=dict(data or {}),
         next_attempt_at=utcnow(),
+        marker=marker,
     )
-    db.add(row)
-    await db.flush()
+    try:
+        async with db.begin_nested():  # a concurrent copy of the same step loses cleanly
+            db.add(row)
+            await db.flush()
+    except IntegrityError:
+        return None
     return row
+
+
+async def _marked(db: AsyncSession, system: str, external_id: str, marker: str) -> bool:
+    found = await db.scalar(
+        select(OutboxMessage.id).where(
+            OutboxMessage.system == system,
+            OutboxMessage.external_id == external_id,
+            OutboxMessage.marker == marker,
+        )
+    )
+    return found is not None
+
+
+async def count_markers(db: AsyncSession, ticket: Ticket, stem: str) -> int:
+    """How many of the ticket's messages have a marker starting with ``stem``."""
+    escaped = stem.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    count = await db.scalar(
+        select(func.count()).where(
+            OutboxMessage.system == ticket.system,
+            OutboxMessage.external_id == ticket.external_id,
+            OutboxMessage.marker.like(f"{escaped}%", escape="\\"),
+        )
+    )
+    return int(count or 0)
 
 
 def _free(now: datetime) -> Any:
@@ -88,7 +127,10 @@ async def _due_tickets(db: AsyncSession, now: datetime) -> list[tuple[str, str]]
 
 
 async def _claim_head(
-    maker: async_sessionmaker[AsyncSession], system: str, external_id: str
+    maker: async_sessionmaker[AsyncSession],
+    system: str,
+    external_id: str,
+    lease: timedelta = timedelta(seconds=LEASE_SECONDS),
 ) -> OutboundMessage | None:
     """Lease the ticket's oldest undelivered message if it is due and nobody holds it."""
     now = utcnow()
@@ -119,12 +161,14 @@ async def _claim_head(
                         _free(now),
                     )
                 )
-                .values(locked_until=now + timedelta(seconds=LEASE_SECONDS))
+                .values(locked_until=now + lease)
                 .execution_options(synchronize_session=False)
             ),
         )
         if claimed.rowcount != 1:
             return None
+        # A lease that ran out without a settlement: the worker died mid-delivery.
+        retry = head.attempts > 0 or head.locked_until is not None
         return OutboundMessage(
             delivery_id=head.delivery_id,
             system=head.system,
@@ -133,6 +177,8 @@ async def _claim_head(
             text=head.text,
             data=dict(head.data),
             created_at=head.created_at,
+            marker=head.marker,
+            retry=retry,
         )
 
 
@@ -163,8 +209,10 @@ async def _drain(
     external_id: str,
 ) -> int:
     delivered = 0
+    seconds = getattr(getattr(registry.get(system), "config", None), "delivery_lease_seconds", None)
+    lease = timedelta(seconds=float(seconds or LEASE_SECONDS))
     for _ in range(PER_TICKET_PER_RUN):
-        message = await _claim_head(maker, system, external_id)
+        message = await _claim_head(maker, system, external_id, lease)
         if message is None:
             break
         error: str | None = None

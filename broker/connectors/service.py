@@ -3,54 +3,42 @@
 - :func:`lookup_for_session` gates a session request on the ticket (exists, open, and
   assigned to the technician where the system's config asks for it).
 - :func:`enqueue_ticket_comment` queues a comment in the caller's transaction.
-- :func:`handle_webhook` applies a verified ``ticket.*`` webhook to our ticket and audits
-  it; it says when the ticket's open sessions must end (closed or reassigned), which
-  ``broker.flows.tickets`` then does.
+- :func:`handle_webhook` takes a desk's notification (:mod:`~broker.connectors.intake`:
+  authentication, freshness, replay, refusals kept), applies it to our ticket and audits
+  it (:mod:`~broker.connectors.changes`); it says what that means for the ticket's open
+  sessions, which ``broker.flows.tickets`` then ends.
+- :func:`queue_step` queues one step of a session's story as a comment with its marker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.connectors import outbox
+from broker.connectors import changes, intake, links, outbox, texts
 from broker.connectors.base import OUTBOUND_EVENTS, TicketInfo, WebhookEvent
+from broker.connectors.changes import INBOUND_AUDIT, Applied, Handover, system_actor
 from broker.connectors.models import OutboxMessage
 from broker.connectors.registry import registry_for
-from broker.connectors.repository import OutboxRepository, WebhookDeliveryRepository
+from broker.connectors.repository import OutboxRepository
 from broker.connectors.settings import ConnectorConfig
-from broker.db.base import utcnow
-from broker.errors import BrokerError, Conflict, NotAuthenticated, PolicyDenied, ValidationFailed
-from broker.evidence.events import EventType
-from broker.evidence.service import Actor, record_event
+from broker.errors import BrokerError, PolicyDenied, ValidationFailed
 from broker.tickets.models import Ticket
 from broker.tickets.repository import TicketRepository
 
 log = structlog.get_logger("broker.connectors")
-# The audit event each verified webhook becomes (a connector only admits INBOUND_EVENTS).
-INBOUND_AUDIT: dict[str, EventType] = {
-    "ticket.updated": EventType.ticket_updated,
-    "ticket.closed": EventType.ticket_closed,
-    "ticket.reassigned": EventType.ticket_reassigned,
-}
-
-
-@dataclass(frozen=True)
-class Applied:
-    """A webhook applied to our ticket. ``ends_sessions``: why the ticket's open sessions
-    must end now (it closed or changed hands), None when they go on."""
-
-    ticket: Ticket
-    ends_sessions: str | None
-
-
-def system_actor(system: str) -> Actor:
-    return Actor(kind="ticket_system", name=system)
+__all__ = [
+    "INBOUND_AUDIT",
+    "Applied",
+    "Handover",
+    "apply_to_ticket",
+    "handle_webhook",
+    "system_actor",
+]
 
 
 async def lookup_for_session(
@@ -124,6 +112,7 @@ def sync_ticket(ticket: Ticket, info: TicketInfo) -> None:
     ticket.requester = info.requester[:200] or ticket.requester
     ticket.state = info.state
     ticket.assignee = info.assignee
+    ticket.group_name = info.group
     ticket.url = info.url or ticket.url
 
 
@@ -133,12 +122,15 @@ async def enqueue_ticket_comment(
     event_type: str,
     text: str,
     data: Mapping[str, Any] | None = None,
+    *,
+    marker: str | None = None,
 ) -> OutboxMessage | None:
     """Queue ``text`` for ``ticket``'s system in the current transaction.
 
-    Returns None (nothing queued) when the system takes no comments (standalone, osTicket,
-    a webhook without outbound URL). ``data`` goes to webhook receivers as is: keep it to
-    ids and facts, never secrets.
+    Returns None (nothing queued) when the system takes no comments (standalone, osTicket
+    without its API plugin, a webhook without outbound URL), or when the step ``marker``
+    names was queued already. ``data`` goes to webhook receivers as is: keep it to ids and
+    facts, never secrets.
     """
     if event_type not in OUTBOUND_EVENTS:
         raise ValidationFailed(
@@ -154,79 +146,57 @@ async def enqueue_ticket_comment(
         event_type=event_type,
         text=text,
         data=dict(data or {}),
+        marker=marker,
+    )
+
+
+async def queue_step(
+    db: AsyncSession,
+    ticket: Ticket,
+    event_type: str,
+    *,
+    session_id: str,
+    step: str,
+    text: str,
+    data: Mapping[str, Any] | None = None,
+) -> OutboxMessage | None:
+    """One step of a session's story as a comment. ``step`` may end with ``-#`` for a step
+    that repeats (an expert joining, a file moving): the ``#`` becomes its ordinal."""
+    if step.endswith("-#"):
+        stem = f"{session_id}/{step[:-1]}"
+        step = f"{step[:-1]}{await outbox.count_markers(db, ticket, stem) + 1}"
+    marker = f"{session_id}/{step}"
+    return await enqueue_ticket_comment(
+        db, ticket, event_type, texts.with_marker(text, marker), data, marker=marker
     )
 
 
 async def handle_webhook(
     db: AsyncSession, system: str, headers: Mapping[str, str], body: bytes
 ) -> list[Applied]:
-    """Verify and apply an inbound webhook; returns what it did to which of our tickets."""
-    connector = registry_for(db).get(system)
-    try:
-        event = connector.verify_webhook(headers, body)
-    except NotAuthenticated as exc:
-        await record_event(
-            db,
-            EventType.connector_webhook_rejected,
-            ticket=None,
-            actor=system_actor(system),
-            data={"system": system, "why": exc.detail},
-        )
-        raise NotAuthenticated(exc.detail, keep_changes=True) from exc
-    deliveries = WebhookDeliveryRepository(db)
-    now = utcnow()
-    window = timedelta(
-        seconds=getattr(getattr(connector, "config", None), "replay_window_seconds", 300)
-    )
-    await deliveries.forget_before(now - 2 * window)
-    if not await deliveries.remember(system, event.delivery_id, now):
-        raise Conflict(f"webhook delivery {event.delivery_id!r} was already received")
+    """Verify and apply an inbound notification; returns what it did to our tickets.
+
+    Refusals (forged, stale, replayed, unreadable) are kept and raised by
+    :func:`broker.connectors.intake.receive`. A notification about a ticket we do not know
+    changes nothing of ours, but may be the moment to post the ticket's link (``link_note``).
+    """
+    event = await intake.receive(db, system, headers, body)
+    return await apply_to_ticket(db, system, event)
+
+
+async def apply_to_ticket(db: AsyncSession, system: str, event: WebhookEvent) -> list[Applied]:
+    """Apply a verified notification (or what the poll saw) to our ticket, if we know it."""
+    await links.offer_link(db, system, event)
     ticket = await TicketRepository(db).by_ref(system, event.external_id)
     if ticket is None:
         log.info("connectors.webhook_unknown_ticket", system=system, event_type=event.event_type)
         return []
-    return [await _apply(db, ticket, event)]
+    return [await changes.apply_event(db, ticket, event)]
 
 
-async def _apply(db: AsyncSession, ticket: Ticket, event: WebhookEvent) -> Applied:
-    before = {"state": ticket.state, "assignee": ticket.assignee}
-    closing = event.event_type == "ticket.closed" or (
-        event.state is not None and event.state.lower() in _closed_words(db, ticket.system)
-    )
-    # An update naming a new assignee is a reassignment only if we knew the old one.
-    reassigned = event.event_type == "ticket.reassigned" or (
-        event.assignee is not None
-        and ticket.assignee is not None
-        and event.assignee != ticket.assignee
-    )
-    if closing:
-        ticket.state = "closed"
-    elif event.state is not None:
-        ticket.state = "open"
-    if event.assignee is not None or event.event_type == "ticket.reassigned":
-        ticket.assignee = event.assignee
-    await record_event(
-        db,
-        INBOUND_AUDIT[event.event_type],
-        ticket=ticket.ref,
-        actor=system_actor(ticket.system),
-        data={
-            "delivery_id": event.delivery_id,
-            "before": before,
-            "after": {"state": ticket.state, "assignee": ticket.assignee},
-        },
-    )
-    if closing or reassigned:
-        why = "ticket closed" if closing else f"ticket reassigned to {ticket.assignee or 'nobody'}"
-        return Applied(ticket, why)
-    return Applied(ticket, None)
-
-
-def _closed_words(db: AsyncSession, system: str) -> frozenset[str]:
-    connector = registry_for(db).get(system)
-    closed = getattr(connector, "closed_states", None)
-    words = closed() if callable(closed) else frozenset()
-    return frozenset({"closed", *words})
+def config_of(db: AsyncSession, system: str) -> ConnectorConfig | None:
+    config = getattr(registry_for(db).get(system), "config", None)
+    return config if isinstance(config, ConnectorConfig) else None
 
 
 async def outbox_overview(db: AsyncSession) -> dict[str, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,17 @@ class ConnectorConfig(BaseModel):
     accept_group: bool = False
     # The system's group (name or id, as the lookup returns it) -> our device-group name.
     group_map: dict[str, str] = {}
+    # Post the "start remote session" link as an internal note: never, on the first
+    # notification about an open ticket ("created"), or once it is assigned ("assigned").
+    link_note: Literal["off", "created", "assigned"] = "off"
+    # While a ticket has open sessions, ask its system this often whether it is still open
+    # and theirs (the fallback of the webhooks); 0: never.
+    watch_interval_seconds: int = Field(default=300, ge=0, le=86400)
+    # How long a worker holds a ticket's next comment before another may try it (a worker
+    # that died holds it until then); longer than a delivery can take.
+    delivery_lease_seconds: float = Field(default=120.0, ge=1, le=3600)
+    # How many refused inbound deliveries are kept for the admin (the oldest go first).
+    rejects_kept: int = Field(default=200, ge=0, le=10000)
 
     @property
     def root(self) -> str:

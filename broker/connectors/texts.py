@@ -14,7 +14,24 @@ import shlex
 from collections.abc import Sequence
 from datetime import datetime
 
+from broker.connectors.base import marker_line
+
 HEADER = "[supportbroker]"
+
+
+def with_marker(text: str, marker: str) -> str:
+    """The comment as posted: its text, then the (session, step) reference it is found by."""
+    return f"{text}\n{marker_line(marker)}"
+
+
+def link_text(link: str) -> str:
+    return "\n".join(
+        [
+            f"{HEADER} Remote session for this ticket",
+            f"Start it here: {link}",
+            "The technician signs in to the broker; the end user is asked for consent.",
+        ]
+    )
 
 
 def _when(moment: datetime) -> str:

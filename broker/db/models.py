@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from broker.auth.models import ApiToken, User, WebSession
 from broker.auth.totp import UserTotp
-from broker.connectors.models import OutboxMessage, WebhookDelivery
+from broker.connectors.models import OutboxMessage, TicketWatch, WebhookDelivery, WebhookReject
 from broker.consent.models import ConsentClientThrottle, ConsentRequest
 from broker.db.base import Base
 from broker.devices.models import Device, DeviceGroup, GroupMember
 from broker.gateway.models import AgentEnrollmentToken, AgentKey
-from broker.providers.models import ProviderEventMark, ProviderSessionLink  # noqa: F401 - tables
+from broker.providers.models import (  # noqa: F401 - tables
+    ProviderDeviceSweep,
+    ProviderEventMark,
+    ProviderSessionLink,
+)
 from broker.sessions.models import RemoteSession, SessionInvitation
 from broker.tickets.models import Ticket
 
@@ -27,8 +31,10 @@ __all__ = [
     "RemoteSession",
     "SessionInvitation",
     "Ticket",
+    "TicketWatch",
     "User",
     "UserTotp",
     "WebSession",
     "WebhookDelivery",
+    "WebhookReject",
 ]

@@ -92,6 +92,11 @@ async def list_groups(db: AsyncSession, principal: Principal) -> list[DeviceGrou
     return await GroupRepository(db).visible_to(member)
 
 
+async def group_names_of_user(db: AsyncSession, user_id: str) -> list[str]:
+    """The names of the device groups ``user_id`` is a member of."""
+    return [g.name for g in await GroupRepository(db).visible_to(user_id)]
+
+
 async def group_members(db: AsyncSession, group_id: str) -> list[User]:
     return await GroupRepository(db).members(group_id)
 

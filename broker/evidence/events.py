@@ -81,6 +81,7 @@ class EventType(StrEnum):
     ticket_closed = "ticket.closed", "a ticket closed: its open sessions end"
     ticket_reopened = "ticket.reopened", "a closed ticket was opened again"
     ticket_reassigned = "ticket.reassigned", "the ticket system gave the ticket to someone else"
+    ticket_merged = "ticket.merged", "the ticket system merged the ticket into another one"
     ticket_access_denied = (
         "ticket.access_denied",
         "a ticket-system token reached for another system's tickets",
@@ -88,7 +89,7 @@ class EventType(StrEnum):
     ticket_erased = "ticket.erased", "the ticket's data key was destroyed (crypto-erasure)"
     connector_webhook_rejected = (
         "connector.webhook_rejected",
-        "an inbound webhook failed its signature or freshness check",
+        "an inbound webhook was refused (signature, freshness, replay or unreadable)",
     )
 
     # Remote-access providers.

@@ -4,6 +4,8 @@
 ``publicid``, an AnyDesk client id) so ``end`` can remove it even after a restart, and whether
 removal is still pending because the provider was down. ``ProviderEventMark`` makes
 reconciliation idempotent: a provider event is sealed into the audit log exactly once.
+``ProviderDeviceSweep`` remembers how far the device-wide sweep has read each managed device's
+connections, so an outside connection is noticed even when no session of ours runs there.
 """
 
 from __future__ import annotations
@@ -50,3 +52,14 @@ class ProviderEventMark(IdMixin, CreatedMixin, Base):
         ForeignKey("sessions.id", ondelete="SET NULL"), index=True
     )
     verdict: Mapped[str] = mapped_column(String(30), nullable=False)
+
+
+class ProviderDeviceSweep(Base):
+    __tablename__ = "provider_device_sweeps"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(String(30), nullable=False)
+    swept_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_error: Mapped[str | None] = mapped_column(String(500))

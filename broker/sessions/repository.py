@@ -79,6 +79,20 @@ class SessionRepository(Repository[RemoteSession]):
         rows = (await self.db.execute(stmt)).all()
         return [SessionRecord(row[0], row[1], row[2], row[3]) for row in rows]
 
+    async def tickets_with_open_sessions(self, limit: int = 500) -> list[Ticket]:
+        """Tickets that have a session not over yet (the ones whose system is watched)."""
+        stmt = (
+            select(Ticket)
+            .where(
+                Ticket.id.in_(
+                    select(RemoteSession.ticket_id).where(RemoteSession.state.in_(OPEN_STATES))
+                )
+            )
+            .order_by(Ticket.id)
+            .limit(limit)
+        )
+        return list((await self.db.scalars(stmt)).all())
+
     async def due(self, now: datetime, filters: SessionFilter | None = None) -> list[str]:
         """Ids of sessions whose current state ran out (consent expiry or time limit)."""
         stmt = select(RemoteSession.id).where(

@@ -13,7 +13,7 @@ attempts as well as sessions.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -332,14 +332,30 @@ TICKET_GONE: dict[SessionState, SessionState] = {
 }
 
 
+async def open_sessions_for_ticket(db: AsyncSession, ticket: Ticket) -> list[SessionRecord]:
+    return list(await SessionRepository(db).open_for_ticket(ticket.id))
+
+
+async def tickets_with_open_sessions(db: AsyncSession) -> list[Ticket]:
+    return await SessionRepository(db).tickets_with_open_sessions()
+
+
 async def end_sessions_for_ticket(
-    db: AsyncSession, ticket: Ticket, *, actor: Actor, why: str
+    db: AsyncSession,
+    ticket: Ticket,
+    *,
+    actor: Actor,
+    why: str,
+    only: Collection[str] | None = None,
 ) -> list[str]:
-    """End every open session of ``ticket`` (closed or reassigned in its system): active →
-    ended, awaiting consent / approved → revoked, requested → failed. Each move is audited,
-    commented and withdraws provider access like any other. Returns the ids moved."""
+    """End every open session of ``ticket`` (closed or reassigned in its system), or those
+    whose ids are in ``only``: active → ended, awaiting consent / approved → revoked,
+    requested → failed. Each move is audited, commented and withdraws provider access like
+    any other. Returns the ids moved."""
     moved: list[str] = []
     for record in await SessionRepository(db).open_for_ticket(ticket.id):
+        if only is not None and record.session.id not in only:
+            continue
         if await settle(db, record):
             continue  # its deadline had already passed: it ran out, the ticket did not end it
         for _ in range(3):  # a racing move (an approval) is retried from the state it won

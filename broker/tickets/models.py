@@ -22,6 +22,9 @@ class Ticket(IdMixin, CreatedMixin, Base):
     requester: Mapped[str] = mapped_column(String(200), default="", nullable=False)
     state: Mapped[str] = mapped_column(String(30), default="open", nullable=False)
     assignee: Mapped[str | None] = mapped_column(String(200))
+    # The group (queue) the ticket's system has it in, as its connector last reported it: a
+    # move out of the technician's groups ends their session (``group_map``).
+    group_name: Mapped[str | None] = mapped_column(String(200))
     url: Mapped[str | None] = mapped_column(String(1000))
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False

@@ -81,7 +81,11 @@ async def test_a_refused_webhook_is_audited_and_changes_nothing(
     ]
     assert len(rejected) == 1
     assert rejected[0]["actor"] == {"kind": "ticket_system", "name": SYSTEM}
-    assert rejected[0]["data"] == {"system": SYSTEM, "why": "webhook signature does not match"}
+    assert rejected[0]["data"] == {
+        "system": SYSTEM,
+        "status": 401,
+        "why": "webhook signature does not match",
+    }
     events = [t for t, _ in await audit_events(app, f"{SYSTEM}:4711")]
     assert "ticket.closed" not in events
     assert "session.revoked" not in events

@@ -8,21 +8,25 @@ requester and technician come from ``GET Ticket/{id}/Ticket_User`` (type 1 reque
 follow-up is ``POST ITILFollowup`` with
 ``{"input": {"itemtype": "Ticket", "items_id": id, "content": ..., "is_private": 1}}``.
 Statuses 1-4 are open (new, processing assigned/planned, pending), 5 solved, 6 closed.
+A retried comment is looked for in ``GET Ticket/{id}/ITILFollowup``; GLPI 11's own webhooks
+are read by :mod:`broker.connectors.glpi.inbound`.
 Docs: https://help.glpi-project.org/documentation/modules/configuration/general/api/api
 (the ``apirest.md`` shipped with GLPI).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar, Literal
+from datetime import datetime
+from typing import Any, ClassVar
 
 import httpx
 import structlog
-from pydantic import SecretStr
 
-from broker.connectors.base import TicketInfo
+from broker.connectors.base import TicketInfo, WebhookEvent
+from broker.connectors.glpi import inbound
+from broker.connectors.glpi.config import GlpiConfig
 from broker.connectors.http import HttpConnector, text_of
 from broker.connectors.settings import ConnectorConfig
 from broker.errors import ConnectorError
@@ -50,13 +54,6 @@ def _first(links: Any, kind: int, *keys: str) -> str | None:
                 if name:
                     return name
     return None
-
-
-class GlpiConfig(ConnectorConfig):
-    kind: Literal["glpi"] = "glpi"
-    app_token: SecretStr
-    user_token: SecretStr
-    web_url: str = ""  # the UI root when it is not base_url without /apirest.php
 
 
 class GlpiConnector(HttpConnector[GlpiConfig]):
@@ -147,6 +144,24 @@ class GlpiConnector(HttpConnector[GlpiConfig]):
         }
         async with self.session() as headers:
             await self.request("POST", "/ITILFollowup", expect=(201,), headers=headers, json=body)
+
+    async def comment_texts(self, external_id: str) -> list[str]:
+        ticket_id = self.numeric_id(external_id)
+        async with self.session() as headers:
+            followups = self.json_of(
+                await self.request(
+                    "GET", f"/Ticket/{ticket_id}/ITILFollowup", headers=headers,
+                    params={"range": "0-999"}, expect=(200, 206),
+                )
+            )  # fmt: skip
+        return [str(f.get("content", "")) for f in followups if isinstance(f, dict)]
+
+    def native_event(
+        self, headers: Mapping[str, str], body: bytes, *, now: datetime
+    ) -> WebhookEvent:
+        return inbound.parse(
+            self.system, self.config, headers, body, closed_words=self.closed_words(), now=now
+        )
 
     async def check(self) -> str:
         async with self.session():

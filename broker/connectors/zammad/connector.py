@@ -8,19 +8,16 @@ Docs: https://docs.zammad.org/en/latest/api/ticket/index.html and .../api/ticket
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import ClassVar, Literal
+from datetime import datetime
+from typing import ClassVar
 
-from pydantic import SecretStr
-
-from broker.connectors.base import TicketInfo
+from broker.connectors.base import TicketInfo, WebhookEvent
 from broker.connectors.http import HttpConnector
 from broker.connectors.settings import ConnectorConfig
-
-
-class ZammadConfig(ConnectorConfig):
-    kind: Literal["zammad"] = "zammad"
-    token: SecretStr
+from broker.connectors.zammad import inbound
+from broker.connectors.zammad.config import ZammadConfig
 
 
 class ZammadConnector(HttpConnector[ZammadConfig]):
@@ -67,6 +64,20 @@ class ZammadConnector(HttpConnector[ZammadConfig]):
                 "type": "note",
                 "internal": internal,
             },
+        )
+
+    async def comment_texts(self, external_id: str) -> list[str]:
+        ticket_id = self.numeric_id(external_id)
+        articles = self.json_of(
+            await self.request("GET", f"/api/v1/ticket_articles/by_ticket/{ticket_id}")
+        )
+        return [str(a.get("body", "")) for a in articles if isinstance(a, dict)]
+
+    def native_event(
+        self, headers: Mapping[str, str], body: bytes, *, now: datetime
+    ) -> WebhookEvent:
+        return inbound.parse(
+            self.system, self.config, headers, body, closed_words=self.closed_words(), now=now
         )
 
     async def check(self) -> str:
