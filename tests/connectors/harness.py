@@ -20,7 +20,7 @@ from tests.connectors.fakes.zammad import TOKEN, FakeZammad
 
 BROKER_URL = "https://broker.example"
 HOOK_SECRET = "inbound-hook-secret-abcdefghij"
-KINDS = ["null", "webhook", "zammad", "glpi", "osticket", "jira", "freshdesk"]
+KINDS = ["null", "webhook", "zammad", "glpi", "osticket", "osticket-api", "jira", "freshdesk"]
 
 
 @dataclass
@@ -81,6 +81,18 @@ def harness(kind: str) -> Harness:
             **common,
         }
         return Harness(kind, FakeOsTicket(), entry, "41", "42", "99")
+    if kind == "osticket-api":  # osTicket 1.18 with the "API Endpoints" plugin
+        fake = FakeOsTicket(plugin=True)
+        fake.add("41", subject="Printer on fire", status="Open", staff="tom")
+        fake.add("42", subject="old", status="Closed", staff=None)
+        entry = {
+            "kind": "osticket",
+            "api": "api-endpoints",
+            "base_url": "https://osticket.example",
+            "api_key": OST_KEY,
+            **common,
+        }
+        return Harness(kind, fake, entry, "41", "42", "99")
     if kind == "jira":
         fake = FakeJira()
         fake.add("HD-51", summary="Printer on fire", status="Waiting for support", category="new")

@@ -7,12 +7,13 @@ case states what a connector with or without the capability must do.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from broker.connectors import signing
-from broker.connectors.base import OutboundMessage, TicketConnector
+from broker.connectors.base import OutboundMessage, TicketConnector, marker_line
 from broker.errors import ConnectorError, NotAuthenticated, NotFound
 from tests.connectors.harness import BROKER_URL, HOOK_SECRET, KINDS, Harness, harness
 
@@ -168,3 +169,35 @@ def test_webhook_expired(connector: TicketConnector, h: Harness) -> None:
 
 async def test_check(connector: TicketConnector, h: Harness) -> None:
     assert await connector.check()
+
+
+async def test_a_retried_comment_is_not_posted_twice(
+    connector: TicketConnector, h: Harness
+) -> None:
+    """A comment whose first try may have reached the desk (the broker died, or the answer
+    was lost) is looked for by its marker before it is posted again; where the system
+    cannot be read back, the retry carries the same delivery id for the receiver to drop."""
+    marker = "sess-1/consent"
+    text = f"[supportbroker] Remote session approved\n{marker_line(marker)}"
+    first = OutboundMessage(
+        delivery_id="d-7",
+        system=h.kind,
+        external_id=h.open_id,
+        event_type="consent.decided",
+        text=text,
+        data={"session_id": "sess-1"},
+        created_at=datetime.now(UTC),
+        marker=marker,
+    )
+    await connector.deliver(first)
+    await connector.deliver(replace(first, retry=True))
+    if not connector.can_comment:
+        assert h.fake.notes == []
+        return
+    received = getattr(h.fake, "received", None)
+    if received is not None:  # the generic webhook: at-least-once, same delivery id
+        assert [e["id"] for e in received] == ["d-7", "d-7"]
+        return
+    (note,) = h.fake.notes  # posted once (Freshdesk's copy is the HTML-escaped text)
+    assert marker_line(marker) in note["text"]
+    assert any(marker_line(marker) in t for t in await connector.comment_texts(h.open_id))

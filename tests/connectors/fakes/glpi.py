@@ -5,7 +5,8 @@ configuration/general/api/api): ``GET initSession`` with ``App-Token`` and
 ``Authorization: user_token ...`` → ``{"session_token": ...}``; every other call needs
 ``Session-Token`` (else 401 ``["ERROR_SESSION_TOKEN_INVALID", ...]``); ``GET Ticket/:id`` (404
 ``["ERROR_ITEM_NOT_FOUND", ...]``), the sub-items ``GET Ticket/:id/Ticket_User`` and
-``GET Ticket/:id/Group_Ticket`` ("Get sub items"; type 1 requester, 2 assigned, 3 observer),
+``GET Ticket/:id/Group_Ticket`` and ``GET Ticket/:id/ITILFollowup`` ("Get sub items"; type 1
+requester, 2 assigned, 3 observer),
 ``POST ITILFollowup`` with ``{"input": {...}}`` → 201 ``{"id", "message"}``, and
 ``GET killSession``. Ticket status: 1 new ... 5 solved, 6 closed.
 """
@@ -89,6 +90,14 @@ class FakeGlpi(FakeBase):
                 return httpx.Response(200, json=self.actors[ticket_id])
             if len(parts) == 3 and parts[2] == "Group_Ticket":
                 return httpx.Response(200, json=self.groups[ticket_id])
+            if len(parts) == 3 and parts[2] == "ITILFollowup":
+                followups = [
+                    {"id": i + 1, "itemtype": "Ticket", "items_id": ticket_id,
+                     "content": n["text"], "is_private": int(n["internal"])}
+                    for i, n in enumerate(self.notes)
+                    if n["ticket"] == str(ticket_id)
+                ]  # fmt: skip
+                return httpx.Response(200, json=followups)
             return httpx.Response(200, json=self.tickets[ticket_id])
         if request.method == "POST" and path == "/ITILFollowup":
             body = body_of(request)

@@ -5,7 +5,9 @@ Shapes from https://developer.atlassian.com/cloud/jira/platform/rest/v2/api-grou
 {"name", "statusCategory": {"key"}}, "assignee": {"displayName"}, "reporter", "priority",
 "issuetype"}}``; 404 with ``errorMessages``) and https://developer.atlassian.com/cloud/jira/
 service-desk/rest/api-group-request/ (``POST /rest/servicedeskapi/request/{issueIdOrKey}/
-comment`` with ``{"body", "public"}`` → 201). Auth: basic e-mail + API token.
+comment`` with ``{"body", "public"}`` → 201; ``GET`` of the same path with ``start``,
+``limit`` → ``{"values": [{"body", "public"}], "isLastPage"}``). Auth: basic e-mail + API
+token.
 """
 
 from __future__ import annotations
@@ -55,6 +57,20 @@ class FakeJira(FakeBase):
                 )
             return httpx.Response(200, json=issue)
         prefix = "/rest/servicedeskapi/request/"
+        if request.method == "GET" and path.startswith(prefix) and path.endswith("/comment"):
+            key = path.removeprefix(prefix).removesuffix("/comment")
+            if key not in self.issues:
+                return httpx.Response(404, json={"errorMessage": "no request"})
+            start = int(request.url.params.get("start", "0"))
+            limit = int(request.url.params.get("limit", "50"))
+            mine = [n for n in self.notes if n["ticket"] == key]
+            page = mine[start : start + limit]
+            values = [{"id": str(start + i), "body": n["text"], "public": not n["internal"]}
+                      for i, n in enumerate(page)]  # fmt: skip
+            last = start + limit >= len(mine)
+            return httpx.Response(
+                200, json={"start": start, "limit": limit, "isLastPage": last, "values": values}
+            )
         if request.method == "POST" and path.startswith(prefix) and path.endswith("/comment"):
             key = path.removeprefix(prefix).removesuffix("/comment")
             body = body_of(request)

@@ -4,8 +4,9 @@ Shapes from https://docs.zammad.org/en/latest/api/ticket/index.html (ticket show
 ``expand=true`` the relations come as names: ``state``, ``owner``, ``customer``, ``group``,
 ``priority``), https://docs.zammad.org/en/latest/api/ticket/articles.html (``POST
 /api/v1/ticket_articles`` with ``ticket_id``, ``body``, ``type: note``, ``internal``; answers
-201 with the article) and https://docs.zammad.org/en/latest/api/intro.html (``Authorization:
-Token token=...``).
+201 with the article; ``GET /api/v1/ticket_articles/by_ticket/{ticket_id}`` lists a ticket's
+articles with their ``body``) and https://docs.zammad.org/en/latest/api/intro.html
+(``Authorization: Token token=...``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ class FakeZammad(FakeBase):
             if ticket is None:
                 return httpx.Response(404, json={"error": "Couldn't find Ticket"})
             return httpx.Response(200, json=ticket)
+        if request.method == "GET" and path.startswith("/api/v1/ticket_articles/by_ticket/"):
+            ticket_id = path.rsplit("/", 1)[1]
+            if not ticket_id.isdigit() or int(ticket_id) not in self.tickets:
+                return httpx.Response(404, json={"error": "Couldn't find Ticket"})
+            articles = [
+                {"id": i + 1, "ticket_id": int(n["ticket"]), "body": n["text"], "type": "note"}
+                for i, n in enumerate(self.notes)
+                if n["ticket"] == ticket_id
+            ]
+            return httpx.Response(200, json=articles)
         if request.method == "POST" and path == "/api/v1/ticket_articles":
             body = body_of(request)
             if (
