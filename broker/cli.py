@@ -116,6 +116,7 @@ def _domain_cli_modules() -> list[Any]:
         "broker.sessions.cli",
         "broker.evidence.cli",
         "broker.providers.cli",
+        "broker.connectors.cli",
         "broker.gateway.cli",
     ]
     modules = []

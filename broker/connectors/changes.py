@@ -110,7 +110,9 @@ async def apply_event(db: AsyncSession, ticket: Ticket, event: WebhookEvent) -> 
     if event.subject:
         ticket.subject = event.subject[:500]
     after = {"state": ticket.state, "assignee": ticket.assignee, "group": ticket.group_name}
-    audit = _audit_event(event, before, after, was_open=was_open, handover=handover)
+    audit = _audit_event(
+        event, before, after, was_open=was_open, is_open=ticket.is_open, handover=handover
+    )
     if audit is not None:
         data = {
             "delivery_id": event.delivery_id,
@@ -161,19 +163,25 @@ def _audit_event(
     after: dict[str, str | None],
     *,
     was_open: bool,
+    is_open: bool,
     handover: Handover | None,
 ) -> EventType | None:
+    """The one event for what changed; None when nothing did. A relay that names an event
+    explicitly still gets it on record when nothing changed, as it always did; a desk's
+    snapshot said again (a retry, a second trigger) gets nothing."""
     if event.event_type == "ticket.merged":
-        return EventType.ticket_merged
-    if after["state"] == "closed" and was_open:
-        return EventType.ticket_closed
-    if after["state"] == "open" and not was_open:
-        return EventType.ticket_reopened
-    if handover is not None:
-        return EventType.ticket_reassigned
-    if before != after or event.event_type not in ("ticket.updated", "ticket.created"):
-        return INBOUND_AUDIT[event.event_type]
-    return None
+        found: EventType | None = EventType.ticket_merged
+    elif was_open != is_open:
+        found = EventType.ticket_reopened if is_open else EventType.ticket_closed
+    elif handover is not None:
+        found = EventType.ticket_reassigned
+    elif before != after or (
+        event.source == "relay" and event.event_type not in ("ticket.updated", "ticket.created")
+    ):
+        found = INBOUND_AUDIT[event.event_type]
+    else:
+        found = None
+    return found
 
 
 def still_theirs(

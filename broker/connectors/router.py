@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import RedirectResponse
 
 from broker.auth.deps import require
@@ -38,6 +38,17 @@ async def webhook(system: System, request: Request, db: DbSession) -> dict[str, 
 @router.get("/connectors")
 async def list_connectors(_: Admin, db: DbSession) -> dict[str, Any]:
     return {"connectors": await service.connectors_status(db)}
+
+
+@router.get("/connectors/rejected")
+async def rejected(
+    _: Admin,
+    db: DbSession,
+    system: Annotated[str | None, Query(max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Inbound deliveries that were refused (forged, stale, replayed, unreadable), as kept."""
+    return {"rejected": await service.rejected_deliveries(db, system, limit=limit)}
 
 
 @link_router.get("/t/{system}/{external_id:path}/connect", include_in_schema=False)

@@ -199,6 +199,27 @@ def config_of(db: AsyncSession, system: str) -> ConnectorConfig | None:
     return config if isinstance(config, ConnectorConfig) else None
 
 
+async def rejected_deliveries(
+    db: AsyncSession, system: str | None = None, *, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The refused inbound deliveries kept for the admin, newest first."""
+    return [
+        {
+            "id": row.id,
+            "system": row.system,
+            "received_at": row.received_at.isoformat(),
+            "status": row.status,
+            "error": row.error,
+            "detail": row.detail,
+            "headers": row.headers,
+            "body": row.body,
+            "body_size": row.body_size,
+            "body_sha256": row.body_sha256,
+        }
+        for row in await intake.rejected(db, system, limit=limit)
+    ]
+
+
 async def outbox_overview(db: AsyncSession) -> dict[str, int]:
     return await OutboxRepository(db).pending_by_system()
 

@@ -300,6 +300,12 @@ ROWS: tuple[Row, ...] = (
     Row(
         "GET", f"{c.V1}/connectors", c.fixed("GET", f"{c.V1}/connectors"), allow("GET", 200, ADMIN)
     ),
+    Row(
+        "GET",
+        f"{c.V1}/connectors/rejected",
+        c.fixed("GET", f"{c.V1}/connectors/rejected"),
+        allow("GET", 200, ADMIN),
+    ),
     # the built-in agent's gateway
     Row(
         "POST",
