@@ -26,6 +26,7 @@ from broker.connectors.models import OutboxMessage
 from broker.connectors.registry import registry_for
 from broker.connectors.repository import OutboxRepository
 from broker.connectors.settings import ConnectorConfig
+from broker.db.base import utcnow
 from broker.errors import BrokerError, PolicyDenied, ValidationFailed
 from broker.tickets.models import Ticket
 from broker.tickets.repository import TicketRepository
@@ -169,6 +170,38 @@ async def queue_step(
     return await enqueue_ticket_comment(
         db, ticket, event_type, texts.with_marker(text, marker), data, marker=marker
     )
+
+
+async def expert_joined(
+    db: AsyncSession, ticket: Ticket, *, session_id: str, expert: str
+) -> OutboxMessage | None:
+    """An invited expert joined the session: a step of its story (gateway)."""
+    text = texts.expert_text(expert=expert, joined_at=utcnow(), session_id=session_id)
+    data = {"session_id": session_id, "expert": expert}
+    return await queue_step(
+        db, ticket, "session.expert_joined", session_id=session_id, step="expert-#",
+        text=text, data=data,
+    )  # fmt: skip
+
+
+async def file_transferred(
+    db: AsyncSession, ticket: Ticket, *, session_id: str, facts: Mapping[str, Any]
+) -> OutboxMessage | None:
+    """A file moved to or from the device, as the log holds it: name, size, SHA-256."""
+    name = str(facts.get("name") or "unnamed")[:300]
+    size = facts.get("size")
+    size = size if isinstance(size, int) and not isinstance(size, bool) else None
+    sha256 = str(facts["sha256"])[:64] if facts.get("sha256") else None
+    direction = str(facts["direction"])[:20] if facts.get("direction") else None
+    text = texts.file_text(
+        name=name, size=size, sha256=sha256, direction=direction, session_id=session_id
+    )
+    data = {"session_id": session_id, "name": name, "size": size, "sha256": sha256,
+            "direction": direction}  # fmt: skip
+    return await queue_step(
+        db, ticket, "session.file_transfer", session_id=session_id, step="file-#",
+        text=text, data=data,
+    )  # fmt: skip
 
 
 async def handle_webhook(

@@ -1,10 +1,13 @@
 """The comments a ticket receives, as plain text (each connector renders it for its system).
 
-One builder per moment of a session: the request (who, why, which rights, how long), the
-end user's decision, the start, the end (duration and summary) and the evidence digest
-(latest signed checkpoint, and how to export and verify the ticket's bundle with the real
-``supportbroker audit`` commands). Texts name people and facts, never secrets or links that
-grant access (the auditor's page needs an auditor's login).
+One builder per step of a session's story: the request (who, why, which rights, how long,
+the device and its asset tag), the end user's decision (who, which rights, the digest of the
+consent receipt), the start, each expert who joined, each file that moved (name, size,
+SHA-256), the end (who, why, how long, the device), the evidence digest (latest signed
+checkpoint, and how to export and verify the ticket's bundle with the real
+``supportbroker audit`` commands) and the end user's rating. Each comment ends with the
+(session, step) marker it is found by (:func:`with_marker`). Texts name people and facts,
+never secrets or links that grant access (the auditor's page needs an auditor's login).
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ def duration_text(start: datetime, end: datetime) -> str:
     return f"{secs} s"
 
 
+def device_text(device: str, asset_tag: str | None, provider: str) -> str:
+    tag = f", asset tag {asset_tag}" if asset_tag else ""
+    return f"{device}{tag} (via {provider})"
+
+
 def request_text(
     *,
     technician: str,
@@ -59,6 +67,7 @@ def request_text(
     provider: str,
     session_id: str,
     unattended: bool = False,
+    asset_tag: str | None = None,
 ) -> str:
     consent = (
         "Unattended access allowed by the device group's policy (recorded as such)."
@@ -69,7 +78,7 @@ def request_text(
         [
             f"{HEADER} Remote session requested",
             f"Technician: {technician}",
-            f"Device: {device} (via {provider})",
+            f"Device: {device_text(device, asset_tag, provider)}",
             f"Reason: {reason}",
             f"Rights: {', '.join(capabilities) or 'none'}; time limit {duration_minutes} min",
             consent,
@@ -85,15 +94,63 @@ def decision_text(
     session_id: str,
     until: datetime | None = None,
     note: str | None = None,
+    capabilities: Sequence[str] = (),
+    receipt_digest: str | None = None,
 ) -> str:
     lines = [
         f"{HEADER} Remote session {'approved' if approved else 'denied'} by {decided_by}",
-        f"Session: {session_id}",
     ]
+    if capabilities:
+        verb = "Rights approved" if approved else "Rights asked for"
+        lines.append(f"{verb}: {', '.join(capabilities)}")
     if approved and until is not None:
         lines.append(f"Valid until: {_when(until)}")
+    if receipt_digest:
+        lines.append(f"Consent receipt (SHA-256): {receipt_digest}")
     if note:
         lines.append(f"Note: {note}")
+    lines.append(f"Session: {session_id}")
+    return "\n".join(lines)
+
+
+def expert_text(*, expert: str, joined_at: datetime, session_id: str) -> str:
+    return "\n".join(
+        [
+            f"{HEADER} Expert joined the remote session {_when(joined_at)}",
+            f"Expert: {expert}",
+            f"Session: {session_id}",
+        ]
+    )
+
+
+def size_text(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit} ({size} bytes)"
+    return f"{size} bytes"
+
+
+def file_text(
+    *, name: str, size: int | None, sha256: str | None, direction: str | None, session_id: str
+) -> str:
+    way = {"upload": "to the device", "download": "from the device"}.get(direction or "", "")
+    return "\n".join(
+        [
+            f"{HEADER} File transferred{' ' + way if way else ''}",
+            f"File: {name}; {size_text(size)}",
+            f"SHA-256: {sha256 or 'not reported'}",
+            f"Session: {session_id}",
+        ]
+    )
+
+
+def rating_text(*, score: int, comment: str | None, session_id: str) -> str:
+    lines = [f"{HEADER} The end user rated the remote session {score} out of 5"]
+    if comment:
+        lines.append(f"Comment: {comment}")
+    lines.append(f"Session: {session_id}")
     return "\n".join(lines)
 
 
@@ -120,6 +177,8 @@ def end_text(
     capabilities: Sequence[str],
     end_reason: str | None = None,
     summary: str | None = None,
+    ended_by: str | None = None,
+    device: str | None = None,
 ) -> str:
     took = duration_text(started_at, ended_at) if started_at is not None else "not started"
     lines = [
@@ -129,6 +188,10 @@ def end_text(
         f"Why: {reason}",
         f"Rights used: {', '.join(capabilities) or 'none'}",
     ]
+    if device:
+        lines.append(f"Device: {device}")
+    if ended_by:
+        lines.append(f"Ended by: {ended_by}")
     if end_reason:
         lines.append(f"Ended because: {end_reason}")
     if summary:

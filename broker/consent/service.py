@@ -12,6 +12,8 @@ approving, failing, revoking and rating them is the flows' business, above both 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit.canonical import canonical_json
 from broker.auth.secrets import constant_equal
 from broker.consent import throttle
 from broker.consent.codes import (
@@ -285,6 +288,18 @@ async def decide(
     )
     CONSENT_DECISIONS.labels(decision=decision).inc()
     return current
+
+
+def receipt_digest(
+    request: ConsentRequest, record: SessionRecord, *, valid_until: datetime | None
+) -> str:
+    """SHA-256 of the receipt's canonical JSON (RFC 8785), as sealed in ``consent.decided``:
+    the ticket's comment names it, and anyone holding the bundle can recompute it."""
+    return signed_receipt_digest(receipt(request, record, valid_until=valid_until))
+
+
+def signed_receipt_digest(value: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(dict(value))).hexdigest()
 
 
 def receipt(

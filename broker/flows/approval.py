@@ -35,6 +35,7 @@ from broker.db.base import utcnow
 from broker.devices.models import Device
 from broker.errors import NotFound
 from broker.evidence.service import Actor
+from broker.flows import comments
 from broker.gateway import service as gateway
 from broker.gateway.models import AgentKey
 from broker.providers import offers
@@ -65,11 +66,12 @@ async def create_session(
         now = utcnow()
         until = approved_until(now, record)
         await consent.record_policy_decision(db, issued.request, record, until=until)
+        digest = consent.receipt_digest(issued.request, record, valid_until=until)
         await sessions.approve(
             db,
             record,
             actor=consent.UNATTENDED_ACTOR,
-            data={"decided_by": consent.UNATTENDED},
+            data={"decided_by": consent.UNATTENDED, "receipt_digest": digest},
             until=until,
             now=now,
         )
@@ -132,14 +134,17 @@ async def decide(
         moved=moved,
     )
     actor = consent.end_user(name, ip)
+    # The digest of the receipt just sealed (consent.decided), carried by the move so the
+    # ticket's comment and session.approved/denied name the evidence they follow from.
+    digest = consent.receipt_digest(request, record, valid_until=until if approve else None)
     if approve:
-        data = {"decided_by": name}
+        data = {"decided_by": name, "receipt_digest": digest}
         await sessions.approve(
             db, record, actor=actor, data=data, until=until, now=now, answers=answers
         )
         await commit(db)
     else:
-        await sessions.deny(db, record, actor=actor, name=name)
+        await sessions.deny(db, record, actor=actor, name=name, data={"receipt_digest": digest})
     return current
 
 
@@ -158,14 +163,20 @@ async def device_decision(
         db, device=device, key=key, receipt=receipt, signature=signature, ip=ip
     )
     record, actor = signed.record, signed.actor
+    digest = consent.signed_receipt_digest(receipt)  # the receipt the device signed
     if signed.approved:
         now = utcnow()
-        data = {"decided_by": signed.decided_by, "via": "agent", "receipt": True}
+        data = {
+            "decided_by": signed.decided_by,
+            "via": "agent",
+            "receipt": True,
+            "receipt_digest": digest,
+        }
         until = approved_until(now, record)
         await sessions.approve(db, record, actor=actor, data=data, until=until, now=now)
     else:
         name = f"{signed.decided_by} ({receipt.get('why', 'declined')})"
-        await sessions.deny(db, record, actor=actor, name=name)
+        await sessions.deny(db, record, actor=actor, name=name, data={"receipt_digest": digest})
     return record
 
 
@@ -184,4 +195,5 @@ async def rate(
     request, record, _ = await _opened(db, token)
     actor: Actor = consent.end_user(request.decided_by, ip)
     await sessions.rate_session(db, record, actor=actor, score=score, comment=comment)
+    await comments.rated(db, record)
     return await consent.view(db, request, record)

@@ -1,10 +1,14 @@
-"""What the ticket hears of a session's moves: comments queued in the connectors' outbox.
+"""What the ticket hears of a session: one comment per step, queued in the connectors' outbox.
 
-Each comment is a row written in the move's own transaction (nothing is sent before the
-move commits, and nothing committed is lost): the request once consent is asked for, the
-decision, the start, the end with its summary, and on every end the evidence digest, the
-signed checkpoint that covers the session's end and how to export the ticket's bundle.
-Reactions of :mod:`broker.flows.lifecycle`.
+Each comment is a row written in the transaction of the step it reports (nothing is sent
+before it commits, and nothing committed is lost), with the stable marker of its (session,
+step): the request once consent is asked for (with the device and its asset tag), the
+decision (who, which rights, the digest of the consent receipt), the start, the end (who,
+why, how long) with its summary, and on every end the evidence digest, the signed
+checkpoint that covers the session's end and how to export and verify the ticket's bundle;
+later the end user's rating. Experts joining and files moving are written by the gateway
+where they happen (``broker.gateway``). The session's moves reach this module as reactions
+of :mod:`broker.flows.lifecycle`; the rating comes from :mod:`broker.flows.approval`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from urllib.parse import quote
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.connectors import texts
-from broker.connectors.service import enqueue_ticket_comment
+from broker.connectors.service import queue_step
 from broker.context import settings_of
 from broker.db.base import utcnow
 from broker.evidence.service import audit_log_of
@@ -31,6 +35,19 @@ def _technician(record: SessionRecord) -> str:
     return record.technician.display_name or record.technician.username
 
 
+def _device(record: SessionRecord) -> str:
+    d = record.device
+    return texts.device_text(d.name, d.asset_tag, record.session.provider)
+
+
+async def _step(
+    db: AsyncSession, record: SessionRecord, event: str, step: str, text: str, data: Any
+) -> None:
+    await queue_step(
+        db, record.ticket, event, session_id=record.session.id, step=step, text=text, data=data
+    )
+
+
 def _facts(record: SessionRecord, **more: Any) -> dict[str, Any]:
     """What webhook receivers get with each comment: ids and facts, never credentials."""
     s = record.session
@@ -39,6 +56,7 @@ def _facts(record: SessionRecord, **more: Any) -> dict[str, Any]:
         "state": s.state,
         "technician": _technician(record),
         "device": record.device.name,
+        "asset_tag": record.device.asset_tag,
         "provider": s.provider,
         **more,
     }
@@ -49,7 +67,14 @@ async def comment_on_ticket(db: AsyncSession, move: Move) -> None:
     if move.target is S.awaiting_consent:
         await _requested(db, move.record)
     elif move.target in (S.approved, S.denied):
-        await _decision(db, move.record, move.target, decided_by=_decided_by(move))
+        digest = move.data.get("receipt_digest")
+        await _decision(
+            db,
+            move.record,
+            move.target,
+            decided_by=_decided_by(move),
+            receipt_digest=str(digest) if digest else None,
+        )
     elif move.target is S.active:
         await _started(db, move.record)
     elif move.target in TERMINAL:
@@ -71,6 +96,7 @@ async def _requested(db: AsyncSession, record: SessionRecord) -> None:
         provider=s.provider,
         session_id=s.id,
         unattended=s.unattended,
+        asset_tag=record.device.asset_tag,
     )
     data = _facts(
         record,
@@ -79,11 +105,16 @@ async def _requested(db: AsyncSession, record: SessionRecord) -> None:
         duration_minutes=s.duration_minutes,
         unattended=s.unattended,
     )
-    await enqueue_ticket_comment(db, record.ticket, "session.requested", text, data)
+    await _step(db, record, "session.requested", "request", text, data)
 
 
 async def _decision(
-    db: AsyncSession, record: SessionRecord, target: SessionState, *, decided_by: str
+    db: AsyncSession,
+    record: SessionRecord,
+    target: SessionState,
+    *,
+    decided_by: str,
+    receipt_digest: str | None,
 ) -> None:
     s = record.session
     approved = target is S.approved
@@ -93,14 +124,18 @@ async def _decision(
         session_id=s.id,
         until=s.deadline_at if approved else None,
         note="unattended access by the device group's policy" if s.unattended else None,
+        capabilities=s.capabilities,
+        receipt_digest=receipt_digest,
     )
     facts = _facts(
         record,
         decision="approve" if approved else "deny",
         decided_by=decided_by,
+        capabilities=list(s.capabilities),
+        receipt_digest=receipt_digest,
         valid_until=s.deadline_at.isoformat() if approved and s.deadline_at else None,
     )
-    await enqueue_ticket_comment(db, record.ticket, "consent.decided", text, facts)
+    await _step(db, record, "consent.decided", "consent", text, facts)
 
 
 async def _started(db: AsyncSession, record: SessionRecord) -> None:
@@ -114,7 +149,7 @@ async def _started(db: AsyncSession, record: SessionRecord) -> None:
         session_id=s.id,
     )
     facts = _facts(record, started_at=started.isoformat())
-    await enqueue_ticket_comment(db, record.ticket, "session.started", text, facts)
+    await _step(db, record, "session.started", "start", text, facts)
 
 
 async def _ended(
@@ -138,6 +173,8 @@ async def _ended(
         capabilities=s.capabilities,
         end_reason=str(why) if why else None,
         summary=_summary(record, source),
+        ended_by=s.ended_by,
+        device=_device(record),
     )
     facts = _facts(
         record,
@@ -149,7 +186,7 @@ async def _ended(
         end_reason=str(why) if why else None,
         ended_by=s.ended_by,
     )
-    await enqueue_ticket_comment(db, record.ticket, "session.ended", text, facts)
+    await _step(db, record, "session.ended", "end", text, facts)
 
 
 def _summary(record: SessionRecord, source: SessionState) -> str:
@@ -195,4 +232,14 @@ async def seal_digest(db: AsyncSession, move: Move) -> None:
         "export_command": texts.export_command(ref),
         "audit_page": page,
     }
-    await enqueue_ticket_comment(db, record.ticket, "evidence.sealed", text, facts)
+    await _step(db, record, "evidence.sealed", "evidence", text, facts)
+
+
+async def rated(db: AsyncSession, record: SessionRecord) -> None:
+    """The end user's rating and comment, after the session's end."""
+    s = record.session
+    if s.rating is None:
+        return
+    text = texts.rating_text(score=s.rating, comment=s.rating_comment, session_id=s.id)
+    facts = _facts(record, score=s.rating, comment=s.rating_comment)
+    await _step(db, record, "session.rated", "rating", text, facts)

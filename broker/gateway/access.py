@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
+from broker.connectors import service as connectors
 from broker.db.aftercommit import commit
 from broker.devices.service import get_device_for
 from broker.errors import (
@@ -131,6 +132,11 @@ async def attach(db: AsyncSession, principal: Principal, record: SessionRecord, 
         actor=principal.actor(),
         data={"session_id": record.session.id, "mode": mode},
     )
+    if mode == "join":  # a step of the session's story, written back to the ticket
+        expert = principal.name
+        await connectors.expert_joined(
+            db, record.ticket, session_id=record.session.id, expert=expert
+        )
 
 
 WithAttach = Callable[[AsyncSession, SessionRecord], Awaitable[None]]

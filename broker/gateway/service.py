@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.secrets import new_token, token_hash
+from broker.connectors import service as connectors
 from broker.db.base import utcnow
 from broker.devices.models import Device, DeviceGroup
 from broker.devices.repository import GroupRepository
@@ -256,13 +257,16 @@ async def end_from_device(
 async def record_file_transfer(db: AsyncSession, device: Device, msg: dict[str, Any]) -> None:
     record = await session_for_device(db, str(msg.get("session_id")), device.id)
     fields = ("name", "size", "sha256", "direction")
+    facts = {f: msg.get(f) for f in fields}
     await record_event(
         db,
         EventType.session_file_transfer,
         ticket=record.ticket.ref,
         actor=device_actor(device),
-        data={"session_id": record.session.id, **{f: msg.get(f) for f in fields}},
+        data={"session_id": record.session.id, **facts},
     )
+    # What the log holds is written back to the ticket as a step of the session's story.
+    await connectors.file_transferred(db, record.ticket, session_id=record.session.id, facts=facts)
 
 
 async def fail_lost(db: AsyncSession, session_id: str, why: str) -> bool:

@@ -160,13 +160,20 @@ async def approve(
     )
 
 
-async def deny(db: AsyncSession, record: SessionRecord, *, actor: Actor, name: str) -> None:
+async def deny(
+    db: AsyncSession,
+    record: SessionRecord,
+    *,
+    actor: Actor,
+    name: str,
+    data: Mapping[str, Any] | None = None,
+) -> None:
     await transition(
         db,
         record,
         S.denied,
         actor=actor,
-        data={"decided_by": name},
+        data={"decided_by": name, **(data or {})},
         values={"end_reason": "denied by the end user", "ended_by": name, "deadline_at": None},
     )
 
