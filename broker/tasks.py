@@ -4,6 +4,8 @@
   on read (broker.sessions.service), so a stopped sweeper never lets a stale state be acted
   on; the sweeper makes the state visible without a read;
 - the connectors' outbox: deliver comments and webhook events to ticket systems, in order;
+- the slow poll of tickets with running sessions (the webhooks' fallback): a ticket its
+  system now calls closed, merged or someone else's ends those sessions;
 - providers: grant what approvals committed before a crash never got, retry withdrawing
   provider-side access (share links) still owed back, and reconcile what each provider
   recorded (MeshCentral relay log, AnyDesk session list) for running and just-ended
@@ -23,6 +25,7 @@ from broker.connectors.outbox import deliver_due
 from broker.db.aftercommit import transaction
 from broker.evidence.queries import compare_with_published, publish
 from broker.flows.lifecycle import grant_owed
+from broker.flows.watch import watch_tickets
 from broker.providers.service import reconcile_due, retry_pending_ends
 from broker.sessions.service import sweep_deadlines
 
@@ -36,6 +39,10 @@ async def sweep_once(app: FastAPI) -> int:
 
 async def deliver_outbox(app: FastAPI) -> int:
     return await deliver_due(app.state.sessionmaker)
+
+
+async def watch_ticket_systems(app: FastAPI) -> int:
+    return await watch_tickets(app.state.sessionmaker)
 
 
 async def grant_owed_access(app: FastAPI) -> int:
@@ -78,6 +85,7 @@ async def check_audit_log(app: FastAPI) -> bool:
 JOBS: list[tuple[str, Callable[[FastAPI], Awaitable[int]]]] = [
     ("sessions.swept", sweep_once),
     ("connectors.delivered", deliver_outbox),
+    ("connectors.tickets_watched", watch_ticket_systems),
     ("providers.grants_owed", grant_owed_access),
     ("providers.ends_retried", retry_provider_ends),
     ("providers.reconciled", reconcile_providers),
