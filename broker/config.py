@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     consent_max_attempts: int = Field(default=5, ge=1, le=100)
     consent_lockout_seconds: int = Field(default=900, ge=1)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # How often each managed MeshCentral/AnyDesk device's connections are read for outside
+    # connections, whether or not a session runs there (0: never).
+    provider_sweep_seconds: float = Field(default=300.0, ge=0)
     web_session_hours: int = Field(default=12, ge=1, le=720)
     trusted_proxies: list[str] = []  # X-Forwarded-For is honoured only from these
     max_body_bytes: int = 1_000_000

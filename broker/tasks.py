@@ -9,7 +9,8 @@
 - providers: grant what approvals committed before a crash never got, retry withdrawing
   provider-side access (share links) still owed back, and reconcile what each provider
   recorded (MeshCentral relay log, AnyDesk session list) for running and just-ended
-  sessions into the audit log (outside connections flagged).
+  sessions into the audit log (outside connections flagged), and sweep every managed
+  device now and then for outside connections when no session runs there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -26,7 +28,7 @@ from broker.db.aftercommit import transaction
 from broker.evidence.queries import compare_with_published, publish
 from broker.flows.lifecycle import grant_owed
 from broker.flows.watch import watch_tickets
-from broker.providers.service import reconcile_due, retry_pending_ends
+from broker.providers.service import reconcile_due, retry_pending_ends, sweep_devices
 from broker.sessions.service import sweep_deadlines
 
 log = structlog.get_logger("broker.tasks")
@@ -55,6 +57,13 @@ async def retry_provider_ends(app: FastAPI) -> int:
 
 async def reconcile_providers(app: FastAPI) -> int:
     return await reconcile_due(app.state.sessionmaker)
+
+
+async def sweep_provider_devices(app: FastAPI) -> int:
+    seconds = app.state.settings.provider_sweep_seconds
+    if not seconds:
+        return 0
+    return await sweep_devices(app.state.sessionmaker, every=timedelta(seconds=seconds))
 
 
 async def publish_checkpoint(app: FastAPI) -> int:
@@ -89,6 +98,7 @@ JOBS: list[tuple[str, Callable[[FastAPI], Awaitable[int]]]] = [
     ("providers.grants_owed", grant_owed_access),
     ("providers.ends_retried", retry_provider_ends),
     ("providers.reconciled", reconcile_providers),
+    ("providers.swept", sweep_provider_devices),
     ("audit.published", publish_checkpoint),
 ]
 

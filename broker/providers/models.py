@@ -61,5 +61,9 @@ class ProviderDeviceSweep(Base):
         ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
     provider: Mapped[str] = mapped_column(String(30), nullable=False)
+    # Read up to here (the next sweep starts a quarter of an hour before it)...
     swept_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # ...and last tried then: a provider that is down is asked again a period later, not at
+    # every turn of the background loop.
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     last_error: Mapped[str | None] = mapped_column(String(500))

@@ -35,6 +35,7 @@ from broker.providers.models import ProviderSessionLink
 
 # Re-exported: the flows and the background jobs reach every provider call through this module.
 from broker.providers.reconcile import LOOKBACK, due_for_reconcile, reconcile, reconcile_due
+from broker.providers.sweep import sweep_devices
 from broker.sessions.models import RemoteSession
 from broker.sessions.states import SessionState
 
@@ -50,6 +51,7 @@ __all__ = [
     "reconcile",
     "reconcile_due",
     "retry_pending_ends",
+    "sweep_devices",
     "sync_devices",
     "withdraw",
 ]
@@ -313,9 +315,14 @@ async def _read(
 
 
 async def sync_devices(db: AsyncSession, provider_name: str) -> int:
-    """Import the provider's groups and devices into ours; returns devices created or changed."""
+    """Import the provider's groups and devices into ours; returns devices created or changed.
+
+    The provider is asked first, with no transaction open (whatever ``db`` had open is
+    committed); what it answered is written in a transaction the caller commits."""
+    if db.in_transaction():
+        await commit(db)
     provider = registry.get(provider_name)
-    remote = await provider.list_devices()
+    remote = await provider.list_devices()  # no transaction open
     groups = {g.name: g for g in (await db.scalars(select(DeviceGroup))).all()}
     existing = {
         d.provider_device_id: d

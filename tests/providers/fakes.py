@@ -33,6 +33,7 @@ class FakeProvider:
     terminal: str | None = None
     port: int | None = None
     offers: Offer = field(default_factory=lambda: Offer(frozenset(CAPABILITIES)))
+    device_sweep: bool = True  # its devices are swept for outside connections
 
     def _maybe_fail(self) -> None:
         if self.down:

@@ -70,6 +70,8 @@ class AnyDeskProvider:
     name = "anydesk"
     # The screen and the input; its session log gives us the connections (events only).
     offers = Offer(frozenset({"view", "control"}))
+    # The device-wide sweep reads its devices' connections (broker.providers.sweep).
+    device_sweep = True
 
     def __init__(
         self, settings: AnyDeskSettings, transport: httpx.AsyncBaseTransport | None = None

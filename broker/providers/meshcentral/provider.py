@@ -98,6 +98,8 @@ class MeshCentralProvider:
     # Desktop, terminal and files through a guest share; MeshCentral's own log gives us the
     # connections (events), we never see the screen or the terminal's bytes.
     offers = Offer(frozenset({"view", "control", "shell", "files"}))
+    # The device-wide sweep reads its devices' connections (broker.providers.sweep).
+    device_sweep = True
 
     def __init__(self, settings: MeshCentralSettings, control: MeshControl | None = None) -> None:
         self.settings = settings
