@@ -3,7 +3,9 @@
 On approval we create a device share for exactly the approved rights (``p``: terminal 1,
 desktop 2, files 4; ``view`` without ``control`` makes it view-only) and the approved window
 (``start``/``end``), with MeshCentral's consent bits so the device prompts (or only notifies,
-per device group), and write the ticket reference into the device's event log. The share's
+per device group), and write the ticket reference into the device's event log, shortened to
+what MeshCentral stores and read back to make sure it is there (it answers nothing, and drops
+a note over 4,096 encoded characters in silence). The share's
 guest name carries ``[sb-<session id>]`` so relay log entries can be tied back to the session,
 and so a share whose creation reply was lost can be found (and adopted, not duplicated). No
 share outlives a failed ``prepare``; ``end`` removes every share carrying the session's tag.
@@ -11,6 +13,7 @@ share outlives a failed ``prepare``; ``end`` removes every share carrying the se
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -45,6 +48,7 @@ RIGHT_TERMINAL, RIGHT_DESKTOP, RIGHT_FILES = 1, 2, 4
 NOTIFY = {RIGHT_DESKTOP: 1, RIGHT_TERMINAL: 2, RIGHT_FILES: 4}
 PROMPT = {RIGHT_DESKTOP: 8, RIGHT_TERMINAL: 16, RIGHT_FILES: 32}
 TOOLBAR = 64
+NOTE_EVENTS = 20  # the newest events of the device, where a note just written shows up
 
 
 def share_rights(capabilities: tuple[str, ...]) -> tuple[int, bool]:
@@ -78,6 +82,28 @@ def encode_uri_component(text: str) -> str:
     return quote(text, safe="-_.!~*'()")
 
 
+# MeshCentral 1.1.55 ignores a setDeviceEvent whose (encoded) ``msg`` is longer than this,
+# without a word (meshuser.js: ``validateString(command.msg, 1, 4096)``). Encoded, a
+# non-Latin character takes up to 9 of them: a 1,000-character reason is too long.
+NOTE_LIMIT = 4096
+ELLIPSIS = "\u2026"
+
+
+def fit_note(text: str, limit: int = NOTE_LIMIT) -> str:
+    """``text`` cut (at a character, with an ellipsis) so its encoded form fits ``limit``."""
+    if len(encode_uri_component(text)) <= limit:
+        return text
+    budget = limit - len(encode_uri_component(ELLIPSIS))
+    kept, used = [], 0
+    for char in text:
+        cost = len(encode_uri_component(char))
+        if used + cost > budget:
+            break
+        kept.append(char)
+        used += cost
+    return "".join(kept).rstrip() + ELLIPSIS
+
+
 def session_tag(session_id: str) -> str:
     """What our share's guest name carries; relay log entries repeat it."""
     return f"[sb-{session_id}]"
@@ -104,6 +130,7 @@ class MeshCentralProvider:
     def __init__(self, settings: MeshCentralSettings, control: MeshControl | None = None) -> None:
         self.settings = settings
         self.control = control or MeshControl(settings)
+        self.note_limit = NOTE_LIMIT
 
     @classmethod
     def from_env(cls) -> MeshCentralProvider:
@@ -186,13 +213,14 @@ class MeshCentralProvider:
             command["viewOnly"] = True
         reply = await self._create_share(command, session, device)
         publicid = str(reply["publicid"])
+        # The reference comes first: a note cut to fit loses the end of the reason, not it.
+        text = (
+            f"supportbroker: {session.ticket_ref} session {session.session_id} approved for "
+            f"{session.technician}, rights {'+'.join(session.capabilities)}, until "
+            f"{session.window.end.isoformat(timespec='minutes')}. Reason: {session.reason}"
+        )
         try:
-            await self.note(
-                nodeid,
-                f"supportbroker: {session.ticket_ref} session {session.session_id} approved for "
-                f"{session.technician}, rights {'+'.join(session.capabilities)}, until "
-                f"{session.window.end.isoformat(timespec='minutes')}. Reason: {session.reason}",
-            )
+            written = await self.note(nodeid, text)
         except ProviderError as exc:
             # No share may outlive a failed approval: the caller fails the session.
             withdrawn = await self._withdraw_after_failure(nodeid, session.session_id)
@@ -212,6 +240,7 @@ class MeshCentralProvider:
                 "consent": consent,
                 "consent_mode": mode,
                 "guest_name": command["guestname"],
+                "note_shortened": written != text,
             },
         )
 
@@ -298,10 +327,28 @@ class MeshCentralProvider:
             raise ProviderError(f"MeshCentral refused to list shares: {reply['result']}")
         return list(reply.get("deviceShares") or [])
 
-    async def note(self, nodeid: str, text: str) -> None:
+    async def note(self, nodeid: str, text: str) -> str:
+        """Write ``text`` (shortened to fit, see :func:`fit_note`) into the device's event
+        log and look for it there: MeshCentral answers nothing, so a note it dropped would
+        otherwise be lost in silence. Returns what was written; ProviderError when it did
+        not appear within ``note_confirm_timeout``."""
+        written = fit_note(text, self.note_limit)
         await self.control.send(
-            {"action": "setDeviceEvent", "nodeid": nodeid, "msg": encode_uri_component(text)}
+            {"action": "setDeviceEvent", "nodeid": nodeid, "msg": encode_uri_component(written)}
         )
+        deadline = asyncio.get_running_loop().time() + self.settings.note_confirm_timeout
+        delay = 0.02
+        while True:
+            recent = await self.events(nodeid, limit=NOTE_EVENTS)
+            if any(e.get("action") == "manual" and e.get("msg") == written for e in recent):
+                return written
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ProviderError(
+                    f"MeshCentral did not record the note ({len(written)} characters) in the "
+                    f"device's event log within {self.settings.note_confirm_timeout:g}s"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def events(
         self, nodeid: str, *, filter_: str | None = None, limit: int | None = None

@@ -28,6 +28,9 @@ class MeshCentralSettings(BaseSettings):
     request_timeout: float = Field(default=10.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     events_limit: int = Field(default=1000, ge=1, le=100000)
+    # How long to look for the ticket note in the device's event log after writing it:
+    # MeshCentral does not answer setDeviceEvent, and drops what it will not store.
+    note_confirm_timeout: float = Field(default=5.0, gt=0, le=60)
     # Per device group (our group name): "prompt" makes MeshCentral ask on the device too;
     # "notify" only shows who is connected (our consent already happened on that device).
     consent_by_group: dict[str, ConsentMode] = {}
