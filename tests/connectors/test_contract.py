@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from broker.connectors import signing
-from broker.connectors.base import OutboundMessage, TicketConnector, marker_line
+from broker.connectors.base import INBOUND_EVENTS, OutboundMessage, TicketConnector, marker_line
 from broker.errors import ConnectorError, NotAuthenticated, NotFound
 from tests.connectors.harness import BROKER_URL, HOOK_SECRET, KINDS, Harness, harness
 
@@ -201,3 +201,23 @@ async def test_a_retried_comment_is_not_posted_twice(
     (note,) = h.fake.notes  # posted once (Freshdesk's copy is the HTML-escaped text)
     assert marker_line(marker) in note["text"]
     assert any(marker_line(marker) in t for t in await connector.comment_texts(h.open_id))
+
+
+def test_the_desks_own_notification(connector: TicketConnector, h: Harness) -> None:
+    """The published example of the connector's desk, signed as that desk signs it, is read;
+    a connector whose system sends no webhooks of its own refuses a foreign one."""
+    from tests.connectors.test_native_webhooks import DESKS, NOW
+
+    desk = DESKS.get(h.kind)
+    if desk is None:
+        headers, body = DESKS["zammad"].request()
+        with pytest.raises(NotAuthenticated):
+            connector.verify_webhook(headers, body, now=NOW)
+        return
+    headers, body = desk.request()
+    event = connector.verify_webhook(headers, body, now=NOW)
+    assert event.external_id
+    assert event.event_type in INBOUND_EVENTS
+    forged_headers, forged = desk.request(secret="forged-" * 5)
+    with pytest.raises(NotAuthenticated):
+        connector.verify_webhook(forged_headers, forged, now=NOW)

@@ -1,0 +1,5 @@
+"""Provider tests."""
+
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"

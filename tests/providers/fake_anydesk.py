@@ -1,6 +1,9 @@
 """A fake AnyDesk REST API (ASGI) with the documented shapes that CHECKS request signatures.
 
-Independent of the client's signing code: it recomputes the HMAC-SHA1 itself.
+Independent of the client's signing code: it recomputes the HMAC-SHA1 itself. Its answers are
+built from the shapes in tests/providers/fixtures/anydesk (each citing AnyDesk's REST API page
+and the official Python module): ``/sessions`` and ``/clients`` lists, ``/sysinfo``;
+:meth:`FakeAnyDesk.from_fixtures` serves the published examples as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.connectors.fixtures import load
+from tests.providers import FIXTURES
+
 
 @dataclass
 class FakeAnyDesk:
@@ -29,6 +35,15 @@ class FakeAnyDesk:
     calls: list[tuple[str, str]] = field(default_factory=list)
     rejected: int = 0
     down: bool = False
+
+    @classmethod
+    def from_fixtures(cls) -> FakeAnyDesk:
+        """The fake holding the sessions and clients of the published examples."""
+        fake = cls()
+        fake.clients = list(load("anydesk", "clients.http", FIXTURES).body["list"])
+        for item in load("anydesk", "sessions.http", FIXTURES).body["list"]:
+            fake.sessions[str(item["sid"])] = dict(item)
+        return fake
 
     def _verify(self, request: Request, body: bytes) -> bool:
         header = request.headers.get("authorization", "")
@@ -67,11 +82,13 @@ class FakeAnyDesk:
             )
         if path == "/clients":
             return JSONResponse(self._page(self.clients, query))
+        if path == "/sysinfo":
+            return JSONResponse(load("anydesk", "sysinfo.http", FIXTURES).body)
         if path == "/sessions":
             found = [
                 s
                 for s in self.sessions.values()
-                if (not query.get("cid") or s["to"]["cid"] == query["cid"])
+                if (not query.get("cid") or str(s["to"]["cid"]) == query["cid"])
                 and int(query.get("from", 0)) <= s["start-time"] < int(query.get("to", 2**40))
             ]
             found.sort(key=lambda s: s["start-time"])
@@ -108,7 +125,9 @@ class FakeAnyDesk:
         src: str = "987654321",
         alias: str = "tech@ad",
     ) -> None:
+        template = load("anydesk", "sessions.http", FIXTURES).body["list"][0]
         self.sessions[sid] = {
+            **template,
             "sid": sid,
             "from": {"cid": src, "alias": alias},
             "to": {"cid": cid, "alias": f"pc-{cid}"},

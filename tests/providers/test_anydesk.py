@@ -173,3 +173,39 @@ async def test_belongs_to_is_the_approved_window(
     assert anydesk.belongs_to(events["inside"], spec)
     assert not anydesk.belongs_to(events["before"], spec)
     assert not anydesk.belongs_to(events["after"], spec)
+
+
+async def test_the_published_examples_are_read() -> None:
+    """Sessions, clients and sysinfo as AnyDesk's docs and official module show them
+    (tests/providers/fixtures/anydesk), served by the fake that checks every signature."""
+    fake = FakeAnyDesk.from_fixtures()
+    settings = AnyDeskSettings(
+        api_url="https://v1.api.anydesk.test:8081",
+        license_id=fake.license_id,
+        api_password=SecretStr(fake.password),
+    )
+    provider = AnyDeskProvider(settings, transport=httpx.ASGITransport(app=fake.app()))
+    try:
+        devices = await provider.list_devices()
+        assert [(d.provider_device_id, d.name, d.online) for d in devices] == [
+            ("111222333", "pc-reception@ad", True),
+            ("444555666", "kiosk-lobby@ad", False),
+        ]
+        start = datetime.fromtimestamp(1767603600, UTC)
+        ended, running = await provider.collect(
+            DeviceRef("d", "pc", "111222333", "g"), Window(start, start + timedelta(hours=1))
+        )
+        assert (ended.remote_id, ended.active, ended.duration_seconds) == ("6211030", False, 900)
+        assert ended.user == "tech@ad"
+        assert ended.source_address == "anydesk:987654321"
+        assert ended.ended_at == datetime.fromtimestamp(1767604500, UTC)
+        assert (running.remote_id, running.active, running.kind) == (
+            "6211044",
+            True,
+            "connection.started",
+        )
+        assert await provider.terminate(running) is True
+        assert fake.sessions["6211044"]["active"] is False
+        assert fake.rejected == 0
+    finally:
+        await provider.aclose()
