@@ -8,7 +8,7 @@ per ticket); ``connector_webhook_deliveries.keep_until`` how long a delivery id 
 the device-wide sweep has read each managed device.
 
 Revision ID: 0015_helpdesks
-Revises: 0011_audit_perf
+Revises: 0014_desktop
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015_helpdesks"
-down_revision: str | None = "0011_audit_perf"
+down_revision: str | None = "0014_desktop"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
