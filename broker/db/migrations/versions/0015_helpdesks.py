@@ -84,7 +84,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tickets", schema=None) as batch_op:
+    # Rows elsewhere point at tickets: a recreated table could not be dropped with foreign
+    # keys on. SQLite (3.35+) and PostgreSQL both drop a plain column in place.
+    with op.batch_alter_table("tickets", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("group_name")
     with op.batch_alter_table("connector_webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_connector_webhook_deliveries_keep_until"))
