@@ -3,8 +3,9 @@
 Runs inside the caller's transaction, so the events commit (and are acknowledged) with the
 change they describe. Exactly one writer assigns log positions: PostgreSQL takes a
 transaction-scoped advisory lock; on SQLite the first statement is a write, so the
-transaction holds SQLite's single write lock from there on. Records, stream heads, tree state
-and the batch's signed checkpoint commit together.
+transaction holds SQLite's single write lock from there on. Records, stream heads, tree state,
+the completed stored subtrees and (unless the caller signs on a cadence instead, see
+:func:`sign_checkpoint`) the batch's signed checkpoint commit together.
 """
 
 from __future__ import annotations
@@ -19,14 +20,22 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit import schema
-from audit.checkpoint import CheckpointSigner
+from audit.checkpoint import CheckpointSigner, SignedCheckpoint
 from audit.driver import ADVISORY_LOCK_KEY, ops_for
 from audit.keyring import Keyring
-from audit.merkle import Frontier
+from audit.merkle import Frontier, Node
 from audit.records import FieldCodec, to_micros
+from audit.schema import node_key
 from audit.sealing import NewEvent, Prepared, StreamHead, prepare, seal_rows
 
-__all__ = ["ADVISORY_LOCK_KEY", "Appended", "LastAppend", "append_batch", "take_lock"]
+__all__ = [
+    "ADVISORY_LOCK_KEY",
+    "Appended",
+    "LastAppend",
+    "append_batch",
+    "sign_checkpoint",
+    "take_lock",
+]
 
 
 class Appended(NamedTuple):
@@ -96,8 +105,10 @@ async def append_batch(
     signer: CheckpointSigner,
     portable: bool = False,
     last: LastAppend | None = None,
+    sign: bool = True,
 ) -> list[Appended]:
-    """Seal ``events`` in the caller's transaction; signs one checkpoint for the batch.
+    """Seal ``events`` in the caller's transaction; signs one checkpoint for the batch unless
+    ``sign`` is false (the caller then signs on a cadence with :func:`sign_checkpoint`).
 
     ``portable`` writes through SQLAlchemy Core even where a driver path exists (tests);
     ``last`` is the caller's :class:`LastAppend`, reused when still valid.
@@ -125,8 +136,11 @@ async def append_batch(
         for s, q, h, p in await ops.heads(missing):
             heads[s] = StreamHead(q, h, p)
             known.add(s)
-    rows = seal_rows(codec, ready, frontier, heads, ciphers.__getitem__)
+    completed: list[Node] = []
+    rows = seal_rows(codec, ready, frontier, heads, ciphers.__getitem__, completed=completed)
     await ops.insert_records(rows)
+    if completed:
+        await ops.insert_nodes([(node_key(lv, ix), h) for lv, ix, h in completed])
     touched = [(s, h.last_seq, h.last_hash, h.last_position) for s in streams for h in [heads[s]]]
     await ops.save_heads(
         [t for t in touched if t[0] not in known], [t for t in touched if t[0] in known]
@@ -134,7 +148,26 @@ async def append_batch(
     root = frontier.root()
     packed = frontier.pack()
     await ops.save_tree(tree is None, frontier.size, packed, root)
-    signed = signer.sign(frontier.size, root)
-    await ops.checkpoint(signed.size, root, signed.note, now_us)
+    if sign:
+        signed = signer.sign(frontier.size, root)
+        await ops.checkpoint(signed.size, root, signed.note, now_us)
     cache.keep(frontier.size, packed)
     return [Appended(r[0], r[1], r[2], r[3], r[11]) for r in rows]
+
+
+async def sign_checkpoint(
+    conn: AsyncConnection, signer: CheckpointSigner, *, portable: bool = False
+) -> SignedCheckpoint | None:
+    """Sign the stored tree head if records exist past the latest checkpoint, in the caller's
+    transaction and under the single-writer lock (so whoever holds the writer role signs, and
+    two signers never sign one size twice). Returns the new checkpoint, or None when the
+    latest one already covers every record."""
+    ops = await ops_for(conn, portable=portable)
+    if not await ops.lock():
+        await take_lock(conn)
+    state = await ops.tree_root()
+    if state is None or state[0] <= await ops.checkpoint_size():
+        return None
+    signed = signer.sign(*state)
+    await ops.checkpoint(signed.size, signed.root, signed.note, to_micros(datetime.now(UTC)))
+    return signed

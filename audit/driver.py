@@ -1,13 +1,14 @@
 """The statements of one append, per database driver: aiosqlite, asyncpg, or any other
 SQLAlchemy async dialect (portable).
 
-An append runs nine statements per batch and writes thousands of rows. Through SQLAlchemy's
-aiosqlite adapter a statement costs about 650 µs (several thread hops each) and its
-per-row parameter processing as much as sealing; through the driver a statement is one hop
-(about 100 µs) and rows go as tuples to ``sqlite3``'s ``executemany`` or asyncpg's binary
-``COPY``. The driver calls use the caller's connection, so they run inside the caller's
-transaction: the appender takes its lock through SQLAlchemy first, which begins the
-transaction on the driver connection (asyncpg's adapter begins lazily, at the first statement).
+An append runs nine statements per batch (one more when it completes a stored subtree) and
+writes thousands of rows. Through SQLAlchemy's aiosqlite adapter a statement costs about
+650 µs (several thread hops each) and its per-row parameter processing as much as
+sealing; through the driver a statement is one call (one hop on aiosqlite) and rows go as
+tuples to ``sqlite3``'s ``executemany`` or asyncpg's binary ``COPY``. The driver calls use
+the caller's connection, so they run inside the caller's transaction: the appender takes its
+lock through SQLAlchemy first, which begins the transaction on the driver connection
+(asyncpg's adapter begins lazily, at the first statement).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit import schema
@@ -50,6 +51,14 @@ class AppendOps(Protocol):
     async def save_heads(self, new: Sequence[HeadRow], old: Sequence[HeadRow]) -> None: ...
     async def save_tree(self, fresh: bool, size: int, frontier: bytes, root: bytes) -> None: ...
     async def checkpoint(self, size: int, root: bytes, note: str, at_us: int) -> None: ...
+    async def insert_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None: ...
+    async def tree_root(self) -> tuple[int, bytes] | None: ...
+    async def checkpoint_size(self) -> int: ...
+
+
+_NODES = "INSERT INTO audit_tree_nodes (node, hash) VALUES ({})"
+_TREE_ROOT = "SELECT size, root FROM audit_tree_state WHERE id = 1"
+_CHECKPOINT_SIZE = "SELECT max(size) FROM audit_checkpoints"
 
 
 class SqliteOps:
@@ -115,6 +124,17 @@ class SqliteOps:
             (size, root, note, at_us),
         )
 
+    async def insert_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        await self.db.executemany(_NODES.format("?, ?"), rows)
+
+    async def tree_root(self) -> tuple[int, bytes] | None:
+        rows = await self.db.execute_fetchall(_TREE_ROOT)
+        return next(((int(s), bytes(r)) for s, r in rows), None)
+
+    async def checkpoint_size(self) -> int:
+        rows = await self.db.execute_fetchall(_CHECKPOINT_SIZE)
+        return next((int(s) for (s,) in rows if s is not None), 0)
+
 
 class AsyncpgOps:
     """asyncpg: records by binary ``COPY``, the rest as prepared statements."""
@@ -174,6 +194,16 @@ class AsyncpgOps:
             note,
             at_us,
         )
+
+    async def insert_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        await self.db.executemany(_NODES.format("$1, $2"), rows)
+
+    async def tree_root(self) -> tuple[int, bytes] | None:
+        row = await self.db.fetchrow(_TREE_ROOT)
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    async def checkpoint_size(self) -> int:
+        return int(await self.db.fetchval(_CHECKPOINT_SIZE) or 0)
 
 
 class PortableOps:
@@ -250,6 +280,20 @@ class PortableOps:
         await self.conn.execute(
             insert(schema.checkpoints).values(size=size, root=root, note=note, created_at_us=at_us)
         )
+
+    async def insert_nodes(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        await self.conn.execute(
+            insert(schema.tree_nodes), [{"node": k, "hash": h} for k, h in rows]
+        )
+
+    async def tree_root(self) -> tuple[int, bytes] | None:
+        ts = schema.tree_state
+        row = (await self.conn.execute(select(ts.c.size, ts.c.root).where(ts.c.id == 1))).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    async def checkpoint_size(self) -> int:
+        size = await self.conn.scalar(select(func.max(schema.checkpoints.c.size)))
+        return int(size or 0)
 
 
 async def ops_for(conn: AsyncConnection, *, portable: bool = False) -> AppendOps:

@@ -3,6 +3,12 @@
 Leaf hash ``H(0x00 || data)``, node hash ``H(0x01 || left || right)``, SHA-256. The tree of
 ``n`` leaves splits at ``k``, the largest power of two below ``n``. Proof generation and
 verification follow RFC 9162 §2.1.3 and §2.1.4.
+
+Proofs are described first as the leaf ranges whose tree hashes they carry
+(:func:`inclusion_ranges`, :func:`consistency_ranges`); each range splits into aligned
+perfect subtrees (:func:`perfect_chunks`). A store that keeps the roots of the perfect
+subtrees at every ``STRIDE``-th level (:meth:`Frontier.extend` reports them as they complete)
+answers any proof from O(log n) stored hashes, never a pass over the leaves.
 """
 
 from __future__ import annotations
@@ -14,6 +20,13 @@ from audit.errors import VerificationError
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+STRIDE = 4
+"""Stored subtree roots are those at levels 4, 8, 12, ...: one row per 15 leaves, and a proof's
+subtree at any level is at most 2**(STRIDE - 1) = 8 stored hashes (or leaves) combined."""
+
+Node = tuple[int, int, bytes]
+"""A perfect subtree's root: (level, index at that level, hash); it covers the leaves
+``index * 2**level`` to ``(index + 1) * 2**level - 1``."""
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -58,19 +71,26 @@ class Frontier:
             size >>= 1
         self.size += 1
 
-    def extend(self, leaves: Sequence[bytes]) -> None:
+    def extend(self, leaves: Sequence[bytes], completed: list[Node] | None = None) -> None:
         """``append`` for many leaves, a level at a time (the append and verify hot paths).
 
         At each level the frontier's node of that level (if the size has that bit) comes
         first, pairs are hashed in one comprehension, and an odd one out is the new frontier
-        node of the level.
+        node of the level. ``completed`` receives the perfect subtrees at levels that are
+        positive multiples of :data:`STRIDE` which these leaves complete.
         """
         sha256, nodes = hashlib.sha256, self.nodes
         items, bits = list(leaves), self.size
         leftovers: list[bytes] = []  # new frontier nodes, lowest level first
+        level, first = 0, self.size  # index (at ``level``) of the first new item
         while items:
             if bits & 1:
                 items.insert(0, nodes.pop())
+                if completed is not None and level and level % STRIDE == 0:
+                    completed.extend((level, first + i, h) for i, h in enumerate(items[1:]))
+                first -= 1
+            elif completed is not None and level and level % STRIDE == 0:
+                completed.extend((level, first + i, h) for i, h in enumerate(items))
             leftovers.append(items.pop() if len(items) & 1 else b"")
             # zip of one iterator twice: the pairs without slicing copies (even length here)
             pairs = iter(items)
@@ -79,6 +99,7 @@ class Frontier:
                 for left, right in zip(pairs, pairs, strict=False)
             ]
             bits >>= 1
+            level, first = level + 1, first >> 1
         nodes.extend(node for node in reversed(leftovers) if node)
         self.size += len(leaves)
 
@@ -131,38 +152,95 @@ def root_of(leaves: Sequence[bytes]) -> bytes:
 
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PATH(m, D[n]) for leaf ``index`` in the tree over ``leaves`` (RFC 9162 §2.1.3.1)."""
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"leaf {index} is not in a tree of {len(leaves)} leaves")
-    proof: list[bytes] = []
-    lo, hi = 0, len(leaves)
-    while hi - lo > 1:
-        k = _split(hi - lo)
-        if index - lo < k:
-            proof.append(root_of(leaves[lo + k : hi]))
-            hi = lo + k
-        else:
-            proof.append(root_of(leaves[lo : lo + k]))
-            lo = lo + k
-    proof.reverse()
-    return proof
+    return [root_of(leaves[lo:hi]) for lo, hi in inclusion_ranges(index, len(leaves))]
 
 
 def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PROOF(m, D[n]) between the first ``old_size`` leaves and all of them (§2.1.4.1)."""
-    n = len(leaves)
-    if not 0 < old_size <= n:
-        raise ValueError(f"no consistency proof from size {old_size} to {n}")
-    return _subproof(old_size, leaves, complete=True)
+    return [root_of(leaves[lo:hi]) for lo, hi in consistency_ranges(old_size, len(leaves))]
 
 
-def _subproof(m: int, leaves: Sequence[bytes], *, complete: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if complete else [root_of(leaves)]
-    k = _split(n)
-    if m <= k:
-        return [*_subproof(m, leaves[:k], complete=complete), root_of(leaves[k:])]
-    return [*_subproof(m - k, leaves[k:], complete=False), root_of(leaves[:k])]
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges ``[lo, hi)`` whose tree hashes form PATH(index, D[size]), in order."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} is not in a tree of {size} leaves")
+    ranges: list[tuple[int, int]] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index - lo < k:
+            ranges.append((lo + k, hi))
+            hi = lo + k
+        else:
+            ranges.append((lo, lo + k))
+            lo = lo + k
+    ranges.reverse()
+    return ranges
+
+
+def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose tree hashes form PROOF(old_size, D[new_size]), in order."""
+    if not 0 < old_size <= new_size:
+        raise ValueError(f"no consistency proof from size {old_size} to {new_size}")
+    out: list[tuple[int, int]] = []
+
+    def sub(m: int, lo: int, hi: int, complete: bool) -> None:
+        if m == hi - lo:
+            if not complete:
+                out.append((lo, hi))
+            return
+        k = _split(hi - lo)
+        if m <= k:
+            sub(m, lo, lo + k, complete)
+            out.append((lo + k, hi))
+        else:
+            sub(m - k, lo + k, hi, False)
+            out.append((lo, lo + k))
+
+    sub(old_size, 0, new_size, True)
+    return out
+
+
+def perfect_chunks(lo: int, hi: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` as aligned perfect subtrees (level, index), left to right.
+
+    Every range of an RFC 9162 proof starts at a multiple of the power of two at or above
+    its length, so its binary decomposition from the left is aligned; the range's tree hash
+    is then those subtrees' roots folded from the right, as a frontier's root is."""
+    chunks: list[tuple[int, int]] = []
+    at, left = lo, hi - lo
+    for level in reversed(range(left.bit_length())):
+        if left >> level & 1:
+            if at % (1 << level):
+                raise ValueError(f"range [{lo}, {hi}) is not aligned")
+            chunks.append((level, at >> level))
+            at += 1 << level
+    return chunks
+
+
+def fold(roots: Sequence[bytes]) -> bytes:
+    """The tree hash over consecutive aligned perfect subtrees of decreasing size."""
+    acc = roots[-1]
+    for node in reversed(roots[:-1]):
+        acc = node_hash(node, acc)
+    return acc
+
+
+def stored_parts(level: int, index: int) -> tuple[int, int, int]:
+    """Where a store that keeps every :data:`STRIDE`-th level finds a perfect subtree:
+    (stored level, first index, count) — level 0 meaning the leaves themselves."""
+    base = level - level % STRIDE
+    width = 1 << (level - base)
+    return base, index * width, width
+
+
+def combine(hashes: Sequence[bytes]) -> bytes:
+    """The root over a power-of-two count of sibling subtree roots."""
+    items = list(hashes)
+    while len(items) > 1:
+        pairs = iter(items)
+        items = [node_hash(a, b) for a, b in zip(pairs, pairs, strict=True)]
+    return items[0]
 
 
 def verify_inclusion(

@@ -3,9 +3,11 @@
 ``audit_records`` holds sealed records in log order; ``audit_data_keys`` the wrapped per-stream
 data keys (wrapped key NULL once destroyed); ``audit_stream_heads`` each stream's last
 sequence number and hash; ``audit_tree_state`` the single row with the Merkle frontier;
-``audit_checkpoints`` every signed tree head. Log order is the ``position`` the single writer
-assigns under a lock, never a database sequence. Records are found by position or by
-ticket (``stream``, ``stream_seq``); the record id is unique.
+``audit_checkpoints`` every signed tree head; ``audit_tree_nodes`` the roots of the perfect
+subtrees at every fourth level (``audit.merkle.STRIDE``), so proofs read O(log n) hashes.
+Log order is the ``position`` the single writer assigns under a lock, never a database
+sequence. Records are found by position or by ticket (``stream``, ``stream_seq``); the
+record id is unique.
 """
 
 from __future__ import annotations
@@ -81,6 +83,27 @@ tree_state = Table(
     Column("frontier", LargeBinary, nullable=False),
     Column("root", LargeBinary, nullable=False),
 )
+
+tree_nodes = Table(
+    "audit_tree_nodes",
+    metadata,
+    # ``node_key(level, index)``: one integer key, so on SQLite the key is the rowid itself.
+    Column(
+        "node",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+NODE_LEVEL_SHIFT = 48  # indexes stay below 2**48 (a log of 2**52 records at level 4)
+
+
+def node_key(level: int, index: int) -> int:
+    """The ``audit_tree_nodes`` key of the perfect subtree (level, index)."""
+    return (level << NODE_LEVEL_SHIFT) | index
+
 
 checkpoints = Table(
     "audit_checkpoints",

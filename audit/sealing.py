@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from audit.canonical import canonical_json
 from audit.errors import AuditError
-from audit.merkle import Frontier
+from audit.merkle import Frontier, Node
 from audit.records import ZERO_HASH, FieldCodec, Record, associated_data, to_micros
 from audit.scan import leaf_layout
 
@@ -125,8 +125,10 @@ def seal_rows(
     heads: dict[str, StreamHead],
     cipher_for: Callable[[str], tuple[str, AESGCM]],
     now: datetime | None = None,
+    completed: list[Node] | None = None,
 ) -> list[Row]:
-    """Seal ``events`` in order into row tuples, advancing ``frontier`` and ``heads`` in place.
+    """Seal ``events`` in order into row tuples, advancing ``frontier`` and ``heads`` in place
+    (``completed`` receives the stored-level subtrees the batch completes).
 
     The hot path of every append: :func:`associated_data` and :func:`leaf_data` are built
     inline from the codec's cached pieces, the leaf data by one ``struct`` call per record
@@ -211,7 +213,7 @@ def seal_rows(
         leaves.append(leaf)
         head.last_seq, head.last_hash, head.last_position = seq, leaf, position
         position += 1
-    frontier.extend(leaves)
+    frontier.extend(leaves, completed)
     return rows
 
 

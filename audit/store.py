@@ -16,14 +16,20 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit import reader
-from audit.appender import ADVISORY_LOCK_KEY, Appended, LastAppend, append_batch, take_lock
+from audit import proofs, reader
+from audit.appender import (
+    ADVISORY_LOCK_KEY,
+    Appended,
+    LastAppend,
+    append_batch,
+    sign_checkpoint,
+    take_lock,
+)
 from audit.checkpoint import CheckpointSigner, SignedCheckpoint
 from audit.dbverify import verify_database
 from audit.errors import AuditError, RollbackDetected
 from audit.keyring import CIPHER_CACHE_SIZE, Keyring
 from audit.keys import KeyProvider
-from audit.merkle import consistency_proof, inclusion_proof
 from audit.publish import CheckpointPublisher
 from audit.reader import ReadRecord
 from audit.records import FieldCodec, Record, to_micros
@@ -74,9 +80,10 @@ class AuditLog:
     # -- writing -----------------------------------------------------------------------
 
     async def append(
-        self, conn: AsyncConnection, events: Sequence[NewEvent] | Prepared
+        self, conn: AsyncConnection, events: Sequence[NewEvent] | Prepared, *, sign: bool = True
     ) -> list[Appended]:
-        """Seal ``events`` in the caller's transaction; signs one checkpoint for the batch.
+        """Seal ``events`` in the caller's transaction; signs one checkpoint for the batch
+        unless ``sign`` is false (then :meth:`sign_checkpoint` covers them on a cadence).
 
         ``events`` may come from :meth:`prepare` (checked and encoded ahead of the lock)."""
         return await append_batch(
@@ -86,7 +93,13 @@ class AuditLog:
             keyring=self.keyring,
             signer=self.signer,
             last=self._last,
+            sign=sign,
         )
+
+    async def sign_checkpoint(self, conn: AsyncConnection) -> SignedCheckpoint | None:
+        """Sign the current tree head if any record is not yet covered (in the caller's
+        transaction, under the writer lock); None if the latest checkpoint covers all."""
+        return await sign_checkpoint(conn, self.signer)
 
     @staticmethod
     def prepare(events: Sequence[NewEvent]) -> Prepared:
@@ -121,12 +134,14 @@ class AuditLog:
         return await reader.leaf_hashes(conn, size)
 
     async def inclusion_proof(self, conn: AsyncConnection, position: int, size: int) -> list[bytes]:
-        return inclusion_proof(position, await self.leaf_hashes(conn, size))
+        """PATH(position, D[size]) from the stored subtrees: O(log n) hashes read."""
+        return await proofs.inclusion_proof(conn, position, size)
 
     async def consistency_proof(
         self, conn: AsyncConnection, old_size: int, new_size: int
     ) -> list[bytes]:
-        return consistency_proof(old_size, await self.leaf_hashes(conn, new_size))
+        """PROOF(old_size, D[new_size]) from the stored subtrees: O(log n) hashes read."""
+        return await proofs.consistency_proof(conn, old_size, new_size)
 
     # -- keys and erasure --------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from broker.connectors.models import OutboxMessage, TicketWatch, WebhookDelivery
 from broker.consent.models import ConsentClientThrottle, ConsentRequest
 from broker.db.base import Base
 from broker.devices.models import Device, DeviceGroup, GroupMember
+from broker.evidence.models import AuditVerification
 from broker.gateway.models import AgentEnrollmentToken, AgentKey
 from broker.providers.models import (  # noqa: F401 - tables
     ProviderDeviceSweep,
@@ -21,6 +22,7 @@ __all__ = [
     "AgentEnrollmentToken",
     "AgentKey",
     "ApiToken",
+    "AuditVerification",
     "Base",
     "ConsentClientThrottle",
     "ConsentRequest",
