@@ -96,6 +96,13 @@ class AuditLog:
             sign=sign,
         )
 
+    async def uncovered(self, conn: AsyncConnection) -> int:
+        """How many records the latest signed checkpoint does not cover (a read, no lock)."""
+        frontier = await reader.read_frontier(conn)
+        latest = await reader.latest_checkpoint(conn)
+        size = 0 if frontier is None else frontier.size
+        return size - (0 if latest is None else latest.size)
+
     async def sign_checkpoint(self, conn: AsyncConnection) -> SignedCheckpoint | None:
         """Sign the current tree head if any record is not yet covered (in the caller's
         transaction, under the writer lock); None if the latest checkpoint covers all."""

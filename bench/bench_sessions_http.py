@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,7 +307,10 @@ async def run_round(
                         raise RuntimeError("out of technicians: raise --technicians")
                     token, device = pair
                     body = {
-                        "ticket": {"system": "helpdesk", "external_id": f"HD-{secrets.token_hex(4)}"},
+                        "ticket": {
+                            "system": "helpdesk",
+                            "external_id": f"HD-{secrets.token_hex(4)}",
+                        },
                         "device_id": device,
                         "reason": "Printer driver keeps crashing after the update",
                         "capabilities": ["view", "control"],

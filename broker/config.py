@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     signing_key_path: Path | None = None  # Ed25519 checkpoint key; default data_dir/keys/...
     checkpoint_publish_dir: Path | None = None  # where signed checkpoints are published
     audit_log_id: str = "supportbroker.local/audit"
+    # Checkpoints are signed on this cadence (and at shutdown), not per append: every record
+    # is covered by a signed checkpoint within this many seconds (docs/AUDIT.md).
+    checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    # Whole-log verification in the background (0: only on demand); its worker processes.
+    verify_interval_seconds: float = Field(default=86400.0, ge=0)
+    verify_processes: int = Field(default=1, ge=1, le=64)
 
     # Policies.
     reason_min_length: int = Field(default=10, ge=1, le=2000)

@@ -11,6 +11,10 @@
   recorded (MeshCentral relay log, AnyDesk session list) for running and just-ended
   sessions into the audit log (outside connections flagged), and sweep every managed
   device now and then for outside connections when no session runs there.
+
+Two more loops run on their own cadence: checkpoints (every ``checkpoint_interval_seconds``
+when records are not yet covered, and once more at shutdown) and the whole-log verification
+(every ``verify_interval_seconds``; on demand through ``app.state.verifications``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 
 import structlog
 from fastapi import FastAPI
@@ -116,21 +121,56 @@ async def run_jobs_once(app: FastAPI) -> dict[str, int]:
     return done
 
 
+async def sign_checkpoint(app: FastAPI) -> int:
+    """Cover the records sealed since the last checkpoint; returns the new size (0: none)."""
+    from broker.evidence.checkpoints import sign_if_due
+
+    signed = await sign_if_due(app.state.sessionmaker)
+    return 0 if signed is None else signed.size
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)  # sleep first: start-up stays quick
+        try:
+            await job()
+        except Exception as exc:  # logged; the next tick tries again
+            log.error("background.job_failed", job=name, exc_info=exc)
+
+
 async def start_background_tasks(app: FastAPI) -> Callable[[], Awaitable[None]]:
-    interval = app.state.settings.sweep_interval_seconds
+    from broker.evidence.verification import Verifications
+
+    settings = app.state.settings
     await check_audit_log(app)
+    verifications = Verifications(app.state.sessionmaker, processes=settings.verify_processes)
+    app.state.verifications = verifications
 
-    async def _loop() -> None:
-        while True:
-            # Sleep first: start-up stays quick, and tests (long interval) drive jobs themselves.
-            await asyncio.sleep(interval)
-            await run_jobs_once(app)
+    async def _sweep() -> None:
+        await run_jobs_once(app)
 
-    task = asyncio.create_task(_loop(), name="deadline-sweeper")
+    async def _verify() -> None:
+        await verifications.start("schedule")
+
+    loops: list[tuple[float, Callable[[], Awaitable[object]], str]] = [
+        # Tests (long sweep interval) drive these jobs themselves.
+        (settings.sweep_interval_seconds, _sweep, "deadline-sweeper"),
+        (settings.checkpoint_interval_seconds, partial(sign_checkpoint, app), "checkpoints"),
+    ]
+    if settings.verify_interval_seconds:
+        loops.append((settings.verify_interval_seconds, _verify, "audit-verification"))
+    tasks = [asyncio.create_task(_every(s, job, name), name=name) for s, job, name in loops]
 
     async def _stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await verifications.stop()
+        try:  # the tail sealed since the last tick is covered before the process ends
+            await sign_checkpoint(app)
+        except Exception as exc:  # a broken database: logged, the next start signs it
+            log.error("audit.final_checkpoint_failed", exc_info=exc)
 
     return _stop

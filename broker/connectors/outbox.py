@@ -30,6 +30,7 @@ from broker.connectors.models import OutboxMessage
 from broker.connectors.registry import ConnectorRegistry, registry_for
 from broker.db.base import utcnow
 from broker.errors import BrokerError
+from broker.evidence import digest
 from broker.tickets.models import Ticket
 
 log = structlog.get_logger("broker.connectors.outbox")
@@ -169,6 +170,8 @@ async def _claim_head(
             return None
         # A lease that ran out without a settlement: the worker died mid-delivery.
         retry = head.attempts > 0 or head.locked_until is not None
+        if head.event_type == "evidence.sealed":  # the digest is taken at delivery
+            head.text, head.data = await digest.complete(db, head.text, dict(head.data))
         return OutboundMessage(
             delivery_id=head.delivery_id,
             system=head.system,

@@ -57,4 +57,12 @@ def create_sessionmaker(
     engine: AsyncEngine, info: dict[str, Any] | None = None
 ) -> async_sessionmaker[AsyncSession]:
     """Sessions carry ``info`` (the audit log, the settings) to the services that use them."""
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=True, info=info or {})
+    from broker.db.session import BrokerSession
+
+    return async_sessionmaker(
+        engine,
+        expire_on_commit=False,
+        autoflush=True,
+        info=info or {},
+        sync_session_class=BrokerSession,
+    )

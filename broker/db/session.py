@@ -14,9 +14,18 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from broker.db.aftercommit import commit
 from broker.errors import BrokerError
+
+
+class BrokerSession(Session):
+    """The ORM session class of every broker sessionmaker (requests, background tasks, CLI).
+
+    A class of our own so that domain modules can hook its transaction events without
+    touching sessions of other code (``broker.evidence.service`` seals a transaction's audit
+    events in ``before_commit``)."""
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:

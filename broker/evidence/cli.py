@@ -37,10 +37,9 @@ async def _verify_log(db: AsyncSession, args: argparse.Namespace) -> int:
 
 
 async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
-    log = audit_log_of(db)
-    data = await log.export_bundle(
-        await db.connection(), args.ticket, include_plaintext=args.plaintext
-    )
+    from broker.evidence.queries import bundle_of
+
+    data = await bundle_of(db, args.ticket, include_plaintext=args.plaintext)
     await record_event(
         db,
         EventType.evidence_exported,
@@ -49,6 +48,7 @@ async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
         data={"via": "cli", "include_plaintext": args.plaintext, "reason": args.reason},
     )
     args.out.write_bytes(data)
+    log = audit_log_of(db)
     key = args.out.with_name(args.out.name + ".vkey")
     key.write_text(log.signer.verifier.encode() + "\n")
     print(f"wrote {args.out} ({len(data)} bytes) and its public key {key}")
@@ -57,7 +57,10 @@ async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
 
 
 async def _erase(db: AsyncSession, args: argparse.Namespace) -> int:
+    from broker.evidence.service import flush_events
+
     log = audit_log_of(db)
+    await flush_events(db)
     actor = {**SYSTEM_ACTOR.as_payload(), "via": "cli", "reason": args.reason}
     appended = await log.erase_stream(await db.connection(), args.ticket, actor=actor)
     print(f"erased the content of {args.ticket}; erasure sealed at position {appended.position}")

@@ -18,7 +18,13 @@ from audit.store import AuditLog, ReadRecord
 from audit.verify import VerifyReport
 from broker.errors import Conflict, NotFound, ValidationFailed
 from broker.evidence.events import EventType
-from broker.evidence.service import SYSTEM_STREAM, Actor, audit_log_of, record_event
+from broker.evidence.service import (
+    SYSTEM_STREAM,
+    Actor,
+    audit_log_of,
+    flush_events,
+    record_event,
+)
 
 
 class Caller(Protocol):
@@ -92,15 +98,23 @@ async def verify_all(
         return await log.verify_log(conn, progress, processes=processes, snapshot=True)
 
 
+async def bundle_of(db: AsyncSession, stream: str, *, include_plaintext: bool) -> bytes:
+    """The ticket's evidence bundle, covering every record sealed so far: a checkpoint is
+    signed first if the latest one does not cover the log (checkpoints come on a cadence)."""
+    log = audit_log_of(db)
+    await flush_events(db)
+    conn = await db.connection()
+    await log.sign_checkpoint(conn)
+    return await log.export_bundle(conn, stream, include_plaintext=include_plaintext)
+
+
 async def export(
     db: AsyncSession, principal: Caller, stream: str, *, include_plaintext: bool, reason: str
 ) -> bytes:
     if not reason.strip():
         raise ValidationFailed("reason: say why you export this evidence")
-    log = audit_log_of(db)
-    conn = await db.connection()
     try:
-        data = await log.export_bundle(conn, stream, include_plaintext=include_plaintext)
+        data = await bundle_of(db, stream, include_plaintext=include_plaintext)
     except AuditError as exc:
         raise NotFound(str(exc)) from exc
     await record_event(
@@ -120,6 +134,7 @@ async def erase(db: AsyncSession, principal: Caller, stream: str, *, reason: str
     if not reason.strip():
         raise ValidationFailed("reason: say why this ticket's content is erased")
     log = audit_log_of(db)
+    await flush_events(db)  # this request's events come before the erasure in the log
     try:
         appended = await log.erase_stream(
             await db.connection(),

@@ -4,8 +4,9 @@ Each comment is a row written in the transaction of the step it reports (nothing
 before it commits, and nothing committed is lost), with the stable marker of its (session,
 step): the request once consent is asked for (with the device and its asset tag), the
 decision (who, which rights, the digest of the consent receipt), the start, the end (who,
-why, how long) with its summary, and on every end the evidence digest, the signed
-checkpoint that covers the session's end and how to export and verify the ticket's bundle;
+why, how long) with its summary, and on every end the evidence digest (queued now, completed at delivery with the first
+signed checkpoint that covers the session's last event: :mod:`broker.evidence.digest`) and
+how to export and verify the ticket's bundle;
 later the end user's rating. Experts joining and files moving are written by the gateway
 where they happen (``broker.gateway``). The session's moves reach this module as reactions
 of :mod:`broker.flows.lifecycle`; the rating comes from :mod:`broker.flows.approval`.
@@ -23,6 +24,7 @@ from broker.connectors import texts
 from broker.connectors.service import queue_step
 from broker.context import settings_of
 from broker.db.base import utcnow
+from broker.evidence import digest
 from broker.evidence.service import audit_log_of
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import TERMINAL, SessionState
@@ -200,39 +202,33 @@ def _summary(record: SessionRecord, source: SessionState) -> str:
 
 
 async def seal_digest(db: AsyncSession, move: Move) -> None:
-    """On an end: the checkpoint signed with the session's last event, so the digest the
-    ticket receives covers it (the provider's withdrawal follows the commit, later)."""
+    """On an end: the evidence digest, queued now and completed at delivery with the first
+    signed checkpoint that covers the session's last event (:mod:`broker.evidence.digest`);
+    the provider's withdrawal follows the commit, later."""
     if move.target not in TERMINAL:
         return
     record = move.record
     log_ = audit_log_of(db)
-    latest = await log_.latest_checkpoint(await db.connection())
-    if latest is None:  # cannot happen after the transition's own event; nothing to cite
-        return
     ticket = record.ticket
     ref = ticket.ref
     page = (
         f"{settings_of(db).base_url.rstrip('/')}/ui/audit/tickets/"
         f"{quote(ticket.system, safe='')}/{quote(ticket.external_id, safe='')}"
     )
-    text = texts.evidence_text(
-        ticket_ref=ref,
-        tree_size=latest.size,
-        root_hash=latest.root.hex(),
-        signed_at=utcnow(),
-        key_fingerprint=log_.signer.verifier.fingerprint,
-        audit_page=page,
-    )
     facts = {
         "session_id": record.session.id,
         "ticket": ref,
-        "tree_size": latest.size,
-        "root_hash": latest.root.hex(),
         "key_fingerprint": log_.signer.verifier.fingerprint,
         "export_command": texts.export_command(ref),
         "audit_page": page,
     }
-    await _step(db, record, "evidence.sealed", "evidence", text, facts)
+    text = digest.placeholder_text(ref)
+    queued = await queue_step(
+        db, record.ticket, "evidence.sealed", session_id=record.session.id, step="evidence",
+        text=text, data=facts,
+    )  # fmt: skip
+    if queued is not None:
+        digest.cover_last_event(db, ref, queued)
 
 
 async def rated(db: AsyncSession, record: SessionRecord) -> None:

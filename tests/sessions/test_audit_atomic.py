@@ -7,7 +7,7 @@ real log, the seam the services use (``session.info["audit_log"]``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import func, select
 
 from audit.appender import Appended
-from audit.sealing import NewEvent
 from audit.store import AuditLog
 from broker.consent.models import ConsentRequest
 from broker.sessions.models import RemoteSession
@@ -32,10 +31,11 @@ class RefusingAuditLog(AuditLog):
         )
         self.refuse = refuse
 
-    async def append(self, conn: Any, events: Sequence[NewEvent]) -> list[Appended]:
-        if any(e.event_type == self.refuse for e in events):
+    async def append(self, conn: Any, events: Any, **kw: Any) -> list[Appended]:
+        batch = getattr(events, "events", events)  # the broker passes them prepared
+        if any(e.event_type == self.refuse for e in batch):
             raise OSError(28, "No space left on device")
-        return await super().append(conn, events)
+        return await super().append(conn, events, **kw)
 
 
 @pytest.fixture
