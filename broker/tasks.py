@@ -72,7 +72,9 @@ async def sweep_provider_devices(app: FastAPI) -> int:
 
 
 async def publish_checkpoint(app: FastAPI) -> int:
-    """Copy the latest committed checkpoint outside the database (rollback evidence)."""
+    """Copy the latest checkpoint outside the database (rollback evidence), first signing
+    one over any records not yet covered, so the published head is the current one."""
+    await sign_checkpoint(app)
     async with app.state.sessionmaker() as db:
         size = await publish(db)
     before: int = getattr(app.state, "published_size", 0)

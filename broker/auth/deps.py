@@ -29,7 +29,7 @@ from broker.db.base import utcnow
 from broker.db.session import DbSession
 from broker.errors import NotAuthenticated, PermissionDenied
 from broker.evidence.events import EventType
-from broker.evidence.service import Actor, record_event
+from broker.evidence.service import Actor, on_sealed, record_event
 
 SESSION_COOKIE = "sb_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -83,7 +83,9 @@ async def _from_bearer(request: Request, db: DbSession, secret: str) -> Principa
         ticket_system=token.system,
         ip=ip,
     )
-    token.last_used_at = now
+    # Written with the request's audit events at commit, not now: an early write would make
+    # the whole request SQLite's writer (broker.db.sqlite) from its authentication on.
+    on_sealed(db, lambda _: setattr(token, "last_used_at", now))
     await record_event(
         db,
         EventType.auth_token_used,

@@ -1,7 +1,8 @@
-"""Async engine creation for SQLite (WAL, write transactions taken immediately) and PostgreSQL."""
+"""Async engine creation for SQLite (WAL, inline statements, a FIFO of writers) and PostgreSQL."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from broker.db import sqlite
+
 
 def _prepare_sqlite_path(url: str) -> None:
     database = make_url(url).database
@@ -22,32 +25,30 @@ def _prepare_sqlite_path(url: str) -> None:
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """Create the engine; on SQLite every transaction is ``BEGIN IMMEDIATE``.
-
-    Why immediate: SQLite upgrades a read lock to a write lock lazily, so two deferred
-    transactions that both read-then-write deadlock and one fails with "database is locked".
-    Taking the write lock at BEGIN turns that into an orderly wait (busy timeout), which is
-    what makes the concurrency limit and single-winner consent hold on SQLite.
+    """Create the engine. On SQLite, statements run inline and writers queue in arrival
+    order (:mod:`broker.db.sqlite`): a transaction reads in its own snapshot and becomes a
+    writer (``BEGIN IMMEDIATE``, after the process's FIFO write gate) at its first write or
+    ``SELECT ... FOR UPDATE``. The concurrency limit and single-winner consent hold as on
+    PostgreSQL: the rules lock a row (``FOR UPDATE``) or compare-and-set.
     """
     if url.startswith("sqlite"):
         _prepare_sqlite_path(url)
-        engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30, "isolation_level": None}
-        )
+        path = make_url(url).database or ":memory:"
+        engine = create_async_engine(url, echo=echo, async_creator=partial(sqlite.connect, path))
         sync_engine = engine.sync_engine
-
-        @event.listens_for(sync_engine, "connect")
-        def _on_connect(dbapi_conn: Any, _: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
 
         @event.listens_for(sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN")  # deferred: reads first, the writer role later
+
+        @event.listens_for(sync_engine, "before_cursor_execute")
+        def _for_update(
+            conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+        ) -> None:
+            # SQLite has no FOR UPDATE: a query that asks for it becomes the write step.
+            compiled = getattr(context, "compiled", None)
+            if getattr(getattr(compiled, "statement", None), "_for_update_arg", None) is not None:
+                conn.connection.driver_connection.want_write = True
 
         return engine
     return create_async_engine(url, echo=echo, pool_pre_ping=True)
