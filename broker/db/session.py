@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+from typing import Any
+
 from fastapi import Depends, Request
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -25,7 +28,17 @@ class BrokerSession(Session):
 
     A class of our own so that domain modules can hook its transaction events without
     touching sessions of other code (``broker.evidence.service`` seals a transaction's audit
-    events in ``before_commit``)."""
+    events in ``before_commit``).
+
+    It also keeps the objects it loads alive while it lives: SQLAlchemy's identity map holds
+    them weakly, so a row read by the authentication (the token's owner) and dropped was
+    read again by the next service that asked ``db.get`` for it (two of the 23 statements
+    of a session request). A session lives for one request or one job."""
+
+
+@event.listens_for(BrokerSession, "loaded_as_persistent")
+def _keep_loaded(session: Session, instance: Any) -> None:
+    session.info.setdefault("loaded", []).append(instance)
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
