@@ -10,9 +10,7 @@ runs right after it, still before the response.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
-
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import event

@@ -126,6 +126,8 @@ async def record_event(
         raise
     except Exception as exc:
         raise AuditFailure(f"could not record audit event {event_type}: {exc}") from exc
+    if not db.in_transaction():
+        await db.connection()  # begin it: a rollback must take this event with it
     return _pending(db).add(prepared, event_type)
 
 
