@@ -218,3 +218,42 @@ async def test_verification_reports_a_broken_log(app: Any, desk: Desk) -> None:
     async with maker() as db:
         count = await db.scalar(select(func.count()).select_from(verification.AuditVerification))
     assert count == 1
+
+
+async def test_record_proofs_against_the_latest_checkpoint(app: Any) -> None:
+    from audit.merkle import verify_consistency, verify_inclusion
+    from broker.errors import NotFound, ValidationFailed
+    from broker.evidence.proofs import consistency, record_proof
+
+    async with app.state.sessionmaker() as db:
+        for i in range(20):
+            await record_event(db, f"test.e{i}", ticket="T-9", actor=SYSTEM_ACTOR)
+        sealed = await flush_events(db)
+        await db.commit()
+    first = await sign_if_due(app.state.sessionmaker)
+    assert first is not None
+    async with app.state.sessionmaker() as db:
+        await record_event(db, "test.tail", ticket="T-9", actor=SYSTEM_ACTOR)
+        (tail,) = await flush_events(db)
+        await db.commit()
+    async with app.state.sessionmaker() as db:
+        for appended in (sealed[0], sealed[7], sealed[-1]):
+            proof = await record_proof(db, appended.position)
+            assert proof.covered
+            assert proof.checkpoint is not None
+            assert proof.record_id == appended.record_id
+            verify_inclusion(
+                proof.leaf_hash, proof.position, proof.checkpoint.size, proof.path, first.root
+            )
+        pending = await record_proof(db, tail.position)
+        assert not pending.covered
+        assert pending.path == []
+        with pytest.raises(NotFound):
+            await record_proof(db, 10**9)
+        with pytest.raises(ValidationFailed):
+            await consistency(db, 0, 3)
+    second = await sign_if_due(app.state.sessionmaker)
+    assert second is not None
+    async with app.state.sessionmaker() as db:
+        path = await consistency(db, first.size, second.size)
+    verify_consistency(first.size, second.size, first.root, second.root, path)
