@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import schema
-from audit.appender import append_batch
+from audit.appender import append_batch, sign_checkpoint
 from audit.driver import AsyncpgOps, PortableOps, SqliteOps, ops_for
 from audit.merkle import Frontier
 from audit.records import FieldCodec, associated_data, record_leaf_hash
@@ -54,6 +54,26 @@ async def test_portable_and_driver_paths_write_one_log(log: AuditLog, engine: As
         assert heads == {"HD-1": 6, "HD-2": 3, "HD-3": 3}
         keys = (await conn.execute(select(func.count()).select_from(schema.data_keys))).scalar_one()
         assert keys == 3  # one data key per ticket, whichever path created it
+
+
+async def test_portable_path_stores_subtrees_and_signs_on_a_cadence(
+    log: AuditLog, engine: AsyncEngine
+) -> None:
+    kw = {"codec": FieldCodec(LOG_ID), "keyring": log.keyring, "signer": log.signer}
+    async with engine.begin() as conn:
+        await append_batch(conn, ev("HD-1", 20), portable=True, sign=False, **kw)
+        assert await log.uncovered(conn) == 20
+        signed = await sign_checkpoint(conn, log.signer, portable=True)
+        assert signed is not None
+        assert signed.size == 20
+        assert await sign_checkpoint(conn, log.signer, portable=True) is None
+        assert await log.uncovered(conn) == 0
+        nodes = (await conn.execute(select(func.count()).select_from(schema.tree_nodes))).scalar()
+    assert nodes == 1  # leaves 0-15 at level 4
+    async with engine.connect() as conn:
+        assert (await log.verify_log(conn)).ok
+        proof = await log.inclusion_proof(conn, 3, 20)
+        assert len(proof) == 5
 
 
 async def test_empty_batch_writes_nothing(log: AuditLog, engine: AsyncEngine) -> None:

@@ -170,3 +170,11 @@ def test_consistency_refusals() -> None:
 def test_frontier_refuses_inconsistent_state() -> None:
     with pytest.raises(VerificationError, match="inconsistent"):
         Frontier(3, [EMPTY_ROOT])
+
+
+def test_ranges_must_be_aligned() -> None:
+    from audit.merkle import perfect_chunks
+
+    assert perfect_chunks(16, 27) == [(3, 2), (1, 12), (0, 26)]
+    with pytest.raises(ValueError, match="not aligned"):
+        perfect_chunks(3, 7)
