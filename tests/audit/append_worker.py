@@ -24,7 +24,7 @@ async def main(url: str, keydir: Path, stream: str, batches: int, size: int) -> 
         keys=LocalFileKeyProvider(keydir / "kek.json"),
         signer=CheckpointSigner.load_or_create(keydir / "signing.pem", LOG_ID),
     )
-    engine = create_engine(url)  # SQLite: WAL, synchronous=FULL, BEGIN IMMEDIATE
+    engine = create_engine(url)  # SQLite: WAL, synchronous=FULL, the broker's write gate
     try:
         for b in range(batches):
             events = [

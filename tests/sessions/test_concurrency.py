@@ -1,8 +1,8 @@
 """Races: two approvals of one consent, and many requests racing past the concurrency limit.
 
 Each request runs through its own client and database session, concurrently in one loop
-(``asyncio.gather``), on SQLite (serialised by BEGIN IMMEDIATE) and PostgreSQL (row locks
-and compare-and-set).
+(``asyncio.gather``), on SQLite (``FOR UPDATE`` starts the FIFO write step) and PostgreSQL
+(row locks and compare-and-set).
 """
 
 from __future__ import annotations
