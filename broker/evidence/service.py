@@ -65,8 +65,8 @@ class Pending:
 
     items: list[Prepared] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
-    # savepoint -> how many events were recorded before it began
-    marks: dict[int, int] = field(default_factory=dict)
+    # savepoint -> how many events and callbacks were recorded before it began
+    marks: dict[int, tuple[int, int]] = field(default_factory=dict)
     # called with the sealed events, in the transaction, before its final flush
     sealed: list[Callable[[list[Appended]], None]] = field(default_factory=list)
 
@@ -176,7 +176,7 @@ def _seal_before_commit(session: Session) -> None:
 def _savepoint_begun(session: Session, transaction: SessionTransaction) -> None:
     if transaction.nested:
         pending = _pending(session)
-        pending.marks[id(transaction)] = len(pending.items)
+        pending.marks[id(transaction)] = (len(pending.items), len(pending.sealed))
 
 
 def _rolled_back(session: Session, previous: SessionTransaction) -> None:
@@ -185,9 +185,10 @@ def _rolled_back(session: Session, previous: SessionTransaction) -> None:
         return
     if previous.nested:
         mark = pending.marks.pop(id(previous), None)
-        if mark is not None:  # the savepoint's events go with it
-            del pending.items[mark:]
-            del pending.types[mark:]
+        if mark is not None:  # the savepoint's events (and what waited for them) go with it
+            del pending.items[mark[0] :]
+            del pending.types[mark[0] :]
+            del pending.sealed[mark[1] :]
     elif previous.parent is None:
         pending.clear()
 
