@@ -10,7 +10,8 @@ next to the server, so the server's cost is what is measured.
 
 Baseline in the same run: ``GET /healthz`` (no database, no auth) with the same clients,
 rounds interleaved (sessions, healthz, sessions, ...). Printed per round: rate, p50, p99,
-maximum, non-2xx count, and the load average before and after.
+maximum, non-2xx count, the broker processes' CPU time per request (from /proc: what a
+request costs whatever else runs on the machine), and the load average before and after.
 
     .venv/bin/python bench/bench_sessions_http.py                     # SQLite, 8 clients
     .venv/bin/python bench/bench_sessions_http.py --postgres          # one process
@@ -50,6 +51,16 @@ def free_port() -> int:
 
 def loadavg() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the broker processes so far (/proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -257,6 +268,7 @@ class Round:
     seconds: float
     latencies: list[float]
     errors: int
+    cpu: float = 0.0  # the broker processes' CPU seconds during the round
 
     def line(self) -> str:
         lat = self.latencies or [0.0]
@@ -264,6 +276,7 @@ class Round:
             f"{self.name:10} {self.count / self.seconds:8.1f}/s  p50 {pct(lat, 0.5) * 1e3:7.2f} ms"
             f"  p99 {pct(lat, 0.99) * 1e3:7.2f} ms  max {max(lat) * 1e3:7.2f} ms"
             f"  >1s {sum(x > 1 for x in lat):3d}  errors {self.errors}"
+            f"  broker CPU {self.cpu / max(self.count, 1) * 1e3:6.2f} ms/request"
         )
 
 
@@ -339,11 +352,16 @@ async def measure(args: argparse.Namespace, broker: Broker) -> list[Round]:
     await run_round("warm-up", ports, args.clients, min(200, per_round), slots)
     await run_round("warm-up", ports, args.clients, 500, None)
     rounds = []
+    pids = [p.pid for p in broker.procs]
     for i in range(args.rounds):
         print(f"round {i + 1}: load average {loadavg()}", flush=True)
+        before = cpu_seconds(pids)
         s = await run_round("sessions", ports, args.clients, per_round, slots)
+        s.cpu = cpu_seconds(pids) - before
         print("  " + s.line(), flush=True)
+        before = cpu_seconds(pids)
         h = await run_round("healthz", ports, args.clients, per_round * 4, None)
+        h.cpu = cpu_seconds(pids) - before
         print("  " + h.line(), flush=True)
         print(f"  ratio sessions/healthz {s.count / s.seconds / (h.count / h.seconds):.3f}")
         rounds += [s, h]
@@ -360,7 +378,9 @@ def summary(rounds: list[Round], args: argparse.Namespace, where: str) -> None:
         f"\n{where}, {args.clients} clients, {len(s)} rounds: POST /api/v1/sessions "
         f"{rate:.1f}/s, p50 {pct(lat, 0.5) * 1e3:.1f} ms, p99 {pct(lat, 0.99) * 1e3:.1f} ms, "
         f"max {max(lat) * 1e3:.1f} ms, over 1 s: {sum(x > 1 for x in lat)}, "
-        f"errors {sum(r.errors for r in s)}; /healthz {base:.1f}/s; ratio {rate / base:.3f}; "
+        f"errors {sum(r.errors for r in s)}; broker CPU "
+        f"{sum(r.cpu for r in s) / sum(r.count for r in s) * 1e3:.2f} ms/request; "
+        f"/healthz {base:.1f}/s; ratio {rate / base:.3f}; "
         f"load average now {loadavg()}"
     )
 
