@@ -33,6 +33,7 @@ from audit.schema import records  # noqa: E402
 from broker.config import Settings  # noqa: E402
 from broker.db import migrate  # noqa: E402
 from broker.db.engine import create_engine, create_sessionmaker  # noqa: E402
+from broker.evidence.events import EventType  # noqa: E402
 from broker.evidence.service import SYSTEM_ACTOR, record_event  # noqa: E402
 from broker.evidence.setup import build_audit_log  # noqa: E402
 
@@ -52,7 +53,7 @@ async def ours(maker: object, transactions: int, offset: int) -> float:
             for i in range(EVENTS):
                 await record_event(
                     db,
-                    "bench.event",
+                    EventType.ticket_updated,
                     ticket=f"HD-{(offset + t) % TICKETS}",
                     actor=SYSTEM_ACTOR,
                     data={**PAYLOAD, "i": i},
@@ -89,7 +90,7 @@ def raw(conn: sqlite3.Connection, transactions: int, start_position: int, size: 
                     str(uuid.uuid4()),
                     f"HD-{t % TICKETS}",
                     position,
-                    "bench.event",
+                    "ticket.updated",
                     1_700_000_000_000_000 + position,
                     "k" * 36,
                     size - 16,

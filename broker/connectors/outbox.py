@@ -25,6 +25,7 @@ from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.connectors import texts
 from broker.connectors.base import OutboundMessage
 from broker.connectors.models import OutboxMessage
 from broker.connectors.registry import ConnectorRegistry, registry_for
@@ -171,7 +172,17 @@ async def _claim_head(
         # A lease that ran out without a settlement: the worker died mid-delivery.
         retry = head.attempts > 0 or head.locked_until is not None
         if head.event_type == "evidence.sealed":  # the digest is taken at delivery
-            head.text, head.data = await digest.complete(db, head.text, dict(head.data))
+            facts = await digest.complete(db, dict(head.data))
+            if facts is not None:
+                head.data = facts
+                head.text = texts.evidence_text(
+                    ticket_ref=str(facts.get("ticket", "")),
+                    tree_size=facts["tree_size"],
+                    root_hash=facts["root_hash"],
+                    signed_at=datetime.fromisoformat(facts["signed_at"]),
+                    key_fingerprint=facts.get("key_fingerprint"),
+                    audit_page=facts.get("audit_page"),
+                )
         return OutboundMessage(
             delivery_id=head.delivery_id,
             system=head.system,

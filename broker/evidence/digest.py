@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from audit import schema
 from audit.appender import Appended
 from audit.checkpoint import parse_checkpoint
-from broker.connectors import texts
 from broker.evidence.service import audit_log_of, on_sealed
 
 POSITION = "audit_position"  # in the queued message's data: the event the digest must cover
@@ -47,12 +46,13 @@ def cover_last_event(db: AsyncSession, stream: str, message: Queued) -> None:
     on_sealed(db, _note)
 
 
-async def complete(db: AsyncSession, text: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The digest for a queued ``evidence.sealed`` message (already completed ones and
-    messages without a position are returned unchanged)."""
+async def complete(db: AsyncSession, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The facts of a queued ``evidence.sealed`` message with its digest (``tree_size``,
+    ``root_hash``, ``signed_at``) added; None for a message that needs none (completed
+    already, or without a position). The connectors' outbox renders the text from them."""
     position = data.get(POSITION)
     if not isinstance(position, int) or "tree_size" in data:
-        return text, data
+        return None
     cp = schema.checkpoints.c
     stmt = select(cp.note, cp.created_at_us).where(cp.size > position).order_by(cp.size).limit(1)
     row = (await db.execute(stmt)).first()
@@ -66,18 +66,9 @@ async def complete(db: AsyncSession, text: str, data: dict[str, Any]) -> tuple[s
         note = str(row[0])
         signed_at = datetime.fromtimestamp(int(row[1]) / 1e6, UTC)
     checkpoint = parse_checkpoint(note.partition("\n\n")[0] + "\n")
-    facts = {
+    return {
         **data,
         "tree_size": checkpoint.size,
         "root_hash": checkpoint.root.hex(),
         "signed_at": signed_at.isoformat(),
     }
-    body = texts.evidence_text(
-        ticket_ref=str(data.get("ticket", "")),
-        tree_size=checkpoint.size,
-        root_hash=checkpoint.root.hex(),
-        signed_at=signed_at,
-        key_fingerprint=data.get("key_fingerprint"),
-        audit_page=data.get("audit_page"),
-    )
-    return body, facts
