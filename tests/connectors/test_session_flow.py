@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from audit import schema as audit_schema
 from broker.connectors import registry as registry_mod
 from broker.connectors.models import OutboxMessage
 from broker.connectors.outbox import deliver_due
@@ -115,7 +116,15 @@ async def test_every_step_is_written_to_the_ticket(
     assert ended["data"]["outcome"] == "ended"
     assert ended["data"]["duration_seconds"] is not None
     sealed = by_type["evidence.sealed"]
-    assert sealed["data"]["tree_size"] == ended_at + 1
+    # Checkpoints come on a cadence: the digest, taken at delivery, is the first signed
+    # checkpoint that covers the session's end (signed then if none did yet).
+    async with app.state.sessionmaker() as db:
+        covering = await db.scalar(
+            select(func.min(audit_schema.checkpoints.c.size)).where(
+                audit_schema.checkpoints.c.size > ended_at
+            )
+        )
+    assert sealed["data"]["tree_size"] == covering
     assert records[-1].event_type == "provider.ended"
     assert sealed["data"]["ticket"] == f"{SYSTEM}:4711"
     assert f"supportbroker audit export {SYSTEM}:4711 --out" in sealed["text"]
