@@ -6,7 +6,7 @@ hashes, in log order. ``audit_verifications`` keeps the outcome of each whole-lo
 verification (background or on demand), so pages show the last one without re-verifying.
 
 Revision ID: 0012_audit_tree
-Revises: 0011_audit_perf
+Revises: 0014_desktop
 """
 
 from collections.abc import Sequence
@@ -18,7 +18,7 @@ from audit.merkle import Frontier, Node
 from audit.schema import node_key
 
 revision: str = "0012_audit_tree"
-down_revision: str | None = "0011_audit_perf"
+down_revision: str | None = "0014_desktop"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
