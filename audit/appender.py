@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit import schema
 from audit.checkpoint import CheckpointSigner, SignedCheckpoint
 from audit.driver import ADVISORY_LOCK_KEY, ops_for
+from audit.errors import AuditError
 from audit.keyring import Keyring
 from audit.merkle import Frontier, Node
 from audit.records import FieldCodec, to_micros
@@ -168,6 +169,15 @@ async def sign_checkpoint(
     state = await ops.tree_root()
     if state is None or state[0] <= await ops.checkpoint_size():
         return None
+    # Never sign a head the records no longer reach: a tail cut (with its checkpoints) must
+    # stay visible as a rollback, not be covered again by a fresh signature.
+    rc = schema.records.c
+    last = (await conn.execute(select(func.max(rc.position)))).scalar()
+    if last is None or int(last) != state[0] - 1:
+        raise AuditError(
+            f"not signing: the stored tree has {state[0]} records but the last record is at "
+            f"position {last}; verify the log (records were removed or added outside it)"
+        )
     signed = signer.sign(*state)
     await ops.checkpoint(signed.size, signed.root, signed.note, to_micros(datetime.now(UTC)))
     return signed

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit.checkpoint import SignedCheckpoint
 from audit.errors import AuditError
 from audit.merkle import verify_consistency
 from audit.store import AuditLog, ReadRecord
@@ -96,6 +97,22 @@ async def verify_all(
     engine: Any = db.bind
     async with engine.connect() as conn:
         return await log.verify_log(conn, progress, processes=processes, snapshot=True)
+
+
+async def current_checkpoint(db: AsyncSession) -> SignedCheckpoint | None:
+    """The latest signed checkpoint, covering every record sealed so far: checkpoints come
+    on a cadence, so one is signed now if records are not yet covered (None: empty log)."""
+    log = audit_log_of(db)
+    conn = await db.connection()
+    if await log.uncovered(conn):
+        try:
+            async with conn.begin_nested():  # a refusal leaves the request's work whole
+                signed = await log.sign_checkpoint(conn)
+        except AuditError:  # the records do not reach the stored head: show the last one
+            signed = None
+        if signed is not None:
+            return signed
+    return await log.latest_checkpoint(conn)
 
 
 async def bundle_of(db: AsyncSession, stream: str, *, include_plaintext: bool) -> bytes:

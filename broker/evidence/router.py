@@ -108,7 +108,7 @@ async def verify(_: Auditor, db: DbSession) -> VerifyOut:
 async def checkpoint(_: Auditor, db: DbSession) -> CheckpointOut:
     """The latest signed checkpoint and how it compares with the published one."""
     log = audit_log_of(db)
-    latest = await log.latest_checkpoint(await db.connection())
+    latest = await queries.current_checkpoint(db)
     if latest is None:
         raise NotFound("the audit log is empty: no checkpoint yet")
     status = await queries.compare_with_published(db)

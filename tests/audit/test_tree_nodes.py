@@ -148,3 +148,19 @@ async def test_a_forged_uncovered_tail_still_fails_its_own_checks(
     assert not report.ok
     assert report.position == 5
     assert "was altered" in (report.problem or "")
+
+
+async def test_a_cut_tail_is_never_signed_again(log: AuditLog, engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await log.append(conn, events(6))
+        await log.append(conn, events(2), sign=False)
+    async with engine.begin() as conn:
+        await conn.execute(delete(schema.records).where(schema.records.c.position == 7))
+    async with engine.begin() as conn:
+        with pytest.raises(AuditError, match="not signing: the stored tree has 8 records"):
+            await log.sign_checkpoint(conn)
+    async with engine.begin() as conn:
+        await conn.execute(delete(schema.records))
+    async with engine.begin() as conn:
+        with pytest.raises(AuditError, match="last record is at position None"):
+            await log.sign_checkpoint(conn)
