@@ -4,9 +4,9 @@ Each comment is a row written in the transaction of the step it reports (nothing
 before it commits, and nothing committed is lost), with the stable marker of its (session,
 step): the request once consent is asked for (with the device and its asset tag), the
 decision (who, which rights, the digest of the consent receipt), the start, the end (who,
-why, how long) with its summary, and on every end the evidence digest (queued now, completed at delivery with the first
-signed checkpoint that covers the session's last event: :mod:`broker.evidence.digest`) and
-how to export and verify the ticket's bundle;
+why, how long) with its summary, and on every end the evidence digest (queued now,
+completed at delivery with the first signed checkpoint that covers the session's last event:
+:mod:`broker.evidence.digest`) and how to export and verify the ticket's bundle;
 later the end user's rating. Experts joining and files moving are written by the gateway
 where they happen (``broker.gateway``). The session's moves reach this module as reactions
 of :mod:`broker.flows.lifecycle`; the rating comes from :mod:`broker.flows.approval`.

@@ -6,7 +6,7 @@ hashes, in log order. ``audit_verifications`` keeps the outcome of each whole-lo
 verification (background or on demand), so pages show the last one without re-verifying.
 
 Revision ID: 0012_audit_tree
-Revises: 0014_desktop
+Revises: 0015_helpdesks
 """
 
 from collections.abc import Sequence
@@ -18,7 +18,7 @@ from audit.merkle import Frontier, Node
 from audit.schema import node_key
 
 revision: str = "0012_audit_tree"
-down_revision: str | None = "0014_desktop"
+down_revision: str | None = "0015_helpdesks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
