@@ -175,7 +175,7 @@ async def _claim_head(
             facts = await digest.complete(db, dict(head.data))
             if facts is not None:
                 head.data = facts
-                head.text = texts.evidence_text(
+                text = texts.evidence_text(
                     ticket_ref=str(facts.get("ticket", "")),
                     tree_size=facts["tree_size"],
                     root_hash=facts["root_hash"],
@@ -183,6 +183,7 @@ async def _claim_head(
                     key_fingerprint=facts.get("key_fingerprint"),
                     audit_page=facts.get("audit_page"),
                 )
+                head.text = texts.with_marker(text, head.marker) if head.marker else text
         return OutboundMessage(
             delivery_id=head.delivery_id,
             system=head.system,
