@@ -34,7 +34,8 @@ def _take_terminal() -> None:
     """In the shell's process, after ``setsid``: make its PTY (stdin) the controlling
     terminal. An inherited PTY is not one by itself: the shell would say "can't access tty;
     job control turned off" and Ctrl-C would not reach what it runs."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if sys.platform != "win32":  # only ever called for a PTY shell, which is POSIX
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _set_winsize(fd: int, width: int, height: int) -> None:
