@@ -14,7 +14,7 @@ import hashlib
 import os
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,10 @@ if sys.platform != "win32":  # a PTY shell is POSIX; files and forwards work eve
 Report = Callable[[dict[str, Any]], None]
 # Forwarded bytes are read in large slices: per-read overhead, not copying, limits throughput.
 FORWARD_READ = 1 << 20
+# The broker uploads to a staging name with this suffix, created exclusively, and renames it
+# once both hashes agree; one never renamed (the link dropped, the broker gave up) is removed
+# when the SFTP session ends, so nothing half-written stays on the device.
+STAGING_SUFFIX = ".sbpart"
 
 
 def _take_terminal() -> None:
@@ -189,6 +193,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         self._session_id = session_id
         self._report = report
         self._touched: dict[int, tuple[str, str]] = {}
+        self._staged: set[str] = set()  # staging files created and not yet renamed or removed
 
     def map_path(self, path: bytes) -> bytes:
         text = os.fsdecode(path)
@@ -209,11 +214,44 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
     def reverse_map_path(self, path: bytes) -> bytes:
         return path
 
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        """The folder's entries without ``.`` and ``..``: the parent of an allowed folder is
+        outside it, and listing it would refuse the whole folder."""
+        with os.scandir(os.fsdecode(self.map_path(path))) as entries:
+            for entry in entries:
+                attrs = asyncssh.SFTPAttrs.from_local(entry.stat(follow_symlinks=False))
+                yield asyncssh.SFTPName(os.fsencode(entry.name), attrs=attrs)
+
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         file_obj = super().open(path, pflags, attrs)
         writing = bool(pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_APPEND | asyncssh.FXF_CREAT))
         self._touched[id(file_obj)] = (os.fsdecode(path), "upload" if writing else "download")
+        fresh = pflags & asyncssh.FXF_CREAT and pflags & asyncssh.FXF_EXCL
+        if fresh and path.endswith(STAGING_SUFFIX.encode()):
+            self._staged.add(os.fsdecode(self.map_path(path)))
         return file_obj
+
+    def _unstage(self, path: bytes) -> None:
+        self._staged.discard(os.fsdecode(self.map_path(path)))
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        super().rename(oldpath, newpath)
+        self._unstage(oldpath)
+
+    def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        super().posix_rename(oldpath, newpath)
+        self._unstage(oldpath)
+
+    def remove(self, path: bytes) -> None:
+        self._unstage(path)
+        super().remove(path)
+
+    def exit(self) -> None:
+        for staged in self._staged:
+            with contextlib.suppress(OSError):
+                os.remove(staged)
+        self._staged.clear()
+        super().exit()
 
     def close(self, file_obj: object) -> None:
         super().close(file_obj)

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     web_session_hours: int = Field(default=12, ge=1, le=720)
     trusted_proxies: list[str] = []  # X-Forwarded-For is honoured only from these
     max_body_bytes: int = 1_000_000
+    # The largest file moved through the broker, for groups that set no limit of their own.
+    files_max_bytes: int = Field(default=1 << 30, ge=1)
 
     # SSH gateway (built-in agent provider).
     gateway_enabled: bool = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, CreatedMixin, IdMixin
@@ -20,6 +20,8 @@ class DeviceGroup(IdMixin, CreatedMixin, Base):
     record_input: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     allowed_ports: Mapped[list[int]] = mapped_column(JSON, default=list, nullable=False)
     allowed_paths: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
+    # The largest file a transfer through the broker may move (None: the broker's default).
+    max_file_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # Pre-session questions shown on the consent page: [{"id": ..., "label": ...}].
     questions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
 

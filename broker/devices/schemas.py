@@ -41,6 +41,8 @@ AllowedPath = Annotated[
     str, Field(min_length=1, max_length=500), AfterValidator(clean_text), AfterValidator(non_blank)
 ]
 ConsentTimeout = Annotated[int, Field(strict=True, ge=30, le=86400)]
+# The largest file one transfer through the broker may move (1 byte up to 1 TiB).
+FileLimit = Annotated[int, Field(strict=True, ge=1, le=1 << 40)]
 StrictBool = Annotated[bool, Field(strict=True)]
 
 
@@ -88,6 +90,7 @@ class GroupCreate(Body):
     record_input: StrictBool = False
     allowed_ports: Ports = Field(default_factory=list)
     allowed_paths: Paths = Field(default_factory=list)
+    max_file_bytes: FileLimit | None = None  # None: the broker's default
     questions: Questions = Field(default_factory=list)
 
 
@@ -101,6 +104,7 @@ class GroupUpdate(Body):
     record_input: StrictBool | None = None
     allowed_ports: Ports | None = None
     allowed_paths: Paths | None = None
+    max_file_bytes: FileLimit | None = None
     questions: Questions | None = None
 
 
@@ -141,6 +145,7 @@ class GroupOut(BaseModel):
     record_input: bool
     allowed_ports: list[int]
     allowed_paths: list[str]
+    max_file_bytes: int | None
     questions: list[dict[str, str]]
     members: list[MemberOut]
     created_at: datetime
@@ -156,6 +161,7 @@ class GroupOut(BaseModel):
             record_input=group.record_input,
             allowed_ports=list(group.allowed_ports),
             allowed_paths=list(group.allowed_paths),
+            max_file_bytes=group.max_file_bytes,
             questions=[
                 {"id": str(q.get("id", "")), "label": str(q.get("label", ""))}
                 for q in group.questions

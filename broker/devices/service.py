@@ -34,6 +34,7 @@ GROUP_FIELDS = frozenset(
         "record_input",
         "allowed_ports",
         "allowed_paths",
+        "max_file_bytes",
         "questions",
     }
 )
@@ -118,6 +119,7 @@ async def create_group(
     record_input: bool = False,
     allowed_ports: Iterable[int] = (),
     allowed_paths: Iterable[str] = (),
+    max_file_bytes: int | None = None,
     questions: Iterable[Mapping[str, str]] = (),
 ) -> DeviceGroup:
     await _unique_group_name(db, name)
@@ -129,6 +131,7 @@ async def create_group(
         record_input=record_input,
         allowed_ports=list(allowed_ports),
         allowed_paths=list(allowed_paths),
+        max_file_bytes=max_file_bytes,
         questions=[dict(q) for q in questions],
     )
     try:

@@ -73,6 +73,29 @@ class AgentLink:
         # Per session: resolved once the agent holds the grant (its signed approval, or its
         # "granted" reply to a grant from elsewhere), failed if it refused the grant.
         self._grants: dict[str, asyncio.Future[None]] = {}
+        # The device's own hash of each file the broker moves, awaited by the transfer (see
+        # broker.gateway.files), by (session, direction, file name on the device).
+        self._reports: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = {}
+
+    def expect_report(self, key: tuple[str, str, str]) -> asyncio.Future[dict[str, Any]]:
+        """A future for the agent's report of the file ``key`` names, once it is closed."""
+        found = asyncio.get_running_loop().create_future()
+        self._reports[key] = found
+        return found
+
+    def unexpect(self, key: tuple[str, str, str]) -> None:
+        found = self._reports.pop(key, None)
+        if found is not None and not found.done():
+            found.cancel()
+
+    def take_report(self, msg: dict[str, Any]) -> bool:
+        """A ``file_transfer`` report: True if a broker transfer awaited it (it seals it)."""
+        key = (str(msg.get("session_id")), str(msg.get("direction")), str(msg.get("name")))
+        found = self._reports.pop(key, None)
+        if found is None or found.done():
+            return False
+        found.set_result(msg)
+        return True
 
     def _grant(self, session_id: str) -> asyncio.Future[None]:
         if session_id not in self._grants:
@@ -110,6 +133,11 @@ class AgentLink:
         """The connection is gone: nobody waits for its agent any more."""
         for session_id in list(self._grants):
             self.forget(session_id, "the device's agent disconnected")
+        for found in self._reports.values():
+            if not found.done():
+                found.set_exception(ProviderError("the device's agent disconnected"))
+                found.exception()
+        self._reports.clear()
 
     def watch(self, busy: bool) -> None:
         """Probe often while the device has an open session (a lost link fails it in 30 s)."""

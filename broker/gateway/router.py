@@ -333,10 +333,13 @@ async def forward(
 
 
 def _include_desktop() -> None:
-    """The desktop socket lives in its own module; it shares this router's prefix."""
+    """The desktop socket and the file transfers live in their own modules; they share this
+    router's prefix."""
+    from broker.gateway.files_router import router as files_router
     from broker.gateway.rfb_router import router as desktop_router
 
     router.include_router(desktop_router)
+    router.include_router(files_router)
 
 
 _include_desktop()

@@ -28,7 +28,7 @@ from broker.db.aftercommit import transaction
 from broker.errors import BrokerError, ProviderError
 from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, record_event
-from broker.gateway import keys, service
+from broker.gateway import files, keys, service
 from broker.gateway.access import Tickets, Waiting
 from broker.gateway.control import Poller, handle_link
 from broker.gateway.link import IDLE_KEEPALIVE_INTERVAL, AgentLink
@@ -76,6 +76,7 @@ class Gateway:
         self.tickets = Tickets()
         self.signals = SessionSignals()
         self.waiting = Waiting()  # technician sockets waiting for consent
+        self.transfers = files.Outcomes()  # downloads' sealed outcomes, asked for after
         self.presence = Presence(maker)
         self.db_gate = asyncio.Semaphore(4)  # below the pool size: others keep a connection
         # Listeners on the technician's screen connection (the session's record): the seam

@@ -1,0 +1,150 @@
+"""HTTP endpoints of file transfer through the broker (included under ``/api/v1``).
+
+Thin: authorise, plan the transfer in the request's transaction and commit it (a first use
+starts the session), then stream outside any transaction (on SQLite an open one holds the
+write lock the sealing needs). Only the session's technician lists, uploads and downloads;
+an expert or a supervisor watching gets 403 (they see each transfer in the session's
+events). The upload body is not held by the broker's body limit: the group's size limit
+applies instead, while it streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette import types
+
+from broker.auth.deps import require
+from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
+from broker.db.aftercommit import commit
+from broker.db.session import DbSession
+from broker.errors import BrokerError, ProviderError
+from broker.gateway import files
+from broker.gateway.link import AgentLink
+from broker.gateway.server import Gateway
+
+router = APIRouter(tags=["agent"])
+Path = Annotated[str, Query(min_length=1, max_length=4096)]
+OUTCOME_SECONDS = 15.0  # how long the outcome of a just-streamed download may be waited for
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gateway is None:
+        raise ProviderError("the SSH gateway is not running in this broker process")
+    return gateway
+
+
+async def _ready(
+    request: Request, db: DbSession, principal: Principal, session_id: str
+) -> tuple[Gateway, AgentLink, files.Plan]:
+    gateway = _gateway(request)
+    plan = await files.plan(db, principal, session_id, gateway.settings.files_max_bytes)
+    await commit(db)  # the session's start (if this is its first use) before any byte moves
+    link = gateway.links.get(plan.device_id)
+    if link is None:
+        raise ProviderError("the device's agent is not connected to this broker")
+    await link.granted(session_id)  # a channel opened before the agent holds it is refused
+    return gateway, link, plan
+
+
+@router.get("/gateway/sessions/{session_id}/files")
+async def list_files(
+    session_id: str,
+    request: Request,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.sessions_write))],
+    path: Annotated[str | None, Query(max_length=4096)] = None,
+) -> dict[str, Any]:
+    """The allowed folders (no ``path``) or the entries of one of them."""
+    _, link, plan = await _ready(request, db, principal, session_id)
+    return await files.listing(link, plan, path)
+
+
+@router.put("/gateway/sessions/{session_id}/files/content")
+async def upload(
+    session_id: str,
+    path: Path,
+    request: Request,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.sessions_write))],
+) -> dict[str, Any]:
+    """The body, streamed to ``path`` on the device; the sealed outcome with both hashes."""
+    gateway, link, plan = await _ready(request, db, principal, session_id)
+    length = request.headers.get("content-length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    outcome = await files.upload(gateway.maker, link, plan, path, request.stream(), declared)
+    return outcome.as_dict()
+
+
+@router.get(
+    "/gateway/sessions/{session_id}/files/content",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def download(
+    session_id: str,
+    path: Path,
+    request: Request,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.sessions_write))],
+) -> StreamingResponse:
+    """The file's bytes as they come from the device. Keep them only once
+    ``/files/transfers/{X-Transfer-Id}`` says ``ok``: the hashes are compared at the end."""
+    gateway, link, plan = await _ready(request, db, principal, session_id)
+    found = await files.open_download(gateway.maker, link, plan, path, gateway.transfers)
+    headers = {
+        "X-Transfer-Id": found.outcome.transfer_id,
+        "X-File-Size": str(found.size),
+        "Content-Disposition": f"attachment; filename*=UTF-8''{_quoted(found.outcome.name)}",
+    }
+    return _CutOnFailure(found.chunks(), media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/gateway/sessions/{session_id}/files/transfers/{transfer_id}")
+async def transfer_outcome(
+    session_id: str,
+    transfer_id: str,
+    request: Request,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.sessions_write))],
+) -> dict[str, Any]:
+    """The sealed outcome of a download this broker streamed (waits for its seal)."""
+    await files.plan(db, principal, session_id, 1)  # the same checks as the transfer
+    await commit(db)
+    outcome = await _gateway(request).transfers.wait(session_id, transfer_id, OUTCOME_SECONDS)
+    return outcome.as_dict()
+
+
+class _CutOnFailure(StreamingResponse):
+    """A stream that, failing after its headers went out (a hash mismatch is known only after
+    the last byte), ends without its final chunk: the client sees a broken transfer, never a
+    whole-looking file. The failure is sealed by then; raising it on would only have the
+    server log a traceback for an outcome that is already on record."""
+
+    async def __call__(self, scope: types.Scope, receive: types.Receive, send: types.Send) -> None:
+        chunks = self.body_iterator
+        await send(
+            {"type": "http.response.start", "status": self.status_code,
+             "headers": self.raw_headers}
+        )  # fmt: skip
+        try:
+            async for chunk in chunks:
+                data = chunk.encode() if isinstance(chunk, str) else chunk
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        except BrokerError:
+            return
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _quoted(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")

@@ -1,0 +1,245 @@
+"""File transfer through the broker to a real agent on loopback (docs/FILES.md).
+
+Every transfer goes through ``/api/v1/gateway/sessions/{id}/files``: the broker checks the
+path and the limit, hashes the bytes itself, compares with the device's hash and seals
+``session.file_transfer`` with both. Bad input leaves nothing half-written and is sealed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from broker.devices.models import DeviceGroup
+from tests.gateway.helpers import (
+    ScriptedPrompter,
+    enrolled_agent,
+    events,
+    request_session,
+    ticket_ref,
+    wait_state,
+)
+
+FILES = "/api/v1/gateway/sessions/{}/files"
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _approved(app: Any, gateway: Any, people: Any, tmp_path: Any, client: Any) -> Any:
+    agent = await enrolled_agent(
+        app, gateway, tmp_path, people["group"].name, ScriptedPrompter([True])
+    )
+    session = await request_session(client, people["tech_token"], agent.device_id, ["files"])
+    await wait_state(client, people["tech_token"], session["id"], "approved")
+    return agent, session["id"]
+
+
+async def _sealed(app: Any, sid: str) -> list[dict[str, Any]]:
+    found = await events(app, await ticket_ref(app, sid), "session.file_transfer")
+    return [e.payload["data"] for e in found]
+
+
+def _leftovers(folder: Any) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.endswith(".sbpart"))
+
+
+async def test_upload_list_download_with_both_hashes_sealed(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+):
+    agent, sid = await _approved(app, gateway, people, tmp_path, client)
+    allowed, auth = people["allowed"], _auth(people["tech_token"])
+    payload = os.urandom(3 << 20) + b"end"
+    digest = hashlib.sha256(payload).hexdigest()
+    try:
+        folders = await client.get(FILES.format(sid), headers=auth)
+        assert folders.status_code == 200, folders.text
+        assert folders.json()["folders"] == [str(allowed)]
+        put = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{allowed}/tool.bin"},
+            content=payload,
+            headers=auth,
+        )
+        assert put.status_code == 200, put.text
+        assert put.json()["sha256"] == put.json()["device_sha256"] == digest
+        assert (allowed / "tool.bin").read_bytes() == payload
+        assert _leftovers(allowed) == []
+        listed = await client.get(FILES.format(sid), params={"path": str(allowed)}, headers=auth)
+        assert listed.status_code == 200, listed.text
+        assert {"name": "tool.bin", "dir": False, "size": len(payload)} in listed.json()["entries"]
+
+        (allowed / "log.txt").write_bytes(b"device log\n" * 1000)
+        got = await client.get(
+            FILES.format(sid) + "/content", params={"path": f"{allowed}/log.txt"}, headers=auth
+        )
+        assert got.status_code == 200, got.text
+        assert got.content == b"device log\n" * 1000
+        tid = got.headers["x-transfer-id"]
+        outcome = await client.get(FILES.format(sid) + f"/transfers/{tid}", headers=auth)
+        assert outcome.json()["outcome"] == "ok"
+        assert outcome.json()["sha256"] == hashlib.sha256(got.content).hexdigest()
+
+        sealed = await _sealed(app, sid)
+        assert [(d["direction"], d["outcome"]) for d in sealed] == [
+            ("upload", "ok"),
+            ("download", "ok"),
+        ]
+        assert sealed[0]["sha256"] == sealed[0]["device_sha256"] == digest
+        assert sealed[0]["size"] == len(payload)
+        assert sealed[0]["name"] == "tool.bin"
+    finally:
+        await agent.stop()
+
+
+async def test_traversal_symlink_and_limit_refused_and_sealed(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+):
+    agent, sid = await _approved(app, gateway, people, tmp_path, client)
+    allowed, auth = people["allowed"], _auth(people["tech_token"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not for the technician")
+    (allowed / "escape").symlink_to(outside)
+    content = FILES.format(sid) + "/content"
+    try:
+        trav = await client.get(
+            content, params={"path": f"{allowed}/../outside/secret.txt"}, headers=auth
+        )
+        assert trav.status_code == 403
+        assert "'..'" in trav.json()["detail"]
+        link = await client.get(
+            content, params={"path": f"{allowed}/escape/secret.txt"}, headers=auth
+        )
+        assert link.status_code == 403, link.text
+        assert "refused by the device" in link.json()["detail"]
+        up = await client.put(
+            content, params={"path": f"{allowed}/escape/dropped.txt"}, content=b"x", headers=auth
+        )
+        assert up.status_code == 403
+        assert not (outside / "dropped.txt").exists()
+
+        async with app.state.sessionmaker() as db:
+            await db.execute(update(DeviceGroup).values(max_file_bytes=1000))
+            await db.commit()
+        big = await client.put(
+            content, params={"path": f"{allowed}/big.bin"}, content=b"y" * 1001, headers=auth
+        )
+        assert big.status_code == 403
+        assert "limit of 1000 bytes" in big.json()["detail"]
+
+        async def chunked() -> Any:  # no Content-Length: the limit stops the stream itself
+            for _ in range(4):
+                yield b"z" * 400
+
+        streamed = await client.put(
+            content, params={"path": f"{allowed}/big.bin"}, content=chunked(), headers=auth
+        )
+        assert streamed.status_code == 403, streamed.text
+        assert not (allowed / "big.bin").exists()
+        assert _leftovers(allowed) == []
+
+        sealed = await _sealed(app, sid)
+        assert len(sealed) == 5
+        assert all(d["outcome"] == "failed" and d["why"] for d in sealed)
+    finally:
+        await agent.stop()
+
+
+async def test_a_file_changing_during_download_is_a_sealed_mismatch(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, live_url: str
+):
+    async with httpx.AsyncClient(base_url=live_url, timeout=30) as client:
+        agent, sid = await _approved(app, gateway, people, tmp_path, client)
+        allowed, auth = people["allowed"], _auth(people["tech_token"])
+        (allowed / "growing.log").write_bytes(b"a" * (32 << 20))
+        try:
+            url = FILES.format(sid) + "/content"
+            params = {"path": f"{allowed}/growing.log"}
+            seen: dict[str, str] = {}
+
+            async def read_while_it_changes() -> None:
+                async with client.stream("GET", url, params=params, headers=auth) as got:
+                    seen["tid"] = got.headers["x-transfer-id"]
+                    chunks = got.aiter_bytes()
+                    await chunks.__anext__()
+                    with (allowed / "growing.log").open("r+b") as fh:
+                        fh.write(b"CHANGED")  # the device's file changes mid-transfer
+                    await asyncio.sleep(0.2)  # the broker is held back by this reader
+                    async for _ in chunks:
+                        pass
+
+            with pytest.raises(httpx.RemoteProtocolError):  # cut: the bytes are not whole
+                await read_while_it_changes()
+            tid = seen["tid"]
+            outcome = await client.get(FILES.format(sid) + f"/transfers/{tid}", headers=auth)
+            data = outcome.json()
+            assert data["outcome"] == "failed"
+            assert "hash mismatch" in data["why"]
+            assert data["sha256"] != data["device_sha256"]
+            assert (await _sealed(app, sid))[-1]["outcome"] == "failed"
+        finally:
+            await agent.stop()
+
+
+async def test_agent_lost_mid_upload_leaves_nothing_and_is_sealed(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+):
+    agent, sid = await _approved(app, gateway, people, tmp_path, client)
+    allowed, auth = people["allowed"], _auth(people["tech_token"])
+
+    async def body() -> Any:
+        yield b"q" * (5 << 20)  # one batch is written to the device ...
+        await asyncio.sleep(0.3)
+        gateway.links[agent.device_id].conn.abort()  # ... then the link to the device drops
+        yield b"q" * (5 << 20)
+
+    try:
+        put = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{allowed}/half.bin"},
+            content=body(),
+            headers=auth,
+        )
+        assert put.status_code == 502, put.text
+        assert "disconnected" in put.json()["detail"]
+        assert not (allowed / "half.bin").exists()
+        assert _leftovers(allowed) == []
+        sealed = await _sealed(app, sid)
+        assert sealed[-1]["outcome"] == "failed"
+        assert sealed[-1]["direction"] == "upload"
+    finally:
+        await agent.stop()
+
+
+@pytest.mark.parametrize("who", ["admin", "other_tech"])
+async def test_watchers_and_others_cannot_transfer(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, who: str
+):
+    from tests.factories import make_token, make_user
+
+    agent, sid = await _approved(app, gateway, people, tmp_path, client)
+    if who == "admin":
+        token = people["admin_token"]
+    else:
+        other, _ = await make_user(app, "technician")
+        token = await make_token(app, other)
+    try:
+        for method, suffix in [("GET", ""), ("GET", "/content"), ("PUT", "/content")]:
+            found = await client.request(
+                method,
+                FILES.format(sid) + suffix,
+                params={"path": f"{people['allowed']}/x"},
+                headers=_auth(token),
+            )
+            assert found.status_code in (403, 404), found.text
+            assert set(found.json()) == {"error", "detail"}
+        assert not (people["allowed"] / "x").exists()
+    finally:
+        await agent.stop()
