@@ -7,6 +7,8 @@ terminal WebSocket), so it works from a technician's machine with an API token
 session and why (or that the session still runs). ``--forward LOCAL:REMOTE`` instead opens a
 local port whose connections are relayed to the device's port. A refusal (the broker's or the
 device's: a port not allowed, a right not approved) is printed and the command exits 1.
+``--get REMOTE LOCAL`` / ``--put LOCAL REMOTE`` move one file through the broker
+(:mod:`broker.gateway.files_cli`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ def register(sub: Any) -> None:
     )
     connect.add_argument("--token", default=os.environ.get("SUPPORTBROKER_TOKEN"))
     connect.add_argument("--mode", default="control", choices=["control", "join", "watch"])
-    connect.add_argument("--forward", default=None, metavar="LOCAL:REMOTE")
+    moves = connect.add_mutually_exclusive_group()
+    moves.add_argument("--forward", default=None, metavar="LOCAL:REMOTE")
+    moves.add_argument("--get", nargs=2, metavar=("REMOTE", "LOCAL"), help="download a file")
+    moves.add_argument("--put", nargs=2, metavar=("LOCAL", "REMOTE"), help="upload a file")
     connect.set_defaults(plain=_cmd_connect)
 
 
@@ -59,6 +64,10 @@ def _cmd_connect(args: argparse.Namespace) -> int:
     if not args.token:
         print("supportbroker: error: set --token or SUPPORTBROKER_TOKEN", file=sys.stderr)
         return 1
+    if args.get or args.put:  # one file, with blocking I/O: no event loop needed
+        from broker.gateway import files_cli
+
+        return files_cli.run(args)
     return asyncio.run(_connect(args))
 
 
