@@ -391,3 +391,14 @@ def check_forward(cell: Cell, body: Any) -> None:
 async def replay(cell: Cell) -> Call:
     path = f"{V1}/gateway/sessions/{cell.world.session_id}/replay"
     return Call("POST", path, json={"reason": "complaint review #12"})
+
+
+def files(suffix: str, method: str) -> Build:
+    """A file route of the shared session (approved for the screen, not for files)."""
+
+    async def _build(cell: Cell) -> Call:
+        path = f"{V1}/gateway/sessions/{cell.world.session_id}/files{suffix}"
+        body = b"payload" if method == "PUT" else None
+        return Call(method, path, params={"path": "/srv/share/x.txt"}, content=body)
+
+    return _build

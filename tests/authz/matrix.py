@@ -331,6 +331,22 @@ ROWS: tuple[Row, ...] = (
         c.replay,
         allow("POST", 200, AUDITOR),
     ),
+    # file transfer: only the session's technician, and only on a session approved for
+    # files; the shared session is approved for the screen, so even he is refused (403)
+    *(
+        Row(
+            method,
+            f"{c.V1}/gateway/sessions/{{session_id}}/files{suffix}",
+            c.files(suffix.replace("{transfer_id}", "0" * 32), method),
+            allow(method, 403, ()),
+        )
+        for method, suffix in (
+            ("GET", ""),
+            ("GET", "/content"),
+            ("PUT", "/content"),
+            ("GET", "/transfers/{transfer_id}"),
+        )
+    ),
     # WebSockets: the one-time ticket is the credential; a made-up one is 401
     Row(
         "WS",
