@@ -64,7 +64,10 @@ class EventType(StrEnum):
         "session.channel_refused",
         "a shell or forward was refused by the broker's or the agent's rules",
     )
-    session_file_transfer = "session.file_transfer", "a file moved to or from the device (hashed)"
+    session_file_transfer = (
+        "session.file_transfer",
+        "a file moved to or from the device, or failed to (the broker's and the device's SHA-256)",
+    )
 
     # The end user's consent.
     consent_requested = "consent.requested", "a consent request (code and link) was issued"
