@@ -68,6 +68,21 @@ async def terminal_page(
     return who
 
 
+@pages_router.get("/files/{session_id}", response_model=None)
+async def files_page(
+    request: Request, session_id: str, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    """The session's files (docs/FILES.md): folders, upload, download, through the broker.
+    Anyone not logged in is sent to the login first; the API decides who may transfer."""
+    who = await admit(request, db, principal, lambda p: p.has(Scope.sessions_write))
+    if isinstance(who, Response):
+        return who
+    html = _env.get_template("files/session.html").render(
+        session_id=session_id, csrf_token=who.csrf_token or ""
+    )
+    return HTMLResponse(html)
+
+
 @pages_router.get("/desktop/{session_id}", response_class=HTMLResponse)
 async def desktop_page(
     session_id: str,
@@ -92,6 +107,11 @@ async def vendor(path: str) -> FileResponse:
 @pages_router.get("/static/terminal.js")
 async def terminal_js() -> FileResponse:
     return FileResponse(STATIC_DIR / "terminal.js", media_type="text/javascript")
+
+
+@pages_router.get("/static/files.js")
+async def files_js() -> FileResponse:
+    return FileResponse(STATIC_DIR / "files.js", media_type="text/javascript")
 
 
 @pages_router.get("/static/desktop.js")

@@ -1,0 +1,102 @@
+"""The session's files page in a real headless Chromium, from a normal login.
+
+The technician logs in through the form (tests/browser_login.py), opens the files page of a
+session approved for ``files`` on a real agent, sees the allowed folder, drops a file on the
+page (uploaded with progress through the broker) and downloads a device file; both transfers
+are sealed with both hashes. An admin (a watcher) is not allowed the page."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser_login import Logins
+from tests.gateway.helpers import (
+    ScriptedPrompter,
+    enrolled_agent,
+    events,
+    request_session,
+    ticket_ref,
+    wait_state,
+)
+from tests.gateway.test_browser_terminal import desk, logins, xterm_installed
+
+__all__ = ["desk", "logins", "xterm_installed"]  # fixtures used by this module's tests
+
+STATUS = "(document.getElementById('status').textContent || '')"
+DROP = """(text) => {
+  const data = new DataTransfer();
+  data.items.add(new File([text], "dropped.txt", {type: "text/plain"}));
+  const drop = document.getElementById("drop");
+  drop.dispatchEvent(new DragEvent("dragover", {dataTransfer: data, bubbles: true}));
+  drop.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+}"""
+
+
+# One Chromium run: the data path under the page is test_files.py's, on both databases.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_technician_drops_and_downloads_files_in_the_browser(
+    app: Any,
+    gateway: Any,
+    tmp_path: Any,
+    client: httpx.AsyncClient,
+    logins: Logins,
+    desk: Any,
+) -> None:
+    from sqlalchemy import update
+
+    from broker.devices.models import DeviceGroup
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "report.txt").write_bytes(b"report from the device\n")
+    async with app.state.sessionmaker() as db:
+        await db.execute(
+            update(DeviceGroup)
+            .where(DeviceGroup.id == desk["group"].id)
+            .values(allowed_paths=[str(shared)])
+        )
+        await db.commit()
+    agent = await enrolled_agent(
+        app, gateway, tmp_path, desk["group"].name, ScriptedPrompter([True])
+    )
+    try:
+        session = await request_session(client, desk["token"], agent.device_id, ["files"])
+        sid = session["id"]
+        await wait_state(client, desk["token"], sid, "approved")
+        tech, password = desk["tech"]
+        page = await logins.open(tech.username, password, f"/files/{sid}")
+        await page.wait_for_function(f"{STATUS}.includes('entries in')")
+        assert await page.locator("#folder").input_value() == str(shared)
+
+        text = "dropped from the technician's desk\n" * 500
+        await page.evaluate(DROP, text)
+        await page.wait_for_function(f"{STATUS}.includes('uploaded dropped.txt')")
+        assert (shared / "dropped.txt").read_text() == text
+        assert await page.locator("#progress").evaluate("p => p.value === p.max")
+
+        async with page.expect_download() as found:
+            await page.get_by_role("button", name="Download report.txt").click()
+        saved = tmp_path / "saved.txt"
+        await (await found.value).save_as(saved)
+        assert saved.read_bytes() == b"report from the device\n"
+        log = await page.locator("#log").inner_text()
+        assert hashlib.sha256(b"report from the device\n").hexdigest() in log
+
+        sealed = await events(app, await ticket_ref(app, sid), "session.file_transfer")
+        data = [e.payload["data"] for e in sealed]
+        assert [(d["direction"], d["outcome"]) for d in data] == [
+            ("upload", "ok"),
+            ("download", "ok"),
+        ]
+        assert data[0]["sha256"] == data[0]["device_sha256"]
+
+        admin, admin_pw = desk["admin"]
+        watcher = await logins.open(admin.username, admin_pw, f"/files/{sid}")
+        assert await watcher.title() == "Not allowed · supportbroker"
+        assert await watcher.locator("#drop").count() == 0
+    finally:
+        await agent.stop()
