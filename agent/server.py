@@ -171,6 +171,13 @@ class AgentCore:
             await run_forward(process, int(argv[2]))
 
     def _report(self, msg: dict[str, Any]) -> None:
+        # The user at the device sees every file that moved, under its final name (the broker
+        # uploads to ".NAME.ID.sbpart" and renames it once the hashes agree).
+        name = str(msg.get("name", ""))
+        if name.endswith(".sbpart"):
+            name = name.removeprefix(".").rsplit(".", 2)[0]
+        way = "written to this computer" if msg.get("direction") == "upload" else "read from it"
+        self.prompter.notice(f"file {name} ({msg.get('size')} bytes) {way}")
         if self._control is not None:
             self.send(msg)
 

@@ -70,6 +70,8 @@ async def test_upload_list_download_with_both_hashes_sealed(
         assert put.status_code == 200, put.text
         assert put.json()["sha256"] == put.json()["device_sha256"] == digest
         assert (allowed / "tool.bin").read_bytes() == payload
+        notice = f"file tool.bin ({len(payload)} bytes) written to this computer"
+        assert notice in agent.prompter.notices  # the user at the device sees it
         assert _leftovers(allowed) == []
         listed = await client.get(FILES.format(sid), params={"path": str(allowed)}, headers=auth)
         assert listed.status_code == 200, listed.text
