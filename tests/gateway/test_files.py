@@ -16,6 +16,8 @@ import pytest
 from sqlalchemy import update
 
 from broker.devices.models import DeviceGroup
+from tests.browser_login import form_login
+from tests.factories import make_user
 from tests.gateway.helpers import (
     ScriptedPrompter,
     enrolled_agent,
@@ -96,6 +98,17 @@ async def test_upload_list_download_with_both_hashes_sealed(
         assert sealed[0]["sha256"] == sealed[0]["device_sha256"] == digest
         assert sealed[0]["size"] == len(payload)
         assert sealed[0]["name"] == "tool.bin"
+
+        # The auditor's timeline of the ticket shows both transfers with both hashes.
+        auditor, password = await make_user(app, "auditor")
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.11", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://broker.test") as web:
+            await form_login(web, auditor.username, password)
+            system, external_id = (await ticket_ref(app, sid)).split(":", 1)
+            page = await web.get(f"/ui/audit/tickets/{system}/{external_id}")
+        assert page.status_code == 200, page.text
+        assert page.text.count("session.file_transfer") >= 2
+        assert digest in page.text
     finally:
         await agent.stop()
 
@@ -228,7 +241,7 @@ async def test_agent_lost_mid_upload_leaves_nothing_and_is_sealed(
 async def test_watchers_and_others_cannot_transfer(
     app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, who: str
 ):
-    from tests.factories import make_token, make_user
+    from tests.factories import make_token
 
     agent, sid = await _approved(app, gateway, people, tmp_path, client)
     if who == "admin":
