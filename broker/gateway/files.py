@@ -351,9 +351,14 @@ class Download:
             _spawn(self._finish())
 
     async def _finish(self) -> None:
-        self.link.unexpect(self.key)
         with contextlib.suppress(*SFTP_ERRORS):
             await self.stack.aclose()
+        # An interrupted download's file closes only now: its report is still awaited here,
+        # so it is taken as this transfer's (not sealed again as a report nobody awaited).
+        with contextlib.suppress(BrokerError):
+            report = await _report(self.reported)
+            self.outcome.device_sha256 = self.outcome.device_sha256 or str(report.get("sha256"))
+        self.link.unexpect(self.key)
         await seal(self.maker, self.plan, self.outcome)
         self.outcomes.settle(self.plan.session_id, self.outcome)
 
@@ -378,6 +383,7 @@ async def open_download(
     any byte is sent."""
     outcome = Outcome(uuid.uuid4().hex, "download", path)
     stack = contextlib.AsyncExitStack()
+    key: tuple[str, str, str] | None = None
     try:
         outcome.path = confine(path, plan.roots)
         sftp = await stack.enter_async_context(_sftp(link, plan))
@@ -391,11 +397,12 @@ async def open_download(
             raise PolicyDenied(f"{size} bytes is over this group's limit of {plan.limit} bytes")
         key = (plan.session_id, "download", posixpath.basename(real))
         reported = link.expect_report(key)
-        stack.callback(link.unexpect, key)
         handle = await stack.enter_async_context(sftp.open(real, "rb"))
     except (BrokerError, *SFTP_ERRORS) as exc:
         with contextlib.suppress(*SFTP_ERRORS):
             await stack.aclose()
+        if key is not None:
+            link.unexpect(key)
         error = _foreign(exc)
         outcome.why = error.detail
         await seal(maker, plan, outcome)

@@ -10,6 +10,7 @@ applies instead, while it streams.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
@@ -124,21 +125,33 @@ class _CutOnFailure(StreamingResponse):
     """A stream that, failing after its headers went out (a hash mismatch is known only after
     the last byte), ends without its final chunk: the client sees a broken transfer, never a
     whole-looking file. The failure is sealed by then; raising it on would only have the
-    server log a traceback for an outcome that is already on record."""
+    server log a traceback for an outcome that is already on record. A client that goes away
+    stops the reading from the device (the server's sends would silently go nowhere)."""
 
     async def __call__(self, scope: types.Scope, receive: types.Receive, send: types.Send) -> None:
         chunks = self.body_iterator
+        gone = asyncio.Event()  # the client went away: stop reading from the device
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
         await send(
             {"type": "http.response.start", "status": self.status_code,
              "headers": self.raw_headers}
         )  # fmt: skip
         try:
             async for chunk in chunks:
+                if gone.is_set():
+                    return  # closing the stream seals the download as interrupted
                 data = chunk.encode() if isinstance(chunk, str) else chunk
                 await send({"type": "http.response.body", "body": data, "more_body": True})
         except BrokerError:
             return
         finally:
+            watcher.cancel()
             if isinstance(chunks, AsyncGenerator):
                 await chunks.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -262,3 +262,26 @@ async def test_watchers_and_others_cannot_transfer(
         assert not (people["allowed"] / "x").exists()
     finally:
         await agent.stop()
+
+
+async def test_a_download_abandoned_by_the_technician_is_sealed_as_failed(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, live_url: str
+):
+    async with httpx.AsyncClient(base_url=live_url, timeout=30) as client:
+        agent, sid = await _approved(app, gateway, people, tmp_path, client)
+        allowed, auth = people["allowed"], _auth(people["tech_token"])
+        (allowed / "big.iso").write_bytes(b"i" * (32 << 20))
+        try:
+            url = FILES.format(sid) + "/content"
+            async with client.stream(
+                "GET", url, params={"path": f"{allowed}/big.iso"}, headers=auth
+            ) as got:
+                await got.aiter_bytes().__anext__()  # one chunk, then the technician goes
+            async with asyncio.timeout(10):
+                while not (sealed := await _sealed(app, sid)):
+                    await asyncio.sleep(0.05)
+            assert sealed[-1]["outcome"] == "failed"
+            assert "interrupted" in sealed[-1]["why"]
+            assert sealed[-1]["size"] < 32 << 20
+        finally:
+            await agent.stop()
