@@ -36,6 +36,7 @@ _SECRET_MARKERS = (
 
 # Loggers that print SQL parameters or wire traffic at INFO/DEBUG.
 QUIET_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool", "aiosqlite", "asyncpg")
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 # Secrets that travel in URLs, and so reach the access log and any logged path: the consent
@@ -98,6 +99,14 @@ def configure_logging(fmt: str = "console", level: int = logging.INFO) -> None:
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    # uvicorn's default logging config (applied by anything that started a server in this
+    # process before us) gives its loggers their own handler and stops them propagating:
+    # their lines would bypass the renderer and the redaction above.
+    for name in SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers[:] = []
+        server_logger.propagate = True
+        server_logger.disabled = False
 
 
 def _ids(session_id: str | None, ticket: str | None) -> dict[str, str]:

@@ -7,8 +7,10 @@ stderr, and puts the test configuration back afterwards.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import logging.config
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+import uvicorn.config
 from pydantic import SecretStr
 
 from broker.app import create_app
@@ -58,6 +61,19 @@ def test_production_logs_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert entries[0]["count"] == 3
     assert entries[0]["level"] == "info"
     assert entries[0]["timestamp"].endswith("Z")
+
+
+def test_uvicorn_configured_earlier_still_reaches_the_json_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uvicorn's own logging config (applied by any server started earlier in the process)
+    gives its loggers a handler and no propagation; the broker's lines must still be JSON."""
+    logging.config.dictConfig(copy.deepcopy(uvicorn.config.LOGGING_CONFIG))
+    create_app(fresh_settings(tmp_path, "production"))
+    capsys.readouterr()
+    logging.getLogger("uvicorn.error").warning("after uvicorn's config: %s", "rendered")
+    entries = json_lines(capsys.readouterr().err)
+    assert [e["event"] for e in entries] == ["after uvicorn's config: rendered"]
 
 
 def test_development_logs_for_people(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,7 +66,12 @@ class LiveFake:
 @contextmanager
 def serving(live: LiveFake) -> Iterator[LiveFake]:
     config = uvicorn.Config(
-        live.app(), host="127.0.0.1", port=live.port, log_level="warning", lifespan="off"
+        live.app(),
+        host="127.0.0.1",
+        port=live.port,
+        log_level="warning",
+        lifespan="off",
+        log_config=None,  # uvicorn's own config would stop its loggers reaching the root
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="desk-fake", daemon=True)
