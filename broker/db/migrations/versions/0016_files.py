@@ -23,5 +23,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("device_groups", schema=None) as batch_op:
+    # Drop in place: a batch rebuild of device_groups breaks the devices' foreign keys.
+    with op.batch_alter_table("device_groups", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("max_file_bytes")
