@@ -125,6 +125,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         response = error_response(status, exc.code, exc.detail)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_session_minutes: int = Field(default=480, ge=1, le=10080)
     consent_max_attempts: int = Field(default=5, ge=1, le=100)
     consent_lockout_seconds: int = Field(default=900, ge=1)
+    # The first wait after ``consent_max_attempts`` wrong codes (per client and per code);
+    # each further wrong code doubles it.
+    consent_backoff_seconds: int = Field(default=60, ge=1, le=3600)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     # How often each managed MeshCentral/AnyDesk device's connections are read for outside
     # connections, whether or not a session runs there (0: never).

@@ -51,7 +51,15 @@ class PolicyDenied(BrokerError):
 
 
 class RateLimited(BrokerError):
+    """Too many tries: come back in ``retry_after`` seconds (the ``Retry-After`` header)."""
+
     code = "rate_limited"
+
+    def __init__(
+        self, detail: str, *, retry_after: int | None = None, keep_changes: bool = False
+    ) -> None:
+        super().__init__(detail, keep_changes=keep_changes)
+        self.retry_after = retry_after
 
 
 class ProviderError(BrokerError):

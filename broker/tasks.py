@@ -3,6 +3,7 @@
 - deadlines: expire unanswered consent, end sessions at their time limit. The same checks run
   on read (broker.sessions.service), so a stopped sweeper never lets a stale state be acted
   on; the sweeper makes the state visible without a read;
+- refusals: seal each finished minute's tally of throttled requests as one audit record;
 - the connectors' outbox: deliver comments and webhook events to ticket systems, in order;
 - the slow poll of tickets with running sessions (the webhooks' fallback): a ticket its
   system now calls closed, merged or someone else's ends those sessions;
@@ -30,6 +31,8 @@ from fastapi import FastAPI
 
 from broker.connectors.outbox import deliver_due
 from broker.db.aftercommit import transaction
+from broker.db.base import utcnow
+from broker.evidence import refusals
 from broker.evidence.queries import compare_with_published, publish
 from broker.flows.lifecycle import grant_owed
 from broker.flows.watch import watch_tickets
@@ -42,6 +45,12 @@ log = structlog.get_logger("broker.tasks")
 async def sweep_once(app: FastAPI) -> int:
     async with transaction(app.state.sessionmaker) as db:
         return await sweep_deadlines(db)
+
+
+async def record_refusals(app: FastAPI) -> int:
+    """Seal the refusal tallies of finished minutes (see broker.evidence.refusals)."""
+    async with transaction(app.state.sessionmaker) as db:
+        return await refusals.record_finished(db, utcnow())
 
 
 async def deliver_outbox(app: FastAPI) -> int:
@@ -100,6 +109,7 @@ async def check_audit_log(app: FastAPI) -> bool:
 
 JOBS: list[tuple[str, Callable[[FastAPI], Awaitable[int]]]] = [
     ("sessions.swept", sweep_once),
+    ("refusals.recorded", record_refusals),
     ("connectors.delivered", deliver_outbox),
     ("connectors.tickets_watched", watch_ticket_systems),
     ("providers.grants_owed", grant_owed_access),

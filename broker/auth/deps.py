@@ -37,13 +37,21 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def client_ip(request: Request) -> str:
-    """The caller's address; X-Forwarded-For is believed only from a trusted proxy."""
+    """The caller's address; X-Forwarded-For is believed only from a trusted proxy.
+
+    Read from the right: each trusted proxy appends the address it was called from, so the
+    last address not itself a trusted proxy is the client. The leftmost entry is whatever
+    the client chose to send, and throttles keyed on it could be dodged at will."""
     settings: Settings = request.app.state.settings
     peer = request.client.host if request.client else "unknown"
     forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and peer in settings.trusted_proxies:
-        return forwarded.split(",")[0].strip()[:64]
-    return peer
+    if not forwarded or peer not in settings.trusted_proxies:
+        return peer
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in settings.trusted_proxies:
+            return hop[:64]
+    return (hops[0] if hops else peer)[:64]
 
 
 async def _from_bearer(request: Request, db: DbSession, secret: str) -> Principal:

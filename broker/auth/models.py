@@ -70,7 +70,8 @@ class ApiToken(IdMixin, CreatedMixin, Base):
 
 
 class LoginThrottle(Base):
-    """Failed logins per account (``user:<name>``) or client (``ip:<address>``).
+    """Failed logins per (account, client) (``pair:<digest>``), per account (``user:<name>``,
+    the global guard) or per client (``ip:<address>``); see :mod:`broker.auth.throttle`.
 
     Kept in the database so every broker replica counts the same guesses.
     """
@@ -79,5 +80,18 @@ class LoginThrottle(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # The latest failure (the name is older than its meaning).
     window_started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The account a pair or guard row counts for (an admin's unlock clears them all).
+    username: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginKnownSource(Base):
+    """An address an account signed in from: the account's guard lets it through."""
+
+    __tablename__ = "login_known_sources"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_login_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from broker.auth.models import ApiToken, LoginThrottle, User, WebSession
+from broker.auth.models import ApiToken, LoginKnownSource, LoginThrottle, User, WebSession
 from broker.db.repository import Repository
 
 
@@ -99,3 +101,31 @@ class LoginThrottleRepository(Repository[LoginThrottle]):
 
     async def clear(self, key: str) -> None:
         await self.db.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+
+    async def waiting_accounts(self, now: datetime) -> set[str]:
+        stmt = select(LoginThrottle.username).where(
+            LoginThrottle.username.is_not(None), LoginThrottle.locked_until > now
+        )
+        return {name for name in await self.db.scalars(stmt) if name is not None}
+
+    async def clear_for(self, username: str) -> int:
+        stmt = delete(LoginThrottle).where(LoginThrottle.username == username)
+        result = cast(CursorResult[Any], await self.db.execute(stmt))
+        return result.rowcount
+
+    async def is_known_source(self, username: str, source: str) -> bool:
+        stmt = select(LoginKnownSource.username).where(
+            LoginKnownSource.username == username, LoginKnownSource.source == source
+        )
+        return await self.db.scalar(stmt) is not None
+
+    async def remember_source(self, username: str, source: str, now: datetime) -> None:
+        row = await self.db.get(LoginKnownSource, (username, source))
+        if row is not None:
+            row.last_login_at = now
+            return
+        # A savepoint: two first logins from one address race on the primary key, and the
+        # one that loses finds the same fact already remembered.
+        with contextlib.suppress(IntegrityError):
+            async with self.db.begin_nested():
+                self.db.add(LoginKnownSource(username=username, source=source, last_login_at=now))

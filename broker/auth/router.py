@@ -4,7 +4,8 @@ Log in and out, and one's own account:
 
 - ``POST /auth/login`` (JSON ``username``, ``password``, ``totp_code`` if the account has
   TOTP) → 200 user + CSRF token, and the ``sb_session`` cookie. Wrong password, unknown user
-  and disabled account answer the same 401; lockout → 429. Failures are audited.
+  and disabled account answer the same 401; a wait (see ``broker.auth.throttle``) → 429
+  with ``Retry-After``. Failures are audited; refusals tallied per source and minute.
 - ``POST /auth/logout`` → 204 (a browser session; the cookie is cleared)
 - ``GET /auth/me`` → who is calling (user or token), with the CSRF token for a browser
 - ``POST /auth/password`` → change one's own password (ends the user's other browsers)
@@ -16,6 +17,7 @@ is changed (see ``broker.auth.deps``). Administration (``users:admin``):
 - ``GET /users/{id}`` · ``PATCH /users/{id}`` (the last active admin cannot be demoted or
   disabled: 409)
 - ``POST /users/{id}/reset-password`` (a new one-time password, shown once)
+- ``POST /users/{id}/unlock`` (clears the account's failed-login waits; audited)
 - ``GET /tokens`` · ``POST /tokens`` (201, the secret shown once) · ``DELETE /tokens/{id}``
   (revokes; the row stays for the record; 409 if already revoked)
 """
@@ -43,6 +45,7 @@ from broker.auth.schemas import (
     UserCreate,
     UserList,
     UserOut,
+    UserUnlocked,
     UserUpdate,
     UserWithPassword,
 )
@@ -157,6 +160,13 @@ async def update_user(user_id: Id, body: UserUpdate, principal: Admin, db: DbSes
 async def reset_password(user_id: Id, principal: Admin, db: DbSession) -> UserWithPassword:
     user, password = await service.reset_password_for(db, principal.actor(), user_id)
     return UserWithPassword(user=UserOut.of(user), one_time_password=password)
+
+
+@router.post("/users/{user_id}/unlock")
+async def unlock_user(user_id: Id, principal: Admin, db: DbSession) -> UserUnlocked:
+    """Clear every failed-login wait of the account (its sources and its guard); audited."""
+    user, cleared = await service.unlock(db, principal.actor(), user_id)
+    return UserUnlocked(user=UserOut.of(user), cleared=cleared)
 
 
 # --- API tokens (admin) ---------------------------------------------------------------------

@@ -120,6 +120,13 @@ class UserUpdate(BaseModel):
     max_concurrent_sessions: Annotated[int, Field(strict=True, ge=1, le=100)] | None = None
 
 
+class UserUnlocked(BaseModel):
+    """An account whose failed-login counters an admin cleared, and how many there were."""
+
+    user: UserOut
+    cleared: int
+
+
 class UserWithPassword(BaseModel):
     """A created or reset account with its one-time password, shown this once."""
 

@@ -38,6 +38,7 @@ from broker.errors import (
     RateLimited,
     ValidationFailed,
 )
+from broker.evidence import refusals
 from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, Actor, record_event
 
@@ -209,21 +210,18 @@ async def reset_password_for(db: AsyncSession, actor: Actor, user_id: str) -> tu
 
 
 async def authenticate(db: AsyncSession, username: str, password: str, ip: str) -> User:
-    """The active user with these credentials, or NotAuthenticated / RateLimited (audited)."""
+    """The active user with these credentials, or NotAuthenticated / RateLimited (audited:
+    a failure one by one, a refusal during a wait tallied per source and minute)."""
     now = utcnow()
     username = username.strip()
     actor = Actor(kind="anonymous", name=username[:64], ip=ip)
     lock = await throttle.check(db, username, ip, now)
     if lock is not None:
-        await record_event(
-            db,
-            EventType.auth_login_failed,
-            ticket=None,
-            actor=actor,
-            data={"username": username[:64], "why": f"{lock.scope} locked out"},
-        )
+        await refusals.tally(db, refusals.LOGIN, ip, now)
         raise RateLimited(
-            f"too many failed logins; try again in {lock.minutes} minute(s)", keep_changes=True
+            f"too many failed logins; try again in {lock.in_words}",
+            retry_after=lock.retry_after,
+            keep_changes=True,
         )
     user = await UserRepository(db).by_username(username)
     # verify_password runs even for unknown users, so timing does not reveal them.
@@ -245,8 +243,19 @@ async def authenticate(db: AsyncSession, username: str, password: str, ip: str) 
             data={"username": username[:64], "why": why},
         )
         raise NotAuthenticated(LOGIN_FAILED, keep_changes=True)
-    await throttle.clear_account(db, username)
+    await throttle.signed_in(db, username, ip, now)
     return user
+
+
+async def throttled_usernames(db: AsyncSession) -> set[str]:
+    """Usernames whose sign-in waits right now for at least one source."""
+    return await throttle.waiting_accounts(db, utcnow())
+
+
+async def unlock(db: AsyncSession, actor: Actor, user_id: str) -> tuple[User, int]:
+    """Clear the failed-login counters of an account (an admin's action; audited)."""
+    user = await get_user(db, user_id)
+    return user, await throttle.unlock(db, actor, user.username)
 
 
 async def start_web_session(db: AsyncSession, user: User, ip: str) -> tuple[str, str]:

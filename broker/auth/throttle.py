@@ -1,17 +1,30 @@
 """Password-guessing protection for logins, shared by replicas through the database.
 
-Two counters are kept: one per account (``user:<username>``) and one per client address
-(``ip:<address>``). After ``ACCOUNT_MAX_FAILURES`` wrong logins for an account, or
-``CLIENT_MAX_FAILURES`` from one address, within ``LOCKOUT`` the account (or address) is
-locked for ``LOCKOUT``; while locked every attempt is refused before the password is
-checked, so a right guess during the lockout teaches the attacker nothing. A successful login
-clears the account's counter, never the address's (an attacker must not reset it by
-logging into an account of their own).
+A lockout by account alone lets anyone lock anyone out (ten wrong passwords for ``admin``
+from anywhere); so the counters are, as mature sites keep them:
+
+- per (account, source): the first ``PAIR_FREE`` wrong logins are free, then each one makes
+  that pair wait ``PAIR_BACKOFF`` at first and twice as long after every further failure;
+  other sources, the real user's among them, are not slowed by it;
+- per source (``ip:<address>``): ``CLIENT_FREE`` wrong logins across accounts, then waits
+  that grow the same way (one address spraying many accounts);
+- per account, the global guard (``user:<name>``): after ``ACCOUNT_GUARD`` wrong logins from
+  all sources together, sources the account has never signed in from wait (growing from
+  ``GUARD_BACKOFF``), while an address it signed in from before still gets in: an attacker
+  on many addresses is held to a few guesses each and ``ACCOUNT_GUARD`` in all per wait.
+
+While a wait is in force the attempt is refused (429, ``Retry-After``) before the password is
+checked, so a right guess then teaches nothing; refusals are tallied per source and minute
+(:mod:`broker.evidence.refusals`), not audited one by one. A counter starts afresh once its
+wait is over and it has been quiet for ``QUIET``. A successful login clears its own pair and
+remembers the source; never the guard nor the address counter (an attacker must not reset
+them by logging into an account of their own). An admin's unlock clears every counter of an
+account (:func:`unlock`). Nothing here sleeps: waits are the client's, not a held lock.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,12 +32,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.models import LoginThrottle
 from broker.auth.repository import LoginThrottleRepository
+from broker.backoff import retry_after_seconds, wait_after
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
-ACCOUNT_MAX_FAILURES = 10
-CLIENT_MAX_FAILURES = 20
-LOCKOUT = timedelta(minutes=15)
+PAIR_FREE = 5
+PAIR_BACKOFF = timedelta(seconds=30)
+CLIENT_FREE = 20
+CLIENT_BACKOFF = timedelta(minutes=1)
+ACCOUNT_GUARD = 50
+GUARD_BACKOFF = timedelta(minutes=15)
+QUIET = timedelta(minutes=15)
 
 
 def account_key(username: str) -> str:
@@ -35,57 +53,122 @@ def client_key(ip: str) -> str:
     return f"ip:{ip[:64]}"
 
 
+def pair_key(username: str, ip: str) -> str:
+    # Hashed: an account name and an address together may not fit the key column.
+    digest = hashlib.sha256(f"{username[:64]}\n{ip[:64]}".encode()).hexdigest()
+    return f"pair:{digest}"
+
+
 @dataclass(frozen=True)
 class Lock:
-    """Why a login is refused before its password is checked."""
+    """Why a login is refused before its password is checked, and until when."""
 
-    scope: str  # "account" | "client"
-    minutes: int
+    scope: str  # "client" | "account_source" | "account"
+    until: datetime
+    retry_after: int  # seconds
+
+    @property
+    def minutes(self) -> int:
+        return -(-self.retry_after // 60)
+
+    @property
+    def in_words(self) -> str:
+        if self.retry_after < 120:
+            return f"{self.retry_after} second(s)"
+        return f"{self.minutes} minute(s)"
 
 
 async def check(db: AsyncSession, username: str, ip: str, now: datetime) -> Lock | None:
-    """A lock on the account or the client, if one is in force now."""
+    """A wait in force now for this client, this (account, client) pair, or the account's
+    guard (which an address the account signed in from before passes)."""
     repo = LoginThrottleRepository(db)
-    for scope, key in (("client", client_key(ip)), ("account", account_key(username))):
+    keys = (
+        ("client", client_key(ip)),
+        ("account_source", pair_key(username, ip)),
+        ("account", account_key(username)),
+    )
+    for scope, key in keys:
         row = await repo.find_locked(key)
-        if row is not None and row.locked_until is not None and row.locked_until > now:
-            minutes = math.ceil((row.locked_until - now).total_seconds() / 60)
-            return Lock(scope=scope, minutes=minutes)
+        if row is None or row.locked_until is None or row.locked_until <= now:
+            continue
+        if scope == "account" and await repo.is_known_source(username[:64], ip[:64]):
+            continue
+        return Lock(
+            scope=scope,
+            until=row.locked_until,
+            retry_after=retry_after_seconds(row.locked_until, now),
+        )
     return None
 
 
 async def charge(db: AsyncSession, username: str, ip: str, now: datetime) -> None:
-    """Count one failed login against the account and the client; lock at the limit."""
+    """Count one failed login against the pair, the client and the account's guard."""
     repo = LoginThrottleRepository(db)
-    account = await repo.locked_row(account_key(username), now)
-    await _count(db, account, now, ACCOUNT_MAX_FAILURES, scope="account", ip=ip, username=username)
-    client = await repo.locked_row(client_key(ip), now)
-    await _count(db, client, now, CLIENT_MAX_FAILURES, scope="client", ip=ip, username=username)
+    name = username[:64]
+    counters = (
+        ("account_source", pair_key(username, ip), name, PAIR_FREE, PAIR_BACKOFF),
+        ("client", client_key(ip), None, CLIENT_FREE, CLIENT_BACKOFF),
+        ("account", account_key(username), name, ACCOUNT_GUARD, GUARD_BACKOFF),
+    )
+    for scope, key, owner, free, base in counters:
+        row = await repo.locked_row(key, now)
+        row.username = owner
+        await _count(db, row, now, free, base, scope=scope, ip=ip, username=username)
     await db.flush()
 
 
-async def clear_account(db: AsyncSession, username: str) -> None:
-    await LoginThrottleRepository(db).clear(account_key(username))
+async def signed_in(db: AsyncSession, username: str, ip: str, now: datetime) -> None:
+    """A right password: clear this pair's counter and remember the source for the guard."""
+    repo = LoginThrottleRepository(db)
+    await repo.clear(pair_key(username, ip))
+    await repo.remember_source(username[:64], ip[:64], now)
+
+
+async def clear_account(db: AsyncSession, username: str) -> int:
+    """Clear every counter of the account (its pairs and its guard). Returns how many."""
+    return await LoginThrottleRepository(db).clear_for(username[:64])
+
+
+async def waiting_accounts(db: AsyncSession, now: datetime) -> set[str]:
+    """Accounts with a wait in force for some source (or their guard), for the admin."""
+    return await LoginThrottleRepository(db).waiting_accounts(now)
+
+
+async def unlock(db: AsyncSession, actor: Actor, username: str) -> int:
+    """An admin clears the account's counters (audited). Returns how many were cleared."""
+    cleared = await clear_account(db, username)
+    await record_event(
+        db,
+        EventType.auth_unlocked,
+        ticket=None,
+        actor=actor,
+        data={"username": username[:64], "cleared": cleared},
+    )
+    return cleared
 
 
 async def _count(
     db: AsyncSession,
     row: LoginThrottle,
     now: datetime,
-    limit: int,
+    free: int,
+    base: timedelta,
     *,
     scope: str,
     ip: str,
     username: str,
 ) -> None:
-    if row.locked_until is not None or now - row.window_started_at >= LOCKOUT:
-        # A finished lockout or an old window: count afresh.
+    # window_started_at: the latest failure. A counter starts afresh once its wait is over
+    # and it has been quiet since for QUIET; a source that goes on sees the wait double.
+    quiet_since = max(row.window_started_at, row.locked_until or row.window_started_at)
+    if now - quiet_since >= QUIET:
         row.failures = 0
-        row.window_started_at = now
         row.locked_until = None
     row.failures += 1
-    if row.failures >= limit:
-        row.locked_until = now + LOCKOUT
+    row.window_started_at = now
+    wait = wait_after(row.failures, free=free, base=base)
+    if wait:
+        row.locked_until = now + wait
         await record_event(
             db,
             EventType.auth_lockout,

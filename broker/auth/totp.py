@@ -241,7 +241,8 @@ async def verify_login_code(db: AsyncSession, user: User, code: str, ip: str) ->
         )
         if lock is not None:
             raise RateLimited(
-                f"too many failed logins; try again in {lock.minutes} minute(s)",
+                f"too many failed logins; try again in {lock.in_words}",
+                retry_after=lock.retry_after,
                 keep_changes=True,
             )
         raise NotAuthenticated(TOTP_FAILED, keep_changes=True)

@@ -2,7 +2,7 @@
 
 A consent code reads like ``4821-093375``: the first part finds the request among pending
 ones, the second is the secret. Splitting it lets a wrong guess be charged to one request
-(per-code lockout) as well as to the client that made it (per-client lockout).
+(per-code back-off) as well as to the client that made it (per-client back-off).
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ class ConsentRequest(IdMixin, CreatedMixin, Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # Set by requests of older releases, whose wrong codes locked the request for good.
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Wrong secrets (``attempts``) pause entering this code until then, with a growing
+    # back-off: never the link, never the session.
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decision: Mapped[str | None] = mapped_column(String(20))
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_from: Mapped[str | None] = mapped_column(String(64))
@@ -37,7 +41,10 @@ class ConsentRequest(IdMixin, CreatedMixin, Base):
 
 
 class ConsentClientThrottle(Base):
-    """Wrong code entries per client (IP); kept in the database so replicas share it."""
+    """Wrong code entries per client (IP); kept in the database so replicas share it.
+
+    ``window_started_at`` is the time of the latest wrong code: the count starts afresh once
+    the client has been quiet for ``consent_lockout_seconds``."""
 
     __tablename__ = "consent_client_throttle"
 

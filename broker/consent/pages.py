@@ -27,7 +27,7 @@ import web
 from broker.auth.deps import client_ip
 from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, RatingIn, RevokeIn
 from broker.db.session import DbSession
-from broker.errors import BrokerError, PermissionDenied
+from broker.errors import BrokerError, PermissionDenied, RateLimited
 from broker.flows import approval
 from broker.providers.offers import END_USER_WORDS
 from broker.ui.common import cross_origin
@@ -81,7 +81,10 @@ async def submit_code(
         return _page(request, "consent/enter_code.html", 422, error=_invalid(exc))
     except BrokerError as exc:
         status, detail = await _refused(db, exc)
-        return _page(request, "consent/enter_code.html", status, error=detail)
+        page = _page(request, "consent/enter_code.html", status, error=detail)
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     return RedirectResponse(f"/consent/{token}", status_code=303)
 
 

@@ -1,8 +1,10 @@
 """The end user's consent: open a request, find it by code or link, decide, record receipts.
 
 The end user has no account: the link token (or the code, exchanged for the token) is the
-credential. Codes are short, so guessing is throttled per client and per code (see
-:mod:`broker.consent.throttle`); tokens are 256-bit and need no throttle. A decision is a
+credential. Codes are short, so guessing is throttled per client and per code with a
+growing back-off (429 + ``Retry-After``, see :mod:`broker.consent.throttle`). Guessing never
+ends the session nor locks the link: the wait is on entering the code, and the technician's
+page shows it (:func:`guessing`). Tokens are 256-bit and need no throttle. A decision is a
 compare-and-set on the request (single use); the session's own compare-and-set follows in
 ``broker.flows.approval``, so of two racing approvals exactly one wins.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.canonical import canonical_json
 from broker.auth.secrets import constant_equal
+from broker.backoff import wait_after
 from broker.consent import throttle
 from broker.consent.codes import (
     format_code,
@@ -69,10 +72,18 @@ class IssuedConsent:
 
 @dataclass(frozen=True)
 class CodeRejected:
-    """A wrong code, charged to the client and the code; ``locked`` when that was the last
-    try the code had (the flow then ends its session)."""
+    """A wrong code, charged to the client and the code; ``paused`` when that wrong code made
+    entering the code wait (the flow seals that in the session's ticket)."""
 
-    locked: ConsentRequest | None
+    paused: ConsentRequest | None
+
+
+@dataclass(frozen=True)
+class Guessing:
+    """Wrong codes entered for a pending request, for the technician's page."""
+
+    wrong_codes: int
+    paused_until: datetime | None
 
 
 @dataclass(frozen=True)
@@ -167,15 +178,21 @@ async def record_policy_decision(
 async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str | CodeRejected:
     """Exchange a code for the link token, charging wrong codes to the client and the code.
 
-    A locked client is refused before the code is even looked at, so the right code does not
-    help once the limit is reached. Unknown lookup and wrong secret fail the same way: the
-    caller answers :data:`UNIFORM_CODE_ERROR` for both (``consent.code_rejected`` is written).
+    A waiting client, or a code whose entry is paused, is refused (RateLimited) before the
+    secret is looked at, so the right code does not help an attacker during the wait; the
+    link keeps working. Unknown lookup and wrong secret fail the same way: the caller answers
+    :data:`UNIFORM_CODE_ERROR` for both (``consent.code_rejected`` is written).
     """
     settings, key, now = settings_of(db), _key(db), utcnow()
     gate = await throttle.gate(db, ip, now)
     parts = split_code(code)
     repo = ConsentRepository(db)
     request = await repo.by_lookup(parts[0]) if parts else None
+    if request is not None and request.paused_until is not None and request.paused_until > now:
+        # Every source waits for this code: the guesses at one secret stay a handful
+        # however many addresses an attacker has (the end user waits too, or uses the link).
+        why = "this code was entered wrongly too often; use the link, or wait"
+        await throttle.refuse(db, ip, request.paused_until, now, why)
     # Hash even without a candidate so both failures take the same time.
     digest = secret_digest(key, request.id if request else "-", parts[1] if parts else "-")
     if (
@@ -187,36 +204,54 @@ async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str | CodeReje
         return link_token(key, request.id)
     failures = await throttle.charge(db, gate, now, ip=ip)
     data: dict[str, Any] = {"client_failures": failures}
-    locked = None
+    paused = None
     if request is not None:
         request.attempts += 1
         data["consent_request_id"] = request.id
-        if request.attempts >= settings.consent_max_attempts:
-            # The request is dead; the technician asks again.
-            request.locked_at = now
-            request.lookup = None
-            locked = request
+        wait = wait_after(
+            request.attempts,
+            free=settings.consent_max_attempts,
+            base=timedelta(seconds=settings.consent_backoff_seconds),
+        )
+        if wait:
+            request.paused_until = now + wait
+            paused = request
         await db.flush()
     await record_event(
         db, EventType.consent_code_rejected, ticket=None, actor=end_user(None, ip), data=data
     )
-    return CodeRejected(locked)
+    return CodeRejected(paused)
 
 
-async def record_lock(
+async def record_pause(
     db: AsyncSession, request: ConsentRequest, record: SessionRecord, *, ip: str
 ) -> None:
-    """Seal that too many wrong secrets killed ``request`` (in its ticket's stream)."""
+    """Seal that wrong secrets paused entering ``request``'s code (in its ticket's stream)."""
+    assert request.paused_until is not None  # only a paused request is passed
     await record_event(
         db,
-        EventType.consent_locked,
+        EventType.consent_code_paused,
         ticket=record.ticket.ref,
         actor=end_user(None, ip),
         data={
             "consent_request_id": request.id,
             "session_id": request.session_id,
             "attempts": request.attempts,
+            "paused_until": request.paused_until.isoformat(),
         },
+    )
+
+
+async def guessing(db: AsyncSession, session_id: str) -> Guessing | None:
+    """Wrong codes entered for the session's consent request, if any (the technician sees
+    that someone is guessing, and until when the code waits)."""
+    request = await ConsentRepository(db).by_session(session_id)
+    if request is None or request.attempts == 0:
+        return None
+    paused = request.paused_until
+    return Guessing(
+        wrong_codes=request.attempts,
+        paused_until=paused if paused is not None and paused > utcnow() else None,
     )
 
 

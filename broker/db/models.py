@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from broker.auth.models import ApiToken, User, WebSession
+from broker.auth.models import ApiToken, LoginKnownSource, User, WebSession
 from broker.auth.totp import UserTotp
 from broker.connectors.models import OutboxMessage, TicketWatch, WebhookDelivery, WebhookReject
 from broker.consent.models import ConsentClientThrottle, ConsentRequest
 from broker.db.base import Base
 from broker.devices.models import Device, DeviceGroup, GroupMember
 from broker.evidence.models import AuditVerification
+from broker.evidence.refusals import RefusalTally
 from broker.gateway.models import AgentEnrollmentToken, AgentKey
 from broker.providers.models import (  # noqa: F401 - tables
     ProviderDeviceSweep,
@@ -29,7 +30,9 @@ __all__ = [
     "Device",
     "DeviceGroup",
     "GroupMember",
+    "LoginKnownSource",
     "OutboxMessage",
+    "RefusalTally",
     "RemoteSession",
     "SessionInvitation",
     "Ticket",

@@ -76,6 +76,10 @@ class EventType(StrEnum):
     consent_code_rejected = "consent.code_rejected", "a wrong or stale consent code was entered"
     consent_locked = "consent.locked", "too many wrong codes: the consent request is dead"
     consent_lockout = "consent.lockout", "a client entered too many wrong codes: locked out"
+    consent_code_paused = (
+        "consent.code_paused",
+        "wrong codes for a request: entering its code waits (growing back-off)",
+    )
     policy_denied = "policy.denied", "a session request broke a rule (names the rule)"
 
     # Tickets and ticket systems.
@@ -122,6 +126,11 @@ class EventType(StrEnum):
     auth_login = "auth.login", "a user signed in"
     auth_login_failed = "auth.login_failed", "a sign-in failed (password, second factor, SSO)"
     auth_lockout = "auth.lockout", "too many failed sign-ins: the account or client waits"
+    auth_unlocked = "auth.unlocked", "an admin cleared the failed sign-in counters of an account"
+    security_refused = (
+        "security.refused",
+        "requests refused by a throttle, counted per source and minute",
+    )
     auth_logout = "auth.logout", "a user signed out"
     auth_sso_verified = "auth.sso_verified", "an OIDC provider vouched for a user"
     auth_password_changed = "auth.password_changed", "a user changed their password"

@@ -9,8 +9,8 @@ receipts; neither calls the other. This module puts them in order, cause before 
 - the end user's decision on the consent page or API: ``consent.decided`` (the receipt,
   with the approval's end), then ``session.approved`` or ``session.denied``;
 - the device's signed decision (the built-in agent): ``consent.receipt``, then the move;
-- the end user's other actions on their link: look a code up (too many wrong ones fail the
-  session), view, revoke, rate.
+- the end user's other actions on their link: look a code up (too many wrong ones make
+  entering the code wait, ``consent.code_paused``; never the session), view, revoke, rate.
 
 The provider's access follows the approval's commit (``broker.flows.lifecycle``), so
 ``provider.prepared`` comes after both. A flow that returns what the provider's answer
@@ -42,9 +42,6 @@ from broker.providers import offers
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.schemas import SessionCreate
-from broker.sessions.states import SessionState
-
-S = SessionState
 
 
 def approved_until(now: datetime, record: SessionRecord) -> datetime:
@@ -81,17 +78,15 @@ async def create_session(
 
 async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str:
     """Exchange a consent code for its link token; a wrong code is refused (and kept on
-    record), and the wrong code that locks a request fails its session."""
+    record), and one that pauses entering a request's code is sealed in the session's ticket.
+    Guessing never ends the session: anyone who overheard the lookup could otherwise cancel
+    it."""
     found = await consent.lookup_code(db, code, ip=ip)
     if isinstance(found, str):
         return found
-    if found.locked is not None:
-        request = found.locked
-        record, _ = await sessions.load(db, request.session_id)
-        await consent.record_lock(db, request, record, ip=ip)
-        if record.session.state == S.awaiting_consent:
-            why = f"consent code locked after {request.attempts} wrong attempts; request again"
-            await sessions.fail_session(db, record, actor=consent.end_user(None, ip), why=why)
+    if found.paused is not None:
+        record, _ = await sessions.load(db, found.paused.session_id)
+        await consent.record_pause(db, found.paused, record, ip=ip)
     raise NotFound(consent.UNIFORM_CODE_ERROR, keep_changes=True)
 
 

@@ -92,6 +92,7 @@ async def _users_page(
         title="Users and roles",
         users=users,
         totp=second,
+        throttled=await auth.throttled_usernames(db),
         roles=list(Role.__members__),
         default_limit=settings_of_request(request).max_concurrent_sessions,
         **extra,
@@ -189,6 +190,21 @@ async def reset_password(
         db,
         secret={"what": f"New one-time password for {user.username}", "value": password},
     )
+
+
+@router.post(BASE + "/users/{user_id}/unlock", response_model=None)
+async def unlock_user(
+    request: Request, user_id: str, principal: OptionalPrincipal, db: DbSession
+) -> Response:
+    who = await admin_only(request, db, principal)
+    if isinstance(who, Response):
+        return who
+    try:
+        user, cleared = await auth.unlock(db, who.actor(), user_id)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    notice = f"Sign-in of {user.username} unlocked ({cleared} failed-login counter(s) cleared)."
+    return await _users_page(request, db, notice=notice)
 
 
 @router.post(BASE + "/users/{user_id}/totp", response_model=None)

@@ -28,6 +28,7 @@ from broker.auth.deps import OptionalPrincipal
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.connectors import service as connectors
+from broker.consent import service as consent_service
 from broker.connectors.registry import registry_for
 from broker.db.base import utcnow
 from broker.db.session import DbSession
@@ -292,6 +293,13 @@ async def _session_context(
         "experts": await invites.invited_experts(db, sid),
         "candidates": await invites.candidates(db, record) if own else [],
         "consent": consent if state is SessionState.awaiting_consent else None,
+        # Someone entering wrong codes for this request: the technician should know (the
+        # lookup is read aloud, so it may have been overheard).
+        "guessing": (
+            await consent_service.guessing(db, sid)
+            if state is SessionState.awaiting_consent
+            else None
+        ),
         "answers": answers,
         "launch": launch,
         "agent": s.provider == "agent",
