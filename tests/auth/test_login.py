@@ -79,24 +79,25 @@ async def test_wrong_unknown_and_disabled_look_the_same(
     assert await count_rows(app, WebSession) == 0
 
 
-async def test_lockout_refuses_the_right_password_and_is_audited(
+async def test_a_waiting_source_is_refused_the_right_password_and_it_is_audited(
     app: Any, client: httpx.AsyncClient, admin: Caller
 ) -> None:
-    for _ in range(throttle.ACCOUNT_MAX_FAILURES):
+    for _ in range(throttle.PAIR_FREE):
         response = await client.post(LOGIN, json={"username": "root", "password": "guess-guess"})
         assert response.status_code == 401
     refused = await client.post(LOGIN, json={"username": "root", "password": admin.password})
     detail = assert_error(refused, 429, "rate_limited")
     assert "too many failed logins" in detail
+    assert 1 <= int(refused.headers["retry-after"]) <= throttle.PAIR_BACKOFF.total_seconds()
     assert "set-cookie" not in refused.headers
     lockouts = [p["data"] for t, p in await system_events(app, "auth.lockout")]
     assert len(lockouts) == 1
-    assert lockouts[0]["scope"] == "account"
+    assert lockouts[0]["scope"] == "account_source"
     assert lockouts[0]["username"] == "root"
-    assert lockouts[0]["failures"] == throttle.ACCOUNT_MAX_FAILURES
-    whys = [p["data"]["why"] for t, p in await system_events(app, "auth.login_failed")]
-    assert whys[-1] == "account locked out"
-    # Another account from the same client is not locked by this account's lockout.
+    assert lockouts[0]["failures"] == throttle.PAIR_FREE
+    failed = await system_events(app, "auth.login_failed")
+    assert len(failed) == throttle.PAIR_FREE  # the refusal is tallied, not one record each
+    # Another account from the same client is not slowed by this account's wait.
     other, other_pw = await make_user(app, "auditor")
     ok = await client.post(LOGIN, json={"username": other.username, "password": other_pw})
     assert ok.status_code == 200, ok.text
@@ -105,7 +106,7 @@ async def test_lockout_refuses_the_right_password_and_is_audited(
 async def test_client_lockout_spans_accounts(
     app: Any, client: httpx.AsyncClient, admin: Caller
 ) -> None:
-    for i in range(throttle.CLIENT_MAX_FAILURES):
+    for i in range(throttle.CLIENT_FREE):
         response = await client.post(LOGIN, json={"username": f"guess{i}", "password": "x" * 12})
         assert response.status_code == 401
     refused = await client.post(LOGIN, json={"username": "root", "password": admin.password})
@@ -114,10 +115,10 @@ async def test_client_lockout_spans_accounts(
     assert scopes == ["client"]
 
 
-async def test_a_successful_login_clears_the_account_counter(
+async def test_a_successful_login_clears_the_pair_counter(
     app: Any, client: httpx.AsyncClient, admin: Caller
 ) -> None:
-    for _ in range(throttle.ACCOUNT_MAX_FAILURES - 1):
+    for _ in range(throttle.PAIR_FREE - 1):
         await client.post(LOGIN, json={"username": "root", "password": "guess-guess"})
     assert (
         await client.post(LOGIN, json={"username": "root", "password": admin.password})
