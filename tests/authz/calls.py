@@ -100,6 +100,10 @@ async def reset_password(cell: Cell) -> Call:
     return Call("POST", f"{V1}/users/{await _user_id(cell)}/reset-password")
 
 
+async def unlock_user(cell: Cell) -> Call:
+    return Call("POST", f"{V1}/users/{await _user_id(cell)}/unlock")
+
+
 async def create_user(cell: Cell) -> Call:
     body = {"username": f"new-{secrets.token_hex(4)}", "role": "technician"}
     return Call("POST", f"{V1}/users", json=body)

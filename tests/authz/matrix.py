@@ -133,6 +133,7 @@ ROWS: tuple[Row, ...] = (
         c.reset_password,
         allow("POST", 200, ADMIN),
     ),
+    Row("POST", f"{c.V1}/users/{{user_id}}/unlock", c.unlock_user, allow("POST", 200, ADMIN)),
     Row("GET", f"{c.V1}/tokens", c.fixed("GET", f"{c.V1}/tokens"), allow("GET", 200, ADMIN)),
     Row("POST", f"{c.V1}/tokens", c.create_token, allow("POST", 201, ADMIN)),
     Row("DELETE", f"{c.V1}/tokens/{{token_id}}", c.revoke_token, allow("DELETE", 200, ADMIN)),

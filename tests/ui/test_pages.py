@@ -147,6 +147,7 @@ def post_forms(w: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
         ("admin", f"/ui/admin/users/{auditor_id}", {"role": "auditor", "active": "on"}),
         ("admin", f"/ui/admin/users/{auditor_id}/password", {}),
         ("admin", f"/ui/admin/users/{auditor_id}/totp", {}),
+        ("admin", f"/ui/admin/users/{auditor_id}/unlock", {}),
         ("admin", "/ui/admin/tokens", {"name": "ci", "owner": auditor_id}),
         ("admin", f"/ui/admin/tokens/{w['token_id']}/revoke", {}),
         ("admin", "/ui/admin/groups", {"name": "lab"}),
