@@ -28,8 +28,8 @@ from broker.auth.deps import OptionalPrincipal
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.connectors import service as connectors
-from broker.consent import service as consent_service
 from broker.connectors.registry import registry_for
+from broker.consent import service as consent_service
 from broker.db.base import utcnow
 from broker.db.session import DbSession
 from broker.devices import service as devices

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.factories import Desk, audit_events, consent_token, open_session
 
 SYSTEM_STREAM = "_system"

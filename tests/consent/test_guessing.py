@@ -137,7 +137,8 @@ async def test_each_wrong_code_after_a_wait_doubles_the_next_wait(
             )
             assert guess.status_code == 404
     assert waits[0] <= BACKOFF
-    assert waits[1] > BACKOFF and waits[2] > 2 * BACKOFF
+    assert waits[1] > BACKOFF
+    assert waits[2] > 2 * BACKOFF
     assert waits[0] < waits[1] < waits[2]
     request = await consent_request(app)
     assert request.attempts == MAX_ATTEMPTS + 3
