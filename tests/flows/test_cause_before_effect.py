@@ -4,7 +4,7 @@ The end user's decision is sealed before the approval it causes, and the approva
 the provider access it causes: ``consent.decided`` → ``session.approved`` →
 ``provider.prepared``, read back from the log in position order (the order the records were
 sealed in). The same holds for an unattended request (the policy's decision first), a
-denial, a provider that cannot grant, and a consent request locked by wrong codes.
+denial, a provider that cannot grant, and a consent code paused by wrong codes.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ async def test_a_provider_that_cannot_grant_fails_after_the_approval(
     ]
 
 
-async def test_wrong_codes_lock_the_request_before_the_session_fails(
+async def test_wrong_codes_pause_the_code_and_never_fail_the_session(
     app: Any, client: httpx.AsyncClient, desk: Desk, settings: Any
 ) -> None:
     created = await open_session(client, desk)
@@ -119,6 +119,7 @@ async def test_wrong_codes_lock_the_request_before_the_session_fails(
     for _ in range(settings.consent_max_attempts):
         response = await client.post("/api/v1/consent/lookup", json={"code": wrong})
         assert response.status_code == 404, response.text
-    assert (await sealed(app))[-2:] == ["consent.locked", "session.failed"]
+    assert (await sealed(app))[-1] == "consent.code_paused"
+    assert "session.failed" not in await sealed(app)
     rejected = await sealed(app, "_system")
     assert rejected.count("consent.code_rejected") == settings.consent_max_attempts
