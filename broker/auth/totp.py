@@ -30,6 +30,7 @@ from broker.auth.principal import Principal
 from broker.context import settings_of
 from broker.db.base import Base, CreatedMixin, UTCDateTime, utcnow
 from broker.errors import Conflict, NotAuthenticated, RateLimited, ValidationFailed
+from broker.evidence import refusals
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
@@ -219,12 +220,20 @@ def _accept(db: AsyncSession, row: UserTotp, code: str) -> int | None:
 async def verify_login_code(db: AsyncSession, user: User, code: str, ip: str) -> None:
     """The second step of a login: a fresh code, or NotAuthenticated / RateLimited.
 
-    Wrong codes count toward the same lockout as wrong passwords and are audited.
+    Wrong codes count toward the same waits as wrong passwords and are audited; a refusal
+    during a wait is tallied per source and minute (broker.evidence.refusals).
     """
     now = utcnow()
     actor = Actor(kind="anonymous", name=user.username, ip=ip)
     lock = await throttle.check(db, user.username, ip, now)
-    why = f"{lock.scope} locked out" if lock is not None else None
+    if lock is not None:
+        await refusals.tally(db, refusals.LOGIN, ip, now)
+        raise RateLimited(
+            f"too many failed logins; try again in {lock.in_words}",
+            retry_after=lock.retry_after,
+            keep_changes=True,
+        )
+    why = None
     row = await _row(db, user.id)
     if why is None and (row is None or row.confirmed_at is None):
         why = "no second factor enabled"
@@ -239,11 +248,5 @@ async def verify_login_code(db: AsyncSession, user: User, code: str, ip: str) ->
             actor=actor,
             data={"username": user.username, "why": f"second factor: {why}"},
         )
-        if lock is not None:
-            raise RateLimited(
-                f"too many failed logins; try again in {lock.in_words}",
-                retry_after=lock.retry_after,
-                keep_changes=True,
-            )
         raise NotAuthenticated(TOTP_FAILED, keep_changes=True)
     await db.flush()

@@ -25,7 +25,7 @@ from broker.auth.models import User
 from broker.auth.permissions import grants_for
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
-from broker.errors import BrokerError, PermissionDenied
+from broker.errors import BrokerError, PermissionDenied, RateLimited
 from broker.ui.common import (
     LOGIN_PATH,
     admit,
@@ -170,7 +170,8 @@ async def login_submit(
     except BrokerError as exc:
         await refused_keep(db, exc)
         status = 429 if exc.code == "rate_limited" else 401
-        return login_form(request, status, error=exc.detail, next_url=target, username=username)
+        form = login_form(request, status, error=exc.detail, next_url=target, username=username)
+        return _with_retry_after(form, exc)
     if await totp.is_enabled(db, user.id):
         response: Response = RedirectResponse("/ui/login/totp", status_code=303)
         value = sign(
@@ -236,5 +237,13 @@ async def totp_submit(
         await totp.verify_login_code(db, user, code, client_ip(request))
     except BrokerError as exc:
         await refused_keep(db, exc)
-        return _totp_form(request, 429 if exc.code == "rate_limited" else 401, exc.detail)
+        form = _totp_form(request, 429 if exc.code == "rate_limited" else 401, exc.detail)
+        return _with_retry_after(form, exc)
     return await logged_in(request, db, user, pending["next"])
+
+
+def _with_retry_after(response: Response, exc: BrokerError) -> Response:
+    """A throttled form says when to come back, as the API's 429 does."""
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.auth import totp
+from broker.auth import throttle, totp
 from broker.auth.service import create_user_with_password
 from broker.evidence.service import SYSTEM_ACTOR
 from tests.factories import audit_events, make_user
@@ -92,6 +92,21 @@ async def test_password_login_wrong_password_and_next(app: Any) -> None:
     assert "auth.login_failed" in events
     assert "auth.login" in events
     assert "auth.logout" in events
+
+
+async def test_a_waiting_login_form_says_when_to_come_back(app: Any) -> None:
+    user, password = await make_user(app, "auditor")
+    async with client_for(app) as c:
+        for _ in range(throttle.PAIR_FREE):
+            token = await _login_page(c)
+            data = {"username": user.username, "password": "nope", "csrf_token": token}
+            assert (await c.post("/ui/login", data=data)).status_code == 401
+        token = await _login_page(c)
+        data = {"username": user.username, "password": password, "csrf_token": token}
+        waiting = await c.post("/ui/login", data=data)
+        assert waiting.status_code == 429
+        assert int(waiting.headers["retry-after"]) >= 1
+        assert "too many failed logins" in waiting.text
 
 
 async def test_forced_password_change(app: Any) -> None:
