@@ -105,9 +105,11 @@ async def charge(db: AsyncSession, username: str, ip: str, now: datetime) -> Non
     """Count one failed login against the pair, the client and the account's guard."""
     repo = LoginThrottleRepository(db)
     name = username[:64]
+    # Rows are locked in the order check() locks them (client, pair, account): two logins
+    # racing for the same rows then queue instead of deadlocking.
     counters = (
-        ("account_source", pair_key(username, ip), name, PAIR_FREE, PAIR_BACKOFF),
         ("client", client_key(ip), None, CLIENT_FREE, CLIENT_BACKOFF),
+        ("account_source", pair_key(username, ip), name, PAIR_FREE, PAIR_BACKOFF),
         ("account", account_key(username), name, ACCOUNT_GUARD, GUARD_BACKOFF),
     )
     for scope, key, owner, free, base in counters:
