@@ -79,6 +79,15 @@ async def test_many_addresses_cannot_lock_the_admin_out(app: Any, admin: Caller)
         stranger = await login(proxy, "root", admin.password, "203.0.113.200")
         assert_error(stranger, 429, "rate_limited")
         assert int(stranger.headers["retry-after"]) >= 1
+        # Claiming the admin's address does not help: the proxy appends the real peer, and
+        # a client that is not a trusted proxy is not believed at all.
+        forged = {"X-Forwarded-For": f"{HOME}, 203.0.113.66"}
+        body = {"username": "root", "password": admin.password}
+        assert (await proxy.post(LOGIN, json=body, headers=forged)).status_code == 429
+    direct = httpx.ASGITransport(app=app, client=("203.0.113.67", 40000))
+    async with httpx.AsyncClient(transport=direct, base_url="http://broker.test") as outsider:
+        claimed = {"X-Forwarded-For": HOME}
+        assert (await outsider.post(LOGIN, json=body, headers=claimed)).status_code == 429
     failed = await system_events(app, "auth.login_failed")
     assert len(failed) == throttle.ACCOUNT_GUARD
     scopes = {p["data"]["scope"] for t, p in await system_events(app, "auth.lockout")}

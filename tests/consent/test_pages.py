@@ -29,6 +29,18 @@ async def test_wrong_code_shows_error(pages: Any, client: httpx.AsyncClient) -> 
     assert "not valid" in response.text
 
 
+async def test_a_waiting_code_form_says_when_to_come_back(
+    pages: Any, client: httpx.AsyncClient, settings: Any
+) -> None:
+    for _ in range(settings.consent_max_attempts):
+        assert (await client.post("/consent", data={"code": "0000-000000"})).status_code == 404
+    waiting = await client.post("/consent", data={"code": "0000-000000"})
+    assert waiting.status_code == 429
+    assert int(waiting.headers["retry-after"]) >= 1
+    assert 'role="alert"' in waiting.text
+    assert "try again in" in waiting.text
+
+
 async def test_request_page_decide_and_end(pages: Any, app: Any, client: httpx.AsyncClient) -> None:
     desk = await make_desk(app, questions=[{"id": "saved", "label": "Is your work saved?"}])
     created = await open_session(client, desk, capabilities=["view", "files"])
