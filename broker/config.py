@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # The first wait after ``consent_max_attempts`` wrong codes (per client and per code);
     # each further wrong code doubles it.
     consent_backoff_seconds: int = Field(default=60, ge=1, le=3600)
+    # Wrong logins for one account from all addresses together before addresses it never
+    # signed in from must wait (broker.auth.throttle, the account's guard).
+    login_guard_failures: int = Field(default=50, ge=5, le=10000)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     # How often each managed MeshCentral/AnyDesk device's connections are read for outside
     # connections, whether or not a session runs there (0: never).

@@ -8,10 +8,11 @@ from anywhere); so the counters are, as mature sites keep them:
   other sources, the real user's among them, are not slowed by it;
 - per source (``ip:<address>``): ``CLIENT_FREE`` wrong logins across accounts, then waits
   that grow the same way (one address spraying many accounts);
-- per account, the global guard (``user:<name>``): after ``ACCOUNT_GUARD`` wrong logins from
+- per account, the global guard (``user:<name>``): after ``login_guard_failures`` (50) wrong
+  logins from
   all sources together, sources the account has never signed in from wait (growing from
   ``GUARD_BACKOFF``), while an address it signed in from before still gets in: an attacker
-  on many addresses is held to a few guesses each and ``ACCOUNT_GUARD`` in all per wait.
+  on many addresses is held to a few guesses each and that many in all per wait.
 
 While a wait is in force the attempt is refused (429, ``Retry-After``) before the password is
 checked, so a right guess then teaches nothing; refusals are tallied per source and minute
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.auth.models import LoginThrottle
 from broker.auth.repository import LoginThrottleRepository
 from broker.backoff import retry_after_seconds, wait_after
+from broker.context import settings_of
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 
@@ -40,7 +42,6 @@ PAIR_FREE = 5
 PAIR_BACKOFF = timedelta(seconds=30)
 CLIENT_FREE = 20
 CLIENT_BACKOFF = timedelta(minutes=1)
-ACCOUNT_GUARD = 50
 GUARD_BACKOFF = timedelta(minutes=15)
 QUIET = timedelta(minutes=15)
 
@@ -105,12 +106,13 @@ async def charge(db: AsyncSession, username: str, ip: str, now: datetime) -> Non
     """Count one failed login against the pair, the client and the account's guard."""
     repo = LoginThrottleRepository(db)
     name = username[:64]
+    guard = settings_of(db).login_guard_failures
     # Rows are locked in the order check() locks them (client, pair, account): two logins
     # racing for the same rows then queue instead of deadlocking.
     counters = (
         ("client", client_key(ip), None, CLIENT_FREE, CLIENT_BACKOFF),
         ("account_source", pair_key(username, ip), name, PAIR_FREE, PAIR_BACKOFF),
-        ("account", account_key(username), name, ACCOUNT_GUARD, GUARD_BACKOFF),
+        ("account", account_key(username), name, guard, GUARD_BACKOFF),
     )
     for scope, key, owner, free, base in counters:
         row = await repo.locked_row(key, now)
