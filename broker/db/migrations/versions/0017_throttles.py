@@ -7,7 +7,7 @@ account signed in from, which the account-wide guard lets through; ``refusal_tal
 counted per source and minute, sealed as one audit record when the minute is over.
 
 Revision ID: 0017_throttles
-Revises: 0012_audit_tree
+Revises: 0016_files
 """
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017_throttles"
-down_revision: str | None = "0012_audit_tree"
+down_revision: str | None = "0016_files"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
