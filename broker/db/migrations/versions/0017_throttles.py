@@ -46,7 +46,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("refusal_tallies")
     op.drop_table("login_known_sources")
-    with op.batch_alter_table("login_throttle") as batch:
+    # Drop in place: a batch rebuild would break the foreign keys that point at these tables.
+    with op.batch_alter_table("login_throttle", recreate="never") as batch:
         batch.drop_column("username")
-    with op.batch_alter_table("consent_requests") as batch:
+    with op.batch_alter_table("consent_requests", recreate="never") as batch:
         batch.drop_column("paused_until")
