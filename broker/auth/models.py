@@ -19,6 +19,7 @@ class Role(StrEnum):
     admin = "admin"
     technician = "technician"
     auditor = "auditor"
+    supervisor = "supervisor"
 
 
 class User(IdMixin, CreatedMixin, Base):

@@ -13,6 +13,9 @@ class Scope(StrEnum):
     sessions_read = "sessions:read"
     sessions_write = "sessions:write"  # request, start and end one's own sessions
     sessions_admin = "sessions:admin"  # end or revoke anyone's session
+    # See the live queue of one's device groups, watch, end or revoke there (with a reason)
+    # and read those groups' reports: a supervisor, who changes no users, keys or policies.
+    sessions_supervise = "sessions:supervise"
     audit_read = "audit:read"
     users_admin = "users:admin"
 
@@ -43,6 +46,10 @@ ROLE_GRANTS: dict[str, frozenset[Scope]] = {
     # The auditor reads everything and changes nothing.
     "auditor": frozenset(
         {Scope.tickets_read, Scope.devices_read, Scope.sessions_read, Scope.audit_read}
+    ),
+    # The supervisor oversees the sessions of their device groups and changes nothing else.
+    "supervisor": frozenset(
+        {Scope.tickets_read, Scope.devices_read, Scope.sessions_read, Scope.sessions_supervise}
     ),
     # A ticket system's token: only its own tickets.
     "integration": frozenset({Scope.tickets_read, Scope.tickets_write}),

@@ -1,10 +1,11 @@
 """Device groups (with their policies), devices and membership; what a technician may see.
 
-Technicians see only the groups they are members of and those groups' devices; admins and
-auditors see everything. Every change writes its audit event (system stream) in the same
-transaction. Text and number rules are the schemas' job (API and CLI both parse through
-them); this module applies the domain's rules: known providers, unique names and provider
-ids, technicians-only membership, and devices with sessions are never deleted.
+Technicians and supervisors see only the groups they are members of and those groups'
+devices; admins and auditors see everything. Every change writes its audit event (system
+stream) in the same transaction. Text and number rules are the schemas' job (API and CLI
+both parse through them); this module applies the domain's rules: known providers, unique
+names and provider ids, membership for technicians and supervisors only, and devices with
+sessions are never deleted.
 """
 
 from __future__ import annotations
@@ -53,8 +54,13 @@ REQUIRED_DEVICE_FIELDS = frozenset({"name", "group_id", "provider", "provider_de
 REQUIRED_GROUP_FIELDS = GROUP_FIELDS - {"consent_timeout_seconds"}
 
 
+# Roles whose view is narrowed to the device groups they are members of: technicians work
+# there, supervisors oversee there (docs/OVERSIGHT.md).
+GROUP_ROLES = frozenset({"technician", "supervisor"})
+
+
 def _sees_all(principal: Principal) -> bool:
-    return principal.role != "technician"
+    return principal.role not in GROUP_ROLES
 
 
 # --- groups ----------------------------------------------------------------------------
@@ -91,6 +97,11 @@ async def get_group_for(db: AsyncSession, principal: Principal, group_id: str) -
 async def list_groups(db: AsyncSession, principal: Principal) -> list[DeviceGroup]:
     member = None if _sees_all(principal) else principal.user_id or ""
     return await GroupRepository(db).visible_to(member)
+
+
+async def is_member(db: AsyncSession, group_id: str, user_id: str | None) -> bool:
+    """Whether ``user_id`` is a member of device group ``group_id``."""
+    return bool(user_id) and await GroupRepository(db).is_member(group_id, user_id or "")
 
 
 async def group_names_of_user(db: AsyncSession, user_id: str) -> list[str]:
@@ -203,9 +214,10 @@ async def add_member_by_name(
 
 
 async def _add_member(db: AsyncSession, *, actor: Actor, group: DeviceGroup, user: User) -> bool:
-    if user.role != "technician":
+    if user.role not in GROUP_ROLES:
         raise ValidationFailed(
-            f"only technicians can be members of a device group; {user.username!r} is {user.role}"
+            "only technicians and supervisors can be members of a device group; "
+            f"{user.username!r} is {user.role}"
         )
     repo = GroupRepository(db)
     if await repo.is_member(group.id, user.id):
@@ -319,7 +331,7 @@ async def get_device_for(db: AsyncSession, principal: Principal, device_id: str)
     device = await DeviceRepository(db).get(device_id)
     if device is None:
         raise NotFound(f"no device {device_id}")
-    if principal.role == "technician" and not await GroupRepository(db).is_member(
+    if not _sees_all(principal) and not await GroupRepository(db).is_member(
         device.group_id, principal.user_id or ""
     ):
         raise PolicyDenied(f"device {device.name!r} is not in any of your device groups")

@@ -49,7 +49,7 @@ class EventType(StrEnum):
     session_expert_joined = "session.expert_joined", "an invited expert joined the terminal"
     session_supervisor_watching = (
         "session.supervisor_watching",
-        "an admin watches the terminal read-only",
+        "an admin, or a supervisor of the device's group, watches read-only",
     )
     session_forward_opened = "session.forward_opened", "a TCP port forward to the device opened"
     session_desktop_opened = (

@@ -4,8 +4,9 @@ A WebSocket cannot carry our CSRF header, so the browser (or ``supportbroker con
 asks over normal, authenticated HTTP for a one-time ticket valid 60 s, bound to the principal,
 the session and the mode; the WebSocket presents it. Modes: ``control`` (the session's
 technician), ``join`` (an expert: a technician of the device's group whom the session's
-technician invited, see ``broker.sessions.invitations``), ``watch`` (a
-supervisor: an admin, read-only). Each attach is an audit event.
+technician invited, see ``broker.sessions.invitations``), ``watch`` (read-only: an
+admin, or a supervisor of the device's group, see ``broker.sessions.oversight``). Each
+attach is an audit event.
 
 The technician's socket may be opened before the end user answers (:func:`attach_when_decided`).
 It then waits in :class:`Waiting`: the device's signed approval attaches it in the approval's
@@ -40,7 +41,7 @@ from broker.errors import (
 from broker.evidence.events import EventType
 from broker.evidence.service import record_event
 from broker.gateway.signals import SessionSignals
-from broker.sessions import invitations
+from broker.sessions import invitations, oversight
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import SessionState
@@ -110,8 +111,12 @@ async def authorize(
             raise PermissionDenied("experts join only when the session's technician invited them")
         if state is not SessionState.active:
             raise IllegalTransition("an expert can join only a running session")
-    elif not principal.has(Scope.sessions_admin):
-        raise PermissionDenied("watching a session needs the sessions:admin scope")
+    elif not principal.has(Scope.sessions_admin) and not await oversight.supervises(
+        db, principal, record
+    ):
+        raise PermissionDenied(
+            "watching a session needs the sessions:admin scope, or supervising the device's group"
+        )
     return record
 
 

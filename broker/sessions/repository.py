@@ -14,7 +14,7 @@ from sqlalchemy import CursorResult, Select, func, select, update
 
 from broker.auth.models import User
 from broker.db.repository import Repository
-from broker.devices.models import Device
+from broker.devices.models import Device, GroupMember
 from broker.sessions.models import RemoteSession
 from broker.sessions.states import OPEN_STATES, SessionState
 from broker.tickets.models import Ticket
@@ -44,6 +44,10 @@ class SessionFilter:
     state: SessionState | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # Only sessions on devices of the groups this user is a member of (a supervisor's view).
+    member_id: str | None = None
+    # Only sessions in one of these states (the live queue: the open ones).
+    states: frozenset[SessionState] | None = None
 
 
 class SessionRepository(Repository[RemoteSession]):
@@ -177,4 +181,10 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
         stmt = stmt.where(RemoteSession.requested_at >= f.since)
     if f.until is not None:
         stmt = stmt.where(RemoteSession.requested_at < f.until)
+    if f.member_id is not None:
+        groups = select(GroupMember.group_id).where(GroupMember.user_id == f.member_id)
+        devices = select(Device.id).where(Device.group_id.in_(groups))
+        stmt = stmt.where(RemoteSession.device_id.in_(devices))
+    if f.states is not None:
+        stmt = stmt.where(RemoteSession.state.in_([s.value for s in f.states]))
     return stmt

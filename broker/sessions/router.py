@@ -4,11 +4,15 @@
 - ``GET /sessions`` (sessions:read) filters: ``system`` + ``external_id``, ``technician_id``,
   ``device_id``, ``state``, ``since``/``until`` (requested_at), ``limit``/``offset``;
   technicians see only their own sessions
+- ``GET /sessions/queue`` (sessions:supervise or sessions:admin): the live queue of open
+  sessions, a supervisor's device groups only, oldest request first (docs/OVERSIGHT.md)
 - ``GET /sessions/{id}`` (sessions:read)
 - ``POST /sessions/{id}/start`` (sessions:write, own): approved → active
-- ``POST /sessions/{id}/end`` (sessions:write own, or sessions:admin): active → ended
+- ``POST /sessions/{id}/end`` (sessions:write own, sessions:admin, or the group's supervisor
+  with a reason): active → ended
 - ``POST /sessions/{id}/cancel`` (sessions:write, own): a request not yet started → revoked
-- ``POST /sessions/{id}/revoke`` (sessions:admin): awaiting/approved/active → revoked
+- ``POST /sessions/{id}/revoke`` (sessions:admin, or the group's supervisor with a reason):
+  awaiting/approved/active → revoked
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.flows import approval
 from broker.providers import offers
-from broker.sessions import service
+from broker.sessions import oversight, service
 from broker.sessions.repository import SessionFilter
 from broker.sessions.schemas import (
     ActionIn,
     ConsentInfo,
+    Queue,
+    QueueItem,
     SessionCreate,
     SessionCreated,
     SessionList,
@@ -39,7 +45,6 @@ from broker.sessions.states import SessionState
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 Writer = Annotated[Principal, Depends(require(Scope.sessions_write))]
 Reader = Annotated[Principal, Depends(require(Scope.sessions_read))]
-Admin = Annotated[Principal, Depends(require(Scope.sessions_admin))]
 Note = Annotated[ActionIn | None, Body()]
 
 
@@ -83,6 +88,19 @@ async def list_(
     return SessionList(items=[offers.session_out(r) for r in records], limit=limit, offset=offset)
 
 
+@router.get("/queue")
+async def queue(principal: Reader, db: DbSession) -> Queue:
+    entries = await oversight.queue(db, principal)
+    return Queue(
+        items=[
+            QueueItem(
+                session=offers.session_out(e.record), waiting=e.waiting, age_seconds=e.age_seconds
+            )
+            for e in entries
+        ]
+    )
+
+
 @router.get("/{session_id}")
 async def get(session_id: str, principal: Reader, db: DbSession) -> SessionOut:
     return offers.session_out(await service.get_session(db, principal, session_id))
@@ -110,7 +128,9 @@ async def cancel(
 
 
 @router.post("/{session_id}/revoke")
-async def revoke(session_id: str, principal: Admin, db: DbSession, body: Note = None) -> SessionOut:
+async def revoke(
+    session_id: str, principal: CurrentPrincipal, db: DbSession, body: Note = None
+) -> SessionOut:
     note = body.reason if body else None
     return offers.session_out(await service.revoke_session(db, principal, session_id, note))
 

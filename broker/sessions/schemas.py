@@ -176,3 +176,15 @@ class SessionList(BaseModel):
     items: list[SessionOut]
     limit: int
     offset: int
+
+
+class QueueItem(BaseModel):
+    """One open session in a supervisor's live queue."""
+
+    session: SessionOut
+    waiting: bool  # not answered yet (requested, awaiting consent); else approved or active
+    age_seconds: int  # since the request
+
+
+class Queue(BaseModel):
+    items: list[QueueItem]

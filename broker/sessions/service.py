@@ -34,7 +34,7 @@ from broker.errors import (
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.logging import bind_ids, bound_ids
-from broker.sessions import gate
+from broker.sessions import gate, oversight
 from broker.sessions.models import RemoteSession
 from broker.sessions.repository import SessionFilter, SessionRecord, SessionRepository
 from broker.sessions.schemas import SessionCreate
@@ -197,6 +197,8 @@ async def get_session(db: AsyncSession, principal: Principal, session_id: str) -
     bind_ids(session_id=session_id, ticket=record.ticket.ref)
     if principal.role == "technician" and not _own(principal, record):
         raise PermissionDenied(f"session {session_id} belongs to another technician")
+    if principal.role == "supervisor" and not await oversight.supervises(db, principal, record):
+        raise PermissionDenied(f"session {session_id} is not in one of your device groups")
     await settle(db, record)
     return record
 
@@ -204,9 +206,12 @@ async def get_session(db: AsyncSession, principal: Principal, session_id: str) -
 async def list_sessions(
     db: AsyncSession, principal: Principal, filters: SessionFilter, *, limit: int, offset: int
 ) -> list[SessionRecord]:
-    """Sessions matching ``filters``, newest first; technicians see only their own."""
+    """Sessions matching ``filters``, newest first; technicians see only their own,
+    supervisors those of their device groups."""
     if principal.role == "technician":
         filters = dataclasses.replace(filters, technician_id=principal.user_id or "")
+    elif principal.role == "supervisor":
+        filters = dataclasses.replace(filters, member_id=principal.user_id or "")
     repo = SessionRepository(db)
     # Apply run-out deadlines first so a state filter sees the states as they really are.
     for session_id in await repo.due(utcnow(), dataclasses.replace(filters, state=None)):
@@ -223,7 +228,18 @@ async def _acting(
         return record, moved
     if admin_may and principal.has(Scope.sessions_admin):
         return record, moved
+    if admin_may and await oversight.supervises(db, principal, record):
+        return record, moved
     raise PermissionDenied(f"session {session_id} is not yours", keep_changes=moved)
+
+
+def _supervising(principal: Principal, record: SessionRecord) -> bool:
+    """Acting on the session as its group's supervisor (not as its technician or an admin)."""
+    return (
+        principal.has(Scope.sessions_supervise)
+        and not _own(principal, record)
+        and not principal.has(Scope.sessions_admin)
+    )
 
 
 async def start_session(db: AsyncSession, principal: Principal, session_id: str) -> SessionRecord:
@@ -236,8 +252,11 @@ async def start_session(db: AsyncSession, principal: Principal, session_id: str)
 async def end_session(
     db: AsyncSession, principal: Principal, session_id: str, note: str | None = None
 ) -> SessionRecord:
-    """active → ended, by the technician who owns it or an admin."""
+    """active → ended, by the technician who owns it, an admin, or a supervisor of its group
+    (who must give the reason)."""
     record, moved = await _acting(db, principal, session_id, admin_may=True)
+    if _supervising(principal, record):
+        note = oversight.reason_needed(note, "ends")
     why = note or f"ended by {principal.role}"
     await transition(
         db,
@@ -254,12 +273,20 @@ async def end_session(
 async def revoke_session(
     db: AsyncSession, principal: Principal, session_id: str, note: str | None = None
 ) -> SessionRecord:
-    """An admin withdraws the session (awaiting consent, approved or active) → revoked."""
+    """An admin, or a supervisor of its group with a reason, withdraws the session (awaiting
+    consent, approved or active) → revoked."""
     record, moved = await load(db, session_id)
     bind_ids(session_id=session_id, ticket=record.ticket.ref)
-    if not principal.has(Scope.sessions_admin):
-        raise PermissionDenied("revoking needs the sessions:admin scope", keep_changes=moved)
-    why = f"revoked by an admin: {note}" if note else "revoked by an admin"
+    if principal.has(Scope.sessions_admin):
+        by = "an admin"
+    elif await oversight.supervises(db, principal, record):
+        by, note = "a supervisor", oversight.reason_needed(note, "revokes")
+    else:
+        raise PermissionDenied(
+            "revoking needs the sessions:admin scope, or supervising the device's group",
+            keep_changes=moved,
+        )
+    why = f"revoked by {by}: {note}" if note else f"revoked by {by}"
     await _revoke(db, record, actor=principal.actor(), name=principal.name, why=why, keep=moved)
     return record
 

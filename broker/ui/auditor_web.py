@@ -52,8 +52,9 @@ def can_erase(principal: Principal) -> bool:
 
 
 def can_oversee(principal: Principal) -> bool:
-    """Search sessions and read reports: auditors and admins (supervisors of the desk)."""
-    return can_audit(principal) or can_erase(principal)
+    """Search sessions and read reports: auditors and admins, and supervisors (whose
+    reports, and session search, cover only their device groups)."""
+    return can_audit(principal) or can_erase(principal) or principal.has(Scope.sessions_supervise)
 
 
 def page(request: Request, name: str, status: int = 200, /, **context: Any) -> HTMLResponse:

@@ -69,6 +69,8 @@ def home_for(principal: Principal) -> str:
         return "/ui/admin"
     if principal.has(Scope.audit_read):
         return "/ui/audit/sessions"
+    if principal.has(Scope.sessions_supervise):
+        return "/ui/oversight"
     return "/ui/account"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from broker.ui import account, admin, admin_groups, console, experts, login, sso
+from broker.ui import account, admin, admin_groups, console, experts, login, oversight, sso
 from broker.ui.common import assets
 
 router = APIRouter(include_in_schema=False)
@@ -19,6 +19,7 @@ for part in (
     account.router,
     console.router,
     experts.router,
+    oversight.router,
     admin.router,
     admin_groups.router,
 ):

@@ -1,4 +1,5 @@
-"""Supervisor reports (include at the root, no prefix); auditors and admins may read them.
+"""Supervisor reports (include at the root, no prefix); auditors and admins read them all,
+supervisors those of their device groups (``member_of``).
 
 - ``GET /ui/reports?since=YYYY-MM-DD&until=YYYY-MM-DD``: every report as a chart (Chart.js
   from node_modules) with the same numbers in a table beside it
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from broker.auth.deps import OptionalPrincipal
+from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import BrokerError, ValidationFailed
 from broker.ui import reports_service as svc
@@ -37,7 +39,7 @@ async def reports_page(
         rng = svc.DateRange.parse(since, until)
     except ValidationFailed as exc:
         return page(request, "reports/index.html", 422, error=exc.detail, **context)
-    datasets = await svc.all_datasets(db, rng)
+    datasets = await svc.all_datasets(db, rng, member_of(who))
     by_name = {d.name: d for d in datasets}
     return page(
         request,
@@ -65,7 +67,7 @@ async def report_csv(
         return who
     try:
         rng = svc.DateRange.parse(since, until)
-        found = await svc.dataset(db, name, rng)
+        found = await svc.dataset(db, name, rng, member_of(who))
     except BrokerError as exc:
         return await refused(request, db, exc)
     filename = f"{found.name}-{rng.first.isoformat()}-{rng.last.isoformat()}.csv"
@@ -74,6 +76,13 @@ async def report_csv(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+def member_of(principal: Principal) -> str | None:
+    """Whose device groups narrow the reports: a supervisor's own; nobody's for the rest."""
+    if principal.role == "supervisor":
+        return principal.user_id or ""
+    return None
 
 
 @router.get("/static/reports.js")

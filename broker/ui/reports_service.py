@@ -1,4 +1,5 @@
-"""Supervisor reports over the sessions requested in a date range (UTC days, both inclusive).
+"""Supervisor reports over the sessions requested in a date range (UTC days, both inclusive);
+a supervisor's reports cover only the sessions of their device groups.
 
 Each report is a small table (``Dataset``: columns and rows) that the page draws as a chart
 and offers as CSV. Counts are SQL aggregates (``GROUP BY``); for the two timings SQL selects
@@ -9,7 +10,11 @@ nor a portable interval type:
 - p90: nearest rank, the ``ceil(0.9 · n)``-th smallest value.
 
 Definitions:
-- ``technicians`` / ``providers``: sessions requested, per technician / provider;
+- ``technicians``: sessions credited to their owner, the technician who requested them for
+  the ticket (how many ended, how many had an expert invited), and apart from that each
+  technician's expert joins: sessions of others they were invited into ("escalation without
+  penalty": asking for help takes nothing from the owner and adds no session to the expert);
+- ``providers``: sessions requested per provider;
 - ``consent_time``: seconds from the request to the end user's approval, for sessions that
   asked for consent (unattended sessions are approved by policy and left out);
 - ``durations``: seconds from the session becoming active to its end (ended, revoked or
@@ -33,8 +38,9 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.models import User
+from broker.devices.models import Device, GroupMember
 from broker.errors import NotFound, ValidationFailed
-from broker.sessions.models import RemoteSession
+from broker.sessions.models import RemoteSession, SessionInvitation
 from broker.sessions.states import SessionState
 
 DEFAULT_DAYS = 30
@@ -115,34 +121,81 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def _in(rng: DateRange) -> ColumnElement[bool]:
-    return and_(RemoteSession.requested_at >= rng.since, RemoteSession.requested_at < rng.until)
-
-
-async def _technicians(db: AsyncSession, rng: DateRange) -> Dataset:
-    count = func.count(RemoteSession.id)
-    rows = await db.execute(
-        select(User.display_name, count)
-        .join(User, User.id == RemoteSession.technician_id)
-        .where(_in(rng))
-        .group_by(User.id, User.display_name)
-        .order_by(count.desc(), User.display_name)
+def _in(rng: DateRange, member_id: str | None = None) -> ColumnElement[bool]:
+    """Sessions requested in ``rng``; with ``member_id`` (a supervisor), only those on devices
+    of that user's device groups."""
+    found = and_(RemoteSession.requested_at >= rng.since, RemoteSession.requested_at < rng.until)
+    if member_id is None:
+        return found
+    groups = select(GroupMember.group_id).where(GroupMember.user_id == member_id)
+    return and_(
+        found,
+        RemoteSession.device_id.in_(select(Device.id).where(Device.group_id.in_(groups))),
     )
+
+
+async def _technicians(db: AsyncSession, rng: DateRange, member: str | None) -> Dataset:
+    """Sessions credited to the technician who owns them (the ticket's owner), resolved
+    (ended) among them, with the experts' help counted apart: an expert invited into a
+    session is collaboration, neither a failure of the owner nor a session of the expert."""
+    count = func.count(RemoteSession.id)
+    ended = func.count(RemoteSession.ended_at)
+    owned = {
+        str(uid): (str(name), int(n), int(done))
+        for uid, name, n, done in await db.execute(
+            select(User.id, User.display_name, count, ended)
+            .join(User, User.id == RemoteSession.technician_id)
+            .where(_in(rng, member))
+            .group_by(User.id, User.display_name)
+        )
+    }
+    helped_sessions = func.count(func.distinct(SessionInvitation.session_id))
+    asked = {
+        str(uid): int(n)
+        for uid, n in await db.execute(
+            select(RemoteSession.technician_id, helped_sessions)
+            .join(SessionInvitation, SessionInvitation.session_id == RemoteSession.id)
+            .where(_in(rng, member))
+            .group_by(RemoteSession.technician_id)
+        )
+    }
+    joined: dict[str, tuple[str, int]] = {
+        str(uid): (str(name), int(n))
+        for uid, name, n in await db.execute(
+            select(User.id, User.display_name, func.count(SessionInvitation.id))
+            .join(User, User.id == SessionInvitation.expert_id)
+            .join(RemoteSession, RemoteSession.id == SessionInvitation.session_id)
+            .where(_in(rng, member))
+            .group_by(User.id, User.display_name)
+        )
+    }
+    names = {uid: v[0] for uid, v in owned.items()} | {uid: v[0] for uid, v in joined.items()}
+    rows: list[list[Cell]] = [
+        [
+            names[uid],
+            owned.get(uid, ("", 0, 0))[1],
+            owned.get(uid, ("", 0, 0))[2],
+            asked.get(uid, 0),
+            joined.get(uid, ("", 0))[1],
+        ]
+        for uid in names
+    ]
+    rows.sort(key=lambda row: (-int(row[1] or 0), str(row[0])))
     return Dataset(
         "technicians",
-        "Sessions per technician",
-        ["technician", "sessions"],
-        [[str(name), int(n)] for name, n in rows],
+        "Sessions per technician (owner), expert help apart",
+        ["technician", "sessions", "ended", "with_expert", "expert_joins"],
+        rows,
         1,
         "sessions",
     )
 
 
-async def _providers(db: AsyncSession, rng: DateRange) -> Dataset:
+async def _providers(db: AsyncSession, rng: DateRange, member: str | None) -> Dataset:
     count = func.count(RemoteSession.id)
     rows = await db.execute(
         select(RemoteSession.provider, count)
-        .where(_in(rng))
+        .where(_in(rng, member))
         .group_by(RemoteSession.provider)
         .order_by(count.desc(), RemoteSession.provider)
     )
@@ -166,10 +219,10 @@ def _timing(name: str, title: str, values: list[float]) -> Dataset:
     return Dataset(name, title, ["statistic", "value"], rows, 1, "seconds", chart_from=1)
 
 
-async def _consent_time(db: AsyncSession, rng: DateRange) -> Dataset:
+async def _consent_time(db: AsyncSession, rng: DateRange, member: str | None) -> Dataset:
     rows = await db.execute(
         select(RemoteSession.requested_at, RemoteSession.approved_at).where(
-            _in(rng),
+            _in(rng, member),
             RemoteSession.unattended.is_(False),
             RemoteSession.approved_at.is_not(None),
         )
@@ -178,7 +231,7 @@ async def _consent_time(db: AsyncSession, rng: DateRange) -> Dataset:
     return _timing("consent_time", "Time from request to consent", values)
 
 
-async def _durations(db: AsyncSession, rng: DateRange) -> Dataset:
+async def _durations(db: AsyncSession, rng: DateRange, member: str | None) -> Dataset:
     end = func.coalesce(RemoteSession.ended_at, RemoteSession.revoked_at, RemoteSession.failed_at)
     rows = await db.execute(
         select(
@@ -186,7 +239,7 @@ async def _durations(db: AsyncSession, rng: DateRange) -> Dataset:
             RemoteSession.ended_at,
             RemoteSession.revoked_at,
             RemoteSession.failed_at,
-        ).where(_in(rng), RemoteSession.active_at.is_not(None), end.is_not(None))
+        ).where(_in(rng, member), RemoteSession.active_at.is_not(None), end.is_not(None))
     )
     values = []
     for active, ended, revoked, failed in rows:
@@ -196,12 +249,12 @@ async def _durations(db: AsyncSession, rng: DateRange) -> Dataset:
     return _timing("durations", "Session durations", values)
 
 
-async def _outcomes(db: AsyncSession, rng: DateRange) -> Dataset:
+async def _outcomes(db: AsyncSession, rng: DateRange, member: str | None) -> Dataset:
     found = {
         str(state): int(n)
         for state, n in await db.execute(
             select(RemoteSession.state, func.count(RemoteSession.id))
-            .where(_in(rng))
+            .where(_in(rng, member))
             .group_by(RemoteSession.state)
         )
     }
@@ -220,12 +273,12 @@ async def _outcomes(db: AsyncSession, rng: DateRange) -> Dataset:
     )
 
 
-async def _satisfaction(db: AsyncSession, rng: DateRange) -> Dataset:
+async def _satisfaction(db: AsyncSession, rng: DateRange, member: str | None) -> Dataset:
     found = {
         int(score or 0): int(n)
         for score, n in await db.execute(
             select(RemoteSession.rating, func.count(RemoteSession.id))
-            .where(_in(rng), RemoteSession.rating.is_not(None))
+            .where(_in(rng, member), RemoteSession.rating.is_not(None))
             .group_by(RemoteSession.rating)
         )
     }
@@ -249,15 +302,20 @@ REPORTS = {
 }
 
 
-async def dataset(db: AsyncSession, name: str, rng: DateRange) -> Dataset:
+async def dataset(
+    db: AsyncSession, name: str, rng: DateRange, member: str | None = None
+) -> Dataset:
+    """One report; ``member``: a supervisor's id, narrowing it to their device groups."""
     build = REPORTS.get(name)
     if build is None:
         raise NotFound(f"no report {name!r}; there are: {', '.join(REPORTS)}")
-    return await build(db, rng)
+    return await build(db, rng, member)
 
 
-async def all_datasets(db: AsyncSession, rng: DateRange) -> list[Dataset]:
-    return [await build(db, rng) for build in REPORTS.values()]
+async def all_datasets(
+    db: AsyncSession, rng: DateRange, member: str | None = None
+) -> list[Dataset]:
+    return [await build(db, rng, member) for build in REPORTS.values()]
 
 
 def average_rating(satisfaction: Dataset) -> float | None:

@@ -125,6 +125,7 @@ ROLE_OF = {
     "tech-tickets-read": "technician",
     "tech-all-scopes": "technician",
     "auditor": "auditor",
+    "supervisor": "supervisor",
     "system-a": "integration",
     "system-b": "integration",
 }
@@ -180,7 +181,7 @@ def check_groups(cell: Cell, body: Any) -> None:
     names = {g["name"] for g in body["items"]}
     if cell.principal == "other-technician":
         assert names == set(), names
-    elif cell.principal in ("technician", "tech-all-scopes", "colleague"):
+    elif cell.principal in ("technician", "tech-all-scopes", "colleague", "supervisor"):
         assert names == {cell.world.group.name}, names
     else:
         assert {cell.world.group.name, cell.world.spare_group.name} <= names, names
@@ -274,6 +275,16 @@ def check_sessions(cell: Cell, body: Any) -> None:
         assert all(s["technician"]["id"] == own for s in body["items"]), body
     else:
         assert cell.world.session_id in ids, ids
+    if cell.principal == "supervisor":  # only the sessions of the supervisor's groups
+        assert all(s["device"]["id"] == cell.world.device.id for s in body["items"]), body
+
+
+def check_queue(cell: Cell, body: Any) -> None:
+    """The shared approved session and the end user's waiting request are in the queue."""
+    entries = {e["session"]["id"]: e for e in body["items"]}
+    assert cell.world.session_id in entries, entries
+    assert entries[cell.world.consent.session_id]["waiting"] is True, entries
+    assert entries[cell.world.session_id]["waiting"] is False, entries
 
 
 async def session(cell: Cell) -> Call:
@@ -345,8 +356,10 @@ async def webhook(cell: Cell) -> Call:
 
 
 def _mode(cell: Cell) -> str:
-    """Admins watch (sessions:admin); everyone else asks for control."""
-    return "watch" if cell.principal.startswith("admin") else "control"
+    """Admins (sessions:admin) and the group's supervisor watch; everyone else asks for
+    control."""
+    watches = cell.principal.startswith("admin") or cell.principal == "supervisor"
+    return "watch" if watches else "control"
 
 
 async def terminal_ticket(cell: Cell) -> Call:

@@ -53,8 +53,11 @@ SIGNED_IN = frozenset(PRINCIPALS) - {
 }
 TECH = frozenset({"technician"})
 AUDITOR = frozenset({"auditor"})
-# devices:read and sessions:read: admins, technicians, auditors (not narrow or system tokens)
-STAFF = ADMIN | {"technician", "other-technician", "colleague", "auditor"}
+# the world group's supervisor (docs/OVERSIGHT.md)
+SUPERVISOR = frozenset({"supervisor"})
+# devices:read and sessions:read: admins, technicians, auditors, supervisors (not narrow or
+# system tokens)
+STAFF = ADMIN | {"technician", "other-technician", "colleague", "auditor"} | SUPERVISOR
 # tickets:write on system A's tickets (system B's token is refused: 403)
 TICKET_WRITERS = ADMIN | {"technician", "other-technician", "colleague", "system-a"}
 
@@ -206,6 +209,14 @@ ROWS: tuple[Row, ...] = (
         allow("GET", 200, STAFF),
         check=c.check_sessions,
     ),
+    # the live queue: supervisors (their groups) and admins (every group)
+    Row(
+        "GET",
+        f"{c.V1}/sessions/queue",
+        c.fixed("GET", f"{c.V1}/sessions/queue"),
+        allow("GET", 200, ADMIN | SUPERVISOR),
+        check=c.check_queue,
+    ),
     Row(
         "GET",
         f"{c.V1}/sessions/{{session_id}}",
@@ -222,7 +233,7 @@ ROWS: tuple[Row, ...] = (
         "POST",
         f"{c.V1}/sessions/{{session_id}}/end",
         c.act("end", "active"),
-        allow("POST", 200, TECH | ADMIN),
+        allow("POST", 200, TECH | ADMIN | SUPERVISOR),
     ),
     Row(
         "POST",
@@ -234,7 +245,7 @@ ROWS: tuple[Row, ...] = (
         "POST",
         f"{c.V1}/sessions/{{session_id}}/revoke",
         c.act("revoke", "awaiting_consent"),
-        allow("POST", 200, ADMIN),
+        allow("POST", 200, ADMIN | SUPERVISOR),
     ),
     # consent: the end user's link token (or code) opens it; nothing else does
     Row("POST", f"{c.V1}/consent/lookup", c.lookup, everyone(404, end_user=200)),
@@ -318,7 +329,7 @@ ROWS: tuple[Row, ...] = (
         "POST",
         f"{c.V1}/gateway/sessions/{{session_id}}/terminal-ticket",
         c.terminal_ticket,
-        allow("POST", 200, TECH | ADMIN),
+        allow("POST", 200, TECH | ADMIN | SUPERVISOR),
     ),
     Row(
         "GET",
@@ -353,21 +364,21 @@ ROWS: tuple[Row, ...] = (
         "WS",
         f"{c.V1}/gateway/terminal",
         c.socket("/gateway/terminal"),
-        everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK),
+        everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK, supervisor=WS_OK),
         check=c.check_socket,
     ),
     Row(
         "WS",
         f"{c.V1}/gateway/desktop",
         c.socket("/gateway/desktop"),
-        everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK),
+        everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK, supervisor=WS_OK),
         check=c.check_socket,
     ),
     Row(
         "WS",
         f"{c.V1}/gateway/forward",
         c.socket("/gateway/forward", port="22"),
-        everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK),
+        everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK, supervisor=WS_OK),
         check=c.check_forward,
     ),
 )

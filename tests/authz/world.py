@@ -11,6 +11,9 @@ throttles of one never count against another):
 - ``admin`` · ``technician`` · ``other-technician`` (in no device group, owns no session) ·
   ``colleague`` (a technician in the technician's group: sees the devices, owns no session) ·
   ``auditor``: bearer tokens carrying all of their role's scopes
+- ``supervisor``: a bearer token of a supervisor, member of the technician's group: sees the
+  live queue, reads, watches, ends and revokes sessions there (with a reason); changes nothing
+  else
 - ``admin-cookie``: a browser session (cookie) that sends the CSRF token on unsafe methods;
   ``admin-cookie-no-csrf``: the same kind of browser, without the CSRF token
 - ``end-user``: holds only a consent link token (and its short code); on the consent API
@@ -65,6 +68,7 @@ PRINCIPALS = (
     "other-technician",
     "colleague",
     "auditor",
+    "supervisor",
     "end-user",
     "anonymous",
     "admin-revoked-token",
@@ -146,7 +150,8 @@ async def build_world(app: Any) -> World:
     admin, admin_pw = await make_user(app, "admin", username="admin-main")
     auditor, _ = await make_user(app, "auditor", username="auditor-main")
     colleague, _ = await make_user(app, "technician", username="tech-colleague")
-    group = await make_group(app, [tech, colleague], name="authz-group")
+    supervisor, _ = await make_user(app, "supervisor", username="supervisor-main")
+    group = await make_group(app, [tech, colleague, supervisor], name="authz-group")
     spare = await make_group(app, [], name="authz-spare")
     device = await make_device(app, group, name="pc-authz")
     world = World(
@@ -158,6 +163,7 @@ async def build_world(app: Any) -> World:
             "colleague": colleague,
             "admin": admin,
             "auditor": auditor,
+            "supervisor": supervisor,
         },
         group=group,
         spare_group=spare,
@@ -174,6 +180,7 @@ async def build_world(app: Any) -> World:
         "other-technician": await make_token(app, other),
         "colleague": await make_token(app, colleague),
         "auditor": await make_token(app, auditor),
+        "supervisor": await make_token(app, supervisor),
         "admin-tickets-read": await make_token(app, admin, scopes=["tickets:read"]),
         "tech-tickets-read": await make_token(app, tech, scopes=["tickets:read"]),
         # every scope there is; the technician's role must cap it at the technician's grants
