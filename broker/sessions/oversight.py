@@ -70,7 +70,8 @@ async def queue(
         if found is not None:
             await settle(db, found, now)
     records = await repo.records(filters, limit=QUEUE_LIMIT, offset=0)
-    entries = [
+    records.sort(key=lambda r: (r.session.requested_at or now, r.session.id))
+    return [
         QueueEntry(
             record=r,
             waiting=SessionState(r.session.state) in WAITING,
@@ -78,4 +79,3 @@ async def queue(
         )
         for r in records
     ]
-    return sorted(entries, key=lambda e: -e.age_seconds)

@@ -11,9 +11,11 @@ nor a portable interval type:
 
 Definitions:
 - ``technicians``: sessions credited to their owner, the technician who requested them for
-  the ticket (how many ended, how many had an expert invited), and apart from that each
-  technician's expert joins: sessions of others they were invited into ("escalation without
-  penalty": asking for help takes nothing from the owner and adds no session to the expert);
+  the ticket (how many ended, how many had an expert invited: ``with_expert``), and apart
+  from that each technician's ``expert_assists``: sessions of others they were invited into
+  as the expert ("escalation without penalty": asking for help takes nothing from the owner
+  and adds no session to the expert; the invitation is the escalation, the join itself is
+  the audit event ``session.expert_joined``);
 - ``providers``: sessions requested per provider;
 - ``consent_time``: seconds from the request to the end user's approval, for sessions that
   asked for consent (unattended sessions are approved by policy and left out);
@@ -184,7 +186,7 @@ async def _technicians(db: AsyncSession, rng: DateRange, member: str | None) -> 
     return Dataset(
         "technicians",
         "Sessions per technician (owner), expert help apart",
-        ["technician", "sessions", "ended", "with_expert", "expert_joins"],
+        ["technician", "sessions", "ended", "with_expert", "expert_assists"],
         rows,
         1,
         "sessions",

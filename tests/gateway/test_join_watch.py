@@ -1,7 +1,8 @@
 """Expert join and supervisor watch of a running agent shell, through the real gateway: the
 invited expert types into the same shell, the supervisor only sees it (their keys are
 dropped), each attach is an audit event; an uninvited technician cannot join; the time
-limit ends the session and closes every socket."""
+limit ends the session and closes every socket. A supervisor of the device's group watches
+the same way; one of another group, or asking for control, is refused."""
 
 from __future__ import annotations
 
@@ -131,6 +132,56 @@ async def test_expert_joins_supervisor_watches_time_limit_ends(
         assert len(joined) == 1
         assert len(watching) == 1
         assert len(await events(app, ref, "session.expert_invited")) == 1
+    finally:
+        await agent.stop()
+        await asyncio.sleep(0)
+
+
+async def test_supervisor_of_the_group_watches_read_only(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
+) -> None:
+    from tests.factories import make_group
+
+    supervisor, _ = await make_user(app, "supervisor")
+    elsewhere, _ = await make_user(app, "supervisor")
+    await _join_group(app, people["group"], supervisor)
+    await make_group(app, [elsewhere])
+    token = await make_token(app, supervisor)
+    other_token = await make_token(app, elsewhere)
+    agent = await enrolled_agent(
+        app, gateway, tmp_path, people["group"].name, ScriptedPrompter([True])
+    )
+    try:
+        session = await request_session(client, people["tech_token"], agent.device_id, ["shell"])
+        sid = session["id"]
+        await wait_state(client, people["tech_token"], sid, "approved")
+        tech_uri = await terminal_uri(live_url, people["tech_token"], sid)
+        async with websockets.connect(tech_uri) as tech_ws:
+            await tech_ws.send(json.dumps({"type": "input", "data": "echo tech-$((1+1))\n"}))
+            await read_until(tech_ws, b"tech-2")
+            assert await _ticket_status(live_url, other_token, sid, "watch") == 403
+            assert await _ticket_status(live_url, token, sid, "control") == 403
+            assert await _ticket_status(live_url, token, sid, "join") == 403
+            watch_uri = await terminal_uri(live_url, token, sid, "watch")
+            async with websockets.connect(watch_uri) as watch_ws:
+                await _attached(tech_ws, watch_ws)
+                await watch_ws.send(
+                    json.dumps({"type": "input", "data": "echo overseer-$((3*5))\n"})
+                )
+                await tech_ws.send(json.dumps({"type": "input", "data": "echo tech-$((2*5))\n"}))
+                await read_until(watch_ws, b"tech-10")
+                ended = await client.post(
+                    f"/api/v1/sessions/{sid}/end",
+                    json={"reason": "watched enough: wrong device"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert ended.status_code == 200, ended.text
+                seen = await drain(tech_ws) + await drain(watch_ws)
+        assert b"overseer-15" not in seen
+        ref = await ticket_ref(app, sid)
+        watching = await events(app, ref, "session.supervisor_watching")
+        assert len(watching) == 1
+        assert watching[0].payload["actor"]["role"] == "supervisor"
     finally:
         await agent.stop()
         await asyncio.sleep(0)

@@ -110,9 +110,9 @@ async def _csv(browser: httpx.AsyncClient, name: str, query: str = RANGE) -> lis
 
 async def test_report_numbers_match_the_seeded_sessions(browser: httpx.AsyncClient) -> None:
     assert await _csv(browser, "technicians") == [
-        ["technician", "sessions"],
-        ["Alice", "4"],
-        ["Bob", "3"],
+        ["technician", "sessions", "ended", "with_expert", "expert_assists"],
+        ["Alice", "4", "3", "0", "0"],
+        ["Bob", "3", "1", "0", "0"],
     ]
     assert await _csv(browser, "providers") == [
         ["provider", "sessions"],
@@ -172,7 +172,9 @@ async def test_the_range_decides_which_sessions_count(browser: httpx.AsyncClient
     ]
     assert (await _csv(browser, "satisfaction", wide))[1] == ["1", "1"]
     empty = "since=2026-03-11&until=2026-03-12"
-    assert await _csv(browser, "technicians", empty) == [["technician", "sessions"]]
+    assert await _csv(browser, "technicians", empty) == [
+        ["technician", "sessions", "ended", "with_expert", "expert_assists"]
+    ]
     assert await _csv(browser, "consent_time", empty) == [
         ["statistic", "value"],
         ["sessions", "0"],
