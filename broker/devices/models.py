@@ -24,6 +24,18 @@ class DeviceGroup(IdMixin, CreatedMixin, Base):
     max_file_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # Pre-session questions shown on the consent page: [{"id": ..., "label": ...}].
     questions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
+    # Second-person approval (docs/OVERSIGHT.md): a request waits for another technician or a
+    # supervisor of the group before the end user is asked; narrowed to tickets of these
+    # priorities / categories when the lists are not empty.
+    approval_required: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false"), nullable=False
+    )
+    approval_priorities: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'"), nullable=False
+    )
+    approval_categories: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'"), nullable=False
+    )
 
 
 class GroupMember(Base):

@@ -80,6 +80,9 @@ def _unique_questions(questions: list[Question]) -> list[Question]:
 Ports = Annotated[list[Port], Field(max_length=100), AfterValidator(_unique_ports)]
 Paths = Annotated[list[AllowedPath], Field(max_length=50), AfterValidator(_unique_paths)]
 Questions = Annotated[list[Question], Field(max_length=20), AfterValidator(_unique_questions)]
+# A ticket priority or category the approval policy is narrowed to, compared case-blind.
+Label = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(clean_text)]
+Labels = Annotated[list[Label], Field(max_length=20)]
 
 
 class GroupCreate(Body):
@@ -92,6 +95,9 @@ class GroupCreate(Body):
     allowed_paths: Paths = Field(default_factory=list)
     max_file_bytes: FileLimit | None = None  # None: the broker's default
     questions: Questions = Field(default_factory=list)
+    approval_required: StrictBool = False
+    approval_priorities: Labels = Field(default_factory=list)
+    approval_categories: Labels = Field(default_factory=list)
 
 
 class GroupUpdate(Body):
@@ -106,6 +112,9 @@ class GroupUpdate(Body):
     allowed_paths: Paths | None = None
     max_file_bytes: FileLimit | None = None
     questions: Questions | None = None
+    approval_required: StrictBool | None = None
+    approval_priorities: Labels | None = None
+    approval_categories: Labels | None = None
 
 
 class DeviceCreate(Body):
@@ -147,6 +156,9 @@ class GroupOut(BaseModel):
     allowed_paths: list[str]
     max_file_bytes: int | None
     questions: list[dict[str, str]]
+    approval_required: bool
+    approval_priorities: list[str]
+    approval_categories: list[str]
     members: list[MemberOut]
     created_at: datetime
 
@@ -162,6 +174,9 @@ class GroupOut(BaseModel):
             allowed_ports=list(group.allowed_ports),
             allowed_paths=list(group.allowed_paths),
             max_file_bytes=group.max_file_bytes,
+            approval_required=group.approval_required,
+            approval_priorities=list(group.approval_priorities or []),
+            approval_categories=list(group.approval_categories or []),
             questions=[
                 {"id": str(q.get("id", "")), "label": str(q.get("label", ""))}
                 for q in group.questions

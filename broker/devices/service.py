@@ -37,6 +37,9 @@ GROUP_FIELDS = frozenset(
         "allowed_paths",
         "max_file_bytes",
         "questions",
+        "approval_required",
+        "approval_priorities",
+        "approval_categories",
     }
 )
 DEVICE_FIELDS = frozenset(
@@ -132,6 +135,9 @@ async def create_group(
     allowed_paths: Iterable[str] = (),
     max_file_bytes: int | None = None,
     questions: Iterable[Mapping[str, str]] = (),
+    approval_required: bool = False,
+    approval_priorities: Iterable[str] = (),
+    approval_categories: Iterable[str] = (),
 ) -> DeviceGroup:
     await _unique_group_name(db, name)
     group = DeviceGroup(
@@ -144,6 +150,9 @@ async def create_group(
         allowed_paths=list(allowed_paths),
         max_file_bytes=max_file_bytes,
         questions=[dict(q) for q in questions],
+        approval_required=approval_required,
+        approval_priorities=list(approval_priorities),
+        approval_categories=list(approval_categories),
     )
     try:
         await GroupRepository(db).add(group)

@@ -26,6 +26,15 @@ class EventType(StrEnum):
 
     # A session's life (``session.<state>`` is written by every state change).
     session_requested = "session.requested", "a technician asked for a remote session"
+    session_awaiting_approval = (
+        "session.awaiting_approval",
+        "the device group's policy asks a second person to approve the request first",
+    )
+    approval_granted = (
+        "approval.granted",
+        "a second person (technician or supervisor of the group) approved a request",
+    )
+    approval_denied = "approval.denied", "a second person denied a request"
     session_awaiting_consent = (
         "session.awaiting_consent",
         "the request passed policy; the end user is being asked",

@@ -5,7 +5,9 @@ receipts; neither calls the other. This module puts them in order, cause before 
 
 - a request: the session is asked for (``session.requested``, ``session.awaiting_consent``),
   then its consent request opened (``consent.requested``); an unattended one is decided by
-  the group's policy (``consent.decided``) and then approved (``session.approved``);
+  the group's policy (``consent.decided``) and then approved (``session.approved``); where
+  the group's policy asks a second person, the request waits (``session.awaiting_approval``)
+  and the end user is asked only after ``approval.granted`` (``approval.denied``: denied);
 - the end user's decision on the consent page or API: ``consent.decided`` (the receipt,
   with the approval's end), then ``session.approved`` or ``session.denied``;
 - the device's signed decision (the built-in agent): ``consent.receipt``, then the move;
@@ -39,6 +41,7 @@ from broker.flows import comments
 from broker.gateway import service as gateway
 from broker.gateway.models import AgentKey
 from broker.providers import offers
+from broker.sessions import oversight
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.schemas import SessionCreate
@@ -51,15 +54,49 @@ def approved_until(now: datetime, record: SessionRecord) -> datetime:
 
 async def create_session(
     db: AsyncSession, principal: Principal, req: SessionCreate
-) -> tuple[SessionRecord, IssuedConsent]:
+) -> tuple[SessionRecord, IssuedConsent | None]:
     """Request a session and open its consent request; an unattended request (where the
     group allows it) is decided by policy and approved at once, its provider asked before
-    this returns."""
+    this returns. Where the group's policy asks a second person first, the session waits
+    in ``awaiting_approval`` and no consent request exists yet (None)."""
     record = await sessions.request_session(db, principal, req, offered=offers.offered)
+    if record.session.state == S.awaiting_approval:
+        return record, None
+    return record, await _ask_end_user(db, record)
+
+
+async def second_approval(
+    db: AsyncSession, principal: Principal, session_id: str, *, approve: bool, reason: str | None
+) -> tuple[SessionRecord, IssuedConsent | None]:
+    """A second person approves (the end user is asked now: the consent request opens, or
+    the unattended policy decides) or denies a request waiting in ``awaiting_approval``."""
+    record, _ = await sessions.load(db, session_id)
+    until = await sessions.consent_deadline(db, record)
+    await oversight.decide_approval(
+        db, principal, record, approve=approve, reason=reason, consent_expires_at=until
+    )
+    if not approve:
+        return record, None
+    return record, await _ask_end_user(db, record)
+
+
+async def approval_preview(
+    db: AsyncSession, principal: Principal, session_id: str
+) -> SessionRecord:
+    """The request as a second person sees it before deciding: what the end user will be
+    shown (``broker.consent`` builds the same facts from the same record)."""
+    record, _ = await sessions.load(db, session_id)
+    await oversight.may_approve(db, principal, record)
+    return record
+
+
+async def _ask_end_user(db: AsyncSession, record: SessionRecord) -> IssuedConsent:
+    """Open the consent request of a session awaiting consent; an unattended one is decided
+    by the group's policy and approved at once, its provider asked before this returns."""
     deadline = record.session.deadline_at
     assert deadline is not None  # awaiting consent always has its expiry
     issued = await consent.open_request(db, record, expires_at=deadline)
-    if req.unattended:
+    if record.session.unattended:
         now = utcnow()
         until = approved_until(now, record)
         await consent.record_policy_decision(db, issued.request, record, until=until)
@@ -73,7 +110,7 @@ async def create_session(
             now=now,
         )
         await commit(db)  # the provider answers after the approval commits, before we return
-    return record, issued
+    return issued
 
 
 async def lookup_code(db: AsyncSession, code: str, *, ip: str) -> str:

@@ -40,6 +40,7 @@ class RemoteSession(IdMixin, CreatedMixin, Base):
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    awaiting_approval_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     awaiting_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     active_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

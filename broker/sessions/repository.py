@@ -21,7 +21,12 @@ from broker.tickets.models import Ticket
 
 # States whose deadline means something: consent expiry, or the time limit once approved.
 Ts = TypeVarTuple("Ts")
-TIMED_STATES = (SessionState.awaiting_consent, SessionState.approved, SessionState.active)
+TIMED_STATES = (
+    SessionState.awaiting_approval,
+    SessionState.awaiting_consent,
+    SessionState.approved,
+    SessionState.active,
+)
 
 
 @dataclass(frozen=True)

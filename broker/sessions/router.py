@@ -6,6 +6,10 @@
   technicians see only their own sessions
 - ``GET /sessions/queue`` (sessions:supervise or sessions:admin): the live queue of open
   sessions, a supervisor's device groups only, oldest request first (docs/OVERSIGHT.md)
+- ``GET /sessions/approvals``: requests waiting for a second person the caller may approve
+- ``GET /sessions/{id}/approval``: such a request as the end user will see it
+- ``POST /sessions/{id}/approval`` ``{"decision": "approve"|"deny", "reason"}``: the second
+  person's decision (another technician or a supervisor of the group; never the requester)
 - ``GET /sessions/{id}`` (sessions:read)
 - ``POST /sessions/{id}/start`` (sessions:write, own): approved → active
 - ``POST /sessions/{id}/end`` (sessions:write own, sessions:admin, or the group's supervisor
@@ -25,13 +29,16 @@ from fastapi import APIRouter, Body, Depends, Query
 from broker.auth.deps import CurrentPrincipal, require
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
+from broker.consent.service import IssuedConsent
 from broker.db.session import DbSession
 from broker.flows import approval
 from broker.providers import offers
 from broker.sessions import oversight, service
-from broker.sessions.repository import SessionFilter
+from broker.sessions.repository import SessionFilter, SessionRecord
 from broker.sessions.schemas import (
     ActionIn,
+    ApprovalIn,
+    ApprovalPreview,
     ConsentInfo,
     Queue,
     QueueItem,
@@ -39,6 +46,7 @@ from broker.sessions.schemas import (
     SessionCreated,
     SessionList,
     SessionOut,
+    preview_of,
 )
 from broker.sessions.states import SessionState
 
@@ -51,11 +59,19 @@ Note = Annotated[ActionIn | None, Body()]
 @router.post("", status_code=201)
 async def create(body: SessionCreate, principal: Writer, db: DbSession) -> SessionCreated:
     record, issued = await approval.create_session(db, principal, body)
+    return _created(record, issued)
+
+
+def _created(record: SessionRecord, issued: IssuedConsent | None) -> SessionCreated:
     out = offers.session_out(record)
-    consent = ConsentInfo(
-        code=None if record.session.unattended else issued.code,
-        url=issued.url,
-        expires_at=issued.expires_at,
+    consent = (
+        None
+        if issued is None
+        else ConsentInfo(
+            code=None if record.session.unattended else issued.code,
+            url=issued.url,
+            expires_at=issued.expires_at,
+        )
     )
     return SessionCreated(**out.model_dump(), consent=consent)
 
@@ -99,6 +115,31 @@ async def queue(principal: Reader, db: DbSession) -> Queue:
             for e in entries
         ]
     )
+
+
+@router.get("/approvals")
+async def approvals(principal: Reader, db: DbSession) -> SessionList:
+    """Requests waiting for a second person that the caller may approve."""
+    records = await oversight.awaiting_my_approval(db, principal)
+    return SessionList(
+        items=[offers.session_out(r) for r in records], limit=oversight.QUEUE_LIMIT, offset=0
+    )
+
+
+@router.get("/{session_id}/approval")
+async def approval_preview(session_id: str, principal: Reader, db: DbSession) -> ApprovalPreview:
+    record = await approval.approval_preview(db, principal, session_id)
+    return ApprovalPreview(session=offers.session_out(record), end_user_sees=preview_of(record))
+
+
+@router.post("/{session_id}/approval")
+async def decide_approval(
+    session_id: str, body: ApprovalIn, principal: Reader, db: DbSession
+) -> SessionCreated:
+    record, issued = await approval.second_approval(
+        db, principal, session_id, approve=body.decision == "approve", reason=body.reason
+    )
+    return _created(record, issued)
 
 
 @router.get("/{session_id}")

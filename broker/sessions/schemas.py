@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -53,6 +53,9 @@ class TicketRefIn(Body):
     external_id: TicketId
     subject: Annotated[CleanText, Field(max_length=500)] | None = None
     requester: Annotated[CleanText, Field(max_length=200)] | None = None
+    # What a device group's second-approval policy may be narrowed by (docs/OVERSIGHT.md).
+    priority: Annotated[CleanText, Field(max_length=50)] | None = None
+    category: Annotated[CleanText, Field(max_length=100)] | None = None
 
 
 class SessionCreate(Body):
@@ -111,6 +114,7 @@ class SessionOut(BaseModel):
     unattended: bool
     deadline_at: datetime | None
     requested_at: datetime | None
+    awaiting_approval_at: datetime | None
     awaiting_consent_at: datetime | None
     approved_at: datetime | None
     active_at: datetime | None
@@ -145,6 +149,7 @@ class SessionOut(BaseModel):
             unattended=s.unattended,
             deadline_at=s.deadline_at,
             requested_at=s.requested_at,
+            awaiting_approval_at=s.awaiting_approval_at,
             awaiting_consent_at=s.awaiting_consent_at,
             approved_at=s.approved_at,
             active_at=s.active_at,
@@ -169,7 +174,9 @@ class ConsentInfo(BaseModel):
 
 
 class SessionCreated(SessionOut):
-    consent: ConsentInfo
+    # None while a second person must approve first (``awaiting_approval``): the end user
+    # is asked, and the code and link made, only after that approval.
+    consent: ConsentInfo | None
 
 
 class SessionList(BaseModel):
@@ -188,3 +195,43 @@ class QueueItem(BaseModel):
 
 class Queue(BaseModel):
     items: list[QueueItem]
+
+
+class ApprovalIn(Body):
+    """A second person's decision; a denial needs its reason."""
+
+    decision: Literal["approve", "deny"]
+    reason: Annotated[CleanText, Field(max_length=500)] | None = None
+
+
+class EndUserView(BaseModel):
+    """What the end user's consent page will show: the verified technician, the ticket, the
+    reason, the device, the rights and the time limit."""
+
+    technician: str
+    ticket: str
+    subject: str
+    device: str
+    reason: str
+    capabilities: list[str]
+    duration_minutes: int
+    unattended: bool
+
+
+class ApprovalPreview(BaseModel):
+    session: SessionOut
+    end_user_sees: EndUserView
+
+
+def preview_of(record: SessionRecord) -> EndUserView:
+    s = record.session
+    return EndUserView(
+        technician=record.technician.display_name,
+        ticket=record.ticket.external_id,
+        subject=record.ticket.subject,
+        device=record.device.name,
+        reason=s.reason,
+        capabilities=list(s.capabilities),
+        duration_minutes=s.duration_minutes,
+        unattended=s.unattended,
+    )

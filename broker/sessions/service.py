@@ -25,6 +25,7 @@ from broker.auth.service import get_user
 from broker.connectors import service as connectors
 from broker.context import settings_of
 from broker.db.base import utcnow
+from broker.devices import service as devices
 from broker.errors import (
     Conflict,
     IllegalTransition,
@@ -44,15 +45,16 @@ from broker.tickets.models import Ticket
 from broker.tickets.service import ensure_ticket
 
 S = SessionState
-CANCELLABLE = frozenset({S.awaiting_consent, S.approved})
+CANCELLABLE = frozenset({S.awaiting_approval, S.awaiting_consent, S.approved})
 
 
 async def request_session(
     db: AsyncSession, principal: Principal, req: SessionCreate, *, offered: gate.Offered
 ) -> SessionRecord:
     """Request a session: the gate's checks (``offered``: what each provider can give), the
-    concurrency limit, then ``requested →
-    awaiting_consent`` with the consent deadline in ``deadline_at``. Only technicians may."""
+    concurrency limit, then ``requested → awaiting_consent`` with the consent deadline in
+    ``deadline_at`` (or ``awaiting_approval`` first, where the device group's policy asks a
+    second person: ``broker.sessions.oversight``). Only technicians may."""
     if principal.role != "technician" or principal.user_id is None:
         raise PermissionDenied("only technicians request remote sessions")
     settings = settings_of(db)
@@ -84,6 +86,11 @@ async def request_session(
     )
     if info.verified:
         connectors.sync_ticket(ticket, info)
+    # The request's priority and category (a group's approval policy may be narrowed by them).
+    if req.ticket.priority is not None:
+        ticket.priority = req.ticket.priority
+    if req.ticket.category is not None:
+        ticket.category = req.ticket.category
 
     now = utcnow()
     session = await repo.add(
@@ -122,6 +129,18 @@ async def request_session(
     )
     timeout = admitted.group.consent_timeout_seconds or settings.consent_timeout_seconds
     expires_at = now + timedelta(seconds=timeout)
+    if oversight.approval_needed(admitted.group, ticket):
+        # A second person first; the same timeout, then it expires like consent.
+        await transition(
+            db,
+            record,
+            S.awaiting_approval,
+            actor=principal.actor(),
+            data={"approval_expires_at": expires_at.isoformat()},
+            values={"deadline_at": expires_at},
+            now=now,
+        )
+        return record
     await transition(
         db,
         record,
@@ -313,7 +332,7 @@ async def revoke_by_end_user(
 ) -> None:
     """The end user takes consent back: approved or active → revoked."""
     state = S(record.session.state)
-    if state in (S.requested, S.awaiting_consent):
+    if state in (S.requested, S.awaiting_approval, S.awaiting_consent):
         raise IllegalTransition(
             f"session {record.session.id} is {state}: nothing was approved yet; deny it instead",
             keep_changes=keep,
@@ -333,6 +352,14 @@ async def _revoke(
         values={"end_reason": why, "ended_by": name, "deadline_at": None},
         keep_changes=keep,
     )
+
+
+async def consent_deadline(db: AsyncSession, record: SessionRecord) -> datetime:
+    """When the end user's consent, asked from now, expires: the group's timeout or the
+    broker's default."""
+    group = await devices.get_group(db, record.device.group_id)
+    timeout = group.consent_timeout_seconds or settings_of(db).consent_timeout_seconds
+    return utcnow() + timedelta(seconds=timeout)
 
 
 async def fail_session(db: AsyncSession, record: SessionRecord, *, actor: Actor, why: str) -> None:
@@ -360,6 +387,7 @@ async def fail_if_running(db: AsyncSession, session_id: str, *, actor: Actor, wh
 # Where each open state goes when its ticket closes or changes hands.
 TICKET_GONE: dict[SessionState, SessionState] = {
     S.requested: S.failed,
+    S.awaiting_approval: S.revoked,
     S.awaiting_consent: S.revoked,
     S.approved: S.revoked,
     S.active: S.ended,

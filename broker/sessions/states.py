@@ -1,7 +1,8 @@
 """The session state machine, exactly as in PRODUCT.md; nothing else may change a state.
 
-``requested → awaiting_consent → approved → active → ended`` with ``denied``, ``expired``,
-``revoked`` and ``failed`` as terminal branches.
+``requested → (awaiting_approval, when the device group's policy asks a second person) →
+awaiting_consent → approved → active → ended`` with ``denied``, ``expired``, ``revoked`` and
+``failed`` as terminal branches.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from enum import StrEnum
 
 class SessionState(StrEnum):
     requested = "requested"
+    awaiting_approval = "awaiting_approval"
     awaiting_consent = "awaiting_consent"
     approved = "approved"
     active = "active"
@@ -24,7 +26,9 @@ class SessionState(StrEnum):
 S = SessionState
 
 TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
-    S.requested: frozenset({S.awaiting_consent, S.failed}),
+    S.requested: frozenset({S.awaiting_approval, S.awaiting_consent, S.failed}),
+    # A second person approves (→ awaiting consent) or denies; unanswered it expires.
+    S.awaiting_approval: frozenset({S.awaiting_consent, S.denied, S.expired, S.revoked, S.failed}),
     # revoked here: the technician withdraws the request or the ticket closed.
     S.awaiting_consent: frozenset({S.approved, S.denied, S.expired, S.revoked, S.failed}),
     # expired here: the approved window ran out before anyone connected.
@@ -39,7 +43,9 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 # States that count against a technician's concurrent-session limit.
-OPEN_STATES = frozenset({S.requested, S.awaiting_consent, S.approved, S.active})
+OPEN_STATES = frozenset(
+    {S.requested, S.awaiting_approval, S.awaiting_consent, S.approved, S.active}
+)
 
 
 def can_transition(current: SessionState, target: SessionState) -> bool:

@@ -31,9 +31,18 @@ from broker.sessions.repository import SessionRecord, SessionRepository
 from broker.sessions.states import TRANSITIONS, SessionState, can_transition
 
 TIME_LIMIT = "time limit"
+# States whose deadline moves them on: approval and consent expire, approval runs out, the
+# time limit ends a running session.
+TIMED = (
+    SessionState.awaiting_approval,
+    SessionState.awaiting_consent,
+    SessionState.approved,
+    SessionState.active,
+)
 # The audit event of arriving in each state (``requested`` is written by the request itself).
 ARRIVED: dict[SessionState, EventType] = {
     SessionState.requested: EventType.session_requested,
+    SessionState.awaiting_approval: EventType.session_awaiting_approval,
     SessionState.awaiting_consent: EventType.session_awaiting_consent,
     SessionState.approved: EventType.session_approved,
     SessionState.active: EventType.session_active,
@@ -139,11 +148,7 @@ async def transition(
 
 
 def is_due(session: RemoteSession, now: datetime) -> bool:
-    return (
-        session.state in (SessionState.awaiting_consent, SessionState.approved, SessionState.active)
-        and session.deadline_at is not None
-        and session.deadline_at <= now
-    )
+    return session.state in TIMED and session.deadline_at is not None and session.deadline_at <= now
 
 
 async def settle(db: AsyncSession, record: SessionRecord, now: datetime | None = None) -> bool:
@@ -160,7 +165,10 @@ async def settle(db: AsyncSession, record: SessionRecord, now: datetime | None =
     deadline = session.deadline_at
     data: dict[str, Any] = {"deadline_at": deadline.isoformat() if deadline else None}
     try:
-        if state is SessionState.awaiting_consent:
+        if state is SessionState.awaiting_approval:
+            data["why"] = "no second person approved in time"
+            await transition(db, record, SessionState.expired, actor=SYSTEM_ACTOR, data=data)
+        elif state is SessionState.awaiting_consent:
             data["why"] = "consent was not given in time"
             await transition(db, record, SessionState.expired, actor=SYSTEM_ACTOR, data=data)
         elif state is SessionState.approved:

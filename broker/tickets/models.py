@@ -26,6 +26,9 @@ class Ticket(IdMixin, CreatedMixin, Base):
     # move out of the technician's groups ends their session (``group_map``).
     group_name: Mapped[str | None] = mapped_column(String(200))
     url: Mapped[str | None] = mapped_column(String(1000))
+    # As the request gave them: a device group's approval policy may be narrowed by them.
+    priority: Mapped[str | None] = mapped_column(String(50))
+    category: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )

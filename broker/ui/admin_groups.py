@@ -63,7 +63,15 @@ def group_fields(form: FormData) -> dict[str, Any]:
             p.strip() for p in str(form.get("allowed_paths", "")).splitlines() if p.strip()
         ],
         "questions": questions,
+        "approval_required": form.get("approval_required") == "on",
+        "approval_priorities": _labels(form.get("approval_priorities")),
+        "approval_categories": _labels(form.get("approval_categories")),
     }
+
+
+def _labels(value: object) -> list[str]:
+    """Comma-separated ticket priorities or categories, blanks dropped."""
+    return [part.strip() for part in str(value or "").split(",") if part.strip()]
 
 
 async def _groups_page(

@@ -66,7 +66,9 @@ async def search_sessions(
     if isinstance(who, Response):
         return who
     form = svc.SearchForm(ticket, technician, device, provider, state, since, until, page_no)
-    context = {"form": form, "choices": await svc.choices(db), "can_audit": can_audit(who)}
+    member = (who.user_id or "") if who.role == "supervisor" else None
+    choices = await svc.choices(db, member)
+    context = {"form": form, "choices": choices, "can_audit": can_audit(who)}
     try:
         result = await svc.search(db, who, form)
     except ValidationFailed as exc:

@@ -26,7 +26,7 @@ from audit.records import ZERO_HASH, Record, record_leaf_hash
 from audit.verify import VerifyReport
 from broker.auth.models import User
 from broker.auth.principal import Principal
-from broker.devices.models import Device
+from broker.devices.models import Device, GroupMember
 from broker.errors import ValidationFailed
 from broker.evidence import queries
 from broker.evidence.service import audit_log_of
@@ -127,13 +127,18 @@ async def search(db: AsyncSession, principal: Principal, form: SearchForm) -> Se
     return SearchResult(found[:PAGE_SIZE], form.page, len(found) > PAGE_SIZE)
 
 
-async def choices(db: AsyncSession) -> Choices:
-    techs = await db.execute(
-        select(User.id, User.display_name)
-        .where(User.role == "technician")
-        .order_by(User.display_name)
-    )
-    devices = await db.execute(select(Device.id, Device.name).order_by(Device.name))
+async def choices(db: AsyncSession, member_id: str | None = None) -> Choices:
+    """The search form's lists; ``member_id`` (a supervisor) narrows technicians and devices
+    to that user's device groups, as the search itself is narrowed."""
+    tech_q = select(User.id, User.display_name).where(User.role == "technician")
+    device_q = select(Device.id, Device.name)
+    if member_id is not None:
+        groups = select(GroupMember.group_id).where(GroupMember.user_id == member_id)
+        members = select(GroupMember.user_id).where(GroupMember.group_id.in_(groups))
+        tech_q = tech_q.where(User.id.in_(members))
+        device_q = device_q.where(Device.group_id.in_(groups))
+    techs = await db.execute(tech_q.order_by(User.display_name))
+    devices = await db.execute(device_q.order_by(Device.name))
     providers = await db.scalars(
         select(RemoteSession.provider).distinct().order_by(RemoteSession.provider)
     )

@@ -239,7 +239,7 @@ async def create(request: Request, principal: OptionalPrincipal, db: DbSession) 
         return page(request, "ui/new.html", status_for(exc), error=exc.detail, **context)
     sid = record.session.id
     response = RedirectResponse(f"/ui/sessions/{sid}", status_code=303)
-    if issued.code is not None:
+    if issued is not None and issued.code is not None:
         seconds = max(int((issued.expires_at - utcnow()).total_seconds()), 1)
         payload = {"sid": sid, "code": issued.code, "url": issued.url}
         response.set_cookie(

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from broker.ui import account, admin, admin_groups, console, experts, login, oversight, sso
+from broker.ui import (
+    account,
+    admin,
+    admin_groups,
+    approvals,
+    console,
+    experts,
+    login,
+    oversight,
+    sso,
+)
 from broker.ui.common import assets
 
 router = APIRouter(include_in_schema=False)
@@ -20,6 +30,7 @@ for part in (
     console.router,
     experts.router,
     oversight.router,
+    approvals.router,
     admin.router,
     admin_groups.router,
 ):

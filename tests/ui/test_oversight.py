@@ -138,6 +138,15 @@ async def test_supervisor_reports_cover_their_groups_and_credit_the_owner(
     assert page.status_code == 200
     assert far_tech.display_name not in page.text
 
+    # The session search shows the groups' sessions, and only their technicians and devices.
+    search = await sup.get("/ui/audit/sessions")
+    assert search.status_code == 200
+    assert "HD-20" in search.text
+    assert "HD-22" not in search.text
+    assert far_tech.display_name not in search.text
+    assert far.device.name not in search.text
+    assert "Erase ticket content" not in search.text
+
     # An auditor's reports cover every group.
     auditor, _ = await make_user(app, "auditor")
     audit = await browser(app, auditor)
