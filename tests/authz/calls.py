@@ -291,6 +291,17 @@ async def session(cell: Cell) -> Call:
     return Call("GET", f"{V1}/sessions/{cell.world.session_id}")
 
 
+def second_approval(method: str) -> Build:
+    """A fresh request waiting for a second approval: read it, or approve it."""
+
+    async def _build(cell: Cell) -> Call:
+        session = await cell.fresh_pending_approval()
+        body = {"decision": "approve", "reason": "matrix"} if method == "POST" else None
+        return Call(method, f"{V1}/sessions/{session}/approval", json=body)
+
+    return _build
+
+
 def act(action: str, state: str) -> Build:
     async def _build(cell: Cell) -> Call:
         session = await cell.fresh_session(state)

@@ -217,6 +217,26 @@ ROWS: tuple[Row, ...] = (
         allow("GET", 200, ADMIN | SUPERVISOR),
         check=c.check_queue,
     ),
+    # second approval: another technician of the group (colleague) or its supervisor; never
+    # the requester; admins and auditors are no second person
+    Row(
+        "GET",
+        f"{c.V1}/sessions/approvals",
+        c.fixed("GET", f"{c.V1}/sessions/approvals"),
+        allow("GET", 200, TECH | {"other-technician", "colleague"} | SUPERVISOR),
+    ),
+    Row(
+        "GET",
+        f"{c.V1}/sessions/{{session_id}}/approval",
+        c.second_approval("GET"),
+        allow("GET", 200, {"colleague"} | SUPERVISOR),
+    ),
+    Row(
+        "POST",
+        f"{c.V1}/sessions/{{session_id}}/approval",
+        c.second_approval("POST"),
+        allow("POST", 200, {"colleague"} | SUPERVISOR),
+    ),
     Row(
         "GET",
         f"{c.V1}/sessions/{{session_id}}",

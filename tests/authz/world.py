@@ -342,6 +342,41 @@ class Cell:
             assert ended.status_code == 200, ended.text
         return consent
 
+    async def fresh_pending_approval(self) -> str:
+        """A new request of the technician waiting for a second approval: the world group's
+        policy asks for one while the request is made, and is switched off again."""
+        world = self.world
+
+        async def policy(on: bool) -> None:
+            async with self.app.state.sessionmaker() as db:
+                await db.execute(
+                    update(DeviceGroup)
+                    .where(DeviceGroup.id == world.group.id)
+                    .values(approval_required=on)
+                )
+                await db.commit()
+
+        await policy(True)
+        try:
+            response = await world.tech.client.post(
+                "/api/v1/sessions",
+                json={
+                    "ticket": {"system": SYSTEM_A, "external_id": TICKET_ID, "subject": "VPN"},
+                    "device_id": world.device.id,
+                    "reason": "Bank transfer module needs a config change",
+                    "capabilities": ["view"],
+                    "duration_minutes": 30,
+                },
+                headers=world.tech.headers("POST"),
+            )
+        finally:
+            await policy(False)
+        assert response.status_code == 201, response.text
+        assert response.json()["state"] == "awaiting_approval", response.text
+        session_id: str = response.json()["id"]
+        await self.revoke_later(session_id)
+        return session_id
+
     async def fresh_session(self, state: str) -> str:
         return (await self.fresh_consent(state)).session_id
 

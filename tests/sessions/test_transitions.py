@@ -28,8 +28,8 @@ S = SessionState
 ALLOWED: dict[str, set[SessionState]] = {
     "start": {S.approved},
     "end": {S.active},
-    "cancel": {S.awaiting_consent, S.approved},
-    "admin_revoke": {S.awaiting_consent, S.approved, S.active},
+    "cancel": {S.awaiting_approval, S.awaiting_consent, S.approved},
+    "admin_revoke": {S.awaiting_approval, S.awaiting_consent, S.approved, S.active},
     "approve": {S.awaiting_consent},
     "user_revoke": {S.approved, S.active},
 }

@@ -142,6 +142,7 @@ async def test_report_numbers_match_the_seeded_sessions(browser: httpx.AsyncClie
     assert outcomes["active"] == ["0", "0.0"]
     assert set(outcomes) == {
         "requested",
+        "awaiting_approval",
         "awaiting_consent",
         "approved",
         "active",
