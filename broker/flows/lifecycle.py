@@ -22,6 +22,10 @@ or not at all):
 3. an end: ask the provider to withdraw the access, then seal ``provider.ended`` (or
    ``provider.end_pending``, retried).
 
+A move into ``awaiting_approval`` (a second person must approve first, docs/OVERSIGHT.md)
+causes nothing but the counter and the gateway's wake-up: no comment, no prompt on the
+device; the ticket's request comment is written when it moves on to ``awaiting_consent``.
+
 So the log reads cause before effect: ``consent.decided``, ``session.approved``,
 ``provider.prepared``. What the after-commit list owes is on record before it runs (an
 approved session without its link, a link marked ``end_pending``): after a crash the
