@@ -119,7 +119,9 @@ async def _group_page(
     members = await devices.group_members(db, group.id)
     member_ids = {m.id for m in members}
     candidates = [
-        u for u in await auth.list_users(db) if u.role == "technician" and u.id not in member_ids
+        u
+        for u in await auth.list_users(db)
+        if u.role in devices.GROUP_ROLES and u.id not in member_ids
     ]
     return page(
         request,

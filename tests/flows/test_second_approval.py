@@ -212,3 +212,36 @@ async def test_group_policy_through_the_api(app: Any, client: httpx.AsyncClient)
         headers=headers,
     )
     assert bad.status_code == 422
+
+
+async def test_admin_sets_the_policy_and_adds_a_supervisor_on_the_pages(app: Any) -> None:
+    admin, _ = await make_user(app, "admin")
+    supervisor, _ = await make_user(app, "supervisor", username="sven")
+    page = await browser(app, admin)
+    created = await page.post(
+        "/ui/admin/groups",
+        {
+            "name": "payments",
+            "approval_required": "on",
+            "approval_priorities": "High, Urgent",
+            "approval_categories": "",
+        },
+    )
+    assert created.status_code == 303, created.text
+    group_url = created.headers["location"]
+    form = (await page.get(group_url)).text
+    assert 'name="approval_required" checked' in form
+    assert 'value="High, Urgent"' in form
+    assert "sven" in form  # a supervisor can be made a member
+    group_id = group_url.rsplit("/", 1)[1]
+    added = await page.post(f"{group_url}/members", {"user_id": supervisor.id})
+    assert added.status_code == 303, added.text
+    headers = bearer(await make_token(app, admin))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://broker.test"
+    ) as api:
+        got = (await api.get(f"/api/v1/device-groups/{group_id}", headers=headers)).json()
+    assert got["approval_required"] is True
+    assert got["approval_priorities"] == ["High", "Urgent"]
+    assert [m["id"] for m in got["members"]] == [supervisor.id]
+    await page.client.aclose()
