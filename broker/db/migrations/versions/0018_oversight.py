@@ -21,38 +21,36 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("device_groups", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "approval_required", sa.Boolean(), server_default=sa.text("false"), nullable=False
-            )
-        )
-        batch_op.add_column(
-            sa.Column(
-                "approval_priorities", sa.JSON(), server_default=sa.text("'[]'"), nullable=False
-            )
-        )
-        batch_op.add_column(
-            sa.Column(
-                "approval_categories", sa.JSON(), server_default=sa.text("'[]'"), nullable=False
-            )
-        )
-    with op.batch_alter_table("tickets", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("priority", sa.String(length=50), nullable=True))
-        batch_op.add_column(sa.Column("category", sa.String(length=100), nullable=True))
-    with op.batch_alter_table("sessions", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("awaiting_approval_at", sa.DateTime(timezone=True), nullable=True)
-        )
+    # Plain ADD COLUMN, no batch mode: on SQLite a batch rebuilds the table, and dropping a
+    # table that other tables reference fails with foreign keys on; every column here has a
+    # constant default or none, which SQLite's ALTER TABLE accepts.
+    op.add_column(
+        "device_groups",
+        sa.Column(
+            "approval_required", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
+    )
+    op.add_column(
+        "device_groups",
+        sa.Column("approval_priorities", sa.JSON(), server_default=sa.text("'[]'"), nullable=False),
+    )
+    op.add_column(
+        "device_groups",
+        sa.Column("approval_categories", sa.JSON(), server_default=sa.text("'[]'"), nullable=False),
+    )
+    op.add_column("tickets", sa.Column("priority", sa.String(length=50), nullable=True))
+    op.add_column("tickets", sa.Column("category", sa.String(length=100), nullable=True))
+    op.add_column(
+        "sessions", sa.Column("awaiting_approval_at", sa.DateTime(timezone=True), nullable=True)
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sessions", schema=None) as batch_op:
-        batch_op.drop_column("awaiting_approval_at")
-    with op.batch_alter_table("tickets", schema=None) as batch_op:
-        batch_op.drop_column("category")
-        batch_op.drop_column("priority")
-    with op.batch_alter_table("device_groups", schema=None) as batch_op:
-        batch_op.drop_column("approval_categories")
-        batch_op.drop_column("approval_priorities")
-        batch_op.drop_column("approval_required")
+    # Plain DROP COLUMN (SQLite 3.35+ has it), for the same reason: no table rebuilt. None
+    # of these columns is in an index or a constraint.
+    op.drop_column("sessions", "awaiting_approval_at")
+    op.drop_column("tickets", "category")
+    op.drop_column("tickets", "priority")
+    op.drop_column("device_groups", "approval_categories")
+    op.drop_column("device_groups", "approval_priorities")
+    op.drop_column("device_groups", "approval_required")
