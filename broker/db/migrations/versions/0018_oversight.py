@@ -6,7 +6,7 @@ priorities and categories); ``tickets`` keep the priority and category a request
 second approval (``false``, empty lists), so nothing changes for them.
 
 Revision ID: 0018_oversight
-Revises: 0012_audit_tree
+Revises: 0017_throttles
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018_oversight"
-down_revision: str | None = "0012_audit_tree"
+down_revision: str | None = "0017_throttles"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
