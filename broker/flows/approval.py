@@ -45,6 +45,9 @@ from broker.sessions import oversight
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.schemas import SessionCreate
+from broker.sessions.states import SessionState
+
+S = SessionState
 
 
 def approved_until(now: datetime, record: SessionRecord) -> datetime:
