@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from broker.db.base import Base, CreatedMixin, IdMixin
+from broker.db.base import Base, CreatedMixin, IdMixin, UTCDateTime
 
 
 class DeviceGroup(IdMixin, CreatedMixin, Base):
@@ -69,3 +70,8 @@ class Device(IdMixin, CreatedMixin, Base):
     unavailable: Mapped[dict[str, str]] = mapped_column(
         JSON, default=dict, server_default=text("'{}'"), nullable=False
     )
+    # The version the device's agent last reported in its hello (None: never connected).
+    agent_version: Mapped[str | None] = mapped_column(String(50))
+    # Retired: kept for its sessions' audit trail, hidden from pickers, refused for new
+    # sessions, its agent key revoked (``broker.flows.devices.retire_device``).
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

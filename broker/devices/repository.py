@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select
 
 from broker.auth.models import User
 from broker.db.repository import Repository
@@ -16,6 +16,11 @@ class DeviceFilter:
     group_id: str | None = None
     provider: str | None = None
     q: str | None = None  # substring of name, provider id, asset tag, owner name
+    # The ids of online devices (the gateway's presence, as a subquery) and whether to keep
+    # those (True) or the others (False); None: either.
+    online: bool | None = None
+    online_ids: Select[str] | None = None
+    retired: bool | None = False  # None: retired and active alike
 
 
 def _like(text: str) -> str:
@@ -98,6 +103,13 @@ class DeviceRepository(Repository[Device]):
             where.append(Device.group_id == filters.group_id)
         if filters.provider is not None:
             where.append(Device.provider == filters.provider)
+        if filters.online is not None and filters.online_ids is not None:
+            inside = Device.id.in_(filters.online_ids)
+            where.append(inside if filters.online else ~inside)
+        if filters.retired is not None:
+            where.append(
+                Device.retired_at.is_not(None) if filters.retired else Device.retired_at.is_(None)
+            )
         if filters.q:
             pattern = _like(filters.q)
             columns = (Device.name, Device.provider_device_id, Device.asset_tag, Device.owner_name)

@@ -7,9 +7,11 @@ admins and auditors see all); changes need ``devices:write`` (admins).
 - ``GET /device-groups/{id}`` · ``PATCH /device-groups/{id}``
 - ``PUT /device-groups/{id}/members/{user_id}`` (technicians only; idempotent)
 - ``DELETE /device-groups/{id}/members/{user_id}`` (204)
-- ``GET /devices`` filters ``group_id``, ``provider``, ``q``, ``limit``/``offset``
+- ``GET /devices`` filters ``group_id``, ``provider``, ``q``, ``online``, ``include_retired``,
+  ``limit``/``offset``; each item carries its agent's presence (``online``, ``last_seen_at``)
 - ``POST /devices`` (201; duplicate provider + provider id → 409)
-- ``GET /devices/{id}`` · ``PATCH /devices/{id}``
+- ``GET /devices/{id}`` (with presence) · ``PATCH /devices/{id}`` (rename, move, …)
+- ``POST /devices/{id}/retire`` (kept for its audit trail, agent key revoked; twice → 409)
 - ``DELETE /devices/{id}`` (204; a device with sessions → 409)
 """
 
@@ -96,14 +98,21 @@ async def list_devices(
     group_id: Annotated[str | None, Query(min_length=1, max_length=36)] = None,
     provider: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,30}$")] = None,
     q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    online: Annotated[bool | None, Query()] = None,
+    include_retired: Annotated[bool, Query()] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeviceList:
-    filters = DeviceFilter(group_id=group_id, provider=provider, q=q)
-    items, total = await service.list_devices(db, principal, filters, limit=limit, offset=offset)
-    groups = await service.groups_for(db, items)
+    filters = DeviceFilter(
+        group_id=group_id,
+        provider=provider,
+        q=q,
+        online=online,
+        retired=None if include_retired else False,
+    )
+    items, total = await flows.inventory(db, principal, filters, limit=limit, offset=offset)
     return DeviceList(
-        items=[DeviceOut.of(d, groups[d.group_id]) for d in items],
+        items=[_out(x) for x in items],
         total=total,
         limit=limit,
         offset=offset,
@@ -113,13 +122,24 @@ async def list_devices(
 @router.post("/devices", status_code=201)
 async def create_device(body: DeviceCreate, principal: Writer, db: DbSession) -> DeviceOut:
     device = await service.create_device(db, actor=principal.actor(), **body.model_dump())
-    return DeviceOut.of(device, await service.get_group(db, device.group_id))
+    # A new device has no agent link yet.
+    return DeviceOut.of(device, await service.get_group(db, device.group_id), online=False)
+
+
+def _out(x: flows.Listed) -> DeviceOut:
+    return DeviceOut.of(x.device, x.group, online=x.seen.online, last_seen_at=x.seen.last_seen_at)
 
 
 @router.get("/devices/{device_id}")
 async def get_device(device_id: Id, principal: Reader, db: DbSession) -> DeviceOut:
-    device = await service.get_device_for(db, principal, device_id)
-    return DeviceOut.of(device, await service.get_group(db, device.group_id))
+    listed, _ = await flows.device_view(db, principal, device_id, recent=0)
+    return _out(listed)
+
+
+@router.post("/devices/{device_id}/retire")
+async def retire_device(device_id: Id, principal: Writer, db: DbSession) -> DeviceOut:
+    device = await flows.retire_device(db, actor=principal.actor(), device_id=device_id)
+    return DeviceOut.of(device, await service.get_group(db, device.group_id), online=False)
 
 
 @router.patch("/devices/{device_id}")
@@ -127,10 +147,9 @@ async def update_device(
     device_id: Id, body: DeviceUpdate, principal: Writer, db: DbSession
 ) -> DeviceOut:
     changes = body.model_dump(include=body.model_fields_set)
-    device = await service.update_device(
-        db, actor=principal.actor(), device_id=device_id, changes=changes
-    )
-    return DeviceOut.of(device, await service.get_group(db, device.group_id))
+    await service.update_device(db, actor=principal.actor(), device_id=device_id, changes=changes)
+    listed, _ = await flows.device_view(db, principal, device_id, recent=0)
+    return _out(listed)
 
 
 @router.delete("/devices/{device_id}", status_code=204)

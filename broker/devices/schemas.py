@@ -207,10 +207,22 @@ class DeviceOut(BaseModel):
     # Rights the device's agent said it cannot give, with its reason (e.g. the screen on
     # Wayland): the request form and API refuse them.
     unavailable: dict[str, str]
+    agent_version: str | None  # as its agent last reported (None: it never connected)
+    retired_at: datetime | None
+    # From the gateway's presence (None where the API did not read it).
+    online: bool | None = None
+    last_seen_at: datetime | None = None
     created_at: datetime
 
     @classmethod
-    def of(cls, device: Device, group: DeviceGroup) -> DeviceOut:
+    def of(
+        cls,
+        device: Device,
+        group: DeviceGroup,
+        *,
+        online: bool | None = None,
+        last_seen_at: datetime | None = None,
+    ) -> DeviceOut:
         return cls(
             id=device.id,
             name=device.name,
@@ -221,6 +233,10 @@ class DeviceOut(BaseModel):
             owner_name=device.owner_name,
             owner_contact=device.owner_contact,
             unavailable=dict(device.unavailable or {}),
+            agent_version=device.agent_version,
+            retired_at=device.retired_at,
+            online=online,
+            last_seen_at=last_seen_at,
             created_at=device.created_at,
         )
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.auth.models import User
 from broker.auth.principal import Principal
 from broker.auth.service import get_user, get_user_by_name
+from broker.db.base import utcnow
 from broker.devices.models import Device, DeviceGroup
 from broker.devices.repository import DeviceFilter, DeviceRepository, GroupRepository
 from broker.errors import Conflict, NotFound, PolicyDenied, ValidationFailed
@@ -406,6 +407,27 @@ async def get_device(db: AsyncSession, device_id: str) -> Device:
     if device is None:
         raise NotFound(f"no device {device_id}")
     return device
+
+
+async def retire_device(db: AsyncSession, *, actor: Actor, device_id: str) -> Device:
+    """Mark a device retired (its agent key is revoked by ``broker.flows.devices``): it stays
+    for its sessions' audit trail but takes no new sessions. Retiring twice is a conflict."""
+    device = await get_device(db, device_id)
+    if device.retired_at is not None:
+        raise Conflict(f"device {device.name!r} is already retired")
+    device.retired_at = utcnow()
+    await db.flush()
+    await record_event(
+        db, EventType.device_retired, ticket=None, actor=actor, data=_device_data(device)
+    )
+    return device
+
+
+def note_agent_version(device: Device, version: object) -> None:
+    """Keep the version the device's agent reported in its hello (written when it changed)."""
+    text = str(version)[:50] if isinstance(version, str) and version.strip() else None
+    if text is not None and text != device.agent_version:
+        device.agent_version = text
 
 
 async def delete_device(db: AsyncSession, *, actor: Actor, device_id: str) -> None:

@@ -164,6 +164,7 @@ class EventType(StrEnum):
     device_created = "device.created", "a device was registered"
     device_updated = "device.updated", "a device was renamed or moved"
     device_deleted = "device.deleted", "a device was removed"
+    device_retired = "device.retired", "a device was retired and its agent key revoked"
     device_group_created = "device_group.created", "a device group was created"
     device_group_updated = "device_group.updated", "a device group's policy changed"
     device_group_member_added = "device_group.member_added", "a technician joined a device group"

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.db.aftercommit import commit, run_committed
 from broker.db.base import utcnow
+from broker.devices.service import note_agent_version
 from broker.errors import BrokerError
 from broker.flows import approval
 from broker.gateway import access, receipts, service
@@ -114,6 +115,7 @@ async def _identify(
     """The link's device, with the rights its agent says it cannot give noted on it."""
     key, device, group = await service.identify(db, link.fingerprint)
     service.note_unavailable(device, hello.get("unavailable"))
+    note_agent_version(device, hello.get("version"))
     return key, device, group
 
 
@@ -128,6 +130,7 @@ async def _enroll(link: AgentLink, hello: dict[str, Any]) -> None:
             ip=link.ip,
         )
         service.note_unavailable(device, hello.get("unavailable"))
+        note_agent_version(device, hello.get("version"))
         return {
             "type": "welcome",
             "device_id": device.id,

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.db.base import utcnow
 from broker.gateway import service
+from broker.gateway.models import AgentKey
 
 log = structlog.get_logger("broker.gateway")
 
@@ -58,3 +64,52 @@ class Presence:
     async def close(self) -> None:
         with contextlib.suppress(SQLAlchemyError):
             await self.flush()
+
+
+# --- what the inventory reads -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A device's link as the gateway last wrote it: online now, and when last seen."""
+
+    online: bool
+    last_seen_at: datetime | None
+    enrolled: bool
+
+
+OFFLINE = Seen(online=False, last_seen_at=None, enrolled=False)
+
+
+def online_ids() -> Select[str]:
+    """The ids of devices whose agent holds a link now (a subquery for the device filter)."""
+    return select(AgentKey.device_id).where(
+        AgentKey.connected_node.is_not(None), AgentKey.revoked_at.is_(None)
+    )
+
+
+async def seen(db: AsyncSession, device_ids: Iterable[str]) -> dict[str, Seen]:
+    """Presence of each of ``device_ids`` that has an agent key (others: :data:`OFFLINE`)."""
+    ids = list(set(device_ids))
+    if not ids:
+        return {}
+    rows = await db.scalars(select(AgentKey).where(AgentKey.device_id.in_(ids)))
+    return {
+        k.device_id: Seen(
+            online=k.connected_node is not None and k.revoked_at is None,
+            last_seen_at=k.last_seen_at,
+            enrolled=k.revoked_at is None,
+        )
+        for k in rows
+    }
+
+
+async def revoke_key(db: AsyncSession, device_id: str) -> bool:
+    """Revoke the device's agent key (a retired device's agent may not dial in again)."""
+    result = await db.execute(
+        update(AgentKey)
+        .where(AgentKey.device_id == device_id, AgentKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), connected_node=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))

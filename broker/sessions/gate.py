@@ -102,6 +102,15 @@ async def check_request(
         device = await get_device_for(db, principal, req.device_id)
     except PolicyDenied as exc:
         await deny(db, principal, ref, "device_outside_groups", exc.detail, device=req.device_id)
+    if device.retired_at is not None:
+        await deny(
+            db,
+            principal,
+            ref,
+            "device_retired",
+            f"device {device.name!r} is retired; it takes no new sessions",
+            device=device.id,
+        )
     provider = req.provider or device.provider
     if provider != device.provider:
         raise ValidationFailed(

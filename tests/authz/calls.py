@@ -243,6 +243,10 @@ async def delete_device(cell: Cell) -> Call:
     return Call("DELETE", f"{V1}/devices/{(await cell.fresh_device()).id}")
 
 
+async def retire_device(cell: Cell) -> Call:
+    return Call("POST", f"{V1}/devices/{(await cell.fresh_device()).id}/retire")
+
+
 # --- sessions --------------------------------------------------------------------------------
 
 

@@ -199,6 +199,12 @@ ROWS: tuple[Row, ...] = (
     ),
     Row("PATCH", f"{c.V1}/devices/{{device_id}}", c.patch_device, allow("PATCH", 200, ADMIN)),
     Row("DELETE", f"{c.V1}/devices/{{device_id}}", c.delete_device, allow("DELETE", 204, ADMIN)),
+    Row(
+        "POST",
+        f"{c.V1}/devices/{{device_id}}/retire",
+        c.retire_device,
+        allow("POST", 200, ADMIN),
+    ),
     # sessions: technicians request and drive their own; admins end and revoke anyone's
     # a colleague in the group may open their own session on the device
     Row("POST", f"{c.V1}/sessions", c.create_session, allow("POST", 201, TECH | {"colleague"})),
