@@ -30,11 +30,12 @@ from broker.db.session import DbSession
 from broker.errors import BrokerError, PermissionDenied, RateLimited
 from broker.flows import approval
 from broker.providers.offers import END_USER_WORDS
-from broker.ui.common import cross_origin
+from broker.ui.common import cross_origin, when
 
 router = APIRouter(tags=["consent pages"], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(web.__file__).parent / "templates")
 templates.env.globals["capability_words"] = END_USER_WORDS  # one wording for every page
+templates.env.filters["when"] = when  # the end user reads times in their own time zone
 ANSWER_PREFIX = "answer_"
 
 

@@ -16,7 +16,7 @@ Who sees what (PRODUCT.md: the auditor reads, the admin is not trusted by the lo
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,19 +24,21 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import web
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.errors import BrokerError
+from broker.ui.common import when
 
 templates = Jinja2Templates(directory=Path(web.__file__).parent / "templates")
 LOGIN_PATH = "/ui/login"
 
 
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _when(moment: datetime | None) -> Markup:
+    return when(moment, seconds=True)  # the audit views show seconds
 
 
 templates.env.filters["when"] = _when

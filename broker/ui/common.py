@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.permissions import Scope
@@ -37,17 +38,27 @@ PASSWORD_PATH = "/ui/password"  # noqa: S105 - a page path, not a password
 NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
 # Front-end packages served from the npm install (package.json), never copied into the repo.
 UI_VENDOR = {"htmx.min.js": NODE_MODULES / "htmx.org/dist/htmx.min.js"}
-STATIC = {"app.css": "text/css", "ui.js": "text/javascript"}
+STATIC = {"app.css": "text/css", "ui.js": "text/javascript", "times.js": "text/javascript"}
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 Rule = Callable[[Principal], bool]
 
 
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def when(moment: datetime | None, seconds: bool = False) -> Markup:
+    """A moment as ``<time>``: UTC in the markup and on hover, rewritten by
+    ``/static/times.js`` into the reader's own time zone (the browser's). Without the script
+    the UTC text stays, labelled as such; an ISO string is never shown as text."""
+    if moment is None:
+        return Markup("")
+    utc = moment.astimezone(UTC)
+    shown = utc.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+    stamp = utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Markup('<time datetime="{}" title="{}" data-seconds="{}">{}</time>').format(
+        stamp, shown, "1" if seconds else "", shown
+    )
 
 
-templates.env.filters["when"] = _when
+templates.env.filters["when"] = when
 
 
 def is_technician(principal: Principal) -> bool:
@@ -214,6 +225,11 @@ async def app_css() -> FileResponse:
 @assets.get("/static/ui.js")
 async def ui_js() -> FileResponse:
     return FileResponse(STATIC_DIR / "ui.js", media_type=STATIC["ui.js"])
+
+
+@assets.get("/static/times.js")
+async def times_js() -> FileResponse:
+    return FileResponse(STATIC_DIR / "times.js", media_type=STATIC["times.js"])
 
 
 @assets.get("/ui/vendor/{name}", response_model=None)

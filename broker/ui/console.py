@@ -36,6 +36,7 @@ from broker.devices import service as devices
 from broker.devices.repository import DeviceFilter
 from broker.errors import BrokerError
 from broker.flows import approval
+from broker.flows import devices as device_flows
 from broker.providers import offers
 from broker.providers import service as providers
 from broker.sessions import gate
@@ -112,8 +113,10 @@ async def deep_link(system: Ref = "", ticket: Ref = "") -> Response:
 
 
 async def _form_context(db: DbSession, who: Principal, **values: Any) -> dict[str, Any]:
-    found, _ = await devices.list_devices(db, who, DeviceFilter(), limit=500, offset=0)
-    groups = await devices.groups_for(db, found)
+    # With the gateway's presence: the technician sees which devices are online before asking.
+    listed, _ = await device_flows.inventory(db, who, DeviceFilter(), limit=500, offset=0)
+    found = [x.device for x in listed]
+    groups = {x.group.id: x.group for x in listed}
     defaults = {"system": "", "ticket": "", "subject": "", "device_id": "", "reason": ""}
     defaults.update({k: v for k, v in values.items() if v is not None})
     return {
@@ -123,6 +126,7 @@ async def _form_context(db: DbSession, who: Principal, **values: Any) -> dict[st
         "title": "New remote session",
         "devices": found,
         "groups": groups,
+        "online": {x.device.id: x.seen.online for x in listed if x.seen.enrolled},
         "systems": registry_for(db).systems(),
         "capabilities": CAPABILITY_WORDS,
         "durations": DURATIONS,

@@ -14,6 +14,7 @@ from broker.ui import (
     admin_groups,
     approvals,
     console,
+    devices,
     experts,
     login,
     oversight,
@@ -33,5 +34,6 @@ for part in (
     approvals.router,
     admin.router,
     admin_groups.router,
+    devices.router,
 ):
     router.include_router(part)

@@ -123,6 +123,8 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
                 f"/ui/sessions/{sid}",
                 "/ui/account",
                 "/ui/password",
+                "/ui/devices",
+                f"/ui/devices/{desk.device.id}",
             ],
             "admin": [
                 "/ui/admin",
@@ -130,6 +132,8 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
                 "/ui/admin/tokens",
                 "/ui/admin/groups",
                 f"/ui/admin/groups/{gid}",
+                "/ui/devices",
+                f"/ui/devices/{desk.device.id}",
             ],
             "auditor": [
                 "/ui/audit/sessions",
