@@ -42,6 +42,24 @@ def _load(target: str) -> Callable[[], Any]:
     return cast(Callable[[], Any], factory)
 
 
+def _not_configured(name: str, exc: ValidationError) -> str:
+    """Words for the admin, not validation text: which setting (as the environment variable
+    the provider's settings read, ``SUPPORTBROKER_PROVIDER_<NAME>_<FIELD>``) is missing or
+    wrong."""
+    problems = []
+    for error in exc.errors()[:3]:
+        field = "_".join(str(p) for p in error.get("loc", ())).upper()
+        variable = f"SUPPORTBROKER_PROVIDER_{name.upper()}_{field}"
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if not field:  # a rule across settings: its own message names them
+            problems.append(message)
+        elif error.get("type") == "missing":
+            problems.append(f"{variable} is not set")
+        else:
+            problems.append(f"{variable} is not valid ({message.lower()})")
+    return f"{name} is not set up yet: {'; '.join(problems)}."
+
+
 def get(name: str) -> RemoteAccessProvider:
     """The process-wide instance of provider ``name``."""
     if name in _instances:
@@ -52,11 +70,7 @@ def get(name: str) -> RemoteAccessProvider:
     try:
         provider = _load(target)()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ProviderError(
-            f"provider {name!r} is not configured: {where}: {first.get('msg')}"
-        ) from exc
+        raise ProviderError(_not_configured(name, exc)) from exc
     if not isinstance(provider, RemoteAccessProvider):
         raise ProviderError(f"provider {name!r} ({target}) does not implement the provider port")
     _instances[name] = provider

@@ -125,7 +125,7 @@ async def create_user(
             db,
             actor=who.actor(),
             username=username.strip().lower(),
-            role=role,
+            role=role or "technician",  # the least powerful staff role, never admin
             display_name=display_name.strip() or None,
             email=email.strip() or None,
         )
@@ -228,13 +228,15 @@ async def reset_totp(
 async def _tokens_page(
     request: Request, db: DbSession, status: int = 200, **extra: Any
 ) -> HTMLResponse:
+    everyone = await auth.list_users(db)
     return page(
         request,
         "admin/tokens.html",
         status,
         title="API tokens",
         tokens=await tokens.list_tokens(db),
-        users=[u for u in await auth.list_users(db) if u.is_active],
+        people={u.id: u for u in everyone},  # the list names a token's user, not their id
+        users=[u for u in everyone if u.is_active],
         scopes=[s.value for s in Scope],
         **extra,
     )

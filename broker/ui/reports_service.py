@@ -99,13 +99,64 @@ class Dataset:
 
     def chart(self) -> dict[str, Any]:
         drawn = self.rows[self.chart_from :]
+        share = self.unit == "share"  # drawn as percentages, as the table shows them
         return {
             "name": self.name,
             "title": self.title,
-            "labels": [str(row[0]) for row in drawn],
-            "values": [row[self.chart_column] for row in drawn],
-            "unit": self.unit,
+            "labels": [_label(row[0]) for row in drawn],
+            "values": [
+                round(float(row[self.chart_column] or 0) * 100, 1)
+                if share
+                else row[self.chart_column]
+                for row in drawn
+            ],
+            "unit": "% of sessions" if share else self.unit,
         }
+
+    def headings(self) -> list[str]:
+        """The page's column headings (the CSV keeps the machine names)."""
+        return [HEADINGS.get(c, c.replace("_", " ").capitalize()) for c in self.columns]
+
+    def shown(self) -> list[list[str]]:
+        """The rows as the page shows them: words for names, units on numbers, shares as
+        percentages (the CSV keeps the raw numbers)."""
+        out = []
+        for row in self.rows:
+            cells = []
+            for column, cell in zip(self.columns, row, strict=True):
+                if cell is None:
+                    cells.append("—")
+                elif column == "rate":
+                    cells.append(f"{float(cell) * 100:.1f} %")
+                elif column == "value" and self.unit == "seconds" and row[0] != "sessions":
+                    cells.append(_duration(float(cell)))
+                elif isinstance(cell, str):
+                    cells.append(_label(cell))
+                else:
+                    cells.append(str(cell))
+            out.append(cells)
+        return out
+
+
+HEADINGS = {"rate": "Share of sessions", "score": "Score (1 to 5)", "value": "Value"}
+LABELS = {"median_seconds": "Median", "p90_seconds": "90th percentile", "sessions": "Sessions"}
+
+
+def _label(value: Cell) -> str:
+    text = str(value)
+    return LABELS.get(text, text.replace("_", " "))
+
+
+def _duration(seconds: float) -> str:
+    """Seconds in words a reader takes in at once: "45 s", "3 min 5 s", "2 h 10 min"."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 def median(values: list[float]) -> float | None:

@@ -99,7 +99,8 @@ async def test_admin_and_technician_device_pages(
         tpage = await (await logins.context(tech.username, tech_password)).new_page()
         await tpage.goto(live_url + "/ui/devices")
         text = await tpage.locator("main").inner_text()
-        assert "FIN-KIOSK" in text and "no agent link" in text
+        assert "FIN-KIOSK" in text
+        assert "no agent link" in text
         assert await tpage.get_by_role("button", name="Add device").count() == 0
         await shots(tpage, "technician-list")
         await tpage.get_by_role("link", name="FIN-KIOSK").click()

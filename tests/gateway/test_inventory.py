@@ -1,5 +1,6 @@
 """The device inventory reads what the real gateway wrote: an enrolled agent that holds its
-link is online with the version it reported and a last-seen time; retiring the device revokes its key, so the agent cannot dial in again."""
+link is online with the version it reported and a last-seen time; retiring the device
+revokes its key, so the agent cannot dial in again."""
 
 from __future__ import annotations
 
@@ -57,4 +58,5 @@ async def test_presence_version_and_retire(
         from broker.gateway.models import AgentKey
 
         key = await db.get(AgentKey, agent.device_id)
-    assert key is not None and key.revoked_at is not None
+    assert key is not None
+    assert key.revoked_at is not None

@@ -112,5 +112,5 @@ def test_unknown_provider(capsys: pytest.CaptureFixture[str]) -> None:
 def test_provider_without_credentials(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["provider", "check", "meshcentral"]) == 1
     err = capsys.readouterr().err
-    assert "supportbroker: error: provider 'meshcentral' is not configured" in err
+    assert "supportbroker: error: meshcentral is not set up yet: " in err
     assert "LOGIN_KEY or _PASSWORD" in err

@@ -202,8 +202,17 @@ async def test_page_draws_every_report_with_chartjs(browser: httpx.AsyncClient) 
     }
     assert charts["technicians"]["labels"] == ["Alice", "Bob"]
     assert charts["technicians"]["values"] == [4, 3]
-    assert charts["consent_time"]["labels"] == ["median_seconds", "p90_seconds"]
+    assert charts["consent_time"]["labels"] == ["Median", "90th percentile"]
     assert charts["consent_time"]["values"] == [75.0, 120]
+    # Shares are drawn and shown as percentages, durations with their unit (4 of 7 ended).
+    assert charts["outcomes"]["unit"] == "% of sessions"
+    assert (
+        dict(zip(charts["outcomes"]["labels"], charts["outcomes"]["values"], strict=True))["ended"]
+        == 57.1
+    )
+    assert "<td>57.1 %</td>" in page.text
+    assert "<td>1 min 15 s</td>" in page.text and "<td>2 min 0 s</td>" in page.text
+    assert "median_seconds" not in page.text and "0.5714" not in page.text
     assert '<strong id="average-rating">3.75</strong>' in page.text
     for name in charts:
         assert f'href="/ui/reports/{name}.csv?{RANGE.replace("&", "&amp;")}"' in page.text
