@@ -53,6 +53,17 @@ async def test_users_tokens_groups_enrollment_status(app: Any) -> None:
         "/ui/admin/tokens", {"name": "bad", "system": "zammad", "scopes": "users:admin"}
     )
     assert too_much.status_code == 422
+    # A user's token is listed under the user's name, never their id.
+    mine = await b.post("/ui/admin/tokens", {"name": "tina-cli", "owner": tina.id})
+    assert mine.status_code == 200, mine.text
+    assert "Tina Tech" in mine.text
+    assert f"user {tina.id}" not in mine.text
+    # The new-user form starts on the least powerful staff role; no role given: technician.
+    users_page = (await b.get("/ui/admin/users")).text
+    assert "<option selected>technician</option>" in users_page
+    assert (await b.post("/ui/admin/users", {"username": "noro"})).status_code == 200
+    async with app.state.sessionmaker() as db:
+        assert (await get_user_by_name(db, "noro")).role == "technician"
 
     group_page = await b.post(
         "/ui/admin/groups",
@@ -102,6 +113,9 @@ async def test_users_tokens_groups_enrollment_status(app: Any) -> None:
     assert status.status_code == 200
     for provider in ("null", "meshcentral", "anydesk"):
         assert f"<td>{provider}</td>" in status.text
+    # Not set up: the setting to give, not validation text.
+    assert "meshcentral is not set up yet: set SUPPORTBROKER_PROVIDER_MESHCENTRAL_" in status.text
+    assert "Field required" not in status.text
 
     types = [t for t, _ in await audit_events(app, "_system")]
     for expected in (
