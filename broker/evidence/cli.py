@@ -1,6 +1,6 @@
 """``supportbroker audit ...``: verify evidence, export a bundle, erase, rotate, publish.
 
-``audit verify BUNDLE --public-key KEY`` needs no database (it is ``python -m audit verify``);
+``audit verify BUNDLE --public-key KEY`` needs no database (``python -m audit`` runs the same);
 the others work on the broker's configured database and keys.
 """
 
@@ -52,7 +52,7 @@ async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
     key = args.out.with_name(args.out.name + ".vkey")
     key.write_text(log.signer.verifier.encode() + "\n")
     print(f"wrote {args.out} ({len(data)} bytes) and its public key {key}")
-    print(f"verify with: python -m audit verify {args.out} --public-key {key}")
+    print(f"verify with: supportbroker audit verify {args.out} --public-key {key}")
     return 0
 
 

@@ -65,7 +65,7 @@ async def ticket_events(
 async def export_bundle(
     system: System, external_id: External, body: ExportIn, principal: Auditor, db: DbSession
 ) -> Response:
-    """The ticket's evidence bundle (zip); verify it with ``python -m audit verify``."""
+    """The ticket's evidence bundle (zip); verify it with ``supportbroker audit verify``."""
     data = await queries.export(
         db,
         principal,

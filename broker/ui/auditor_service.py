@@ -278,6 +278,9 @@ class CheckpointView:
     fingerprint: str
     published_ok: bool
     published_detail: str
+    # No checkpoint has been copied outside the database yet: neither OK nor a problem, and
+    # the page says only that (never "OK" beside "nothing published yet").
+    nothing_published: bool = False
 
 
 async def checkpoint_view(db: AsyncSession) -> CheckpointView | None:
@@ -286,6 +289,7 @@ async def checkpoint_view(db: AsyncSession) -> CheckpointView | None:
     if latest is None:
         return None
     status = await queries.compare_with_published(db)
+    nothing = log.publisher is None or log.publisher.latest() is None
     text, _, signed = latest.note.partition("\n\n")
     return CheckpointView(
         origin=latest.origin,
@@ -297,6 +301,7 @@ async def checkpoint_view(db: AsyncSession) -> CheckpointView | None:
         fingerprint=log.signer.verifier.fingerprint,
         published_ok=status.ok,
         published_detail=status.detail,
+        nothing_published=nothing,
     )
 
 

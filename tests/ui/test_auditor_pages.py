@@ -438,3 +438,22 @@ async def test_search_filters_and_pages(
     admin_page = await world["browsers"]["admin"].get("/ui/audit/sessions")
     assert _ids(admin_page.text) == set()
     assert "/ui/audit/tickets/helpdesk/HD-4711/erase" in admin_page.text
+
+
+async def test_checkpoint_page_gives_one_answer_about_publishing(app: Any, world: Any) -> None:
+    """Never "OK" beside "nothing published yet": before publishing the page says only that;
+    after, the comparison made now (the start-up check is shown only when it alarmed)."""
+    from broker.tasks import publish_checkpoint
+
+    auditor: Browser = world["browsers"]["auditor"]
+    before = (await auditor.get("/ui/audit/checkpoint")).text
+    status = before.split('id="published-status">', 1)[1].split("</dd>", 1)[0]
+    if app.state.audit_log.publisher is None:
+        pytest.skip("this app publishes no checkpoints")
+    assert "Not published yet" in status and "OK" not in status
+    assert "background check" not in before
+    await publish_checkpoint(app)
+    after = (await auditor.get("/ui/audit/checkpoint")).text
+    status = after.split('id="published-status">', 1)[1].split("</dd>", 1)[0]
+    assert "OK" in status and "at the published checkpoint" in status
+    assert "published yet" not in after
