@@ -9,7 +9,9 @@ token is shown once, on the page that answers the form.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -131,6 +133,7 @@ async def _group_page(
         group=group,
         members=members,
         candidates=candidates,
+        gateway_address=gateway_address(request),
         **extra,
     )
 
@@ -236,16 +239,29 @@ async def enrollment_token(
         if not exc.keep_changes:
             await db.rollback()
         return await _group_page(request, db, group_id, 422, error=exc.detail)
-    settings = request.app.state.settings
     running = getattr(request.app.state, "gateway", None)
-    where = f"{settings.gateway_host}:{running.port if running else settings.gateway_port}"
     return await _group_page(
         request,
         db,
         group_id,
         secret={
-            "what": f"Enrollment token for {issued.group} (valid until {issued.expires_at})",
+            "what": f"Enrollment token for {issued.group}",
+            "until": datetime.fromisoformat(issued.expires_at),  # shown in the reader's zone
             "value": issued.token,
         },
-        enrollment={"gateway": where, "fingerprint": running.fingerprint if running else None},
+        enrollment={
+            "gateway": gateway_address(request),
+            "fingerprint": running.fingerprint if running else None,
+        },
     )
+
+
+def gateway_address(request: Request) -> str:
+    """Where a device's agent dials: the gateway's host, or the host users reach the broker
+    by when the gateway listens on every address (0.0.0.0 is no place to dial)."""
+    settings = request.app.state.settings
+    running = getattr(request.app.state, "gateway", None)
+    host = settings.gateway_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
+        host = urlsplit(settings.base_url).hostname or "localhost"
+    return f"{host}:{running.port if running else settings.gateway_port}"

@@ -99,6 +99,12 @@ async def test_users_tokens_groups_enrollment_status(app: Any) -> None:
     enrolled = await b.post(group_url + "/enrollment-token", {"hours": "2"})
     assert enrolled.status_code == 200
     enrollment = _secret(enrolled.text)
+    # The command to run on the device, ready to copy, with this token and the gateway.
+    running = getattr(app.state, "gateway", None)
+    address = f"{app.state.settings.gateway_host}:{running.port if running else 2222}"
+    command = f"supportbroker-agent enroll --broker {address} --token {enrollment}"
+    assert command in enrolled.text
+    assert "valid until <time datetime=" in enrolled.text
     async with app.state.sessionmaker() as db:
         row = (
             await db.execute(
