@@ -16,7 +16,7 @@ from audit.checkpoint import SignedCheckpoint, parse_checkpoint
 from audit.errors import VerificationError
 from audit.keyring import Keyring
 from audit.merkle import Frontier
-from audit.records import Record
+from audit.records import Record, to_micros
 from audit.sealing import open_record
 from audit.verify import row_to_record
 
@@ -62,7 +62,44 @@ async def read_stream(
     conn: AsyncConnection, log_id: str, keyring: Keyring, stream: str
 ) -> list[ReadRecord]:
     """A stream's records with decrypted payloads (``None`` where the key was destroyed)."""
-    records = await read_records(conn, stream=stream)
+    return await _opened(conn, log_id, keyring, await read_records(conn, stream=stream))
+
+
+@dataclass(frozen=True)
+class StreamQuery:
+    """A page of one stream's records, newest first, by event type and time (inclusive
+    ``since``, exclusive ``until``)."""
+
+    stream: str
+    event_types: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+async def search_stream(
+    conn: AsyncConnection, log_id: str, keyring: Keyring, query: StreamQuery
+) -> tuple[list[ReadRecord], bool]:
+    """The page of records ``query`` asks for, decrypted, and whether more follow. It walks
+    the stream's (stream, seq) index newest first; no count over the whole stream."""
+    c = schema.records.c
+    stmt = select(*RECORD_COLUMNS).where(c.stream == query.stream)
+    if query.event_types:
+        stmt = stmt.where(c.event_type.in_(query.event_types))
+    if query.since is not None:
+        stmt = stmt.where(c.occurred_at_us >= to_micros(query.since))
+    if query.until is not None:
+        stmt = stmt.where(c.occurred_at_us < to_micros(query.until))
+    stmt = stmt.order_by(c.stream_seq.desc()).limit(query.limit + 1).offset(query.offset)
+    found = [row_to_record(row) for row in await conn.execute(stmt)]
+    opened = await _opened(conn, log_id, keyring, found[: query.limit])
+    return opened, len(found) > query.limit
+
+
+async def _opened(
+    conn: AsyncConnection, log_id: str, keyring: Keyring, records: list[Record]
+) -> list[ReadRecord]:
     ciphers = await keyring.live(conn, {r.key_id for r in records})
     out = []
     for r in records:

@@ -130,6 +130,12 @@ class AuditLog:
         """A stream's records with decrypted payloads (``None`` where the key was destroyed)."""
         return await reader.read_stream(conn, self.log_id, self.keyring, stream)
 
+    async def search_stream(
+        self, conn: AsyncConnection, query: reader.StreamQuery
+    ) -> tuple[list[ReadRecord], bool]:
+        """A page of one stream's decrypted records, newest first, and whether more follow."""
+        return await reader.search_stream(conn, self.log_id, self.keyring, query)
+
     async def latest_checkpoint(self, conn: AsyncConnection) -> SignedCheckpoint | None:
         return await reader.latest_checkpoint(conn)
 

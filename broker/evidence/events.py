@@ -183,3 +183,32 @@ _BY_NAME: dict[str, EventType] = {member.value: member for member in EventType}
 def event_named(name: str) -> EventType | None:
     """The catalogue's member for ``name`` (None when the catalogue has no such event)."""
     return _BY_NAME.get(name)
+
+
+# What an auditor looks for first among the log's own (``_system``) events: refusals,
+# failed sign-ins and codes, lockouts and alarms.
+SECURITY_EVENTS = frozenset(
+    {
+        EventType.consent_code_rejected,
+        EventType.consent_locked,
+        EventType.consent_lockout,
+        EventType.policy_denied,
+        EventType.ticket_access_denied,
+        EventType.connector_webhook_rejected,
+        EventType.auth_login_failed,
+        EventType.auth_lockout,
+        EventType.auth_password_change_failed,
+        EventType.auth_token_rejected,
+        EventType.auth_csrf_rejected,
+        EventType.auth_permission_denied,
+        EventType.agent_enrollment_refused,
+        EventType.provider_alert,
+    }
+)
+
+
+def event_words(name: str) -> str:
+    """An event type as a reader says it ("The end user refused the request"); the name
+    itself for a type the catalogue does not know."""
+    found = event_named(name)
+    return name if found is None else found.meaning[:1].upper() + found.meaning[1:]

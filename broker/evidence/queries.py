@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from audit.checkpoint import SignedCheckpoint
 from audit.errors import AuditError
 from audit.merkle import verify_consistency
+from audit.reader import StreamQuery
 from audit.store import AuditLog, ReadRecord
 from audit.verify import VerifyReport
 from broker.errors import Conflict, NotFound, ValidationFailed
-from broker.evidence.events import EventType
+from broker.evidence.events import SECURITY_EVENTS, EventType, event_named
 from broker.evidence.service import (
     SYSTEM_STREAM,
     Actor,
@@ -76,6 +78,63 @@ async def timeline(db: AsyncSession, principal: Caller, stream: str) -> Timeline
         data={"records": len(raw)},
     )
     return Timeline(stream, records, problem is None, problem)
+
+
+def system_filter(kind: str, since: str, until: str) -> tuple[tuple[str, ...], Any, Any]:
+    """The system-event search as typed: ``kind`` is ``security`` (the default), ``all`` or
+    one event type of the catalogue; ``since``/``until`` are days (YYYY-MM-DD, inclusive,
+    UTC). Anything else is a 422 that says what to give."""
+    if kind in ("", "security"):
+        types: tuple[str, ...] = tuple(sorted(SECURITY_EVENTS))
+    elif kind == "all":
+        types = ()
+    elif event_named(kind) is not None:
+        types = (kind,)
+    else:
+        raise ValidationFailed(
+            f"event_type: {kind!r} is not an event type; give 'security', 'all' or a name "
+            "from the catalogue (docs/AUDIT.md)"
+        )
+    first, last = _day(since, "since"), _day(until, "until")
+    if first is not None and last is not None and last < first:
+        raise ValidationFailed("until: the end of the range is before its start")
+    start = datetime.combine(first, time.min, UTC) if first else None
+    end = datetime.combine(last + timedelta(days=1), time.min, UTC) if last else None
+    return types, start, end
+
+
+def _day(value: str, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationFailed(f"{name}: give a date as YYYY-MM-DD") from exc
+
+
+async def system_events(
+    db: AsyncSession,
+    principal: Caller,
+    *,
+    event_types: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[ReadRecord], bool]:
+    """A page of the log's own (``_system``) events, newest first, and whether more follow.
+    Reading them is recorded like reading a timeline."""
+    log = audit_log_of(db)
+    query = StreamQuery(SYSTEM_STREAM, event_types, since, until, limit, offset)
+    found, more = await log.search_stream(await db.connection(), query)
+    await record_event(
+        db,
+        EventType.audit_timeline_viewed,
+        ticket=None,
+        actor=principal.actor(),
+        data={"stream": SYSTEM_STREAM, "records": len(found), "event_types": list(event_types)},
+    )
+    return found, more
 
 
 async def verify_all(

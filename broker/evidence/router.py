@@ -1,6 +1,7 @@
 """The audit API: a ticket's timeline, whole-log verification, checkpoints, export, erasure.
 
-Auditors read (scope ``audit:read``); erasure is an admin's (``users:admin``) and is itself a
+Auditors read (scope ``audit:read``), the log's own ``_system`` events too
+(``GET /audit/system/events``); erasure is an admin's (``users:admin``) and is itself a
 sealed record. The public verifier key is public: third parties need it to check bundles.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from broker.auth.deps import require
@@ -23,6 +24,7 @@ from broker.evidence.schemas import (
     EraseOut,
     EventOut,
     ExportIn,
+    SystemEventsOut,
     TimelineOut,
     VerifyOut,
 )
@@ -58,6 +60,42 @@ async def ticket_events(
             )
             for r in found.records
         ],
+    )
+
+
+@router.get("/system/events")
+async def system_events(
+    *,
+    principal: Auditor,
+    db: DbSession,
+    event_type: Annotated[str, Query(max_length=100)] = "security",
+    since: Annotated[str, Query(max_length=10)] = "",
+    until: Annotated[str, Query(max_length=10)] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> SystemEventsOut:
+    """The log's own events (``_system``: sign-ins, refusals, lockouts, changes), newest
+    first; ``event_type`` is ``security`` (default), ``all`` or one catalogue name."""
+    types, start, end = queries.system_filter(event_type, since, until)
+    found, more = await queries.system_events(
+        db, principal, event_types=types, since=start, until=end, limit=limit, offset=offset
+    )
+    return SystemEventsOut(
+        events=[
+            EventOut(
+                position=r.position,
+                record_id=r.record_id,
+                seq=r.stream_seq,
+                event_type=r.event_type,
+                occurred_at=r.occurred_at,
+                erased=r.erased,
+                payload=r.payload,
+            )
+            for r in found
+        ],
+        limit=limit,
+        offset=offset,
+        has_more=more,
     )
 
 

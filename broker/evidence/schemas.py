@@ -20,6 +20,13 @@ class EventOut(BaseModel):
     payload: dict[str, Any] | None
 
 
+class SystemEventsOut(BaseModel):
+    events: list[EventOut]
+    limit: int
+    offset: int
+    has_more: bool
+
+
 class TimelineOut(BaseModel):
     stream: str
     integrity_ok: bool

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVarTuple, cast
 
-from sqlalchemy import CursorResult, Select, func, select, update
+from sqlalchemy import CursorResult, Select, func, or_, select, update
 
 from broker.auth.models import User
 from broker.db.repository import Repository
@@ -53,6 +53,8 @@ class SessionFilter:
     member_id: str | None = None
     # Only sessions in one of these states (the live queue: the open ones).
     states: frozenset[SessionState] | None = None
+    # Any part of the ticket's id or subject, case-insensitive (the auditor's search box).
+    ticket_text: str | None = None
 
 
 class SessionRepository(Repository[RemoteSession]):
@@ -192,4 +194,13 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
         stmt = stmt.where(RemoteSession.device_id.in_(devices))
     if f.states is not None:
         stmt = stmt.where(RemoteSession.state.in_([s.value for s in f.states]))
+    if f.ticket_text:
+        escaped = f.ticket_text.lower().replace("\\", "\\\\").replace("%", "\\%")
+        pattern = "%" + escaped.replace("_", "\\_") + "%"
+        stmt = stmt.where(
+            or_(
+                func.lower(Ticket.external_id).like(pattern, escape="\\"),
+                func.lower(Ticket.subject).like(pattern, escape="\\"),
+            )
+        )
     return stmt

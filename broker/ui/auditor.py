@@ -6,6 +6,8 @@
 - ``GET /ui/audit/tickets/{system}/{external_id}``: the timeline with per-record integrity
 - ``POST /ui/audit/tickets/{system}/{external_id}/bundle``: the evidence bundle (audited)
 - ``GET|POST /ui/audit/tickets/{system}/{external_id}/erase``: admins crypto-shred content
+- ``GET /ui/audit/security``: the log's own (``_system``) events: security events by default,
+  or every event, or one type; a date range; paged, newest first
 - ``GET /ui/audit/checkpoint``, ``POST /ui/audit/checkpoint/verify``: signed head, key, verify
 
 Thin: admit the caller (``auditor_web.admit``), call one service function, render. Every POST
@@ -14,7 +16,8 @@ is a form carrying ``csrf_token``; the cookie authentication refuses it without.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -24,6 +27,7 @@ from broker.auth.deps import OptionalPrincipal
 from broker.db.session import DbSession
 from broker.errors import BrokerError, ValidationFailed
 from broker.evidence import queries
+from broker.evidence.events import EventType, event_words
 from broker.evidence.schemas import EraseIn, ExportIn
 from broker.gateway import replay
 from broker.sessions.schemas import TicketId, TicketSystem
@@ -74,6 +78,60 @@ async def search_sessions(
     except ValidationFailed as exc:
         return page(request, "auditor/sessions.html", 422, error=exc.detail, **context)
     return page(request, "auditor/sessions.html", result=result, **context)
+
+
+SECURITY_PAGE = 50
+
+
+def _actor(payload: Any) -> str:
+    who = (payload or {}).get("actor")
+    if not isinstance(who, dict):
+        return ""
+    name, role, ip = who.get("name") or who.get("kind") or "", who.get("role"), who.get("ip")
+    return f"{name}{f' ({role})' if role else ''}{f' from {ip}' if ip else ''}"
+
+
+@router.get(BASE + "/security", response_model=None)
+async def security_events(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    event_type: Text = "security",
+    since: Text = "",
+    until: Text = "",
+    page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    form = {"event_type": event_type, "since": since, "until": until}
+
+    def query(n: int) -> str:
+        return urlencode({**{k: v for k, v in form.items() if v}, "page": n})
+
+    context: dict[str, Any] = {
+        "form": form,
+        "kinds": [(t.value, event_words(t.value)) for t in sorted(EventType, key=str)],
+        "actor": _actor,
+        "query": query,
+        "page_no": page_no,
+        "events": None,
+    }
+    try:
+        types, start, end = queries.system_filter(event_type, since, until)
+        found, more = await queries.system_events(
+            db,
+            who,
+            event_types=types,
+            since=start,
+            until=end,
+            limit=SECURITY_PAGE,
+            offset=(page_no - 1) * SECURITY_PAGE,
+        )
+    except ValidationFailed as exc:
+        return page(request, "auditor/security.html", 422, error=exc.detail, **context)
+    context.update(events=found, has_next=more)
+    return page(request, "auditor/security.html", **context)
 
 
 @router.get(BASE + "/sessions/{session_id}", response_model=None)

@@ -91,10 +91,12 @@ def _day(value: str, name: str) -> date | None:
 def to_filter(form: SearchForm) -> SessionFilter:
     """The form as a session filter; the date range is inclusive of both days (UTC)."""
     system: str | None = None
-    external_id: str | None = form.ticket.strip() or None
-    if external_id is not None and ":" in external_id:
-        system, _, external_id = external_id.partition(":")
+    external_id: str | None = None
+    typed = form.ticket.strip() or None
+    if typed is not None and ":" in typed:  # system:id names one ticket exactly
+        system, _, external_id = typed.partition(":")
         system, external_id = system.strip() or None, external_id.strip() or None
+        typed = None
     state = None
     if form.state:
         try:
@@ -109,6 +111,7 @@ def to_filter(form: SearchForm) -> SessionFilter:
     return SessionFilter(
         system=system,
         external_id=external_id,
+        ticket_text=typed,  # any part of the ticket's id or subject
         technician_id=form.technician or None,
         device_id=form.device or None,
         provider=form.provider or None,

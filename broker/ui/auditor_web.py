@@ -15,6 +15,7 @@ Who sees what (PRODUCT.md: the auditor reads, the admin is not trusted by the lo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import web
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.errors import BrokerError
+from broker.evidence.events import event_words
 from broker.ui.common import when
 
 templates = Jinja2Templates(directory=Path(web.__file__).parent / "templates")
@@ -42,6 +44,33 @@ def _when(moment: datetime | None) -> Markup:
 
 
 templates.env.filters["when"] = _when
+# Event names as words ("The end user refused the request"), from the catalogue.
+templates.env.filters["event_words"] = event_words
+
+
+def payload_rows(payload: Any) -> list[tuple[str, str]]:
+    """A record's payload as label/value rows for a table: nested objects flattened with
+    dotted labels, lists joined, so an auditor reads it without parsing JSON."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, list):
+            text = ", ".join(str(v) for v in value if not isinstance(v, dict | list))
+            nested = [v for v in value if isinstance(v, dict | list)]
+            rows.append((prefix, text if not nested else json.dumps(value, ensure_ascii=False)))
+        else:
+            rows.append((prefix, "—" if value is None or value == {} else str(value)))
+
+    walk("", payload or {})
+    return rows
+
+
+templates.env.globals["payload_rows"] = payload_rows
+
+
 Rule = Callable[[Principal], bool]
 
 

@@ -326,6 +326,12 @@ ROWS: tuple[Row, ...] = (
         allow("GET", 200, AUDITOR),
     ),
     Row(
+        "GET",
+        f"{c.V1}/audit/system/events",
+        c.fixed("GET", f"{c.V1}/audit/system/events"),
+        allow("GET", 200, AUDITOR),
+    ),
+    Row(
         "GET", f"{c.V1}/audit/public-key", c.fixed("GET", f"{c.V1}/audit/public-key"), everyone(200)
     ),
     # connectors: the webhook's credential is its signature, not a token

@@ -26,9 +26,11 @@ from tests.factories import (
     PASSWORDS,
     Desk,
     audit_events,
+    bearer,
     consent_token,
     make_desk,
     make_device,
+    make_token,
     make_user,
     open_session,
     update_session_row,
@@ -85,7 +87,12 @@ async def world(app: Any, client: httpx.AsyncClient) -> AsyncIterator[dict[str, 
         "technician": await _browser(app, desk.tech),
         "anonymous": await _browser(app, None),
     }
-    yield {"desk": desk, "session": created["id"], "browsers": browsers}
+    yield {
+        "desk": desk,
+        "session": created["id"],
+        "browsers": browsers,
+        "users": {"auditor": auditor},
+    }
     for b in browsers.values():
         await b.client.aclose()
 
@@ -99,6 +106,7 @@ def _get_pages(sid: str) -> dict[str, set[str]]:
         TIMELINE: {"auditor"},
         f"{TIMELINE}/erase": {"admin"},
         "/ui/audit/checkpoint": {"auditor"},
+        "/ui/audit/security": {"auditor"},
         "/ui/reports": {"auditor", "admin"},
         "/ui/reports/technicians.csv": {"auditor", "admin"},
     }
@@ -414,6 +422,11 @@ async def test_search_filters_and_pages(
     assert await found("") == {first, b["id"], c["id"]}
     assert await found("ticket=HD-4711") == {first, c["id"]}
     assert await found("ticket=zammad:Z-2") == {b["id"]}
+    # Any part of the ticket's id or its subject, in any case.
+    assert await found("ticket=4711") == {first, c["id"]}
+    assert await found("ticket=z-") == {b["id"]}
+    assert await found("ticket=PRINT") == {first, c["id"]}
+    assert await found("ticket=%25") == set()  # a LIKE wildcard is only a character
     assert await found(f"technician={other.tech.id}") == {c["id"]}
     assert await found(f"device={second_device.id}") == {b["id"]}
     assert await found("provider=anydesk") == {c["id"]}
@@ -459,3 +472,56 @@ async def test_checkpoint_page_gives_one_answer_about_publishing(app: Any, world
     assert "OK" in status
     assert "at the published checkpoint" in status
     assert "published yet" not in after
+
+
+async def test_security_events_page_and_api(
+    app: Any, client: httpx.AsyncClient, world: Any
+) -> None:
+    """A failed sign-in lands in the log's own stream; auditors find it on the page (in
+    words, details as a table, raw JSON on demand) and through the API; paging works."""
+    for _ in range(3):
+        failed = await client.post(
+            "/api/v1/auth/login", json={"username": "mallory", "password": "wrong-password-1"}
+        )
+        assert failed.status_code == 401
+    auditor: Browser = world["browsers"]["auditor"]
+    page = await auditor.get("/ui/audit/security")
+    assert page.status_code == 200, page.text
+    assert 'data-event="auth.login_failed"' in page.text
+    assert "A sign-in failed (password, second factor, SSO)" in page.text
+    assert "mallory" in page.text
+    assert "Raw JSON" in page.text
+    assert '<th scope="row">' in page.text
+    assert 'data-event="auth.login"' not in page.text  # successful sign-ins are not security
+    every = await auditor.get("/ui/audit/security?event_type=all")
+    assert 'data-event="auth.login"' in every.text
+    bad = await auditor.get("/ui/audit/security?event_type=nonsense")
+    assert bad.status_code == 422
+    assert "catalogue" in bad.text
+
+    token = await make_token(app, world["users"]["auditor"], scopes=["audit:read"])
+    api = await client.get(
+        "/api/v1/audit/system/events",
+        params={"event_type": "auth.login_failed", "limit": 2},
+        headers=bearer(token),
+    )
+    assert api.status_code == 200, api.text
+    body = api.json()
+    assert [e["event_type"] for e in body["events"]] == ["auth.login_failed"] * 2
+    assert body["has_more"] is True
+    rest = await client.get(
+        "/api/v1/audit/system/events",
+        params={"event_type": "auth.login_failed", "limit": 2, "offset": 2},
+        headers=bearer(token),
+    )
+    assert len(rest.json()["events"]) == 1
+    assert rest.json()["has_more"] is False
+    old = await client.get(
+        "/api/v1/audit/system/events", params={"until": "2001-01-01"}, headers=bearer(token)
+    )
+    assert old.json()["events"] == []
+    wrong = await client.get(
+        "/api/v1/audit/system/events", params={"since": "yesterday"}, headers=bearer(token)
+    )
+    assert wrong.status_code == 422
+    assert set(wrong.json()) >= {"error", "detail"}
