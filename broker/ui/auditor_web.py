@@ -56,7 +56,8 @@ def payload_rows(payload: Any) -> list[tuple[str, str]]:
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict) and value:
             for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+                words = str(key).replace("_", " ")
+                walk(f"{prefix} › {words}" if prefix else words, inner)
         elif isinstance(value, list):
             text = ", ".join(str(v) for v in value if not isinstance(v, dict | list))
             nested = [v for v in value if isinstance(v, dict | list)]

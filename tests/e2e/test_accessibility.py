@@ -139,6 +139,7 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
                 "/ui/audit/sessions",
                 "/ui/audit/tickets/helpdesk/HD-4711",
                 "/ui/audit/checkpoint",
+                "/ui/audit/security?event_type=all",
                 "/ui/reports",
             ],
         },

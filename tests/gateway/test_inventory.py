@@ -5,15 +5,23 @@ revokes its key, so the agent cannot dial in again."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from agent import __version__ as agent_version
+from tests.e2e.conftest import chromium  # noqa: F401 - the real Chromium fixture
 from tests.factories import bearer
 from tests.gateway.helpers import ScriptedPrompter, enrolled_agent
 
 API = "/api/v1/devices"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def httpx_client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://broker.test")
 
 
 async def _device(client: httpx.AsyncClient, token: str, device_id: str) -> dict[str, Any]:
@@ -60,3 +68,41 @@ async def test_presence_version_and_retire(
         key = await db.get(AgentKey, agent.device_id)
     assert key is not None
     assert key.revoked_at is not None
+
+
+async def test_technician_sees_the_agent_online_in_chromium(
+    app: Any,
+    gateway: Any,
+    people: Any,
+    live_url: str,
+    chromium: Any,  # noqa: F811 - the fixture imported above
+    tmp_path: Any,
+    db_url: str,
+) -> None:
+    """The technician's picker and device pages say "online" (and the agent's version) for
+    a device whose real agent holds its link; logged in through the form."""
+    if db_url.startswith("postgresql"):
+        pytest.skip("the pages run on SQLite here; the API test covers both databases")
+    from tests.browser_login import Logins
+    from tests.factories import PASSWORDS
+
+    agent = await enrolled_agent(app, gateway, tmp_path, people["group"].name, ScriptedPrompter())
+    logins = Logins(chromium, live_url)
+    try:
+        await _until(httpx_client(app), people["admin_token"], agent.device_id, online=True)
+        tech = people["tech"]
+        page = await (await logins.context(tech.username, PASSWORDS[tech.id])).new_page()
+        await page.goto(live_url + "/ui/new")
+        picker = page.get_by_label("Device", exact=True)
+        options = await picker.locator("option").all_inner_texts()
+        assert any(o.endswith("· online") for o in options), options
+        await picker.select_option(agent.device_id)
+        await page.screenshot(path=str(ARTIFACTS / "devices-10-picker-online.png"), full_page=True)
+        await page.goto(live_url + f"/ui/devices/{agent.device_id}")
+        facts = await page.locator("dl").inner_text()
+        assert "online" in facts
+        assert agent_version in facts
+        await page.screenshot(path=str(ARTIFACTS / "devices-11-agent-online.png"), full_page=True)
+    finally:
+        await logins.close()
+        await agent.stop()

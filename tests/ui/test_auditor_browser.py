@@ -111,3 +111,48 @@ async def test_auditor_sees_green_timeline_replays_and_reads_charts(
     assert drawn == [1]
     await page.screenshot(path=str(ARTIFACTS / "reports.png"), full_page=True)
     assert logins.errors == []
+
+
+async def test_auditor_searches_reads_words_and_security_events(
+    app: Any, client: httpx.AsyncClient, live_url: str, logins: Logins
+) -> None:
+    """Search by a part of the subject; the timeline in words with a details table (raw
+    JSON on demand); a failed sign-in found among the log's own events; local times."""
+    desk = await make_desk(app)
+    created = await open_session(
+        client, desk, ticket={"system": "helpdesk", "external_id": "HD-5150", "subject": "Scanner"}
+    )
+    await client.post(
+        f"/api/v1/consent/{consent_token(created)}/decision",
+        json={"decision": "approve", "name": "Erin"},
+    )
+    failed = await client.post(
+        "/api/v1/auth/login", json={"username": "mallory", "password": "not-the-password"}
+    )
+    assert failed.status_code == 401
+    auditor, password = await make_user(app, "auditor")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = await logins.open(auditor.username, password, "/ui/audit/sessions")
+    await page.get_by_label("Ticket id or subject (any part)").fill("scan")
+    await page.get_by_role("button", name="Search").click()
+    await page.get_by_text("helpdesk:HD-5150").wait_for()
+    await page.get_by_role("link", name="Ticket timeline").click()
+    await page.wait_for_selector('[data-integrity="ok"]')
+    row = page.locator("tr[data-position]", has_text="The consent receipt: who decided what").first
+    await row.wait_for()
+    await row.get_by_text("Details").click()
+    assert "Erin" in await row.locator("table.payload").inner_text()
+    await row.get_by_text("Raw JSON").click()
+    assert '"decision"' in await row.locator("pre").inner_text()
+    when = row.locator("time").first
+    assert "UTC" in (await when.get_attribute("title") or "")
+    await page.screenshot(path=str(ARTIFACTS / "auditor-words.png"), full_page=True)
+
+    await page.get_by_role("link", name="Security events").click()
+    found = page.locator('tr[data-event="auth.login_failed"]').first
+    await found.wait_for()
+    assert "A sign-in failed" in await found.inner_text()
+    await found.get_by_text("Details").click()
+    assert "mallory" in await found.locator("table.payload").inner_text()
+    await page.screenshot(path=str(ARTIFACTS / "auditor-security.png"), full_page=True)
+    assert logins.errors == []
