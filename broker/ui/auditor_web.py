@@ -16,8 +16,9 @@ Who sees what (PRODUCT.md: the auditor reads, the admin is not trusted by the lo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,6 +49,18 @@ templates.env.filters["when"] = _when
 templates.env.filters["event_words"] = event_words
 
 
+ISO_MOMENT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def _moment(value: str) -> str:
+    """A timestamp inside a payload, shown like every other time (the reader's zone)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return when(moment if moment.tzinfo else moment.replace(tzinfo=UTC), seconds=True)
+
+
 def payload_rows(payload: Any) -> list[tuple[str, str]]:
     """A record's payload as label/value rows for a table: nested objects flattened with
     dotted labels, lists joined, so an auditor reads it without parsing JSON."""
@@ -57,11 +70,13 @@ def payload_rows(payload: Any) -> list[tuple[str, str]]:
         if isinstance(value, dict) and value:
             for key, inner in value.items():
                 words = str(key).replace("_", " ")
-                walk(f"{prefix} › {words}" if prefix else words, inner)
+                walk(f"{prefix} · {words}" if prefix else words, inner)
         elif isinstance(value, list):
             text = ", ".join(str(v) for v in value if not isinstance(v, dict | list))
             nested = [v for v in value if isinstance(v, dict | list)]
             rows.append((prefix, text if not nested else json.dumps(value, ensure_ascii=False)))
+        elif isinstance(value, str) and ISO_MOMENT.match(value):
+            rows.append((prefix, _moment(value)))
         else:
             rows.append((prefix, "—" if value is None or value == {} else str(value)))
 

@@ -525,3 +525,13 @@ async def test_security_events_page_and_api(
     )
     assert wrong.status_code == 422
     assert set(wrong.json()) >= {"error", "detail"}
+
+
+async def test_timeline_reads_in_words_with_a_details_table(world: Any) -> None:
+    page = (await world["browsers"]["auditor"].get(TIMELINE)).text
+    assert "The consent receipt: who decided what, from where, until" in page
+    assert '<code class="muted">consent.decided</code>' in page
+    # Payload fields as rows; a timestamp inside is a <time>, never an ISO string as text.
+    row = page.split('<th scope="row">data · decided at</th><td>', 1)[1].split("</td>", 1)[0]
+    assert row.startswith('<time datetime="')
+    assert "Raw JSON" in page
