@@ -120,10 +120,16 @@ async def decide(request: Request, token: str, db: DbSession) -> Response:
         if str(k).startswith(ANSWER_PREFIX) and str(v).strip()
     }
     try:
-        body = DecisionIn(
-            decision=str(form.get("decision", "")),
-            name=str(form.get("name", "")),
-            answers=answers,
+        # The form lists each requested right as a ticked box: what is sent is granted
+        # (``rights_shown`` says the boxes were there, so none ticked means none granted).
+        granted = [str(v) for v in form.getlist("capability")] if form.get("rights_shown") else None
+        body = DecisionIn.model_validate(
+            {
+                "decision": str(form.get("decision", "")),
+                "name": str(form.get("name", "")),
+                "answers": answers,
+                "capabilities": granted,
+            }
         )
         await approval.decide(
             db,
@@ -133,6 +139,7 @@ async def decide(request: Request, token: str, db: DbSession) -> Response:
             answers=body.answers,
             ip=client_ip(request),
             user_agent=request.headers.get("user-agent"),
+            granted=None if body.capabilities is None else [c.value for c in body.capabilities],
         )
     except ValidationError as exc:
         return await _redisplay(request, db, token, _invalid(exc), 422)

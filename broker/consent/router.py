@@ -45,6 +45,7 @@ async def decide(token: Token, body: DecisionIn, request: Request, db: DbSession
         answers=body.answers,
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
+        granted=None if body.capabilities is None else [c.value for c in body.capabilities],
     )
     return ConsentOut.of(view)
 

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from broker.consent.service import ConsentView
 from broker.providers.offers import recording_of, recording_out
 from broker.sessions.schemas import Body, CleanText, RecordingOut, non_blank
-from broker.sessions.states import SessionState
+from broker.sessions.states import Capability, SessionState
 
 Name = Annotated[CleanText, Field(min_length=1, max_length=200), AfterValidator(non_blank)]
 S = SessionState
@@ -31,6 +31,9 @@ class DecisionIn(Body):
     answers: dict[
         Annotated[str, Field(max_length=100)], Annotated[CleanText, Field(max_length=2000)]
     ] = Field(default_factory=dict, max_length=50)
+    # The rights the end user grants, a subset of those requested (None: all of them).
+    # Approving with none left is a denial.
+    capabilities: Annotated[list[Capability], Field(max_length=10)] | None = None
 
 
 class RevokeIn(Body):

@@ -35,7 +35,7 @@ from broker.consent.service import ConsentView, IssuedConsent
 from broker.db.aftercommit import commit
 from broker.db.base import utcnow
 from broker.devices.models import Device
-from broker.errors import NotFound
+from broker.errors import NotFound, ValidationFailed
 from broker.evidence.service import Actor
 from broker.flows import comments
 from broker.gateway import service as gateway
@@ -150,10 +150,21 @@ async def decide(
     answers: dict[str, str],
     ip: str,
     user_agent: str | None,
+    granted: list[str] | None = None,
 ) -> ConsentView:
     """The end user approves or denies: the receipt first, then the session's move; an
-    approval is committed and its provider asked before this returns."""
+    approval is committed and its provider asked before this returns. ``granted``: the
+    rights the end user left ticked (None: all requested); the session gets only those,
+    the receipt states only those, and none left is a denial."""
     request, record, moved = await _opened(db, token)
+    decidable = request.decision is None and request.locked_at is None
+    if (
+        approve
+        and granted is not None
+        and decidable
+        and S(record.session.state) is S.awaiting_consent
+    ):
+        approve = await _grant(db, record, set(granted), moved=moved)
     now = utcnow()
     until = approved_until(now, record)
     current = await consent.decide(
@@ -181,6 +192,28 @@ async def decide(
     else:
         await sessions.deny(db, record, actor=actor, name=name, data={"receipt_digest": digest})
     return current
+
+
+async def _grant(
+    db: AsyncSession, record: SessionRecord, granted: set[str], *, moved: bool
+) -> bool:
+    """Narrow an approval to ``granted``; False (a denial) when nothing is left."""
+    requested = set(record.session.capabilities)
+    extra = sorted(granted - requested)
+    if extra:
+        raise ValidationFailed(
+            f"capabilities: not requested, so not yours to grant: {', '.join(extra)}",
+            keep_changes=moved,
+        )
+    if "control" in granted and "view" in requested and "view" not in granted:
+        raise ValidationFailed(
+            "capabilities: using mouse and keyboard needs seeing the screen too",
+            keep_changes=moved,
+        )
+    if not granted:
+        return False  # nothing left: a denial of the request as asked
+    await sessions.narrow_capabilities(db, record, granted)
+    return True
 
 
 async def device_decision(

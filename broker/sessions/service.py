@@ -458,6 +458,16 @@ async def rate_session(
     )
 
 
+async def narrow_capabilities(db: AsyncSession, record: SessionRecord, granted: set[str]) -> None:
+    """Keep only the rights the end user granted (before the approval seals and applies
+    them: the receipt, the provider's grant and the agent's all read the session's list)."""
+    session = record.session
+    kept = [c for c in session.capabilities if c in granted]
+    if kept != list(session.capabilities):
+        session.capabilities = kept
+        await db.flush()
+
+
 async def count_for_device(db: AsyncSession, device_id: str) -> int:
     """Sessions that name the device (ended ones too: their audit trail keeps it)."""
     return await SessionRepository(db).count_for_device(device_id)
