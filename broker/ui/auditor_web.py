@@ -85,6 +85,14 @@ def payload_rows(payload: Any) -> list[tuple[str, str]]:
 
 
 templates.env.globals["payload_rows"] = payload_rows
+# Recordings carry their times as ISO text: shown like every other time; in an <option>
+# (text only) as UTC words.
+templates.env.filters["when_iso"] = lambda value: _moment(str(value)) if value else ""
+templates.env.filters["utc_iso"] = lambda value: (
+    datetime.fromisoformat(str(value)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if value
+    else ""
+)
 
 
 Rule = Callable[[Principal], bool]

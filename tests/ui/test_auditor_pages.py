@@ -328,6 +328,9 @@ async def test_session_detail_lists_recordings(app: Any, world: Any) -> None:
     page = await world["browsers"]["auditor"].get(f"/ui/audit/sessions/{sid}")
     assert page.status_code == 200
     assert recording_id in page.text
+    # The recording's start is a <time> (the reader's zone), not its ISO text.
+    row = page.text.split(recording_id, 1)[1].split("</tr>", 1)[0]
+    assert '<td><time datetime="' in row
     assert "Erika Mustermann" in page.text  # the device owner
     missing = await world["browsers"]["auditor"].get("/ui/audit/sessions/nope")
     assert missing.status_code == 404
