@@ -5,7 +5,7 @@ last one it heard. A retired device stays (its sessions' audit trail names it) b
 from pickers, refused for new sessions, and its agent key is revoked.
 
 Revision ID: 0019_screens
-Revises: 0012_audit_tree
+Revises: 0018_oversight
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019_screens"
-down_revision: str | None = "0012_audit_tree"
+down_revision: str | None = "0018_oversight"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -26,6 +26,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("devices", schema=None) as batch_op:
+    # Drop in place: a batch rebuild of devices would break the foreign keys pointing at it.
+    with op.batch_alter_table("devices", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("retired_at")
         batch_op.drop_column("agent_version")
