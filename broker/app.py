@@ -205,6 +205,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
     _install_error_handlers(app)
     _include_routers(app)
+    from broker.openapi import install as describe_errors
+
+    describe_errors(app)
     return app
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -53,8 +53,9 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "migration": sorted(current)})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics in the text exposition format."""
     async with request.app.state.sessionmaker() as db:
         set_sessions_by_state(await count_by_state(db))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

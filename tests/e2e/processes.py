@@ -133,9 +133,10 @@ class Served:
             self.proc.wait()
 
 
-def serve(tmp: Path) -> Served:
+def serve(tmp: Path, **settings: str) -> Served:
     """``supportbroker serve`` on free ports with its data in ``tmp/data``; returns once it
-    answers /readyz (the first run creates the admin and prints its one-time password)."""
+    answers /readyz (the first run creates the admin and prints its one-time password).
+    ``settings`` adds ``SUPPORTBROKER_*`` variables (e.g. a PostgreSQL database URL)."""
     data_dir, log = tmp / "data", tmp / "serve.log"
     port, gateway_port = free_port(), free_port()
     env = clean_env(
@@ -143,6 +144,7 @@ def serve(tmp: Path) -> Served:
         SUPPORTBROKER_GATEWAY_PORT=str(gateway_port),
         SUPPORTBROKER_DATA_DIR=str(data_dir),
         SUPPORTBROKER_SWEEP_INTERVAL_SECONDS="1",
+        **settings,
     )
     with log.open("wb") as errors:
         proc = subprocess.Popen(
