@@ -13,6 +13,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit.errors import AuditError
+from audit.publish import CheckpointPublisher
+from audit.store import AuditLog
 from broker.evidence.events import EventType
 from broker.evidence.queries import verify_all
 from broker.evidence.service import SYSTEM_ACTOR, audit_log_of, record_event
@@ -30,9 +33,32 @@ def _progress(done: int, total: int) -> None:
     bar(done, total)
 
 
+def _publisher(log: AuditLog, where: Path | None) -> CheckpointPublisher | None:
+    """Where the published checkpoints are: ``--published`` (a directory of notes, or the
+    file all of them are appended to), else the broker's configured publisher."""
+    from audit.publish import DirectoryPublisher, FileAppendPublisher
+
+    if where is None:
+        return log.publisher
+    return FileAppendPublisher(where) if where.is_file() else DirectoryPublisher(where)
+
+
 async def _verify_log(db: AsyncSession, args: argparse.Namespace) -> int:
-    report = await verify_all(db, _progress, processes=args.processes)
+    publisher = _publisher(audit_log_of(db), args.published)
+    published = None
+    try:
+        published = publisher.latest() if publisher is not None else None
+    except (OSError, AuditError) as exc:
+        print(f"cannot read the published checkpoints: {exc}", file=sys.stderr)
+        return 2
+    report = await verify_all(db, _progress, processes=args.processes, published=published)
     print(report.verdict())
+    if published is None:
+        # Without a head kept outside the database, a rollback of the records together with
+        # their tree state and checkpoints looks like a shorter, consistent log.
+        print("no published checkpoint: a consistent rollback cannot be detected")
+    elif report.ok:
+        print(f"consistent with the published checkpoint at size {published.size}")
     return 0 if report.ok else 1
 
 
@@ -96,8 +122,17 @@ def register(subparsers: Any) -> None:
 
     from audit.cli import add_processes_option
 
-    verify_log = sub.add_parser("verify-log", help="verify the whole log")
+    verify_log = sub.add_parser(
+        "verify-log", help="verify the whole log against the published checkpoints"
+    )
     add_processes_option(verify_log)
+    verify_log.add_argument(
+        "--published",
+        type=Path,
+        metavar="DIR",
+        help="published checkpoints to compare with (a directory, or the append file); "
+        "default: the broker's own publication directory",
+    )
     verify_log.set_defaults(handler=_verify_log)
 
     export = sub.add_parser("export", help="write a ticket's evidence bundle")

@@ -1,6 +1,8 @@
 """Proofs for the auditor's views (the ticket timeline, a proofs API): a record's inclusion
 in the latest signed checkpoint and the consistency of two tree sizes, each from the stored
-subtrees in O(log n) reads (``audit.proofs``), never a pass over the log.
+subtrees in O(log n) reads (``audit.proofs``), never a pass over the log; any signed
+checkpoint by its size, and the consistency of two of them, for an outside monitor that
+checks the log never forked or shrank (each answer is checked against the signatures).
 
 A record after the latest checkpoint gets no proof yet: it is reported as not yet covered
 (checkpoints come on a cadence, ``broker.evidence.checkpoints``).
@@ -9,12 +11,13 @@ A record after the latest checkpoint gets no proof yet: it is reported as not ye
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit import schema
-from audit.checkpoint import SignedCheckpoint
+from audit.checkpoint import SignedCheckpoint, parse_checkpoint
 from broker.errors import NotFound, ValidationFailed
 from broker.evidence.service import audit_log_of
 
@@ -59,3 +62,42 @@ async def consistency(db: AsyncSession, old_size: int, new_size: int) -> list[by
             f"sizes must satisfy 0 < old ({old_size}) <= new ({new_size}) <= {size}"
         )
     return await log.consistency_proof(conn, old_size, new_size)
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    signed: SignedCheckpoint
+    signed_at: datetime
+
+
+async def checkpoint_at(db: AsyncSession, size: int) -> StoredCheckpoint:
+    """The checkpoint signed at tree size ``size`` (the one an ``evidence.sealed`` digest names)."""
+    cp = schema.checkpoints.c
+    conn = await db.connection()
+    row = (await conn.execute(select(cp.note, cp.created_at_us).where(cp.size == size))).first()
+    if row is None:
+        raise NotFound(f"no checkpoint was signed at tree size {size}")
+    note = str(row[0])
+    checkpoint = parse_checkpoint(note.partition("\n\n")[0] + "\n")
+    return StoredCheckpoint(
+        SignedCheckpoint(checkpoint, note), datetime.fromtimestamp(int(row[1]) / 1e6, UTC)
+    )
+
+
+@dataclass(frozen=True)
+class CheckpointConsistency:
+    old: SignedCheckpoint
+    new: SignedCheckpoint
+    path: list[bytes]
+
+
+async def checkpoint_consistency(
+    db: AsyncSession, old_size: int, new_size: int
+) -> CheckpointConsistency:
+    """PROOF(old, new) between two signed checkpoints: the older tree is a prefix of the newer."""
+    if old_size > new_size:
+        raise ValidationFailed(f"old ({old_size}) must not be larger than new ({new_size})")
+    old = await checkpoint_at(db, old_size)
+    new = await checkpoint_at(db, new_size)
+    path = await consistency(db, old_size, new_size)
+    return CheckpointConsistency(old.signed, new.signed, path)

@@ -142,9 +142,12 @@ async def verify_all(
     progress: Callable[[int, int], None] | None = None,
     *,
     processes: int = 1,
+    published: SignedCheckpoint | None = None,
 ) -> VerifyReport:
     """Commit what the request has done so far, then verify the whole log in its own snapshot
-    (``processes`` > 1: in worker processes; ``progress(done, total)`` as it goes).
+    (``processes`` > 1: in worker processes; ``progress(done, total)`` as it goes), and
+    against the ``published`` checkpoint if given: a rollback of records, tree state and
+    checkpoints together is consistent in itself, only a head kept outside shows it.
 
     The request's transaction holds the audit log's writer lock once it has appended (e.g.
     ``auth.token_used``), and on SQLite the database's write lock from its first statement:
@@ -155,7 +158,9 @@ async def verify_all(
     await db.commit()
     engine: Any = db.bind
     async with engine.connect() as conn:
-        return await log.verify_log(conn, progress, processes=processes, snapshot=True)
+        return await log.verify_log(
+            conn, progress, processes=processes, snapshot=True, published=published
+        )
 
 
 async def current_checkpoint(db: AsyncSession) -> SignedCheckpoint | None:

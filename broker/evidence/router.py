@@ -17,13 +17,15 @@ from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import NotFound
-from broker.evidence import queries
+from broker.evidence import proofs, queries
 from broker.evidence.schemas import (
     CheckpointOut,
+    ConsistencyOut,
     EraseIn,
     EraseOut,
     EventOut,
     ExportIn,
+    SignedCheckpointOut,
     SystemEventsOut,
     TimelineOut,
     VerifyOut,
@@ -36,6 +38,9 @@ Auditor = Annotated[Principal, Depends(require(Scope.audit_read))]
 Admin = Annotated[Principal, Depends(require(Scope.users_admin))]
 System = Annotated[TicketSystem, Path()]
 External = Annotated[TicketId, Path()]
+# A tree size: positive, and within a signed 64-bit column on both databases.
+MAX_SIZE = 2**62
+Size = Annotated[int, Path(ge=1, le=MAX_SIZE)]
 
 
 @router.get("/tickets/{system}/{external_id}/events")
@@ -158,6 +163,38 @@ async def checkpoint(_: Auditor, db: DbSession) -> CheckpointOut:
         public_key=log.signer.verifier.encode(),
         fingerprint=log.signer.verifier.fingerprint,
         published={"ok": status.ok, "detail": status.detail},
+    )
+
+
+@router.get("/checkpoints/{size}")
+async def checkpoint_by_size(size: Size, _: Auditor, db: DbSession) -> SignedCheckpointOut:
+    """The checkpoint signed at tree size ``size`` (an ``evidence.sealed`` digest names one)."""
+    found = await proofs.checkpoint_at(db, size)
+    return SignedCheckpointOut(
+        size=found.signed.size,
+        root=found.signed.root.hex(),
+        note=found.signed.note,
+        signed_at=found.signed_at,
+        fingerprint=audit_log_of(db).signer.verifier.fingerprint,
+    )
+
+
+@router.get("/consistency")
+async def consistency(
+    old: Annotated[int, Query(ge=1, le=MAX_SIZE, description="the older checkpoint's size")],
+    new: Annotated[int, Query(ge=1, le=MAX_SIZE, description="the newer checkpoint's size")],
+    _: Auditor,
+    db: DbSession,
+) -> ConsistencyOut:
+    """The consistency proof between two signed checkpoints (RFC 9162 §2.1.4): the log at
+    ``old`` is a prefix of the log at ``new``, so it never forked or shrank in between."""
+    found = await proofs.checkpoint_consistency(db, old, new)
+    return ConsistencyOut(
+        old_size=found.old.size,
+        new_size=found.new.size,
+        old_root=found.old.root.hex(),
+        new_root=found.new.root.hex(),
+        proof=[h.hex() for h in found.path],
     )
 
 

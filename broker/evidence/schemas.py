@@ -51,6 +51,22 @@ class CheckpointOut(BaseModel):
     published: dict[str, Any]
 
 
+class SignedCheckpointOut(BaseModel):
+    size: int
+    root: str
+    note: str = Field(description="the signed note; verify it with the public key")
+    signed_at: datetime
+    fingerprint: str
+
+
+class ConsistencyOut(BaseModel):
+    old_size: int
+    new_size: int
+    old_root: str
+    new_root: str
+    proof: list[str] = Field(description="RFC 9162 consistency proof, hex hashes")
+
+
 class ExportIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

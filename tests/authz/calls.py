@@ -354,6 +354,29 @@ async def erase(cell: Cell) -> Call:
     return Call("POST", path, json={"reason": "GDPR erasure request 2026-11"})
 
 
+async def _signed_size(cell: Cell) -> int:
+    """Records (a new ticket's) and a checkpoint signed over them (here, or by the broker's
+    own cadence first): its tree size."""
+    from broker.evidence.checkpoints import sign_if_due
+    from broker.evidence.service import audit_log_of
+
+    await cell.fresh_ticket_with_events()
+    await sign_if_due(cell.app.state.sessionmaker)
+    async with cell.app.state.sessionmaker() as db:
+        latest = await audit_log_of(db).latest_checkpoint(await db.connection())
+    assert latest is not None
+    return latest.size
+
+
+async def checkpoint_by_size(cell: Cell) -> Call:
+    return Call("GET", f"{V1}/audit/checkpoints/{await _signed_size(cell)}")
+
+
+async def consistency(cell: Cell) -> Call:
+    old, new = await _signed_size(cell), await _signed_size(cell)
+    return Call("GET", f"{V1}/audit/consistency?old={old}&new={new}")
+
+
 # --- connectors ------------------------------------------------------------------------------
 
 

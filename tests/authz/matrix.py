@@ -332,6 +332,13 @@ ROWS: tuple[Row, ...] = (
         allow("GET", 200, AUDITOR),
     ),
     Row(
+        "GET",
+        f"{c.V1}/audit/checkpoints/{{size}}",
+        c.checkpoint_by_size,
+        allow("GET", 200, AUDITOR),
+    ),
+    Row("GET", f"{c.V1}/audit/consistency", c.consistency, allow("GET", 200, AUDITOR)),
+    Row(
         "GET", f"{c.V1}/audit/public-key", c.fixed("GET", f"{c.V1}/audit/public-key"), everyone(200)
     ),
     # connectors: the webhook's credential is its signature, not a token
