@@ -224,6 +224,8 @@ def evidence_text(
     lines = [
         f"{HEADER} Audit evidence sealed for {ticket_ref}",
         f"Latest signed checkpoint: size {tree_size}, root {root_hash}, {_when(signed_at)}",
+        f"Fetch it (and prove later heads consistent with it): "
+        f"GET /api/v1/audit/checkpoints/{tree_size}",
     ]
     if key_fingerprint:
         lines.append(f"Signing key fingerprint: {key_fingerprint}")

@@ -19,7 +19,7 @@ from audit.merkle import verify_consistency
 from audit.reader import StreamQuery
 from audit.store import AuditLog, ReadRecord
 from audit.verify import VerifyReport
-from broker.errors import Conflict, NotFound, ValidationFailed
+from broker.errors import AuditFailure, Conflict, NotFound, ValidationFailed
 from broker.evidence.events import SECURITY_EVENTS, EventType, event_named
 from broker.evidence.service import (
     SYSTEM_STREAM,
@@ -161,6 +161,17 @@ async def verify_all(
         return await log.verify_log(
             conn, progress, processes=processes, snapshot=True, published=published
         )
+
+
+def published_head(db: AsyncSession) -> SignedCheckpoint | None:
+    """The latest checkpoint published outside the database (None: nothing published)."""
+    log = audit_log_of(db)
+    if log.publisher is None:
+        return None
+    try:
+        return log.publisher.latest()
+    except (OSError, AuditError) as exc:
+        raise AuditFailure(f"the published checkpoints cannot be read: {exc}") from exc
 
 
 async def current_checkpoint(db: AsyncSession) -> SignedCheckpoint | None:

@@ -33,6 +33,7 @@ def test_evidence_digest_commands_parse_with_the_real_cli(ref: str) -> None:
         audit_page="https://broker.example/ui/audit/tickets/zammad/4711",
     )
     assert "size 42, root " + "ab" * 32 in text
+    assert "GET /api/v1/audit/checkpoints/42" in text  # the digest names a fetchable checkpoint
     assert "2025-03-01 09:30 UTC" in text
     assert "SHA256:xyz" in text
     assert "https://broker.example/ui/audit/tickets/zammad/4711" in text

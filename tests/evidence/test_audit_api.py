@@ -205,6 +205,11 @@ async def test_rollback_against_published_checkpoint_is_loud(
     # on from a rolled-back state, which reads as a fork of the published history.
     assert checkpoint.json()["published"]["ok"] is False
     assert checkpoint.json()["published"]["detail"].startswith(("ROLLBACK", "FORK"))
+    # Whole-log verification compares with the published head too.
+    verdict = (
+        await client.get("/api/v1/audit/verify", headers=bearer(world["tokens"]["auditor"]))
+    ).json()
+    assert verdict["ok"] is False
 
 
 async def test_checkpoint_and_public_key(client: httpx.AsyncClient, world: Any) -> None:

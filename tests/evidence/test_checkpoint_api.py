@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete, insert, select
 
 from audit.checkpoint import load_verifier
 from audit.errors import AuditError
@@ -17,6 +18,8 @@ from broker.evidence import digest
 from broker.evidence.checkpoints import sign_if_due
 from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, audit_log_of, flush_events, record_event
+from broker.tasks import publish_checkpoint
+from tests.evidence.test_published_rollback import TABLES
 from tests.factories import bearer, make_token, make_user
 
 V1 = "/api/v1/audit"
@@ -107,3 +110,26 @@ async def test_the_sealed_digest_names_a_checkpoint_that_can_be_fetched(
     got = await client.get(f"{V1}/checkpoints/{data['tree_size']}", headers=auditor)
     assert got.status_code == 200, got.text
     assert got.json()["root"] == data["root_hash"]
+
+
+async def test_verify_catches_a_consistent_rollback(
+    app: Any, client: httpx.AsyncClient, auditor: dict[str, str]
+) -> None:
+    """Records, tree, heads, keys and checkpoints put back together: only the published head
+    (the broker's publication directory) shows it, and the verify API compares with it."""
+    await _grow(app, 5)
+    assert await publish_checkpoint(app) > 0
+    async with app.state.engine.connect() as conn:
+        backup = {t.name: [dict(r._mapping) for r in await conn.execute(select(t))] for t in TABLES}
+    await _grow(app, 5)
+    assert await publish_checkpoint(app) > 0
+    ok = (await client.get(f"{V1}/verify", headers=auditor)).json()
+    assert ok["ok"] is True, ok
+    async with app.state.engine.begin() as conn:
+        for table in TABLES:
+            await conn.execute(delete(table))
+            if backup[table.name]:
+                await conn.execute(insert(table), backup[table.name])
+    verdict = (await client.get(f"{V1}/verify", headers=auditor)).json()
+    assert verdict["ok"] is False
+    assert "rolled back" in verdict["verdict"]
