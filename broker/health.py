@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,7 +22,27 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "Not ready: the database, its migrations or the audit log (a rollback)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "status": {"type": "string", "enum": ["unavailable"]},
+                        "error": {"type": "string"},
+                        "detail": {"type": "string"},
+                    },
+                    "required": ["status", "error", "detail"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.get("/readyz", responses=NOT_READY)
 async def readyz(request: Request) -> JSONResponse:
     """Ready to serve: the database answers and its schema is at the migrations' head."""
     engine = request.app.state.engine
