@@ -41,6 +41,8 @@ from broker.devices.schemas import (
 from broker.flows import devices as flows
 
 router = APIRouter(tags=["devices"])
+# Past any real list, and within a 64-bit integer on PostgreSQL (a larger one was a 500).
+MAX_OFFSET = 2**31 - 1
 Reader = Annotated[Principal, Depends(require(Scope.devices_read))]
 Writer = Annotated[Principal, Depends(require(Scope.devices_write))]
 Id = Annotated[str, Path(min_length=1, max_length=36)]
@@ -101,7 +103,7 @@ async def list_devices(
     online: Annotated[bool | None, Query()] = None,
     include_retired: Annotated[bool, Query()] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DeviceList:
     filters = DeviceFilter(
         group_id=group_id,

@@ -30,12 +30,14 @@ from broker.gateway.relay import ShellRelay, Viewer, open_forward, open_shell
 from broker.gateway.server import Gateway
 from broker.providers.offers import recording_of
 from broker.sessions.repository import SessionRecord
+from broker.sessions.schemas import CleanText
 
 router = APIRouter(tags=["agent"])
 
 
 class TokenCreate(BaseModel):
-    group: str = Field(min_length=1, max_length=100)
+    # Control characters refused like every name (PostgreSQL refuses NUL in text: a 500).
+    group: CleanText = Field(min_length=1, max_length=100)
     hours: float = Field(default=24.0, gt=0, le=168)
 
 

@@ -51,6 +51,8 @@ from broker.sessions.schemas import (
 from broker.sessions.states import SessionState
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
+# Past any real list, and within a 64-bit integer on PostgreSQL (a larger one was a 500).
+MAX_OFFSET = 2**31 - 1
 Writer = Annotated[Principal, Depends(require(Scope.sessions_write))]
 Reader = Annotated[Principal, Depends(require(Scope.sessions_read))]
 Note = Annotated[ActionIn | None, Body()]
@@ -89,7 +91,7 @@ async def list_(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SessionList:
     filters = SessionFilter(
         system=system,

@@ -26,6 +26,8 @@ from broker.tickets.repository import TicketFilter
 from broker.tickets.schemas import TicketCreate, TicketList, TicketOut, TicketUpdate
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
+# Past any real list, and within a 64-bit integer on PostgreSQL (a larger one was a 500).
+MAX_OFFSET = 2**31 - 1
 Reader = Annotated[Principal, Depends(require(Scope.tickets_read))]
 Writer = Annotated[Principal, Depends(require(Scope.tickets_write))]
 
@@ -44,7 +46,7 @@ async def list_(
     state: Annotated[str | None, Query(pattern=r"^[A-Za-z][A-Za-z0-9 _-]{0,29}$")] = None,
     q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> TicketList:
     filters = TicketFilter(system=system, state=state, q=q)
     items, total = await service.list_tickets(db, principal, filters, limit=limit, offset=offset)
