@@ -64,8 +64,8 @@ def error_response(status: int, code: str, detail: str) -> JSONResponse:
 
 
 class RequestContext:
-    """Binds a request id for logs, refuses oversized bodies before anything reads them,
-    counts responses and names the request id in each.
+    """Binds a request id for logs, refuses oversized bodies and NULs in the address before
+    anything reads them, counts responses and names the request id in each.
 
     Pure ASGI: Starlette's ``BaseHTTPMiddleware`` runs the app in a task of its own and
     streams the response through a memory channel, which cost about a tenth of a
@@ -100,6 +100,14 @@ class RequestContext:
             refusal.headers["x-request-id"] = request_id
             await refusal(scope, receive, send)
             HTTP_REQUESTS.labels(method=scope["method"], status="413").inc()
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            # No text the broker keeps or looks up holds a NUL, and PostgreSQL refuses one
+            # in any text parameter (a 500): refused here for every path and query at once.
+            refusal = error_response(422, "invalid_request", "NUL characters are not allowed")
+            refusal.headers["x-request-id"] = request_id
+            await refusal(scope, receive, send)
+            HTTP_REQUESTS.labels(method=scope["method"], status="422").inc()
             return
         status = 500  # unless the app starts a response
         tag = (b"x-request-id", request_id.encode("latin-1"))

@@ -36,3 +36,22 @@ async def test_an_enrollment_group_with_a_nul_is_refused(
     )
     assert response.status_code == 422, response.text
     assert "control characters" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/devices?group_id=front%00office",
+        "/api/v1/sessions?device_id=%00",
+        "/api/v1/tickets/local/HD%0047",
+    ],
+)
+async def test_a_nul_in_the_address_is_refused(
+    client: httpx.AsyncClient, admin: dict[str, str], path: str
+) -> None:
+    response = await client.get(path, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "error": "invalid_request",
+        "detail": "NUL characters are not allowed",
+    }
