@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     reason_min_length: int = Field(default=10, ge=1, le=2000)
     max_concurrent_sessions: int = Field(default=2, ge=1, le=100)
     consent_timeout_seconds: int = Field(default=600, ge=30, le=86400)
+    # Dual-control playback (docs/OVERSIGHT.md): how long a second auditor's approval opens a
+    # replay or a plaintext export to the auditor who asked.
+    playback_approval_minutes: int = Field(default=30, ge=1, le=1440)
     max_session_minutes: int = Field(default=480, ge=1, le=10080)
     consent_max_attempts: int = Field(default=5, ge=1, le=100)
     consent_lockout_seconds: int = Field(default=900, ge=1)

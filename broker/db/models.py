@@ -10,7 +10,7 @@ from broker.db.base import Base
 from broker.devices.models import Device, DeviceGroup, GroupMember
 from broker.evidence.models import AuditVerification
 from broker.evidence.refusals import RefusalTally
-from broker.gateway.models import AgentEnrollmentToken, AgentKey
+from broker.gateway.models import AgentEnrollmentToken, AgentKey, PlaybackRequest
 from broker.providers.models import (  # noqa: F401 - tables
     ProviderDeviceSweep,
     ProviderEventMark,
@@ -32,6 +32,7 @@ __all__ = [
     "GroupMember",
     "LoginKnownSource",
     "OutboxMessage",
+    "PlaybackRequest",
     "RefusalTally",
     "RemoteSession",
     "SessionInvitation",

@@ -37,6 +37,11 @@ class DeviceGroup(IdMixin, CreatedMixin, Base):
     approval_categories: Mapped[list[str]] = mapped_column(
         JSON, default=list, server_default=text("'[]'"), nullable=False
     )
+    # Dual-control playback (docs/OVERSIGHT.md): replaying a recording of this group's
+    # sessions, or exporting their ticket's plaintext, needs a second auditor's approval.
+    dual_control_playback: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false"), nullable=False
+    )
 
 
 class GroupMember(Base):

@@ -98,6 +98,7 @@ class GroupCreate(Body):
     approval_required: StrictBool = False
     approval_priorities: Labels = Field(default_factory=list)
     approval_categories: Labels = Field(default_factory=list)
+    dual_control_playback: StrictBool = False
 
 
 class GroupUpdate(Body):
@@ -115,6 +116,7 @@ class GroupUpdate(Body):
     approval_required: StrictBool | None = None
     approval_priorities: Labels | None = None
     approval_categories: Labels | None = None
+    dual_control_playback: StrictBool | None = None
 
 
 class DeviceCreate(Body):
@@ -159,6 +161,7 @@ class GroupOut(BaseModel):
     approval_required: bool
     approval_priorities: list[str]
     approval_categories: list[str]
+    dual_control_playback: bool
     members: list[MemberOut]
     created_at: datetime
 
@@ -177,6 +180,7 @@ class GroupOut(BaseModel):
             approval_required=group.approval_required,
             approval_priorities=list(group.approval_priorities or []),
             approval_categories=list(group.approval_categories or []),
+            dual_control_playback=group.dual_control_playback,
             questions=[
                 {"id": str(q.get("id", "")), "label": str(q.get("label", ""))}
                 for q in group.questions

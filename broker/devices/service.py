@@ -41,6 +41,7 @@ GROUP_FIELDS = frozenset(
         "approval_required",
         "approval_priorities",
         "approval_categories",
+        "dual_control_playback",
     }
 )
 DEVICE_FIELDS = frozenset(
@@ -139,6 +140,7 @@ async def create_group(
     approval_required: bool = False,
     approval_priorities: Iterable[str] = (),
     approval_categories: Iterable[str] = (),
+    dual_control_playback: bool = False,
 ) -> DeviceGroup:
     await _unique_group_name(db, name)
     group = DeviceGroup(
@@ -154,6 +156,7 @@ async def create_group(
         approval_required=approval_required,
         approval_priorities=list(approval_priorities),
         approval_categories=list(approval_categories),
+        dual_control_playback=dual_control_playback,
     )
     try:
         await GroupRepository(db).add(group)

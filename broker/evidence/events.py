@@ -126,6 +126,15 @@ class EventType(StrEnum):
     recording_ended = "recording.ended", "a terminal recording ended (size and digest)"
     recording_gap = "recording.gap", "a recording chunk could not be sealed: the session fails"
     recording_viewed = "recording.viewed", "someone replayed a recording"
+    playback_requested = (
+        "playback.requested",
+        "an auditor asked a second auditor to open a replay or a plaintext export",
+    )
+    playback_approved = (
+        "playback.approved",
+        "a second auditor opened a replay or plaintext export to the one who asked, for a time",
+    )
+    playback_denied = "playback.denied", "a second auditor denied a replay or plaintext export"
 
     # The audit log itself.
     audit_timeline_viewed = "audit.timeline_viewed", "someone read a ticket's timeline"

@@ -7,7 +7,7 @@ sealed record. The public verifier key is public: third parties need it to check
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -15,8 +15,9 @@ from fastapi.responses import PlainTextResponse, Response
 from broker.auth.deps import require
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
+from broker.db.base import utcnow
 from broker.db.session import DbSession
-from broker.errors import NotFound
+from broker.errors import NotFound, ValidationFailed
 from broker.evidence import proofs, queries
 from broker.evidence.schemas import (
     CheckpointOut,
@@ -25,12 +26,15 @@ from broker.evidence.schemas import (
     EraseOut,
     EventOut,
     ExportIn,
+    PlaybackAskIn,
+    PlaybackDecisionIn,
     SignedCheckpointOut,
     SystemEventsOut,
     TimelineOut,
     VerifyOut,
 )
 from broker.evidence.service import audit_log_of
+from broker.gateway import playback
 from broker.sessions.schemas import TicketId, TicketSystem
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -109,10 +113,12 @@ async def export_bundle(
     system: System, external_id: External, body: ExportIn, principal: Auditor, db: DbSession
 ) -> Response:
     """The ticket's evidence bundle (zip); verify it with ``supportbroker audit verify``."""
+    stream = f"{system}:{external_id}"
+    await playback.require_export(db, principal, stream, include_plaintext=body.include_plaintext)
     data = await queries.export(
         db,
         principal,
-        f"{system}:{external_id}",
+        stream,
         include_plaintext=body.include_plaintext,
         reason=body.reason,
     )
@@ -122,6 +128,44 @@ async def export_bundle(
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.post("/playback-requests", status_code=201)
+async def ask_playback(body: PlaybackAskIn, principal: Auditor, db: DbSession) -> dict[str, Any]:
+    """Ask a second auditor to open a replay (``session_id``) or a plaintext export (ticket)."""
+    if body.session_id is None and (body.system is None or body.external_id is None):
+        raise ValidationFailed("give session_id (a replay) or system and external_id (an export)")
+    ticket = None if body.session_id else f"{body.system}:{body.external_id}"
+    row = await playback.ask(
+        db, principal, reason=body.reason, session_id=body.session_id, ticket=ticket
+    )
+    (view,) = [v for v in await playback.listing(db, principal) if v.row.id == row.id]
+    return view.as_dict(utcnow())
+
+
+@router.get("/playback-requests")
+async def playback_requests(principal: Auditor, db: DbSession) -> dict[str, Any]:
+    """Every pending request (to decide, if not yours) and your own, decided or not."""
+    now = utcnow()
+    return {"requests": [v.as_dict(now) for v in await playback.listing(db, principal)]}
+
+
+@router.post("/playback-requests/{request_id}/decision")
+async def decide_playback(
+    request_id: Annotated[str, Path(max_length=36)],
+    body: PlaybackDecisionIn,
+    principal: Auditor,
+    db: DbSession,
+) -> dict[str, Any]:
+    """A second auditor approves (the requester may replay or export for a time) or denies."""
+    row = await playback.decide(
+        db, principal, request_id, approve=body.decision == "approve", reason=body.reason
+    )
+    return {
+        "id": row.id,
+        "state": row.state,
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+    }
 
 
 @router.post("/tickets/{system}/{external_id}/erase")

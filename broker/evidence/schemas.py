@@ -74,6 +74,24 @@ class ExportIn(BaseModel):
     include_plaintext: bool = False
 
 
+class PlaybackAskIn(BaseModel):
+    """Ask a second auditor: a replay (``session_id``) or a plaintext export (the ticket)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: CleanText = Field(min_length=3, max_length=500)
+    session_id: str | None = Field(default=None, max_length=36)
+    system: str | None = Field(default=None, min_length=1, max_length=50)
+    external_id: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class PlaybackDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: str = Field(pattern="^(approve|deny)$")
+    reason: CleanText | None = Field(default=None, max_length=500)
+
+
 class EraseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -45,3 +45,29 @@ class AgentKey(CreatedMixin, Base):
     connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     peer_address: Mapped[str | None] = mapped_column(String(64))
+
+
+class PlaybackRequest(IdMixin, CreatedMixin, Base):
+    """An auditor's request to replay a recording or export plaintext under dual control.
+
+    A second, different auditor decides it; an approval opens the replay (``kind`` replay, of
+    ``session_id``) or the plaintext export (``kind`` export, of the ticket ``ticket_ref``) to
+    the requester alone until ``expires_at`` (docs/OVERSIGHT.md).
+    """
+
+    __tablename__ = "playback_requests"
+
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    ticket_ref: Mapped[str] = mapped_column(String(300), nullable=False, index=True)
+    session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    requester_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    reason: Mapped[str] = mapped_column(String(500), nullable=False)
+    state: Mapped[str] = mapped_column(String(10), default="pending", nullable=False)
+    decided_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decision_reason: Mapped[str | None] = mapped_column(String(500))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

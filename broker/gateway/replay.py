@@ -15,6 +15,7 @@ from broker.auth.principal import Principal
 from broker.errors import NotFound, PermissionDenied, ValidationFailed
 from broker.evidence.events import EventType
 from broker.evidence.service import audit_log_of, record_event
+from broker.gateway.playback import require_replay
 from broker.gateway.recording import RecordingSummary, list_recordings, read_cast
 from broker.sessions import service as sessions
 
@@ -58,6 +59,7 @@ async def replay(
     if len(reason) < MIN_REASON:
         raise ValidationFailed("a reason for viewing the recording is required")
     found = await recordings_of(db, principal, session_id)
+    await require_replay(db, principal, (await sessions.load(db, session_id))[0])
     if recording_id is None:
         if not found:
             raise NotFound(f"session {session_id} has no recordings")

@@ -68,6 +68,7 @@ def group_fields(form: FormData) -> dict[str, Any]:
         "approval_required": form.get("approval_required") == "on",
         "approval_priorities": _labels(form.get("approval_priorities")),
         "approval_categories": _labels(form.get("approval_categories")),
+        "dual_control_playback": form.get("dual_control_playback") == "on",
     }
 
 

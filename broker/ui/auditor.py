@@ -24,12 +24,13 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from broker.auth.deps import OptionalPrincipal
+from broker.db.base import utcnow
 from broker.db.session import DbSession
 from broker.errors import BrokerError, ValidationFailed
 from broker.evidence import queries
 from broker.evidence.events import EventType, event_words
 from broker.evidence.schemas import EraseIn, ExportIn
-from broker.gateway import replay
+from broker.gateway import playback, replay
 from broker.sessions.schemas import TicketId, TicketSystem
 from broker.ui import auditor_service as svc
 from broker.ui.auditor_web import admit, can_audit, can_erase, can_oversee, page, refused, script
@@ -196,6 +197,62 @@ async def replay_play(
     return page(request, "auditor/replay.html", session_id=session_id, cast=cast)
 
 
+@router.get(BASE + "/playback", response_model=None)
+async def playback_page(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+    """Dual control: the requests waiting for a second auditor, and the caller's own."""
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        views = await playback.listing(db, who)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    now = utcnow()
+    items = [(v, v.as_dict(now)) for v in views]
+    return page(request, "auditor/playback.html", items=items, me=who.user_id)
+
+
+@router.post(BASE + "/playback", response_model=None)
+async def playback_ask(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    reason: FormText = "",
+    session_id: Annotated[str, Form(max_length=36)] = "",
+    ticket: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Ask a second auditor for a replay (``session_id``) or a plaintext export (``ticket``)."""
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        await playback.ask(
+            db, who, reason=reason, session_id=session_id or None, ticket=ticket or None
+        )
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return RedirectResponse(BASE + "/playback", status_code=303)
+
+
+@router.post(BASE + "/playback/{request_id}", response_model=None)
+async def playback_decide(
+    request: Request,
+    request_id: Annotated[str, Path(max_length=36)],
+    principal: OptionalPrincipal,
+    db: DbSession,
+    decision: Annotated[str, Form(pattern="^(approve|deny)$")] = "approve",
+    reason: FormText = "",
+) -> Response:
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        await playback.decide(db, who, request_id, approve=decision == "approve", reason=reason)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    return RedirectResponse(BASE + "/playback", status_code=303)
+
+
 @router.get(BASE + "/tickets/{system}/{external_id}", response_model=None)
 async def ticket_timeline(
     request: Request,
@@ -229,6 +286,9 @@ async def export_bundle(
         return who
     try:
         body = ExportIn(reason=reason, include_plaintext=include_plaintext)
+        await playback.require_export(
+            db, who, f"{system}:{external_id}", include_plaintext=body.include_plaintext
+        )
         data = await queries.export(
             db,
             who,
