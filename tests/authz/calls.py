@@ -448,6 +448,18 @@ async def replay(cell: Cell) -> Call:
     return Call("POST", path, json={"reason": "complaint review #12"})
 
 
+async def playback_ask(cell: Cell) -> Call:
+    body = {"session_id": cell.world.session_id, "reason": "complaint review #12"}
+    return Call("POST", f"{V1}/audit/playback-requests", json=body)
+
+
+async def playback_decide(cell: Cell) -> Call:
+    """A fresh request of a second auditor: the world's auditor is a different one."""
+    request_id = await cell.fresh_playback_request()
+    path = f"{V1}/audit/playback-requests/{request_id}/decision"
+    return Call("POST", path, json={"decision": "approve", "reason": "matrix"})
+
+
 def files(suffix: str, method: str) -> Build:
     """A file route of the shared session (approved for the screen, not for files)."""
 

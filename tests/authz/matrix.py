@@ -307,6 +307,25 @@ ROWS: tuple[Row, ...] = (
         c.fixed("POST", f"{c.AUDIT_TICKET}/bundle", json={"reason": "quarterly review"}),
         allow("POST", 200, AUDITOR),
     ),
+    # dual-control playback: auditors ask, list and decide (a different auditor's request)
+    Row(
+        "POST",
+        f"{c.V1}/audit/playback-requests",
+        c.playback_ask,
+        allow("POST", 201, AUDITOR),
+    ),
+    Row(
+        "GET",
+        f"{c.V1}/audit/playback-requests",
+        c.fixed("GET", f"{c.V1}/audit/playback-requests"),
+        allow("GET", 200, AUDITOR),
+    ),
+    Row(
+        "POST",
+        f"{c.V1}/audit/playback-requests/{{request_id}}/decision",
+        c.playback_decide,
+        allow("POST", 200, AUDITOR),
+    ),
     Row(
         "POST",
         f"{c.V1}/audit/tickets/{{system}}/{{external_id}}/erase",

@@ -392,6 +392,21 @@ class Cell:
             await db.commit()
         return user.id
 
+    async def fresh_playback_request(self) -> str:
+        """A pending replay request of the world's session, asked by a second auditor (so the
+        world's auditor is the different auditor who may decide it)."""
+        other = await self.fresh_user("auditor")
+        token = await make_token(self.app, other)
+        client = self.world.client("198.51.100.90")
+        response = await client.post(
+            "/api/v1/audit/playback-requests",
+            json={"session_id": self.world.session_id, "reason": "matrix second auditor"},
+            headers=bearer(token),
+        )
+        assert response.status_code == 201, response.text
+        request_id: str = response.json()["id"]
+        return request_id
+
     async def revoke_later(self, session_id: str) -> None:
         async def _close() -> None:
             await self.world.admin.client.post(

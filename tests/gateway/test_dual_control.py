@@ -151,7 +151,7 @@ async def test_replay_and_export_under_dual_control(app: Any, client: httpx.Asyn
         "playback.requested",
         "playback.approved",
     ]
-    sealed_ask = [p for t, p in await audit_events(app, STREAM) if t == "playback.requested"][0]
+    sealed_ask = next(p for t, p in await audit_events(app, STREAM) if t == "playback.requested")
     assert sealed_ask["data"]["reason"] == "complaint CX-12 review"
     assert sealed_ask["actor"]["role"] == "auditor"
 
@@ -192,9 +192,9 @@ async def test_pages_ask_approve_and_replay(app: Any, client: httpx.AsyncClient)
         own = await w1.get("/ui/audit/playback")
         assert "Waiting for a second auditor" in own.text
         listing = await w2.get("/ui/audit/playback")
-        (rid,) = set(
+        (rid,) = {
             part.split('"')[0] for part in listing.text.split('action="/ui/audit/playback/')[1:]
-        )
+        }
         decided = await w2.post(
             f"/ui/audit/playback/{rid}", data={"decision": "approve", "csrf_token": csrf2}
         )
