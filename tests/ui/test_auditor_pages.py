@@ -107,6 +107,7 @@ def _get_pages(sid: str) -> dict[str, set[str]]:
         f"{TIMELINE}/erase": {"admin"},
         "/ui/audit/checkpoint": {"auditor"},
         "/ui/audit/security": {"auditor"},
+        "/ui/audit/playback": {"auditor"},
         "/ui/reports": {"auditor", "admin"},
         "/ui/reports/technicians.csv": {"auditor", "admin"},
     }
@@ -118,6 +119,8 @@ def _post_forms(sid: str) -> dict[str, tuple[dict[str, str], set[str]]]:
         f"/ui/audit/sessions/{sid}/replay": ({"reason": "incident review"}, {"auditor"}),
         f"{TIMELINE}/bundle": ({"reason": "incident review"}, {"auditor"}),
         "/ui/audit/checkpoint/verify": ({}, {"auditor"}),
+        "/ui/audit/playback": ({"session_id": sid, "reason": "incident review"}, {"auditor"}),
+        "/ui/audit/playback/unknown": ({"decision": "approve"}, {"auditor"}),
         f"{TIMELINE}/erase": ({"reason": "GDPR request 7", "confirm": STREAM}, {"admin"}),
     }
 
@@ -172,8 +175,14 @@ async def test_csrf_is_enforced_on_every_post_form(app: Any, world: Any) -> None
     assert "recording.viewed" not in types
     assert "evidence.exported" not in types
     assert "ticket.erased" not in types
+    assert "playback.requested" not in types
     # And every POST form the pages render carries the token.
-    pages = [f"/ui/audit/sessions/{sid}/replay", TIMELINE, "/ui/audit/checkpoint"]
+    pages = [
+        f"/ui/audit/sessions/{sid}/replay",
+        TIMELINE,
+        "/ui/audit/checkpoint",
+        "/ui/audit/playback",
+    ]
     for path in pages:
         html = (await world["browsers"]["auditor"].get(path)).text
         _assert_forms_carry_csrf(html, world["browsers"]["auditor"].csrf, path)
