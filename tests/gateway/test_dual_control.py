@@ -15,9 +15,7 @@ from broker.devices.models import DeviceGroup
 from broker.gateway.models import PlaybackRequest
 from broker.gateway.recording import open_recorder
 from broker.sessions import service as sessions
-from tests.browser_login import form_login
 from tests.factories import (
-    PASSWORDS,
     audit_events,
     bearer,
     consent_token,
@@ -26,6 +24,7 @@ from tests.factories import (
     make_user,
     open_session,
 )
+from tests.ui.browsers import browser
 
 STREAM = "helpdesk:HD-4711"
 V1 = "/api/v1"
@@ -156,12 +155,6 @@ async def test_replay_and_export_under_dual_control(app: Any, client: httpx.Asyn
     assert sealed_ask["actor"]["role"] == "auditor"
 
 
-async def _browser(app: Any, username: str, user_id: str) -> tuple[httpx.AsyncClient, str]:
-    transport = httpx.ASGITransport(app=app, client=("198.51.100.10", 40000))
-    web = httpx.AsyncClient(transport=transport, base_url="http://broker.test")
-    return web, await form_login(web, username, PASSWORDS[user_id])
-
-
 async def test_pages_ask_approve_and_replay(app: Any, client: httpx.AsyncClient) -> None:
     desk, sid = await _recorded_session(app, client)
     async with app.state.sessionmaker() as db:
@@ -171,39 +164,47 @@ async def test_pages_ask_approve_and_replay(app: Any, client: httpx.AsyncClient)
             .values(dual_control_playback=True)
         )
         await db.commit()
-    a1, _ = await make_user(app, "auditor")
-    a2, _ = await make_user(app, "auditor")
-    (w1, csrf1), (w2, csrf2) = (
-        await _browser(app, a1.username, a1.id),
-        await _browser(app, a2.username, a2.id),
-    )
+    first = await browser(app, (await make_user(app, "auditor"))[0])
+    second = await browser(app, (await make_user(app, "auditor"))[0])
+    replay = f"/ui/audit/sessions/{sid}/replay"
     try:
-        blocked = await w1.post(
-            f"/ui/audit/sessions/{sid}/replay", data={"reason": "review", "csrf_token": csrf1}
-        )
+        blocked = await first.post(replay, {"reason": "review"})
         assert blocked.status_code == 403, blocked.text
-        form = await w1.get(f"/ui/audit/sessions/{sid}/replay")
-        assert "Ask a second auditor" in form.text
-        asked = await w1.post(
-            "/ui/audit/playback",
-            data={"session_id": sid, "reason": "review INC-3", "csrf_token": csrf1},
-        )
+        assert "dual control" in blocked.text
+        assert "Ask a second auditor" in (await first.get(replay)).text
+        asked = await first.post("/ui/audit/playback", {"session_id": sid, "reason": "INC-3"})
         assert asked.status_code == 303, asked.text
-        own = await w1.get("/ui/audit/playback")
-        assert "Waiting for a second auditor" in own.text
-        listing = await w2.get("/ui/audit/playback")
-        (rid,) = {
-            part.split('"')[0] for part in listing.text.split('action="/ui/audit/playback/')[1:]
-        }
-        decided = await w2.post(
-            f"/ui/audit/playback/{rid}", data={"decision": "approve", "csrf_token": csrf2}
-        )
+        assert "Waiting for a second auditor" in (await first.get("/ui/audit/playback")).text
+        listing = (await second.get("/ui/audit/playback")).text
+        (rid,) = {p.split('"')[0] for p in listing.split('action="/ui/audit/playback/')[1:]}
+        own = await first.post(f"/ui/audit/playback/{rid}", {"decision": "approve"})
+        assert own.status_code == 403, own.text
+        decided = await second.post(f"/ui/audit/playback/{rid}", {"decision": "approve"})
         assert decided.status_code == 303, decided.text
-        played = await w1.post(
-            f"/ui/audit/sessions/{sid}/replay", data={"reason": "review", "csrf_token": csrf1}
-        )
+        played = await first.post(replay, {"reason": "review"})
         assert played.status_code == 200, played.text
         assert "two-auditors-77" in played.text
+        assert (await second.post(replay, {"reason": "review"})).status_code == 403
     finally:
-        await w1.aclose()
-        await w2.aclose()
+        await first.client.aclose()
+        await second.client.aclose()
+
+
+async def test_admin_sets_the_policy_on_the_group_form(app: Any, client: httpx.AsyncClient) -> None:
+    admin, _ = await make_user(app, "admin")
+    page = await browser(app, admin)
+    created = await page.post(
+        "/ui/admin/groups", {"name": "records-desk", "dual_control_playback": "on"}
+    )
+    assert created.status_code == 303, created.text
+    group_url = created.headers["location"]
+    assert 'name="dual_control_playback" checked' in (await page.get(group_url)).text
+    group_id = group_url.rsplit("/", 1)[1]
+    headers = bearer(await make_token(app, admin))
+    read = await client.get(f"{V1}/device-groups/{group_id}", headers=headers)
+    assert read.json()["dual_control_playback"] is True
+    bad = await client.patch(
+        f"{V1}/device-groups/{group_id}", json={"dual_control_playback": "yes"}, headers=headers
+    )
+    assert bad.status_code == 422, bad.text
+    assert set(bad.json()) >= {"error", "detail"}
