@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
+import io
 import os
 import struct
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 
@@ -252,6 +254,21 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 os.remove(staged)
         self._staged.clear()
         super().exit()
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        """Every byte, or an error: an unbuffered write to a nearly full disk writes part of
+        the data and returns the count, which the SFTP server would otherwise ignore (the
+        broker then saw only a hash mismatch). Writing the rest makes the disk say ENOSPC,
+        which reaches the technician as "No space left on device"."""
+        raw = cast(io.RawIOBase, file_obj)
+        raw.seek(offset)
+        view, done = memoryview(data), 0
+        while done < len(data):
+            written = raw.write(view[done:])
+            if not written:  # nothing written and no error: not a disk that will progress
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done += written
+        return done
 
     def close(self, file_obj: object) -> None:
         super().close(file_obj)

@@ -285,3 +285,89 @@ async def test_a_download_abandoned_by_the_technician_is_sealed_as_failed(
             assert sealed[-1]["size"] < 32 << 20
         finally:
             await agent.stop()
+
+
+async def test_a_staging_file_changed_during_upload_is_a_sealed_mismatch(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+):
+    agent, sid = await _approved(app, gateway, people, tmp_path, client)
+    allowed, auth = people["allowed"], _auth(people["tech_token"])
+
+    async def body() -> Any:
+        yield b"u" * (5 << 20)  # one batch is written to the staging file on the device ...
+        (staged,) = _leftovers(allowed)
+        with (allowed / staged).open("r+b") as fh:
+            fh.write(b"TAMPERED")  # ... which then changes on the device's disk
+        yield b"u" * (1 << 20)
+
+    try:
+        put = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{allowed}/tool.bin"},
+            content=body(),
+            headers=auth,
+        )
+        assert put.status_code == 502, put.text
+        assert "hash mismatch" in put.json()["detail"]
+        assert not (allowed / "tool.bin").exists()
+        assert _leftovers(allowed) == []  # the broker removed its staging file
+        sealed = (await _sealed(app, sid))[-1]
+        assert (sealed["direction"], sealed["outcome"]) == ("upload", "failed")
+        assert "hash mismatch" in sealed["why"]
+        expected = hashlib.sha256(b"u" * (6 << 20)).hexdigest()
+        assert sealed["sha256"] == expected  # the broker's hash of what it relayed
+        assert sealed["device_sha256"] not in ("", expected)  # the device's of what it holds
+        assert sealed["size"] == 6 << 20
+    finally:
+        await agent.stop()
+
+
+@pytest.fixture
+def tiny_disk(people: Any) -> Any:
+    """The allowed folder on a 64 KiB tmpfs (root only: skipped elsewhere), unmounted after."""
+    import subprocess
+
+    folder = people["allowed"]
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+async def test_a_full_disk_on_the_device_fails_cleanly_and_is_sealed(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, tiny_disk: Any
+):
+    agent, sid = await _approved(app, gateway, people, tmp_path, client)
+    auth = _auth(people["tech_token"])
+    try:
+        put = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{tiny_disk}/large.bin"},
+            content=b"d" * (1 << 20),  # 1 MiB onto a 64 KiB disk
+            headers=auth,
+        )
+        assert put.status_code == 502, put.text
+        assert set(put.json()) == {"error", "detail"}
+        assert "no space left" in put.json()["detail"].lower()
+        assert os.listdir(tiny_disk) == []  # neither the file nor its staging file
+        sealed = (await _sealed(app, sid))[-1]
+        assert (sealed["direction"], sealed["outcome"]) == ("upload", "failed")
+        assert "no space left" in sealed["why"].lower()
+        # The disk is usable again: a file that fits goes through whole.
+        small = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{tiny_disk}/small.txt"},
+            content=b"fits\n",
+            headers=auth,
+        )
+        assert small.status_code == 200, small.text
+        assert (tiny_disk / "small.txt").read_bytes() == b"fits\n"
+    finally:
+        await agent.stop()
