@@ -61,6 +61,30 @@ class QuestionOut(BaseModel):
     label: str
 
 
+class TransferOut(BaseModel):
+    """A file moved to or from the end user's computer, as the broker sealed it."""
+
+    at: datetime
+    direction: str  # upload: to the computer; download: from it
+    name: str
+    size: int
+    sha256: str  # the broker's own hash of the bytes it relayed
+    outcome: str  # ok or failed
+    why: str | None
+
+    @classmethod
+    def of(cls, at: datetime, data: dict[str, Any]) -> TransferOut:
+        return cls(
+            at=at,
+            direction=str(data.get("direction", "")),
+            name=str(data.get("name", "")),
+            size=int(data.get("size") or 0),
+            sha256=str(data.get("sha256", "")),
+            outcome=str(data.get("outcome", "")),
+            why=str(data["why"]) if data.get("why") else None,
+        )
+
+
 class ConsentOut(BaseModel):
     """Everything the end user needs to decide without being tricked."""
 
@@ -88,6 +112,7 @@ class ConsentOut(BaseModel):
     can_revoke: bool
     can_rate: bool
     rating: int | None
+    transfers: list[TransferOut] = Field(default_factory=list)
 
     @classmethod
     def of(cls, v: ConsentView) -> ConsentOut:
@@ -125,6 +150,7 @@ class ConsentOut(BaseModel):
             and state in (S.ended, S.revoked, S.failed)
             and s.rating is None,
             rating=s.rating,
+            transfers=[TransferOut.of(at, data) for at, data in v.transfers],
         )
 
 

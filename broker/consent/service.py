@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,7 +43,7 @@ from broker.db.base import new_id, utcnow
 from broker.devices.service import get_group
 from broker.errors import Conflict, NotFound, ValidationFailed
 from broker.evidence.events import EventType
-from broker.evidence.service import Actor, record_event
+from broker.evidence.service import Actor, record_event, sealed_data
 from broker.logging import bind_ids
 from broker.metrics import CONSENT_DECISIONS
 from broker.providers.offers import recording_of
@@ -91,6 +91,8 @@ class ConsentView:
     request: ConsentRequest
     record: SessionRecord
     questions: list[dict[str, Any]]
+    # This session's file transfers as sealed (``session.file_transfer``), oldest first.
+    transfers: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
 
 
 def _key(db: AsyncSession) -> str:
@@ -267,7 +269,13 @@ async def view(db: AsyncSession, request: ConsentRequest, record: SessionRecord)
     """What the end user is shown: the request, its session and the group's questions."""
     bind_ids(session_id=record.session.id, ticket=record.ticket.ref)
     group = await get_group(db, record.device.group_id)
-    return ConsentView(request=request, record=record, questions=list(group.questions))
+    # The end user sees every file moved to or from their computer, read from the sealed
+    # events themselves: what this page shows is what the auditor will find.
+    sealed = await sealed_data(db, record.ticket.ref, EventType.session_file_transfer)
+    transfers = [(at, d) for at, d in sealed if d.get("session_id") == record.session.id]
+    return ConsentView(
+        request=request, record=record, questions=list(group.questions), transfers=transfers
+    )
 
 
 async def decide(

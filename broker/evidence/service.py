@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.util import await_only
 
 from audit.appender import Appended
+from audit.reader import StreamQuery
 from audit.store import AuditLog, NewEvent, Prepared
 from broker.db.session import BrokerSession
 from broker.errors import AuditFailure
@@ -129,6 +130,21 @@ async def record_event(
     if not db.in_transaction():
         await db.connection()  # begin it: a rollback must take this event with it
     return _pending(db).add(prepared, event_type)
+
+
+async def sealed_data(
+    db: AsyncSession, stream: str, event_type: EventType, *, limit: int = 200
+) -> list[tuple[Any, dict[str, Any]]]:
+    """When and with what ``data`` one type of event was sealed in ``stream``, oldest first
+    (at most the ``limit`` newest; events whose key was destroyed are left out). For pages
+    that show a party what was recorded about them; reading is not itself recorded here."""
+    query = StreamQuery(stream, (event_type.value,), limit=limit)
+    found, _ = await audit_log_of(db).search_stream(await db.connection(), query)
+    return [
+        (r.occurred_at, dict(r.payload.get("data") or {}))
+        for r in reversed(found)
+        if r.payload is not None and not r.erased
+    ]
 
 
 def on_sealed(db: AsyncSession, callback: Callable[[list[Appended]], None]) -> None:

@@ -371,3 +371,67 @@ async def test_a_full_disk_on_the_device_fails_cleanly_and_is_sealed(
         assert (tiny_disk / "small.txt").read_bytes() == b"fits\n"
     finally:
         await agent.stop()
+
+
+async def test_the_end_user_sees_each_transfer_on_the_status_page(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+):
+    from tests.factories import consent_token
+
+    agent = await enrolled_agent(
+        app, gateway, tmp_path, people["group"].name, ScriptedPrompter([True])
+    )
+    created = await request_session(client, people["tech_token"], agent.device_id, ["files"])
+    sid, token = created["id"], consent_token(created)
+    await wait_state(client, people["tech_token"], sid, "approved")
+    allowed, auth = people["allowed"], _auth(people["tech_token"])
+    payload = b"driver package\n" * 500
+    try:
+        page = await client.get(f"/consent/{token}")
+        assert page.status_code == 200, page.text
+        assert "consent-transfers" not in page.text  # nothing moved yet: no table
+        put = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{allowed}/driver.inf"},
+            content=payload,
+            headers=auth,
+        )
+        assert put.status_code == 200, put.text
+        (allowed / "crash.dmp").write_bytes(b"dump")
+        got = await client.get(
+            FILES.format(sid) + "/content", params={"path": f"{allowed}/crash.dmp"}, headers=auth
+        )
+        assert got.status_code == 200, got.text
+        tid = got.headers["x-transfer-id"]
+        await client.get(FILES.format(sid) + f"/transfers/{tid}", headers=auth)  # sealed
+        refused = await client.get(
+            FILES.format(sid) + "/content", params={"path": f"{allowed}/gone.txt"}, headers=auth
+        )
+        assert refused.status_code == 404
+
+        page = await client.get(f"/consent/{token}")
+        assert page.status_code == 200, page.text
+        rows = page.text.split('id="consent-transfers"', 1)[1].split("</table>", 1)[0]
+        rows_in_order = rows.split("<tr data-outcome=")[1:]
+        assert len(rows_in_order) == 3
+        up, down, failed = rows_in_order
+        for row, words in [
+            (up, ['"ok"', "driver.inf", "copied to this computer", f"{len(payload)} bytes",
+                  hashlib.sha256(payload).hexdigest()]),
+            (down, ['"ok"', "crash.dmp", "copied from this computer",
+                    hashlib.sha256(b"dump").hexdigest()]),
+            (failed, ['"failed"', "gone.txt", "not on the device"]),
+        ]:  # fmt: skip
+            for word in words:
+                assert word in row
+
+        # The JSON view the status page is built from says the same.
+        view = (await client.get(f"/api/v1/consent/{token}")).json()
+        assert [(t["name"], t["direction"], t["outcome"]) for t in view["transfers"]] == [
+            ("driver.inf", "upload", "ok"),
+            ("crash.dmp", "download", "ok"),
+            ("gone.txt", "download", "failed"),
+        ]
+        assert view["transfers"][0]["size"] == len(payload)
+    finally:
+        await agent.stop()
