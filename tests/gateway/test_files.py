@@ -435,3 +435,53 @@ async def test_the_end_user_sees_each_transfer_on_the_status_page(
         assert view["transfers"][0]["size"] == len(payload)
     finally:
         await agent.stop()
+
+
+async def test_whole_transfers_are_written_back_to_the_ticket(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+):
+    from broker.connectors import registry as registry_mod
+    from broker.connectors.outbox import deliver_due
+    from tests.connectors.harness import harness
+
+    desk = harness("zammad")
+    registry = desk.registry()
+    registry_mod.install(registry)
+    agent = await enrolled_agent(
+        app, gateway, tmp_path, people["group"].name, ScriptedPrompter([True])
+    )
+    try:
+        ticket = {"system": desk.kind, "external_id": desk.open_id}
+        created = await request_session(
+            client, people["tech_token"], agent.device_id, ["files"], ticket=ticket
+        )
+        sid, allowed, auth = created["id"], people["allowed"], _auth(people["tech_token"])
+        await wait_state(client, people["tech_token"], sid, "approved")
+        payload = b"setup\x00" * 7000
+        put = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{allowed}/setup.exe"},
+            content=payload,
+            headers=auth,
+        )
+        assert put.status_code == 200, put.text
+        refused = await client.put(  # a failed transfer is sealed, not written back
+            FILES.format(sid) + "/content",
+            params={"path": f"{allowed}/../nope.exe"},
+            content=b"x",
+            headers=auth,
+        )
+        assert refused.status_code == 403
+
+        await deliver_due(app.state.sessionmaker)
+        notes = [n["text"] for n in desk.fake.notes if n["ticket"] == desk.open_id]
+        files = [t for t in notes if f"{sid}/file-" in t]
+        assert len(files) == 1, notes
+        assert "setup.exe" in files[0]
+        assert f"{len(payload)} bytes" in files[0]
+        assert hashlib.sha256(payload).hexdigest() in files[0]
+        assert f"{sid}/file-1" in files[0]
+    finally:
+        await agent.stop()
+        registry_mod.install(None)
+        await registry.aclose()
