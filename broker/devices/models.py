@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, CreatedMixin, IdMixin, UTCDateTime
@@ -23,6 +23,11 @@ class DeviceGroup(IdMixin, CreatedMixin, Base):
     allowed_paths: Mapped[list[str]] = mapped_column(JSON, default=list, nullable=False)
     # The largest file a transfer through the broker may move (None: the broker's default).
     max_file_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Keep each transferred file itself, encrypted in the ticket's audit stream, so an
+    # auditor can download it later with a reason (docs/FILES.md).
+    keep_files: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), nullable=False
+    )
     # Pre-session questions shown on the consent page: [{"id": ..., "label": ...}].
     questions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, nullable=False)
     # Second-person approval (docs/OVERSIGHT.md): a request waits for another technician or a

@@ -94,6 +94,7 @@ class GroupCreate(Body):
     allowed_ports: Ports = Field(default_factory=list)
     allowed_paths: Paths = Field(default_factory=list)
     max_file_bytes: FileLimit | None = None  # None: the broker's default
+    keep_files: StrictBool = False  # keep each transferred file for auditors
     questions: Questions = Field(default_factory=list)
     approval_required: StrictBool = False
     approval_priorities: Labels = Field(default_factory=list)
@@ -112,6 +113,7 @@ class GroupUpdate(Body):
     allowed_ports: Ports | None = None
     allowed_paths: Paths | None = None
     max_file_bytes: FileLimit | None = None
+    keep_files: StrictBool | None = None
     questions: Questions | None = None
     approval_required: StrictBool | None = None
     approval_priorities: Labels | None = None
@@ -157,6 +159,7 @@ class GroupOut(BaseModel):
     allowed_ports: list[int]
     allowed_paths: list[str]
     max_file_bytes: int | None
+    keep_files: bool
     questions: list[dict[str, str]]
     approval_required: bool
     approval_priorities: list[str]
@@ -177,6 +180,7 @@ class GroupOut(BaseModel):
             allowed_ports=list(group.allowed_ports),
             allowed_paths=list(group.allowed_paths),
             max_file_bytes=group.max_file_bytes,
+            keep_files=group.keep_files,
             approval_required=group.approval_required,
             approval_priorities=list(group.approval_priorities or []),
             approval_categories=list(group.approval_categories or []),

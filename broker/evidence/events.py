@@ -135,6 +135,8 @@ class EventType(StrEnum):
         "a second auditor opened a replay or plaintext export to the one who asked, for a time",
     )
     playback_denied = "playback.denied", "a second auditor denied a replay or plaintext export"
+    file_kept = "file.kept", "a sealed piece of a transferred file the group keeps (encrypted)"
+    file_viewed = "file.viewed", "an auditor downloaded a kept file, with a reason"
 
     # The audit log itself.
     audit_timeline_viewed = "audit.timeline_viewed", "someone read a ticket's timeline"

@@ -36,6 +36,7 @@ from broker.errors import BrokerError, NotFound, PolicyDenied, ProviderError, Va
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event
 from broker.gateway import access
+from broker.gateway.kept import keep_piece
 from broker.gateway.link import AgentLink
 from broker.sessions import service as sessions
 from broker.sessions.states import SessionState
@@ -59,6 +60,7 @@ class Plan:
     actor: Actor
     roots: tuple[str, ...]
     limit: int
+    keep: bool = False  # the group keeps the file itself (broker.gateway.kept)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Outcome:
     device_sha256: str = ""  # what the device's agent reported for the file on its disk
     ok: bool = False
     why: str = ""
+    kept: int | None = None  # pieces of the file sealed for auditors (None: not kept)
 
     @property
     def name(self) -> str:
@@ -91,6 +94,8 @@ class Outcome:
         }
         if self.why:
             data["why"] = self.why
+        if self.kept is not None:
+            data["kept"] = self.kept
         return data
 
 
@@ -137,6 +142,7 @@ async def plan(db: AsyncSession, principal: Principal, session_id: str, default:
         actor=principal.actor(),
         roots=tuple(posixpath.normpath(p) for p in group.allowed_paths),
         limit=group.max_file_bytes or default,
+        keep=group.keep_files,
     )
 
 
@@ -211,6 +217,16 @@ def _compare(outcome: Outcome, report: dict[str, Any]) -> None:
         )
 
 
+async def _keep(
+    maker: async_sessionmaker[AsyncSession], plan: Plan, outcome: Outcome, data: bytes
+) -> None:
+    """Seal a piece of the file when the group keeps files (before it moves on)."""
+    if outcome.kept is None:
+        return
+    await keep_piece(maker, plan.session_id, plan.actor, outcome.transfer_id, outcome.kept, data)
+    outcome.kept += 1
+
+
 async def _report(found: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
     try:
         return await asyncio.wait_for(found, REPORT_SECONDS)
@@ -255,9 +271,9 @@ async def upload(
     declared: int | None,
 ) -> Outcome:
     """Stream ``body`` to ``path`` on the device; sealed whatever happens."""
-    outcome = Outcome(uuid.uuid4().hex, "upload", path)
+    outcome = Outcome(uuid.uuid4().hex, "upload", path, kept=0 if plan.keep else None)
     try:
-        await _upload(link, plan, outcome, body, declared)
+        await _upload(maker, link, plan, outcome, body, declared)
     except (BrokerError, *SFTP_ERRORS) as exc:
         error = _foreign(exc)
         outcome.why = error.detail
@@ -269,7 +285,12 @@ async def upload(
 
 
 async def _upload(
-    link: AgentLink, plan: Plan, outcome: Outcome, body: AsyncIterator[bytes], size: int | None
+    maker: async_sessionmaker[AsyncSession],
+    link: AgentLink,
+    plan: Plan,
+    outcome: Outcome,
+    body: AsyncIterator[bytes],
+    size: int | None,
 ) -> None:
     target = outcome.path = confine(outcome.path, plan.roots)
     name = posixpath.basename(target)
@@ -295,9 +316,11 @@ async def _upload(
                         sha.update(chunk)
                         pending += chunk
                         if len(pending) >= BATCH:
+                            await _keep(maker, plan, outcome, bytes(pending))
                             await fh.write(bytes(pending))
                             pending.clear()
                     if pending:
+                        await _keep(maker, plan, outcome, bytes(pending))
                         await fh.write(bytes(pending))
                 outcome.sha256 = sha.hexdigest()
                 _compare(outcome, await _report(reported))
@@ -334,6 +357,7 @@ class Download:
                 if self.outcome.size > self.plan.limit:
                     raise PolicyDenied(f"over this group's limit of {self.plan.limit} bytes")
                 sha.update(data)
+                await _keep(self.maker, self.plan, self.outcome, data)
                 yield data
             self.outcome.sha256 = sha.hexdigest()
             await self.handle.close()
@@ -381,7 +405,7 @@ async def open_download(
 ) -> Download:
     """Open ``path`` on the device for streaming; a refusal here is sealed and raised before
     any byte is sent."""
-    outcome = Outcome(uuid.uuid4().hex, "download", path)
+    outcome = Outcome(uuid.uuid4().hex, "download", path, kept=0 if plan.keep else None)
     stack = contextlib.AsyncExitStack()
     key: tuple[str, str, str] | None = None
     try:

@@ -15,7 +15,9 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import Path as FastPath
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, StringConstraints
 from starlette import types
 
 from broker.auth.deps import require
@@ -24,7 +26,7 @@ from broker.auth.principal import Principal
 from broker.db.aftercommit import commit
 from broker.db.session import DbSession
 from broker.errors import BrokerError, ProviderError
-from broker.gateway import files
+from broker.gateway import files, kept
 from broker.gateway.link import AgentLink
 from broker.gateway.server import Gateway
 
@@ -119,6 +121,28 @@ async def transfer_outcome(
     await commit(db)
     outcome = await _gateway(request).transfers.wait(session_id, transfer_id, OUTCOME_SECONDS)
     return outcome.as_dict()
+
+
+class KeptRequest(BaseModel):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
+
+
+@router.post(
+    "/gateway/sessions/{session_id}/files/kept/{transfer_id}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def kept_file(
+    session_id: str,
+    transfer_id: Annotated[str, FastPath(max_length=64)],
+    body: KeptRequest,
+    db: DbSession,
+    principal: Annotated[Principal, Depends(require(Scope.audit_read))],
+) -> Response:
+    """An auditor downloads the file a group kept, with a reason (sealed before it leaves)."""
+    name, content = await kept.kept_file(db, principal, session_id, transfer_id, reason=body.reason)
+    headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{_quoted(name)}"}
+    return Response(content, media_type="application/octet-stream", headers=headers)
 
 
 class _CutOnFailure(StreamingResponse):

@@ -460,6 +460,11 @@ async def playback_decide(cell: Cell) -> Call:
     return Call("POST", path, json={"decision": "approve", "reason": "matrix"})
 
 
+async def kept_file(cell: Cell) -> Call:
+    path = f"{V1}/gateway/sessions/{cell.world.session_id}/files/kept/{'0' * 32}"
+    return Call("POST", path, json={"reason": "complaint review #12"})
+
+
 def files(suffix: str, method: str) -> Build:
     """A file route of the shared session (approved for the screen, not for files)."""
 

@@ -417,6 +417,13 @@ ROWS: tuple[Row, ...] = (
             ("GET", "/transfers/{transfer_id}"),
         )
     ),
+    # a kept file: auditors only (the shared session moved no file: 404 for them)
+    Row(
+        "POST",
+        f"{c.V1}/gateway/sessions/{{session_id}}/files/kept/{{transfer_id}}",
+        c.kept_file,
+        allow("POST", 404, AUDITOR),
+    ),
     # WebSockets: the one-time ticket is the credential; a made-up one is 401
     Row(
         "WS",

@@ -485,3 +485,104 @@ async def test_whole_transfers_are_written_back_to_the_ticket(
         await agent.stop()
         registry_mod.install(None)
         await registry.aclose()
+
+
+async def test_a_kept_file_is_downloaded_by_an_auditor_with_a_reason(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+):
+    from tests.factories import make_token
+
+    policy = await client.patch(  # the admin turns the group's policy on
+        f"/api/v1/device-groups/{people['group'].id}",
+        json={"keep_files": True},
+        headers=_auth(people["admin_token"]),
+    )
+    assert policy.status_code == 200, policy.text
+    assert policy.json()["keep_files"] is True
+    agent, sid = await _approved(app, gateway, people, tmp_path, client)
+    allowed, auth = people["allowed"], _auth(people["tech_token"])
+    payload = os.urandom(6 << 20)
+
+    async def body() -> Any:  # two pieces: 4 MiB, then the last 2 MiB
+        for at in range(0, len(payload), 2 << 20):
+            yield payload[at : at + (2 << 20)]
+
+    try:
+        put = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{allowed}/tool.bin"},
+            content=body(),
+            headers=auth,
+        )
+        assert put.status_code == 200, put.text
+        assert put.json()["kept"] == 2
+        up = put.json()["transfer_id"]
+        (allowed / "report.txt").write_bytes(b"device report\n")
+        got = await client.get(
+            FILES.format(sid) + "/content", params={"path": f"{allowed}/report.txt"}, headers=auth
+        )
+        down = got.headers["x-transfer-id"]
+        await client.get(FILES.format(sid) + f"/transfers/{down}", headers=auth)
+        refused = await client.get(
+            FILES.format(sid) + "/content", params={"path": f"{allowed}/none"}, headers=auth
+        )
+        assert refused.status_code == 404
+
+        auditor, _ = await make_user(app, "auditor")
+        audit = _auth(await make_token(app, auditor))
+        kept = FILES.format(sid) + "/kept/{}"
+        no_reason = await client.post(kept.format(up), json={"reason": " "}, headers=audit)
+        assert no_reason.status_code == 422
+        by_tech = await client.post(kept.format(up), json={"reason": "look"}, headers=auth)
+        assert by_tech.status_code == 403
+        assert set(by_tech.json()) == {"error", "detail"}
+        file_up = await client.post(kept.format(up), json={"reason": "incident 7"}, headers=audit)
+        assert file_up.status_code == 200, file_up.text
+        assert file_up.content == payload
+        assert "tool.bin" in file_up.headers["content-disposition"]
+        file_down = await client.post(kept.format(down), json={"reason": "case 8"}, headers=audit)
+        assert file_down.content == b"device report\n"
+        failed = (await _sealed(app, sid))[-1]
+        assert failed["outcome"] == "failed"
+        gone = await client.post(
+            kept.format(failed["transfer_id"]), json={"reason": "case 9"}, headers=audit
+        )
+        assert gone.status_code == 404
+
+        viewed = await events(app, await ticket_ref(app, sid), "file.viewed")
+        assert [
+            (e.payload["data"]["transfer_id"], e.payload["data"]["reason"]) for e in viewed
+        ] == [
+            (up, "incident 7"),
+            (down, "case 8"),
+        ]
+        assert viewed[0].payload["data"]["auditor_id"] == auditor.id
+    finally:
+        await agent.stop()
+
+
+async def test_files_are_not_kept_without_the_group_policy(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient
+):
+    from tests.factories import make_token
+
+    agent, sid = await _approved(app, gateway, people, tmp_path, client)
+    try:
+        put = await client.put(
+            FILES.format(sid) + "/content",
+            params={"path": f"{people['allowed']}/a.txt"},
+            content=b"a",
+            headers=_auth(people["tech_token"]),
+        )
+        assert "kept" not in put.json()
+        assert await events(app, await ticket_ref(app, sid), "file.kept") == []
+        auditor, _ = await make_user(app, "auditor")
+        found = await client.post(
+            FILES.format(sid) + f"/kept/{put.json()['transfer_id']}",
+            json={"reason": "curious"},
+            headers=_auth(await make_token(app, auditor)),
+        )
+        assert found.status_code == 404
+        assert "did not keep" in found.json()["detail"]
+    finally:
+        await agent.stop()
