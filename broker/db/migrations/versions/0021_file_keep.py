@@ -3,7 +3,7 @@
 False keeps only the transfer's facts (name, size, both hashes); see docs/FILES.md.
 
 Revision ID: 0021_file_keep
-Revises: 0019_screens
+Revises: 0020_dual_control
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0021_file_keep"
-down_revision: str | None = "0019_screens"
+down_revision: str | None = "0020_dual_control"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
