@@ -57,4 +57,6 @@ def downgrade() -> None:
     op.drop_index("ix_playback_requests_ticket_ref", table_name="playback_requests")
     op.drop_index("ix_playback_requests_session_id", table_name="playback_requests")
     op.drop_table("playback_requests")
-    op.drop_column("device_groups", "dual_control_playback")
+    # Drop in place: a batch rebuild of device_groups breaks the devices' foreign keys.
+    with op.batch_alter_table("device_groups", recreate="never") as batch_op:
+        batch_op.drop_column("dual_control_playback")

@@ -18,7 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("device_groups", schema=None) as batch_op:
+    with op.batch_alter_table("device_groups", schema=None, recreate="never") as batch_op:
         batch_op.add_column(
             sa.Column("keep_files", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
