@@ -61,6 +61,8 @@ router = APIRouter(include_in_schema=False)
 CODE_COOKIE = "sb_code"
 DURATIONS = (15, 30, 60, 120, 240, 480)
 CAPABILITY_WORDS = offers.TECHNICIAN_WORDS
+# The request form's text fields, as the page names them.
+FORM_FIELDS = ("system", "ticket", "subject", "priority", "category", "device_id", "reason")
 Ref = Annotated[str, Query(max_length=100)]
 
 
@@ -117,7 +119,7 @@ async def _form_context(db: DbSession, who: Principal, **values: Any) -> dict[st
     listed, _ = await device_flows.inventory(db, who, DeviceFilter(), limit=500, offset=0)
     found = [x.device for x in listed]
     groups = {x.group.id: x.group for x in listed}
-    defaults = {"system": "", "ticket": "", "subject": "", "device_id": "", "reason": ""}
+    defaults = dict.fromkeys(FORM_FIELDS, "")
     defaults.update({k: v for k, v in values.items() if v is not None})
     return {
         # Per provider of the listed devices: what it gives and records (the form shows a
@@ -201,10 +203,7 @@ async def create(request: Request, principal: OptionalPrincipal, db: DbSession) 
     if isinstance(who, Response):
         return who
     form = await request.form()
-    text = {
-        k: str(form.get(k, "")).strip()
-        for k in ("system", "ticket", "subject", "device_id", "reason")
-    }
+    text = {k: str(form.get(k, "")).strip() for k in FORM_FIELDS}
     chosen = [str(c) for c in form.getlist("capabilities")]
     raw_duration = str(form.get("duration_minutes", ""))
     duration = int(raw_duration) if raw_duration.isdigit() else 0
@@ -216,6 +215,9 @@ async def create(request: Request, principal: OptionalPrincipal, db: DbSession) 
                     "system": text["system"],
                     "external_id": text["ticket"],
                     "subject": text["subject"] or None,
+                    # What a group's second-approval policy may be narrowed by.
+                    "priority": text["priority"] or None,
+                    "category": text["category"] or None,
                 },
                 "device_id": text["device_id"],
                 "reason": text["reason"],

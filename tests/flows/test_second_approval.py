@@ -245,3 +245,33 @@ async def test_admin_sets_the_policy_and_adds_a_supervisor_on_the_pages(app: Any
     assert got["approval_priorities"] == ["High", "Urgent"]
     assert [m["id"] for m in got["members"]] == [supervisor.id]
     await page.client.aclose()
+
+
+async def test_the_request_form_carries_priority_to_the_policy(app: Any) -> None:
+    """The technician's console form takes the ticket's priority: the group's policy then
+    holds a high-priority request for a second person, and asks the end user at once for
+    another."""
+    w = await _setup(app, approval_priorities=["High"])
+    desk = w["desk"]
+    tech = await browser(app, desk.tech)
+    body = {
+        "system": "helpdesk",
+        "ticket": "HD-40",
+        "subject": "VPN",
+        "device_id": desk.device.id,
+        "reason": "VPN client will not connect",
+        "capabilities": "shell",
+        "duration_minutes": "30",
+    }
+    form = await tech.get("/ui/new")
+    assert 'name="priority"' in form.text
+    assert 'name="category"' in form.text
+    high = await tech.post("/ui/sessions", {**body, "priority": "high"})
+    assert high.status_code == 303, high.text
+    assert "awaiting_approval" in (await tech.get(high.headers["location"])).text
+    low = await tech.post("/ui/sessions", {**body, "ticket": "HD-41", "priority": "low"})
+    assert low.status_code == 303, low.text
+    low_page = (await tech.get(low.headers["location"])).text
+    assert "consent-code" in low_page
+    assert "awaiting_approval" not in low_page
+    await tech.client.aclose()
