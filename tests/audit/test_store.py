@@ -17,6 +17,7 @@ from audit.checkpoint import CheckpointSigner
 from audit.errors import AuditError, KeyUnavailable, RollbackDetected, VerificationError
 from audit.keys import LocalFileKeyProvider
 from audit.merkle import verify_consistency, verify_inclusion
+from audit.reader import StreamQuery
 from audit.records import to_micros
 from audit.store import AuditLog, NewEvent, verify_database
 
@@ -330,3 +331,39 @@ async def test_empty_database_verifies(log: AuditLog, engine: AsyncEngine) -> No
         assert report.ok
         assert report.size == 0
         assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_search_stream_pages_newest_first_by_type_and_time(
+    log: AuditLog, engine: AsyncEngine
+) -> None:
+    """One stream's page, newest first, filtered by event type and a time range; whether
+    more follow is told without counting the stream."""
+    early = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    late = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await log.append(
+            conn,
+            [
+                NewEvent("_system", "auth.login_failed", {"n": 1}, occurred_at=early),
+                NewEvent("_system", "auth.lockout", {"n": 2}, occurred_at=early),
+                NewEvent("_system", "auth.login_failed", {"n": 3}, occurred_at=late),
+                NewEvent("HD-1", "auth.login_failed", {"n": 4}, occurred_at=late),
+            ],
+        )
+    async with engine.connect() as conn:
+        page, more = await log.search_stream(conn, StreamQuery("_system", limit=2))
+        assert [r.payload for r in page] == [{"n": 3}, {"n": 2}]
+        assert more
+        rest, more = await log.search_stream(conn, StreamQuery("_system", limit=2, offset=2))
+        assert [r.payload for r in rest] == [{"n": 1}]
+        assert not more
+        typed, _ = await log.search_stream(
+            conn, StreamQuery("_system", event_types=("auth.login_failed",))
+        )
+        assert [r.payload for r in typed] == [{"n": 3}, {"n": 1}]
+        ranged, _ = await log.search_stream(
+            conn, StreamQuery("_system", since=late, until=datetime(2026, 3, 3, tzinfo=UTC))
+        )
+        assert [r.payload for r in ranged] == [{"n": 3}]
+        before, _ = await log.search_stream(conn, StreamQuery("_system", until=late))
+        assert [r.payload for r in before] == [{"n": 2}, {"n": 1}]
