@@ -135,6 +135,31 @@ async def spawn_agent(
     )
 
 
+async def open_unattended(b: Broker, dev: str, capabilities: list[str], reason: str) -> str:
+    """An unattended session on the agent's device once its link is up, the way a
+    technician's API call asks for it; its id, after the poller handed the agent its grant."""
+    import httpx
+
+    while dev not in b.gateway.links:  # noqa: ASYNC110 - a dict, not an event
+        await asyncio.sleep(0.05)
+    async with httpx.AsyncClient(base_url=b.url) as client:
+        resp = await client.post(
+            "/api/v1/sessions",
+            headers={"Authorization": f"Bearer {b.tech_token}"},
+            json={
+                "ticket": {"system": "standalone", "external_id": "HD-1", "subject": "x"},
+                "device_id": dev,
+                "reason": reason,
+                "capabilities": capabilities,
+                "duration_minutes": 60,
+                "unattended": True,
+            },
+        )
+        resp.raise_for_status()
+    await asyncio.sleep(1.5)  # the poller hands the unattended grant to the agent
+    return str(resp.json()["id"])
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

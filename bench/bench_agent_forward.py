@@ -32,7 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_agent_common import ROOT, broker, device_id, enroll_agent, spawn_agent
+from bench_agent_common import (
+    ROOT,
+    broker,
+    device_id,
+    enroll_agent,
+    open_unattended,
+    spawn_agent,
+)
 
 SAME_CIPHER = "aes128-gcm@openssh.com"  # the first of broker.gateway.server.LINK_CIPHERS
 
@@ -157,26 +164,8 @@ async def ours(tmp: Path, sink: int) -> AsyncIterator[int]:
         relay = None
         try:
             dev = device_id(settings)
-            while dev not in b.gateway.links:  # noqa: ASYNC110 - a dict, not an event
-                await asyncio.sleep(0.05)
-            import httpx
-
-            async with httpx.AsyncClient(base_url=b.url) as client:
-                resp = await client.post(
-                    "/api/v1/sessions",
-                    headers={"Authorization": f"Bearer {b.tech_token}"},
-                    json={
-                        "ticket": {"system": "standalone", "external_id": "HD-1", "subject": "x"},
-                        "device_id": dev,
-                        "reason": "forward benchmark",
-                        "capabilities": ["control"],
-                        "duration_minutes": 60,
-                        "unattended": True,
-                    },
-                )
-                resp.raise_for_status()
-                sid = resp.json()["id"]
-            await asyncio.sleep(1.5)  # the poller hands the unattended grant to the agent
+            # A forward needs its own right (it no longer rides on control).
+            sid = await open_unattended(b, dev, ["forward"], "forward benchmark")
             local = free_port()
             code = (
                 "import asyncio; from broker.gateway.cli import serve_forward; "

@@ -26,7 +26,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench_agent_common import ROOT, Broker, broker, device_id, enroll_agent, spawn_agent
+from bench_agent_common import (
+    ROOT,
+    Broker,
+    broker,
+    device_id,
+    enroll_agent,
+    open_unattended,
+    spawn_agent,
+)
 from bench_agent_forward import SAME_CIPHER, ensure_sshd, free_port, loadavg
 
 TIMED = """
@@ -140,27 +148,7 @@ async def main() -> None:
 
 async def _session(b: Broker, dev: str) -> str:
     """An unattended session approved for files on the agent's device."""
-    import httpx
-
-    gateway = b.gateway
-    while dev not in gateway.links:  # noqa: ASYNC110 - a dict, not an event
-        await asyncio.sleep(0.05)
-    async with httpx.AsyncClient(base_url=b.url) as client:
-        resp = await client.post(
-            "/api/v1/sessions",
-            headers={"Authorization": f"Bearer {b.tech_token}"},
-            json={
-                "ticket": {"system": "standalone", "external_id": "HD-1", "subject": "x"},
-                "device_id": dev,
-                "reason": "file transfer benchmark",
-                "capabilities": ["files"],
-                "duration_minutes": 60,
-                "unattended": True,
-            },
-        )
-        resp.raise_for_status()
-    await asyncio.sleep(1.5)  # the poller hands the unattended grant to the agent
-    return str(resp.json()["id"])
+    return await open_unattended(b, dev, ["files"], "file transfer benchmark")
 
 
 if __name__ == "__main__":
