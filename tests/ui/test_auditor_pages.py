@@ -465,6 +465,21 @@ async def test_search_filters_and_pages(
     assert "/ui/audit/tickets/helpdesk/HD-4711/erase" in admin_page.text
 
 
+async def test_checkpoint_page_covers_what_was_just_sealed(app: Any, world: Any) -> None:
+    """Checkpoints come on a cadence; the page does not wait for it: the head it shows covers
+    every record sealed before the page was asked for (a busy machine once showed none)."""
+    from broker.evidence.events import EventType
+    from broker.evidence.service import SYSTEM_ACTOR, audit_log_of, flush_events, record_event
+
+    async with app.state.sessionmaker() as db:
+        await record_event(db, EventType.ticket_updated, ticket="T-CP", actor=SYSTEM_ACTOR)
+        await flush_events(db)
+        await db.commit()
+        size = await audit_log_of(db).size(await db.connection())
+    page = (await world["browsers"]["auditor"].get("/ui/audit/checkpoint")).text
+    assert f"<dt>Size (records)</dt><dd>{size}</dd>" in page
+
+
 async def test_checkpoint_page_gives_one_answer_about_publishing(app: Any, world: Any) -> None:
     """Never "OK" beside "nothing published yet": before publishing the page says only that;
     after, the comparison made now (the start-up check is shown only when it alarmed)."""
