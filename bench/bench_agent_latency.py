@@ -5,7 +5,7 @@ fsync on every commit) in this one, the agent (``supportbroker-agent run``, its 
 prompt on stdin/stdout), the technician's client (this file with ``--technician``: httpx and
 websockets) and a TCP echo service on the device's side.
 
-For each of N sessions (``control`` capability): the technician requests the session, takes a
+For each of N sessions (``forward`` capability): the technician requests the session, takes a
 one-time ticket and opens the forward WebSocket at once, sending one byte; the broker holds
 that socket while the session awaits consent. The agent shows its prompt; once the
 technician's socket is waiting, this process types ``y`` + Enter on the agent's terminal (t0:
@@ -79,7 +79,7 @@ async def technician(url: str, token: str, device: str, port: int, n: int) -> No
                     "ticket": {"system": "standalone", "external_id": f"HD-{i}"},
                     "device_id": device,
                     "reason": "latency benchmark",
-                    "capabilities": ["control"],
+                    "capabilities": ["forward"],
                     "duration_minutes": 30,
                 },
             )

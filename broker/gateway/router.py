@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import asyncssh
+import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +32,8 @@ from broker.gateway.server import Gateway
 from broker.providers.offers import recording_of
 from broker.sessions.repository import SessionRecord
 from broker.sessions.schemas import CleanText
+
+log = structlog.get_logger("broker.gateway")
 
 router = APIRouter(tags=["agent"])
 
@@ -149,10 +152,15 @@ def _link(gateway: Gateway, record: SessionRecord) -> AgentLink:
 
 
 async def _refuse(ws: WebSocket, exc: BrokerError) -> None:
-    """The error as one JSON text frame, then close 4403 with the detail as the reason."""
-    await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
+    """The error as one JSON text frame, then close 4403 with the detail as the reason.
+    A client that has already gone (it gave up waiting for consent) is not told: there is
+    nobody to tell, and the refusal is no server error."""
     reason = exc.detail.encode()[:120].decode(errors="ignore")  # a close reason: <= 123 bytes
-    await ws.close(code=4403, reason=reason)
+    try:
+        await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
+        await ws.close(code=4403, reason=reason)
+    except (WebSocketDisconnect, RuntimeError):
+        log.info("gateway.refusal_unheard", error=exc.code, detail=exc.detail)
 
 
 def _close_all(opened: list[asyncssh.SSHClientProcess[bytes]]) -> None:
