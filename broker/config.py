@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.siem.settings import SiemTarget
+
 PLACEHOLDER_SECRET = "dev-only-change-me"  # noqa: S105 - a marker we refuse outside development
 
 
@@ -73,6 +75,14 @@ class Settings(BaseSettings):
     gateway_enabled: bool = True
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 2222
+
+    # SIEM export (docs/SIEM.md): one exporter loop and one durable cursor per target.
+    siem_targets: list[SiemTarget] = []
+    siem_batch_size: int = Field(default=500, ge=1, le=10000)
+    siem_poll_seconds: float = Field(default=1.0, gt=0, le=3600)  # idle: look for new records
+    # After a failed delivery wait this long, doubling per failure up to the maximum.
+    siem_retry_seconds: float = Field(default=1.0, gt=0, le=3600)
+    siem_retry_max_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _database_in_data_dir(self) -> Settings:
