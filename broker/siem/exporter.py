@@ -15,10 +15,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.backoff import wait_after
-from broker.config import Settings
+from broker.config import Settings, SiemTarget
 from broker.errors import SiemDeliveryError
 from broker.siem.service import export_batch, record_failure
-from broker.siem.settings import SiemTarget
 from broker.siem.transport import Sender, sender_for
 
 log = structlog.get_logger("broker.siem")

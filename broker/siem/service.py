@@ -23,14 +23,13 @@ from audit.canonical import parse
 from audit.records import Record
 from audit.sealing import open_record
 from audit.store import AuditLog
-from broker.config import Settings
+from broker.config import Settings, SiemTarget
 from broker.db.aftercommit import transaction
 from broker.db.base import utcnow
 from broker.errors import AuditFailure
 from broker.evidence.service import audit_log_of
 from broker.siem.format import SiemEvent
 from broker.siem.models import SiemCursor
-from broker.siem.settings import SiemTarget
 from broker.siem.transport import Sender
 
 

@@ -16,10 +16,10 @@ from typing import Protocol
 
 import httpx
 
+from broker.config import SiemTarget
 from broker.errors import SiemDeliveryError
 from broker.siem.format import SiemEvent, json_line, syslog_message
 from broker.siem.relp import RelpClient
-from broker.siem.settings import SiemTarget
 
 
 class Sender(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import os
 import signal
 import socket
@@ -34,24 +35,32 @@ class Rsyslog:
     """``rsyslogd -n`` receiving RELP on ``port`` and writing each message's structured data
     and text, one line each, to ``out``."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, tls: dict[str, Path] | None = None) -> None:
         self.workdir = workdir
         self.port = port
         self.out = workdir / "received.log"
         self.conf = workdir / "rsyslog.conf"
+        # TLS as librelp does it: the server's certificate, and the client's checked
+        # against the same CA ("certvalid").
+        tls_options = (
+            f' tls="on" tls.cacert="{tls["ca"]}" tls.mycert="{tls["server_cert"]}"'
+            f' tls.myprivkey="{tls["server_key"]}" tls.authmode="certvalid"'
+            if tls
+            else ""
+        )
         self.conf.write_text(
             f'global(workDirectory="{workdir}")\n'
             # One worker: messages reach the file in the order they arrived.
             'main_queue(queue.workerThreads="1")\n'
             'module(load="imrelp")\n'
             'template(name="line" type="string" string="%structured-data% %msg%\\n")\n'
-            f'input(type="imrelp" port="{port}" address="127.0.0.1")\n'
+            f'input(type="imrelp" port="{port}" address="127.0.0.1"{tls_options})\n'
             f'action(type="omfile" file="{self.out}" template="line")\n'
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 - a fixed command line
+        self.proc = subprocess.Popen(
             ["/usr/sbin/rsyslogd", "-n", "-f", str(self.conf), "-i", str(self.workdir / "pid")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -104,8 +113,44 @@ async def write_events(
         done = min(count, done + per_transaction)
 
 
-def make_ca_and_server_cert(where: Path) -> tuple[Path, Path, Path]:
-    """A throw-away CA and a certificate for 127.0.0.1 it signed: (ca, cert, key) PEM files."""
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _issue(
+    ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, common_name: str
+) -> tuple[bytes, bytes]:
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def make_certificates(where: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate it
+    signed, as PEM files: ``ca``, ``server_cert``, ``server_key``, ``client_cert``,
+    ``client_key``."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SIEM test CA")])
@@ -137,35 +182,11 @@ def make_ca_and_server_cert(where: Path) -> tuple[Path, Path, Path]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, cert_path, key_path = where / "ca.pem", where / "server.pem", where / "server.key"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_path, cert_path, key_path
+    files = {"ca": ca.public_bytes(serialization.Encoding.PEM)}
+    files["server_cert"], files["server_key"] = _issue(ca_key, ca_name, "127.0.0.1")
+    files["client_cert"], files["client_key"] = _issue(ca_key, ca_name, "supportbroker")
+    out = {}
+    for name, data in files.items():
+        out[name] = where / f"{name}.pem"
+        out[name].write_bytes(data)
+    return out

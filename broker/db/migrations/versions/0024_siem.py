@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0024_siem"
 down_revision: str | None = "0021_file_keep"
 branch_labels: str | Sequence[str] | None = None
