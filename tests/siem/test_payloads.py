@@ -17,9 +17,7 @@ async def test_erased_tickets_export_no_content(app: FastAPI) -> None:
     await write_events(maker, 14)  # tickets local:T-0 .. local:T-6, two records each
     async with transaction(maker) as db:
         log = audit_log_of(db)
-        await log.erase_stream(
-            await db.connection(), "local:T-0", actor=SYSTEM_ACTOR.as_payload()
-        )
+        await log.erase_stream(await db.connection(), "local:T-0", actor=SYSTEM_ACTOR.as_payload())
 
     async with maker() as db:
         full = await read_events(db, audit_log_of(db), 0, 100, payloads=True)
