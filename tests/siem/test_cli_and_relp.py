@@ -1,5 +1,6 @@
 """``supportbroker siem status`` shows each target's cursor and lag from the database (SQLite
-and PostgreSQL); the RELP client treats a refusal or a closed session as "not delivered"."""
+and PostgreSQL); the RELP client treats a refusal or a closed session as "not delivered"; a
+batch cut short is sent again from the cursor (repeats, never gaps)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +131,65 @@ async def test_a_relp_refusal_is_no_delivery(refusing: FakeRelpServer) -> None:
     refusing.answer = b"200 OK"
     await client.send([_message(), _message()])
     await client.close()
+
+
+class DroppingRelpServer:
+    """Keeps every syslog frame it acknowledged; the first session dies after ``drop_after``
+    acknowledgements, the way a receiver restarting mid-batch does."""
+
+    def __init__(self, drop_after: int) -> None:
+        self.drop_after = drop_after
+        self.sessions = 0
+        self.received: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        acked = 0
+        while True:
+            try:
+                txnr = (await reader.readuntil(b" ")).strip()
+                command = (await reader.readuntil(b" ")).strip()
+                digits = b""
+                while (c := await reader.readexactly(1)) not in b" \n":
+                    digits += c
+                data = (await reader.readexactly(int(digits) + 1))[:-1] if c == b" " else b""
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if command == b"syslog":
+                if self.sessions == 1 and acked == self.drop_after:
+                    writer.close()
+                    return
+                self.received.append(data)
+                acked += 1
+            writer.write(txnr + b" rsp 6 200 OK\n")
+            await writer.drain()
+
+
+async def test_a_batch_cut_short_is_sent_again_from_the_cursor(app: Any) -> None:
+    import re
+
+    from broker.config import SiemTarget
+    from broker.siem.service import status
+    from broker.siem.transport import RelpSender
+
+    fake = DroppingRelpServer(drop_after=7)
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    target = SiemTarget(name="soc", kind="relp", port=port, timeout_seconds=5)
+    sender = RelpSender(target, app.state.settings.audit_log_id)
+    maker = app.state.sessionmaker
+    await write_events(maker, 20)
+    try:
+        with pytest.raises(SiemDeliveryError):
+            await export_batch(maker, target, sender, 20)
+        assert await export_batch(maker, target, sender, 20) == 20
+    finally:
+        await sender.close()
+        server.close()
+
+    got = [int(re.search(rb'pos="(\d+)"', m).group(1)) for m in fake.received]  # type: ignore[union-attr]
+    assert got == list(range(7)) + list(range(20))  # the cut batch again, from its start
+    settings = app.state.settings.model_copy(update={"siem_targets": [target]})
+    async with maker() as db:
+        (found,) = await status(db, settings)
+    assert (found.next_position, found.delivered, found.lag) == (20, 20, 0)
