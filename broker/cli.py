@@ -118,6 +118,7 @@ def _domain_cli_modules() -> list[Any]:
         "broker.providers.cli",
         "broker.connectors.cli",
         "broker.gateway.cli",
+        "broker.siem.cli",
     ]
     modules = []
     for name in names:

@@ -10,10 +10,44 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "dev-only-change-me"  # noqa: S105 - a marker we refuse outside development
+
+# A SIEM target (docs/SIEM.md), one entry of ``SUPPORTBROKER_SIEM_TARGETS`` (a JSON list):
+# each gets its own exporter loop and its own cursor, named by ``name``.
+SiemKind = Literal["https", "relp", "syslog-tls"]
+
+
+class SiemTarget(BaseModel):
+    """One receiver. ``https``: JSON lines POSTed to ``url``; ``relp``: RFC 5424 over RELP to
+    ``host:port`` (TLS when ``tls``); ``syslog-tls``: RFC 5424 over TLS (RFC 5425) framing."""
+
+    # The cursor's key: renaming a target starts it again from the beginning of the log.
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    kind: SiemKind
+    url: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    tls: bool = False  # RELP only: the other kinds are TLS always
+    ca_file: Path | None = None  # PEM bundle trusted instead of the system's
+    cert_file: Path | None = None  # client certificate (mutual TLS), PEM
+    key_file: Path | None = None
+    token: SecretStr | None = None  # https: sent as ``Authorization: Bearer``
+    # Decrypted payloads go out only where the policy allows it (default: metadata only).
+    payloads: bool = False
+    hostname: str = ""  # syslog HOSTNAME; empty: this machine's name
+    facility: int = Field(default=13, ge=0, le=23)  # 13: log audit (RFC 5424, 6.2.1)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _where(self) -> SiemTarget:
+        if self.kind == "https" and not self.url.startswith("https://"):
+            raise ValueError(f"SIEM target {self.name!r}: an https target needs an https:// url")
+        if self.kind != "https" and not self.port:
+            raise ValueError(f"SIEM target {self.name!r}: a {self.kind} target needs a port")
+        return self
 
 
 class Settings(BaseSettings):
@@ -74,10 +108,25 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 2222
 
+    # SIEM export (docs/SIEM.md): one exporter loop and one durable cursor per target.
+    siem_targets: list[SiemTarget] = []
+    siem_batch_size: int = Field(default=500, ge=1, le=10000)
+    siem_poll_seconds: float = Field(default=1.0, gt=0, le=3600)  # idle: look for new records
+    # After a failed delivery wait this long, doubling per failure up to the maximum.
+    siem_retry_seconds: float = Field(default=1.0, gt=0, le=3600)
+    siem_retry_max_seconds: float = Field(default=300.0, gt=0, le=86400)
+
     @model_validator(mode="after")
     def _database_in_data_dir(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'supportbroker.db'}"
+        return self
+
+    @model_validator(mode="after")
+    def _siem_names_unique(self) -> Settings:
+        names = [t.name for t in self.siem_targets]
+        if len(names) != len(set(names)):
+            raise ValueError("SUPPORTBROKER_SIEM_TARGETS: two targets share a name (a cursor)")
         return self
 
     @model_validator(mode="after")

@@ -78,3 +78,9 @@ class AuditFailure(BrokerError):
     """The audit log could not record an event: the change it belongs to must not happen."""
 
     code = "audit_failure"
+
+
+class SiemDeliveryError(BrokerError):
+    """A SIEM receiver did not take a batch (unreachable, refused, no acknowledgement)."""
+
+    code = "siem_delivery_failed"

@@ -13,7 +13,8 @@
   sessions into the audit log (outside connections flagged), and sweep every managed
   device now and then for outside connections when no session runs there.
 
-Two more loops run on their own cadence: checkpoints (every ``checkpoint_interval_seconds``
+One SIEM exporter loop runs per configured target (broker.siem.exporter). Two more loops run
+on their own cadence: checkpoints (every ``checkpoint_interval_seconds``
 when records are not yet covered, and once more at shutdown) and the whole-log verification
 (every ``verify_interval_seconds``; on demand through ``app.state.verifications``).
 """
@@ -150,6 +151,19 @@ async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str
             log.error("background.job_failed", job=name, exc_info=exc)
 
 
+def start_siem_exporters(app: FastAPI) -> list[asyncio.Task[None]]:
+    """One exporter loop per configured SIEM target (broker.siem.exporter)."""
+    from broker.siem.exporter import run_exporter
+
+    settings = app.state.settings
+    return [
+        asyncio.create_task(
+            run_exporter(app.state.sessionmaker, settings, target), name=f"siem-{target.name}"
+        )
+        for target in settings.siem_targets
+    ]
+
+
 async def start_background_tasks(app: FastAPI) -> Callable[[], Awaitable[None]]:
     from broker.evidence.verification import Verifications
 
@@ -172,6 +186,7 @@ async def start_background_tasks(app: FastAPI) -> Callable[[], Awaitable[None]]:
     if settings.verify_interval_seconds:
         loops.append((settings.verify_interval_seconds, _verify, "audit-verification"))
     tasks = [asyncio.create_task(_every(s, job, name), name=name) for s, job, name in loops]
+    tasks += start_siem_exporters(app)
 
     async def _stop() -> None:
         for task in tasks:

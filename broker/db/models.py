@@ -17,6 +17,7 @@ from broker.providers.models import (  # noqa: F401 - tables
     ProviderSessionLink,
 )
 from broker.sessions.models import RemoteSession, SessionInvitation
+from broker.siem.models import SiemCursor
 from broker.tickets.models import Ticket
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "RefusalTally",
     "RemoteSession",
     "SessionInvitation",
+    "SiemCursor",
     "Ticket",
     "TicketWatch",
     "User",
