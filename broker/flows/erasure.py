@@ -52,8 +52,11 @@ async def erase_ticket(
     system, sep, external_id = ref.partition(":")
     if not sep or not system or not external_id:
         raise ValidationFailed("ticket: give SYSTEM:EXTERNAL_ID")
-    counts = await forget(db, system, external_id)
-    position = await queries.erase(db, principal, ref, reason=reason, details=counts)
+    # A refused erasure leaves nothing changed even where the caller commits anyway (the
+    # page renders the refusal and its request commits): the copies go with the record.
+    async with db.begin_nested():
+        counts = await forget(db, system, external_id)
+        position = await queries.erase(db, principal, ref, reason=reason, details=counts)
     after_commit(db, purge, ref)
     log.info("ticket.erased", ticket=ref, **counts)
     return position
