@@ -69,6 +69,7 @@ async def ticket_with_personal_data(
     auditor, _ = await make_user(app, "auditor")
     return {
         "desk": desk,
+        "consent_page": "/consent/" + consent_token(created.json()),
         "session": created.json()["id"],
         "admin": bearer(await make_token(app, admin)),
         "auditor": bearer(await make_token(app, auditor)),
@@ -87,6 +88,7 @@ async def test_erasure_covers_every_copy_and_its_record_survives(
     world = await ticket_with_personal_data(app, client, receiver, mark)
     desk, sid = world["desk"], world["session"]
     reads = [
+        (world["consent_page"], {}),  # the end user's page: ticket, technician, reason
         ("/api/v1/sessions", desk.headers),
         (f"/api/v1/sessions/{sid}", desk.headers),
         (f"/api/v1/tickets/{SYSTEM}/{TICKET}", desk.headers),
