@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from audit.store import AuditLog
 
 FORMAT = "supportbroker-evidence/1"
+ERASED_EVENT = "ticket.erased"  # the record an erasure seals (audit.store.erase_stream)
 REQUIRED = frozenset({"records.jsonl", "proof.json", "checkpoint.note", "public.vkey"})
 _FIXED_TIME = (2000, 1, 1, 0, 0, 0)
 
@@ -130,6 +131,9 @@ async def build_bundle(
         "public_key_fingerprint": log.signer.verifier.fingerprint,
         "checkpoint_size": checkpoint.size,
         "not_yet_covered": len(everything) - len(records),
+        # The clear headers say so too (the verifier checks the flag against them): records
+        # sealed before an erasure carry ciphertext whose key is gone.
+        "erased": any(r.event_type == ERASED_EVENT for r in records),
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
     buffer = io.BytesIO()
@@ -150,6 +154,7 @@ class BundleReport:
     checks: list[str] = field(default_factory=list)
     problem: str | None = None
     not_yet_covered: int = 0  # later records of the ticket the export left out
+    erasures: list[Record] = field(default_factory=list)  # the ticket's ticket.erased records
 
     def verdict(self) -> str:
         lines = [f"  ok  {c}" for c in self.checks]
@@ -159,6 +164,13 @@ class BundleReport:
                 lines.append(
                     f"NOT YET COVERED: {self.not_yet_covered} later records of the ticket were "
                     "not covered by a signed checkpoint when exported and are not in this bundle"
+                )
+            for e in self.erasures:
+                when = datetime.fromtimestamp(e.occurred_at_us / 1e6, UTC).isoformat()
+                lines.append(
+                    f"ERASED: the ticket's content was erased at {when} (record at position "
+                    f"{e.position}); the payloads of the {e.stream_seq - 1} records sealed "
+                    "before it can never be read again; their hashes still verify"
                 )
         else:
             lines.append(f"FAILED: {self.problem}")
@@ -222,6 +234,10 @@ def _verify(data: bytes, verifier: VerifierKey, report: BundleReport) -> None:
     records = _check_chain(files["records.jsonl"], log_id, report.stream)
     report.records = len(records)
     report.checks.append(f"{len(records)} records hash correctly and chain without gaps")
+    report.erasures = [r for r in records if r.event_type == ERASED_EVENT]
+    flag = manifest.get("erased")
+    if flag is not None and flag != bool(report.erasures):
+        raise BundleError("the manifest's erased flag disagrees with the ticket's records")
     _check_proof(files["proof.json"], records[-1], checkpoint.size, checkpoint.root)
     report.checks.append("the ticket's last record is included in the signed tree")
     if "payloads.jsonl" in files:

@@ -11,12 +11,14 @@ acknowledged when that transaction commits.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit import proofs, reader
+from audit import proofs, reader, schema
 from audit.appender import (
     ADVISORY_LOCK_KEY,
     Appended,
@@ -25,6 +27,7 @@ from audit.appender import (
     sign_checkpoint,
     take_lock,
 )
+from audit.bundle import ERASED_EVENT
 from audit.checkpoint import CheckpointSigner, SignedCheckpoint
 from audit.dbverify import verify_database
 from audit.errors import AuditError, RollbackDetected
@@ -40,8 +43,10 @@ __all__ = [
     "ADVISORY_LOCK_KEY",
     "CIPHER_CACHE_SIZE",
     "ERASED_EVENT",
+    "SYSTEM_STREAM",
     "Appended",
     "AuditLog",
+    "Erasure",
     "NewEvent",
     "Prepared",
     "ReadRecord",
@@ -49,7 +54,17 @@ __all__ = [
     "verify_database",
 ]
 
-ERASED_EVENT = "ticket.erased"
+# The log's own stream (events of no ticket): never erased, so erasure records live there too.
+SYSTEM_STREAM = "_system"
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """The two ``ticket.erased`` records of one erasure: ``marker`` in the erased ticket's
+    chain, ``record`` in the log's own stream (the one a later erasure cannot shred)."""
+
+    marker: Appended
+    record: Appended
 
 
 class AuditLog:
@@ -159,21 +174,53 @@ class AuditLog:
     # -- keys and erasure --------------------------------------------------------------
 
     async def erase_stream(
-        self, conn: AsyncConnection, stream: str, *, actor: Mapping[str, Any]
-    ) -> Appended:
-        """Crypto-shred a ticket: destroy its data keys, then seal a ``ticket.erased`` record.
+        self,
+        conn: AsyncConnection,
+        stream: str,
+        *,
+        actor: Mapping[str, Any],
+        record_in: str = SYSTEM_STREAM,
+        details: Mapping[str, Any] | None = None,
+    ) -> Erasure:
+        """Crypto-shred a ticket: destroy its data keys, then seal a ``ticket.erased`` record
+        twice: in the ticket's own chain (under a new key of the ticket, so its timeline and
+        bundle show the erasure) and in ``record_in`` (the log's own stream, never erased),
+        where a later erasure of the ticket cannot shred who erased it, why and when.
 
-        The record is encrypted under a new key of the stream; the old content can never be
-        read again, and every hash (which covers ciphertext) still verifies.
+        Refused (:class:`AuditError`) when nothing was sealed for the ticket since its last
+        erasure (the ticket's latest record is a ``ticket.erased``), or when it has no live key:
+        a second erasure would only destroy the first one's record in the ticket's chain.
         """
+        if record_in == stream:
+            raise AuditError(f"the erasure of {stream!r} must be recorded outside that stream")
         await take_lock(conn)
+        r = schema.records
+        latest = (
+            await conn.execute(
+                select(r.c.event_type, r.c.position)
+                .where(r.c.stream == stream)
+                .order_by(r.c.stream_seq.desc())
+                .limit(1)
+            )
+        ).first()
+        if latest is not None and latest[0] == ERASED_EVENT:
+            raise AuditError(
+                f"stream {stream!r} was erased at position {latest[1]} and nothing was sealed "
+                "for it since: there is nothing to erase"
+            )
         self._last.forget()  # its cached key of this stream is about to be destroyed
         destroyed = await self.keyring.destroy(conn, stream, to_micros(datetime.now(UTC)))
         if not destroyed:
             raise AuditError(f"stream {stream!r} has no live data key to erase")
-        payload = {"actor": dict(actor), "destroyed_keys": destroyed}
-        (appended,) = await self.append(conn, [NewEvent(stream, ERASED_EVENT, payload)])
-        return appended
+        payload = {**dict(details or {}), "actor": dict(actor), "destroyed_keys": destroyed}
+        marker, record = await self.append(
+            conn,
+            [
+                NewEvent(stream, ERASED_EVENT, payload),
+                NewEvent(record_in, ERASED_EVENT, {**payload, "stream": stream}),
+            ],
+        )
+        return Erasure(marker, record)
 
     async def rotate_kek(self, conn: AsyncConnection, new_keys: KeyProvider) -> int:
         """Re-wrap every live data key under ``new_keys``' current KEK; records untouched."""

@@ -17,17 +17,19 @@ from dataclasses import replace
 from typing import Any
 
 import structlog
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.connectors import changes, intake, links, outbox, texts
 from broker.connectors.base import OUTBOUND_EVENTS, TicketInfo, WebhookEvent
 from broker.connectors.changes import INBOUND_AUDIT, Applied, Handover, system_actor
-from broker.connectors.models import OutboxMessage
+from broker.connectors.models import OutboxMessage, WebhookReject
 from broker.connectors.registry import registry_for
 from broker.connectors.repository import OutboxRepository
 from broker.connectors.settings import ConnectorConfig
 from broker.db.base import utcnow
 from broker.errors import BrokerError, PolicyDenied, ValidationFailed
+from broker.evidence.service import ERASED_TEXT
 from broker.tickets.models import Ticket
 from broker.tickets.repository import TicketRepository
 
@@ -280,3 +282,39 @@ async def connectors_status(db: AsyncSession) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+async def forget_ticket(db: AsyncSession, system: str, external_id: str) -> dict[str, int]:
+    """Erasure of a ticket's comments: those not yet delivered are dropped (they would carry
+    the data to the desk), the delivered ones keep only their ids, times and step; refused
+    webhook deliveries of the system that mention the ticket are deleted. Returns the counts
+    the erasure record seals."""
+    mine = (OutboxMessage.system == system, OutboxMessage.external_id == external_id)
+    dropped = await db.execute(
+        delete(OutboxMessage)
+        .where(*mine, OutboxMessage.delivered_at.is_(None))
+        .execution_options(synchronize_session="fetch")
+    )
+    kept = await db.execute(
+        update(OutboxMessage)
+        .where(*mine)
+        .values(text=ERASED_TEXT, data={}, last_error=None)
+        .execution_options(synchronize_session="fetch")
+    )
+    rejects = await db.execute(
+        delete(WebhookReject)
+        .where(
+            WebhookReject.system == system,
+            WebhookReject.body.contains(external_id, autoescape=True),
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    return {
+        "dropped_comments": _count(dropped),
+        "erased_comments": _count(kept),
+        "deleted_webhook_rejects": _count(rejects),
+    }
+
+
+def _count(result: Any) -> int:
+    return int(result.rowcount or 0)

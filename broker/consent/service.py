@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -372,3 +373,15 @@ def receipt(
         "recording": {"content": recording.content, "events_only": recording.events_only},
         "valid_until": valid_until.isoformat() if valid_until else None,
     }
+
+
+async def forget_decisions(db: AsyncSession, session_ids: list[str]) -> None:
+    """Erasure: drop who decided the sessions' consent (the typed name), from where and with
+    which browser; the decision and its time stay (the sealed receipt is crypto-shredded)."""
+    if session_ids:
+        await db.execute(
+            update(ConsentRequest)
+            .where(ConsentRequest.session_id.in_(session_ids))
+            .values(decided_by=None, decided_from=None, user_agent=None)
+            .execution_options(synchronize_session="fetch")
+        )

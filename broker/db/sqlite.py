@@ -300,7 +300,8 @@ class InlineConnection:
 
 
 async def connect(path: str) -> InlineConnection:
-    """A connection to the database file ``path`` (WAL, ``synchronous=FULL``, foreign keys;
+    """A connection to the database file ``path`` (WAL, ``synchronous=FULL``, foreign keys,
+    ``secure_delete``;
     busy timeout 0 on the event loop, see :meth:`InlineConnection._busy_safe`). Opened in a
     thread: switching to WAL may wait for another process."""
     conn = await asyncio.to_thread(_open, path)
@@ -314,6 +315,9 @@ def _open(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Freed space is zeroed: an erased ticket's old text must not linger in free pages
+        # or in a page's unused bytes (the erasure then checkpoints the WAL, flows.erasure).
+        conn.execute("PRAGMA secure_delete=ON")
         conn.execute("PRAGMA busy_timeout=0")
     except BaseException:
         conn.close()

@@ -7,6 +7,7 @@ the others work on the broker's configured database and keys.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from audit.publish import CheckpointPublisher
 from audit.store import AuditLog
 from broker.evidence.events import EventType
 from broker.evidence.queries import verify_all
-from broker.evidence.service import SYSTEM_ACTOR, audit_log_of, record_event
+from broker.evidence.service import SYSTEM_ACTOR, Actor, audit_log_of, record_event
 
 
 def _plain_verify(args: argparse.Namespace) -> int:
@@ -74,22 +75,52 @@ async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
         data={"via": "cli", "include_plaintext": args.plaintext, "reason": args.reason},
     )
     args.out.write_bytes(data)
-    log = audit_log_of(db)
-    key = args.out.with_name(args.out.name + ".vkey")
-    key.write_text(log.signer.verifier.encode() + "\n")
-    print(f"wrote {args.out} ({len(data)} bytes) and its public key {key}")
-    print(f"verify with: supportbroker audit verify {args.out} --public-key {key}")
+    verifier = audit_log_of(db).signer.verifier
+    print(f"wrote {args.out} ({len(data)} bytes)")
+    if _erased(data):
+        print(
+            f"ERASED: {args.ticket} was erased; the bundle says so and the payloads sealed "
+            "before the erasure can never be read (their hashes still verify)"
+        )
+    # A key written beside the bundle proves nothing to whoever receives both: a forger would
+    # ship their own. The third party takes the key from where the operator published it.
+    print(
+        f"verify with: supportbroker audit verify {args.out} --public-key KEY, where KEY is "
+        f"the log's published verifier key (fingerprint {verifier.fingerprint}; "
+        "`supportbroker audit public-key` prints it for publishing), never a key that came "
+        "with the bundle"
+    )
     return 0
 
 
-async def _erase(db: AsyncSession, args: argparse.Namespace) -> int:
-    from broker.evidence.service import flush_events
+def _erased(bundle: bytes) -> bool:
+    import io
+    import json
+    import zipfile
 
-    log = audit_log_of(db)
-    await flush_events(db)
-    actor = {**SYSTEM_ACTOR.as_payload(), "via": "cli", "reason": args.reason}
-    appended = await log.erase_stream(await db.connection(), args.ticket, actor=actor)
-    print(f"erased the content of {args.ticket}; erasure sealed at position {appended.position}")
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        return bool(json.loads(zf.read("manifest.json")).get("erased"))
+
+
+class _CliCaller:
+    """Who erases from the command line: the system (whoever runs it on the server)."""
+
+    def actor(self) -> Actor:
+        return dataclasses.replace(SYSTEM_ACTOR, role="cli")
+
+
+async def _erase(db: AsyncSession, args: argparse.Namespace) -> int:
+    from broker.errors import BrokerError
+    from broker.flows.erasure import erase_ticket
+
+    try:
+        position = await erase_ticket(db, _CliCaller(), args.ticket, reason=args.reason)
+    except BrokerError as exc:
+        await db.rollback()  # nothing of a refused erasure stays
+        print(f"not erased: {exc.detail}", file=sys.stderr)
+        return 1
+    # The caller's transaction commits next, then the WAL checkpoint (SQLite) runs.
+    print(f"erased {args.ticket}; erasure recorded in the system stream at position {position}")
     return 0
 
 

@@ -219,8 +219,18 @@ async def export(
     return data
 
 
-async def erase(db: AsyncSession, principal: Caller, stream: str, *, reason: str) -> int:
-    """Crypto-shred a ticket's content; returns the position of the erasure record."""
+async def erase(
+    db: AsyncSession,
+    principal: Caller,
+    stream: str,
+    *,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Crypto-shred a ticket's content; returns the position of the erasure record in the
+    system stream (where a later erasure of the ticket cannot shred it). ``details`` (what
+    else the erasure removed) go into that record. Use :func:`broker.flows.erasure.
+    erase_ticket`, which erases the plaintext copies first."""
     if stream == SYSTEM_STREAM:
         raise ValidationFailed("the system stream cannot be erased")
     if not reason.strip():
@@ -232,10 +242,12 @@ async def erase(db: AsyncSession, principal: Caller, stream: str, *, reason: str
             await db.connection(),
             stream,
             actor={**principal.actor().as_payload(), "reason": reason},
+            record_in=SYSTEM_STREAM,
+            details=details,
         )
     except AuditError as exc:
         raise Conflict(str(exc)) from exc
-    return appended.position
+    return appended.record.position
 
 
 @dataclass(frozen=True)

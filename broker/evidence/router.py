@@ -34,6 +34,7 @@ from broker.evidence.schemas import (
     VerifyOut,
 )
 from broker.evidence.service import audit_log_of
+from broker.flows import erasure
 from broker.gateway import playback
 from broker.sessions.schemas import TicketId, TicketSystem
 
@@ -172,9 +173,11 @@ async def decide_playback(
 async def erase_ticket(
     system: System, external_id: External, body: EraseIn, principal: Admin, db: DbSession
 ) -> EraseOut:
-    """Crypto-shred the ticket's content; the log (and its proofs) stay verifiable."""
+    """Erase the ticket's personal data: every plaintext copy, and its sealed content by
+    crypto-shredding; the log (and its proofs) stay verifiable. 409 when nothing was sealed
+    for the ticket since its last erasure."""
     stream = f"{system}:{external_id}"
-    position = await queries.erase(db, principal, stream, reason=body.reason)
+    position = await erasure.erase_ticket(db, principal, stream, reason=body.reason)
     return EraseOut(stream=stream, erasure_position=position)
 
 

@@ -31,6 +31,8 @@ from broker.errors import AuditFailure
 from broker.evidence.events import EventType, event_named
 
 SYSTEM_STREAM = "_system"
+# What an erasure leaves in a plaintext column that must hold text (docs/AUDIT.md, data map).
+ERASED_TEXT = "[erased]"
 PENDING = "audit.pending"
 
 

@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.permissions import Scope
@@ -33,7 +34,7 @@ from broker.errors import (
     PermissionDenied,
 )
 from broker.evidence.events import EventType
-from broker.evidence.service import Actor, record_event
+from broker.evidence.service import ERASED_TEXT, Actor, record_event
 from broker.logging import bind_ids, bound_ids
 from broker.sessions import gate, oversight
 from broker.sessions.models import RemoteSession
@@ -487,3 +488,18 @@ async def sweep_deadlines(db: AsyncSession) -> int:
             _, changed = await load(db, session_id)
         moved += changed
     return moved
+
+
+async def forget_sessions(db: AsyncSession, ticket: Ticket) -> list[str]:
+    """Erasure: blank the personal data of the ticket's sessions (the reason, the answers to
+    the group's questions, the rating's comment, the end's free text); returns their ids."""
+    rows = (
+        await db.scalars(select(RemoteSession).where(RemoteSession.ticket_id == ticket.id))
+    ).all()
+    for row in rows:
+        row.reason = ERASED_TEXT
+        row.answers = {}
+        row.rating_comment = None
+        row.end_reason = ERASED_TEXT if row.end_reason else None
+    await db.flush()
+    return [row.id for row in rows]

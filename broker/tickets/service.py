@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.principal import Principal
 from broker.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from broker.evidence.events import EventType
-from broker.evidence.service import Actor, record_event
+from broker.evidence.service import ERASED_TEXT, Actor, record_event
 from broker.logging import bind_ids
 from broker.tickets.models import Ticket
 from broker.tickets.repository import TicketFilter, TicketRepository
@@ -195,3 +196,16 @@ async def update_ticket(
     actor = principal.actor()
     await record_event(db, event, ticket=ticket.ref, actor=actor, data={"changes": diff})
     return ticket, event
+
+
+async def forget_ticket(db: AsyncSession, system: str, external_id: str) -> Ticket | None:
+    """Erasure: blank the ticket's personal data (subject, requester, assignee, group); the
+    ids, state and times stay. None if the broker never knew the ticket (log only)."""
+    ticket = await db.scalar(
+        select(Ticket).where(Ticket.system == system, Ticket.external_id == external_id)
+    )
+    if ticket is not None:
+        ticket.subject, ticket.requester = ERASED_TEXT, ""
+        ticket.assignee = ticket.group_name = None
+        await db.flush()
+    return ticket

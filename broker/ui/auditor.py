@@ -30,6 +30,7 @@ from broker.errors import BrokerError, ValidationFailed
 from broker.evidence import queries
 from broker.evidence.events import EventType, event_words
 from broker.evidence.schemas import EraseIn, ExportIn
+from broker.flows import erasure
 from broker.gateway import playback, replay
 from broker.sessions.schemas import TicketId, TicketSystem
 from broker.ui import auditor_service as svc
@@ -340,7 +341,7 @@ async def erase(
         if confirm.strip() != ref:
             raise ValidationFailed(f"confirm: type {ref} to confirm the erasure")
         body = EraseIn(reason=reason)
-        position = await queries.erase(db, who, ref, reason=body.reason)
+        position = await erasure.erase_ticket(db, who, ref, reason=body.reason)
     except ValidationError as exc:
         return page(request, "auditor/erase.html", 422, error=_first_error(exc), **context)
     except ValidationFailed as exc:

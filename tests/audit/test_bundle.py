@@ -339,3 +339,45 @@ def test_python_dash_m_audit(
         runpy.run_module("audit", run_name="__main__")
     assert info.value.code == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def _set_erased(value: object) -> Callable[[dict[str, bytes]], None]:
+    def change(files: dict[str, bytes]) -> None:
+        manifest = json.loads(files["manifest.json"])
+        if value is None:
+            del manifest["erased"]
+        else:
+            manifest["erased"] = value
+        files["manifest.json"] = json.dumps(manifest).encode()
+
+    return change
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_bundle_of_an_erased_ticket_says_so(
+    log: AuditLog, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    plain = await export(log, engine, plaintext=False)
+    assert json.loads(zipfile.ZipFile(io.BytesIO(plain)).read("manifest.json"))["erased"] is False
+    assert "ERASED" not in verify_bundle(plain, log.signer.verifier).verdict()
+    async with engine.begin() as conn:
+        await log.erase_stream(conn, "HD-1", actor={"user": "admin"})
+        await log.sign_checkpoint(conn)
+    async with engine.connect() as conn:
+        data = await log.export_bundle(conn, "HD-1", include_plaintext=True)
+    assert json.loads(zipfile.ZipFile(io.BytesIO(data)).read("manifest.json"))["erased"] is True
+    (tmp_path / "HD-1.zip").write_bytes(data)
+    (tmp_path / "log.vkey").write_text(log.signer.verifier.encode() + "\n")
+    out = run_cli(tmp_path, "verify", "HD-1.zip", "--public-key", "log.vkey")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ERASED: the ticket's content was erased at " in out.stdout
+    assert "the payloads of the 2 records sealed before it can never be read" in out.stdout
+    # The flag is checked against the records' headers: a forger cannot hide the erasure.
+    hidden = verify_bundle(rezip(data, _set_erased(False)), log.signer.verifier)
+    assert not hidden.ok
+    assert "erased flag disagrees" in (hidden.problem or "")
+    claimed = verify_bundle(rezip(plain, _set_erased(True)), log.signer.verifier)
+    assert "erased flag disagrees" in (claimed.problem or "")
+    older = verify_bundle(rezip(data, _set_erased(None)), log.signer.verifier)  # before the flag
+    assert older.ok
+    assert "ERASED:" in older.verdict()

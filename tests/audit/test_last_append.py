@@ -111,7 +111,7 @@ async def test_erasure_then_append_uses_a_new_key(log: AuditLog, engine: AsyncEn
     assert [r.erased for r in stream] == [True, True, False, False]
     assert stream[3].payload == {"n": 0}
     assert first[0].stream == "HD-1"
-    await assert_verifies(log, engine, 4)
+    await assert_verifies(log, engine, 5)  # and the erasure's record in the system stream
 
 
 async def test_append_failing_half_way_leaves_no_stale_heads(

@@ -168,10 +168,15 @@ async def test_sql_delete_of_tail_and_its_checkpoint(log: AuditLog, engine: Asyn
 async def test_erase_stream(log: AuditLog, engine: AsyncEngine, tmp_path: Path) -> None:
     await fill(log, engine)
     async with engine.begin() as conn:
-        erased = await log.erase_stream(conn, "HD-1", actor={"user": "admin"})
+        erased = await log.erase_stream(
+            conn, "HD-1", actor={"user": "admin"}, details={"dropped_comments": 2}
+        )
         with pytest.raises(AuditError, match="no live data key"):
             await log.erase_stream(conn, "HD-404", actor={"user": "admin"})
-    assert erased.stream_seq == 6
+        with pytest.raises(AuditError, match="outside that stream"):
+            await log.erase_stream(conn, "HD-2", actor={}, record_in="HD-2")
+    assert erased.marker.stream_seq == 6
+    assert (erased.record.stream, erased.record.position) == ("_system", erased.marker.position + 1)
     fresh = AuditLog(log_id=LOG_ID, keys=log.keys, signer=log.signer)
     async with engine.connect() as conn:
         for reader in (log, fresh):
@@ -181,16 +186,44 @@ async def test_erase_stream(log: AuditLog, engine: AsyncEngine, tmp_path: Path) 
             assert not stream[5].erased
             assert stream[5].payload is not None
             assert stream[5].payload["actor"] == {"user": "admin"}
+            assert stream[5].payload["dropped_comments"] == 2
             assert (await reader.read_stream(conn, "HD-2"))[1].payload == {"n": 1, "who": "tech-1"}
         assert (await log.verify_log(conn)).ok
         bundle = await log.export_bundle(conn, "HD-1", include_plaintext=True)
     report = verify_bundle(bundle, log.signer.verifier)
     assert report.ok, report.problem
     assert "1 decrypted payloads" in report.verdict()
+    assert "ERASED: the ticket's content was erased at " in report.verdict()
+    assert "the payloads of the 5 records sealed before it" in report.verdict()
     async with engine.begin() as conn:  # the ticket goes on under its new key
         await log.append(conn, ev("HD-1", 1))
     async with engine.connect() as conn:
         assert (await log.read_stream(conn, "HD-1"))[-1].payload == {"n": 0, "who": "tech-0"}
+
+
+async def test_a_second_erasure_cannot_shred_the_first_ones_record(
+    log: AuditLog, engine: AsyncEngine
+) -> None:
+    await fill(log, engine)
+    async with engine.begin() as conn:
+        first = await log.erase_stream(conn, "HD-1", actor={"user": "admin", "reason": "gdpr 1"})
+    async with engine.begin() as conn:  # nothing sealed since: refused, nothing destroyed
+        with pytest.raises(AuditError, match="nothing was sealed for it since"):
+            await log.erase_stream(conn, "HD-1", actor={"user": "mallory"})
+    async with engine.begin() as conn:  # a new session on the erased ticket: erasable again
+        await log.append(conn, ev("HD-1", 1))
+    async with engine.begin() as conn:
+        second = await log.erase_stream(conn, "HD-1", actor={"user": "admin", "reason": "2"})
+    async with engine.connect() as conn:
+        ticket = await log.read_stream(conn, "HD-1")
+        system = await log.read_stream(conn, "_system")
+        assert (await log.verify_log(conn)).ok
+    assert ticket[first.marker.stream_seq - 1].erased  # its copy in the ticket's chain: gone
+    records = [r for r in system if r.event_type == "ticket.erased"]
+    assert [r.position for r in records] == [first.record.position, second.record.position]
+    assert records[0].payload is not None
+    assert records[0].payload["actor"]["reason"] == "gdpr 1"
+    assert records[0].payload["stream"] == "HD-1"
 
 
 async def test_kek_rotation_and_wrong_key(

@@ -284,6 +284,10 @@ async def test_admin_erases_after_confirming_and_the_log_still_verifies(
     done = await admin.post(f"{TIMELINE}/erase", {"reason": "GDPR 7", "confirm": STREAM})
     assert done.status_code == 200, done.text
     assert "Erased" in done.text
+    assert "in the system stream" in done.text
+    again = await admin.post(f"{TIMELINE}/erase", {"reason": "GDPR 8", "confirm": STREAM})
+    assert again.status_code == 409, again.text  # nothing sealed since: refused, kept
+    assert "nothing was sealed for it since" in again.text
     page = await world["browsers"]["auditor"].get(TIMELINE)
     assert "content erased" in page.text
     assert 'data-integrity="ok"' in page.text
