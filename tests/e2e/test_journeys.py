@@ -21,11 +21,13 @@ SQLite only (the data paths run on PostgreSQL elsewhere).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
 import shlex
 import subprocess
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -403,6 +405,17 @@ async def test_admin_journey(
         f"supportbroker-agent enroll --broker 127.0.0.1:{served.gateway_port} --token {token}"
     )
     await shot(page, "enrollment-token")
+    # Beside it, how to install the agent from this broker: the URL pip gets is the agent's
+    # own wheel (tests/gateway/test_dist.py installs it into a fresh venv).
+    install = await page.locator("#install-command").inner_text()
+    wheel_url = install.removeprefix("pip install ")
+    assert wheel_url.startswith(f"{served.url}/api/v1/agent/dist/supportbroker_agent-")
+    assert wheel_url.endswith("-py3-none-any.whl")
+    wheel = await page.request.get(wheel_url)
+    assert wheel.ok
+    with zipfile.ZipFile(io.BytesIO(await wheel.body())) as files:
+        assert "agent/cli.py" in files.namelist()
+        assert not [n for n in files.namelist() if n.startswith(("broker/", "audit/"))]
     # The command the page gives, run on a new device, enrolls it into the group.
     device_dir = tmp_path / "accounting-laptop"
     enrolled = subprocess.run(
