@@ -263,6 +263,14 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         return
     viewer = Viewer(name=record.technician.display_name, mode=grant.mode)
     relay.attach(viewer)
+    # the end user's consent page lists who is on the terminal (broker/gateway/attendance.py)
+    present = gateway.attendance.enter(
+        record.session.id,
+        name=grant.principal.name,
+        role=grant.principal.role,
+        mode=grant.mode,
+        via="terminal",
+    )
 
     async def downstream() -> None:
         while (data := await viewer.queue.get()) is not None:
@@ -289,6 +297,7 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         pass
     finally:
         relay.detach(viewer)
+        gateway.attendance.leave(record.session.id, present)
         down.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await down
