@@ -271,9 +271,41 @@ async def test_end_user_journey(served: Served, desk: dict[str, Any], logins: Lo
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    watch: subprocess.Popen[bytes] | None = None
     try:
         await page.wait_for_selector('#consent-live[data-state="active"]')
+        # The page says who is connected, live (it polls; no reload) ...
+        now = page.locator("#connected-now")
+        await now.filter(
+            has_text="Tom T (the technician of this session) on the terminal"
+        ).wait_for()
         await shot(page, "in-progress")
+        # ... a supervisor of the group starts watching from their command line ...
+        served.cli("user", "create", "sue", "--role", "supervisor", "--display-name", "Sue S")
+        served.cli("group", "add-member", "front-office", "sue")
+        issued = served.cli(
+            "token", "create", "--name", "sue-cli", "--user", "sue",
+            "--scope", "sessions:read", "--scope", "sessions:supervise",
+        ).stdout  # fmt: skip
+        sue = re.search(r"secret \(shown only now\): (\S+)", issued)
+        assert sue, issued
+        watch = subprocess.Popen(
+            [str(BIN / "supportbroker"), "connect", second["id"], "--url", served.url,
+             "--mode", "watch"],
+            env={**served.env, "SUPPORTBROKER_TOKEN": sue.group(1)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        watching = "Sue S (a supervisor, watching without typing) on the terminal"
+        await now.filter(has_text=watching).wait_for()
+        await shot(page, "supervisor-watching")
+        # ... and stops: the page says she left
+        watch.terminate()
+        await asyncio.to_thread(watch.wait, 60)
+        await page.locator('#connected-log li[data-here="no"]', has_text="Sue S").wait_for()
+        assert "Sue S" not in await now.inner_text()
+        await shot(page, "supervisor-left")
         await page.get_by_role("button", name="End this session now").click()
         await page.wait_for_selector("text=Ended by revocation")
         await shot(page, "revoked")
@@ -281,6 +313,8 @@ async def test_end_user_journey(served: Served, desk: dict[str, Any], logins: Lo
     finally:
         if connect.poll() is None:
             connect.kill()
+        if watch is not None and watch.poll() is None:
+            watch.kill()
     banner = err.decode()
     assert f"connected to {desk['device']['name']} for HD-4713 — recorded" in banner
     assert "the session was revoked — revoked by the end user (by Erika Mustermann)" in banner
