@@ -71,10 +71,11 @@ class Attendance:
         handle = next(self._ids)
         kept.entries[handle] = Attendee(name, role, mode, via, utcnow())
         while len(kept.entries) > KEPT_PER_SESSION:
-            oldest = next(iter(kept.entries))
-            if kept.entries[oldest].here:  # never forget who is still connected
+            # the oldest who left goes first; who is still connected is never forgotten
+            gone = next((h for h, a in kept.entries.items() if not a.here), None)
+            if gone is None:
                 break
-            del kept.entries[oldest]
+            del kept.entries[gone]
         return handle
 
     def leave(self, session_id: str, handle: int) -> None:
