@@ -2,7 +2,8 @@
 
 - ``GET /consent``: enter the code; ``POST /consent``: exchange it, redirect to the request
 - ``GET /consent/{token}``: who, which ticket, why, what rights, how long, recorded;
-  approve/deny; once approved a prominent "End this session now"
+  approve/deny; once approved a prominent "End this session now" and who is connected
+  (the technician, an invited expert, a watching supervisor), live, with who left
 - ``POST /consent/{token}/decide``, ``/revoke``, ``/rate``: the forms; each redirects back
 
 The forms need no CSRF token: the path token is the credential and another site cannot know
@@ -29,6 +30,7 @@ from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, RatingIn, R
 from broker.db.session import DbSession
 from broker.errors import BrokerError, PermissionDenied, RateLimited
 from broker.flows import approval
+from broker.gateway.attendance import Attendee
 from broker.providers.offers import END_USER_WORDS
 from broker.ui.common import cross_origin, when
 
@@ -53,6 +55,13 @@ async def _refused(db: AsyncSession, exc: BrokerError) -> tuple[int, str]:
     if not exc.keep_changes:
         await db.rollback()
     return _status(exc), exc.detail
+
+
+def _connected(request: Request, session_id: str) -> list[Attendee] | None:
+    """Who is (and was) on the session's terminal or screen, from this process's gateway;
+    None when this process runs no gateway (the page then says nothing about it)."""
+    gateway = getattr(request.app.state, "gateway", None)
+    return None if gateway is None else gateway.attendance.of(session_id)
 
 
 def _same_origin(request: Request) -> None:
@@ -96,7 +105,13 @@ async def show(request: Request, token: str, db: DbSession) -> HTMLResponse:
     except BrokerError as exc:
         status, detail = await _refused(db, exc)
         return _page(request, "consent/error.html", status, error=detail)
-    return _page(request, "consent/request.html", consent=consent, token=token)
+    return _page(
+        request,
+        "consent/request.html",
+        consent=consent,
+        token=token,
+        connected=_connected(request, consent.session_id),
+    )
 
 
 async def _redisplay(
@@ -107,7 +122,15 @@ async def _redisplay(
     except BrokerError as exc:
         status, detail = await _refused(db, exc)
         return _page(request, "consent/error.html", status, error=detail)
-    return _page(request, "consent/request.html", status, consent=consent, token=token, error=error)
+    return _page(
+        request,
+        "consent/request.html",
+        status,
+        consent=consent,
+        token=token,
+        error=error,
+        connected=_connected(request, consent.session_id),
+    )
 
 
 @router.post("/consent/{token}/decide", response_model=None)

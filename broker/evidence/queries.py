@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit import schema
 from audit.checkpoint import SignedCheckpoint
 from audit.errors import AuditError
 from audit.merkle import verify_consistency
 from audit.reader import StreamQuery
+from audit.records import to_micros
 from audit.store import AuditLog, ReadRecord
 from audit.verify import VerifyReport
 from broker.errors import AuditFailure, Conflict, NotFound, ValidationFailed
@@ -135,6 +138,23 @@ async def system_events(
         data={"stream": SYSTEM_STREAM, "records": len(found), "event_types": list(event_types)},
     )
     return found, more
+
+
+def streams_with_event(
+    event_type: EventType, since: datetime | None, until: datetime | None
+) -> Select[tuple[str]]:
+    """The ticket streams (``system:external_id``) whose log holds an ``event_type`` event
+    that occurred in [since, until): a subquery for the auditor's session search. It reads
+    only the records' clear headers (stream, type, time), never a payload, so it needs no
+    key and records no read. No index serves it (docs/AUDIT.md, "Appends and locking"): it
+    scans the records table, as the system-event search does."""
+    c = schema.records.c
+    stmt = select(c.stream).where(c.event_type == event_type.value, c.stream != SYSTEM_STREAM)
+    if since is not None:
+        stmt = stmt.where(c.occurred_at_us >= to_micros(since))
+    if until is not None:
+        stmt = stmt.where(c.occurred_at_us < to_micros(until))
+    return stmt.distinct()
 
 
 async def verify_all(

@@ -88,6 +88,14 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     link = gateway.links.get(record.device.id)
     if link is not None:
         link.desktops.add(viewer)
+    # the end user's consent page lists who is on the screen (broker/gateway/attendance.py)
+    present = gateway.attendance.enter(
+        record.session.id,
+        name=grant.principal.name,
+        role=grant.principal.role,
+        mode=grant.mode,
+        via="screen",
+    )
     try:
         await ws.send_text(
             json.dumps(
@@ -105,6 +113,7 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     finally:
         if link is not None:
             link.desktops.discard(viewer)
+        gateway.attendance.leave(record.session.id, present)
         await rfb_service.record_closed(
             gateway.maker,
             record.session.id,

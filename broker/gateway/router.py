@@ -16,7 +16,16 @@ from typing import Annotated, Any
 
 import asyncssh
 import structlog
-from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import (
+    APIRouter,
+    Depends,
+    Path,
+    Query,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +34,7 @@ from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import BrokerError, ProviderError
-from broker.gateway import access, replay, service
+from broker.gateway import access, dist, replay, service
 from broker.gateway.link import AgentLink
 from broker.gateway.relay import ShellRelay, Viewer, open_forward, open_shell
 from broker.gateway.server import Gateway
@@ -58,6 +67,22 @@ def _gateway(request: Request | WebSocket) -> Gateway:
     if gateway is None:
         raise ProviderError("the SSH gateway is not running in this broker process")
     return gateway
+
+
+@router.get("/agent/dist/{filename}", response_class=Response)
+async def agent_wheel(filename: Annotated[str, Path(max_length=200)]) -> Response:
+    """The agent's own wheel for ``pip install`` on a device (public: it holds no secret and
+    a device has no credential before it enrolls; see :mod:`broker.gateway.dist`)."""
+    wheel = dist.wheel_named(filename)
+    return Response(
+        wheel.content,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{wheel.filename}"',
+            "ETag": f'"{wheel.sha256}"',
+            "Cache-Control": "public, max-age=300",
+        },
+    )
 
 
 @router.post("/agent/enrollment-tokens", status_code=201)
@@ -246,6 +271,14 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         return
     viewer = Viewer(name=record.technician.display_name, mode=grant.mode)
     relay.attach(viewer)
+    # the end user's consent page lists who is on the terminal (broker/gateway/attendance.py)
+    present = gateway.attendance.enter(
+        record.session.id,
+        name=grant.principal.name,
+        role=grant.principal.role,
+        mode=grant.mode,
+        via="terminal",
+    )
 
     async def downstream() -> None:
         while (data := await viewer.queue.get()) is not None:
@@ -272,6 +305,7 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         pass
     finally:
         relay.detach(viewer)
+        gateway.attendance.leave(record.session.id, present)
         down.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await down

@@ -30,6 +30,7 @@ from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.gateway import files, keys, service
 from broker.gateway.access import Tickets, Waiting
+from broker.gateway.attendance import Attendance
 from broker.gateway.control import Poller, handle_link
 from broker.gateway.link import IDLE_KEEPALIVE_INTERVAL, AgentLink
 from broker.gateway.presence import Presence
@@ -78,6 +79,7 @@ class Gateway:
         self.waiting = Waiting()  # technician sockets waiting for consent
         self.transfers = files.Outcomes()  # downloads' sealed outcomes, asked for after
         self.presence = Presence(maker)
+        self.attendance = Attendance()  # who is on a session's terminal or screen
         self.db_gate = asyncio.Semaphore(4)  # below the pool size: others keep a connection
         # Listeners on the technician's screen connection (the session's record): the seam
         # where a desktop recorder attaches; nothing listens yet.

@@ -15,6 +15,8 @@ from sqlalchemy import CursorResult, Select, func, or_, select, update
 from broker.auth.models import User
 from broker.db.repository import Repository
 from broker.devices.models import Device, GroupMember
+from broker.evidence.events import EventType
+from broker.evidence.queries import streams_with_event
 from broker.sessions.models import RemoteSession
 from broker.sessions.states import OPEN_STATES, SessionState
 from broker.tickets.models import Ticket
@@ -55,6 +57,9 @@ class SessionFilter:
     states: frozenset[SessionState] | None = None
     # Any part of the ticket's id or subject, case-insensitive (the auditor's search box).
     ticket_text: str | None = None
+    # Only sessions whose ticket's audit log holds an event of this type (within since/until
+    # when given): the auditor's "what happened" search.
+    event_type: EventType | None = None
 
 
 class SessionRepository(Repository[RemoteSession]):
@@ -194,6 +199,9 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
         stmt = stmt.where(RemoteSession.device_id.in_(devices))
     if f.states is not None:
         stmt = stmt.where(RemoteSession.state.in_([s.value for s in f.states]))
+    if f.event_type is not None:
+        ref = Ticket.system + ":" + Ticket.external_id  # the ticket's stream (Ticket.ref)
+        stmt = stmt.where(ref.in_(streams_with_event(f.event_type, f.since, f.until)))
     if f.ticket_text:
         escaped = f.ticket_text.lower().replace("\\", "\\\\").replace("%", "\\%")
         pattern = "%" + escaped.replace("_", "\\_") + "%"

@@ -2,7 +2,8 @@
 
 - ``POST /sessions`` (sessions:write, technicians) → 201 session + consent code and link
 - ``GET /sessions`` (sessions:read) filters: ``system`` + ``external_id``, ``technician_id``,
-  ``device_id``, ``state``, ``since``/``until`` (requested_at), ``limit``/``offset``;
+  ``device_id``, ``state``, ``since``/``until`` (requested_at), ``event_type`` (audit:read:
+  the ticket's log holds such an event, within since/until), ``limit``/``offset``;
   technicians see only their own sessions
 - ``GET /sessions/queue`` (sessions:supervise or sessions:admin): the live queue of open
   sessions, a supervisor's device groups only, oldest request first (docs/OVERSIGHT.md)
@@ -31,6 +32,7 @@ from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.consent.service import IssuedConsent
 from broker.db.session import DbSession
+from broker.evidence.events import EventType
 from broker.flows import approval
 from broker.providers import offers
 from broker.sessions import oversight, service
@@ -90,6 +92,7 @@ async def list_(
     state: SessionState | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    event_type: EventType | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SessionList:
@@ -101,6 +104,7 @@ async def list_(
         state=state,
         since=_aware(since),
         until=_aware(until),
+        event_type=event_type,
     )
     records = await service.list_sessions(db, principal, filters, limit=limit, offset=offset)
     return SessionList(items=[offers.session_out(r) for r in records], limit=limit, offset=offset)

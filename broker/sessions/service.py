@@ -227,7 +227,10 @@ async def list_sessions(
     db: AsyncSession, principal: Principal, filters: SessionFilter, *, limit: int, offset: int
 ) -> list[SessionRecord]:
     """Sessions matching ``filters``, newest first; technicians see only their own,
-    supervisors those of their device groups."""
+    supervisors those of their device groups. Filtering by audit event type reads the log's
+    headers: it needs ``audit:read`` (auditors, admins)."""
+    if filters.event_type is not None and not principal.has(Scope.audit_read):
+        raise PermissionDenied("searching by audit event type needs the audit:read scope")
     if principal.role == "technician":
         filters = dataclasses.replace(filters, technician_id=principal.user_id or "")
     elif principal.role == "supervisor":

@@ -26,6 +26,7 @@ from broker.devices import service as devices
 from broker.devices.schemas import GroupCreate, GroupUpdate
 from broker.errors import BrokerError, ValidationFailed
 from broker.evidence.service import Actor
+from broker.gateway import dist
 from broker.gateway import service as gateway
 from broker.ui.admin import BASE, Text, admin_only, invalid
 from broker.ui.common import page, refused
@@ -135,6 +136,7 @@ async def _group_page(
         members=members,
         candidates=candidates,
         gateway_address=gateway_address(request),
+        agent_install=agent_install(request),
         **extra,
     )
 
@@ -255,6 +257,11 @@ async def enrollment_token(
             "fingerprint": running.fingerprint if running else None,
         },
     )
+
+
+def agent_install(request: Request) -> str:
+    """The command that installs the agent on a device from this broker (its own wheel)."""
+    return f"pip install {request.app.state.settings.base_url}{dist.download_path()}"
 
 
 def gateway_address(request: Request) -> str:

@@ -24,9 +24,10 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from broker.auth.deps import OptionalPrincipal
+from broker.auth.permissions import Scope
 from broker.db.base import utcnow
 from broker.db.session import DbSession
-from broker.errors import BrokerError, ValidationFailed
+from broker.errors import BrokerError, PermissionDenied, ValidationFailed
 from broker.evidence import queries
 from broker.evidence.events import EventType, event_words
 from broker.evidence.schemas import EraseIn, ExportIn
@@ -67,18 +68,21 @@ async def search_sessions(
     since: Text = "",
     until: Text = "",
     page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+    event: Text = "",
 ) -> Response:
     who = admit(request, principal, can_oversee)
     if isinstance(who, Response):
         return who
-    form = svc.SearchForm(ticket, technician, device, provider, state, since, until, page_no)
+    form = svc.SearchForm(ticket, technician, device, provider, state, since, until, page_no, event)
     member = (who.user_id or "") if who.role == "supervisor" else None
-    choices = await svc.choices(db, member)
+    choices = await svc.choices(db, member, events=who.has(Scope.audit_read))
     context = {"form": form, "choices": choices, "can_audit": can_audit(who)}
     try:
         result = await svc.search(db, who, form)
     except ValidationFailed as exc:
         return page(request, "auditor/sessions.html", 422, error=exc.detail, **context)
+    except PermissionDenied as exc:  # a supervisor's hand-made event filter
+        return page(request, "auditor/sessions.html", 403, error=exc.detail, **context)
     return page(request, "auditor/sessions.html", result=result, **context)
 
 

@@ -29,6 +29,7 @@ from broker.auth.principal import Principal
 from broker.devices.models import Device, GroupMember
 from broker.errors import ValidationFailed
 from broker.evidence import queries
+from broker.evidence.events import EventType, event_named, event_words
 from broker.evidence.service import audit_log_of
 from broker.gateway import replay
 from broker.gateway.recording import RecordingSummary
@@ -56,6 +57,7 @@ class SearchForm:
     since: str = ""
     until: str = ""
     page: int = 1
+    event: str = ""  # an event type of the catalogue (auditors and admins)
 
     def query(self, page: int) -> str:
         from urllib.parse import urlencode
@@ -77,6 +79,9 @@ class Choices:
     devices: list[tuple[str, str]]
     providers: list[str]
     states: list[str] = field(default_factory=lambda: [s.value for s in SessionState])
+    # (name, words) of every catalogue event, by its words; empty for whoever may not
+    # search by event (supervisors: the log's headers are audit content to them)
+    events: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _day(value: str, name: str) -> date | None:
@@ -108,6 +113,9 @@ def to_filter(form: SearchForm) -> SessionFilter:
         raise ValidationFailed("to: the end of the range is before its start")
     if form.page < 1:
         raise ValidationFailed("page: pages start at 1")
+    event = event_named(form.event) if form.event else None
+    if form.event and event is None:
+        raise ValidationFailed(f"event: {form.event!r} is not an event type of the catalogue")
     return SessionFilter(
         system=system,
         external_id=external_id,
@@ -120,6 +128,7 @@ def to_filter(form: SearchForm) -> SessionFilter:
         until=datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC)
         if until
         else None,
+        event_type=event,
     )
 
 
@@ -130,9 +139,12 @@ async def search(db: AsyncSession, principal: Principal, form: SearchForm) -> Se
     return SearchResult(found[:PAGE_SIZE], form.page, len(found) > PAGE_SIZE)
 
 
-async def choices(db: AsyncSession, member_id: str | None = None) -> Choices:
+async def choices(
+    db: AsyncSession, member_id: str | None = None, *, events: bool = False
+) -> Choices:
     """The search form's lists; ``member_id`` (a supervisor) narrows technicians and devices
-    to that user's device groups, as the search itself is narrowed."""
+    to that user's device groups, as the search itself is narrowed; ``events`` adds the
+    catalogue's event types, as words."""
     tech_q = select(User.id, User.display_name).where(User.role == "technician")
     device_q = select(Device.id, Device.name)
     if member_id is not None:
@@ -149,6 +161,9 @@ async def choices(db: AsyncSession, member_id: str | None = None) -> Choices:
         technicians=[(str(i), str(n)) for i, n in techs],
         devices=[(str(i), str(n)) for i, n in devices],
         providers=[str(p) for p in providers],
+        events=sorted(((e.value, event_words(e)) for e in EventType), key=lambda e: e[1])
+        if events
+        else [],
     )
 
 

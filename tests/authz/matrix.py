@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from agent import __version__ as AGENT_VERSION
 from tests.authz import calls as c
 from tests.authz.world import END_USER_NAME, ONE_TIME, PRINCIPALS, UNSAFE
 
@@ -359,6 +360,13 @@ ROWS: tuple[Row, ...] = (
     Row("GET", f"{c.V1}/audit/consistency", c.consistency, allow("GET", 200, AUDITOR)),
     Row(
         "GET", f"{c.V1}/audit/public-key", c.fixed("GET", f"{c.V1}/audit/public-key"), everyone(200)
+    ),
+    # the agent's wheel: public (a device holds no credential before it enrolls)
+    Row(
+        "GET",
+        f"{c.V1}/agent/dist/{{filename}}",
+        c.fixed("GET", f"{c.V1}/agent/dist/supportbroker_agent-{AGENT_VERSION}-py3-none-any.whl"),
+        everyone(200),
     ),
     # connectors: the webhook's credential is its signature, not a token
     Row(

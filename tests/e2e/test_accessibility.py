@@ -101,6 +101,12 @@ FOCUS_JS = """
 """
 
 
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    # the gateway runs: the consent page then says who is connected (a section of its own)
+    return {"gateway_enabled": True, "gateway_port": 0}
+
+
 async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
     tech, tech_password = await make_user(app, "technician")
     group = await make_group(app, [tech], questions=[{"id": "os", "label": "Which OS?"}])
@@ -109,6 +115,24 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
     auditor, auditor_password = await make_user(app, "auditor")
     created = await open_session(client, desk)
     sid, gid = created["id"], desk.group.id
+    # An approved session the technician is on while a supervisor came and went (the
+    # gateway's note of terminal sockets; a real agent would add nothing to the markup).
+    approved = await open_session(client, desk, ticket={"system": "helpdesk", "external_id": "A-2"})
+    decided = await client.post(
+        f"/api/v1/consent/{consent_token(approved)}/decision",
+        json={"decision": "approve", "name": "Erin"},
+    )
+    assert decided.status_code == 200, decided.text
+    attendance = app.state.gateway.attendance
+    attendance.enter(
+        approved["id"], name=tech.display_name, role="technician", mode="control", via="terminal"
+    )
+    gone = attendance.enter(
+        approved["id"], name="Sue S", role="supervisor", mode="watch", via="screen"
+    )
+    attendance.leave(approved["id"], gone)
+    shown = await client.get(f"/consent/{consent_token(approved)}")
+    assert "Who is connected to your computer" in shown.text  # the section is audited below
     return {
         "users": {
             "technician": (tech.username, tech_password),
@@ -116,7 +140,12 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
             "auditor": (auditor.username, auditor_password),
         },
         "pages": {
-            None: ["/ui/login", "/consent", f"/consent/{consent_token(created)}"],
+            None: [
+                "/ui/login",
+                "/consent",
+                f"/consent/{consent_token(created)}",
+                f"/consent/{consent_token(approved)}",
+            ],
             "technician": [
                 "/ui/console",
                 "/ui/new?system=helpdesk&ticket=HD-4711",
@@ -137,6 +166,7 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
             ],
             "auditor": [
                 "/ui/audit/sessions",
+                "/ui/audit/sessions?event=session.requested&since=2025-01-01",
                 "/ui/audit/tickets/helpdesk/HD-4711",
                 "/ui/audit/checkpoint",
                 "/ui/audit/security?event_type=all",

@@ -21,11 +21,13 @@ SQLite only (the data paths run on PostgreSQL elsewhere).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
 import shlex
 import subprocess
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -269,9 +271,41 @@ async def test_end_user_journey(served: Served, desk: dict[str, Any], logins: Lo
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    watch: subprocess.Popen[bytes] | None = None
     try:
         await page.wait_for_selector('#consent-live[data-state="active"]')
+        # The page says who is connected, live (it polls; no reload) ...
+        now = page.locator("#connected-now")
+        await now.filter(
+            has_text="Tom T (the technician of this session) on the terminal"
+        ).wait_for()
         await shot(page, "in-progress")
+        # ... a supervisor of the group starts watching from their command line ...
+        served.cli("user", "create", "sue", "--role", "supervisor", "--display-name", "Sue S")
+        served.cli("group", "add-member", "front-office", "sue")
+        issued = served.cli(
+            "token", "create", "--name", "sue-cli", "--user", "sue",
+            "--scope", "sessions:read", "--scope", "sessions:supervise",
+        ).stdout  # fmt: skip
+        sue = re.search(r"secret \(shown only now\): (\S+)", issued)
+        assert sue, issued
+        watch = subprocess.Popen(
+            [str(BIN / "supportbroker"), "connect", second["id"], "--url", served.url,
+             "--mode", "watch"],
+            env={**served.env, "SUPPORTBROKER_TOKEN": sue.group(1)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        watching = "Sue S (a supervisor, watching without typing) on the terminal"
+        await now.filter(has_text=watching).wait_for()
+        await shot(page, "supervisor-watching")
+        # ... and stops: the page says she left
+        watch.terminate()
+        await asyncio.to_thread(watch.wait, 60)
+        await page.locator('#connected-log li[data-here="no"]', has_text="Sue S").wait_for()
+        assert "Sue S" not in await now.inner_text()
+        await shot(page, "supervisor-left")
         await page.get_by_role("button", name="End this session now").click()
         await page.wait_for_selector("text=Ended by revocation")
         await shot(page, "revoked")
@@ -279,6 +313,8 @@ async def test_end_user_journey(served: Served, desk: dict[str, Any], logins: Lo
     finally:
         if connect.poll() is None:
             connect.kill()
+        if watch is not None and watch.poll() is None:
+            watch.kill()
     banner = err.decode()
     assert f"connected to {desk['device']['name']} for HD-4713 — recorded" in banner
     assert "the session was revoked — revoked by the end user (by Erika Mustermann)" in banner
@@ -403,6 +439,17 @@ async def test_admin_journey(
         f"supportbroker-agent enroll --broker 127.0.0.1:{served.gateway_port} --token {token}"
     )
     await shot(page, "enrollment-token")
+    # Beside it, how to install the agent from this broker: the URL pip gets is the agent's
+    # own wheel (tests/gateway/test_dist.py installs it into a fresh venv).
+    install = await page.locator("#install-command").inner_text()
+    wheel_url = install.removeprefix("pip install ")
+    assert wheel_url.startswith(f"{served.url}/api/v1/agent/dist/supportbroker_agent-")
+    assert wheel_url.endswith("-py3-none-any.whl")
+    wheel = await page.request.get(wheel_url)
+    assert wheel.ok
+    with zipfile.ZipFile(io.BytesIO(await wheel.body())) as files:
+        assert "agent/cli.py" in files.namelist()
+        assert not [n for n in files.namelist() if n.startswith(("broker/", "audit/"))]
     # The command the page gives, run on a new device, enrolls it into the group.
     device_dir = tmp_path / "accounting-laptop"
     enrolled = subprocess.run(

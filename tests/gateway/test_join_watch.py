@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ import websockets
 from broker.db.base import utcnow
 from broker.sessions.models import RemoteSession
 from broker.tasks import sweep_once
-from tests.factories import make_token, make_user
+from tests.factories import consent_token, make_token, make_user
 from tests.gateway.helpers import (
     ScriptedPrompter,
     drain,
@@ -182,6 +183,78 @@ async def test_supervisor_of_the_group_watches_read_only(
         watching = await events(app, ref, "session.supervisor_watching")
         assert len(watching) == 1
         assert watching[0].payload["actor"]["role"] == "supervisor"
+    finally:
+        await agent.stop()
+        await asyncio.sleep(0)
+
+
+async def _consent_page(client: httpx.AsyncClient, token: str) -> str:
+    page = await client.get(f"/consent/{token}")
+    assert page.status_code == 200, page.text
+    return page.text
+
+
+async def _until_page_says(client: httpx.AsyncClient, token: str, text: str) -> str:
+    """The page once ``text`` is on it (a socket's end is noted when the server sees it)."""
+    for _ in range(200):
+        html = await _consent_page(client, token)
+        if text in html:
+            return html
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the consent page never said {text!r}")
+
+
+async def test_the_end_user_sees_who_joins_watches_and_leaves(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
+) -> None:
+    expert, _ = await make_user(app, "technician")
+    supervisor, _ = await make_user(app, "supervisor")
+    for member in (expert, supervisor):
+        await _join_group(app, people["group"], member)
+    agent = await enrolled_agent(
+        app, gateway, tmp_path, people["group"].name, ScriptedPrompter([True])
+    )
+    try:
+        session = await request_session(client, people["tech_token"], agent.device_id, ["shell"])
+        sid, token = session["id"], consent_token(session)
+        await wait_state(client, people["tech_token"], sid, "approved")
+        assert "Nobody is connected now." in await _consent_page(client, token)
+        tech_uri = await terminal_uri(live_url, people["tech_token"], sid)
+        async with websockets.connect(tech_uri) as tech_ws:
+            await tech_ws.send(json.dumps({"type": "input", "data": "echo tech-$((1+1))\n"}))
+            await read_until(tech_ws, b"tech-2")
+            tech_page = await browser(app, people["tech"])
+            invited = await tech_page.post(f"/ui/sessions/{sid}/invite", {"expert_id": expert.id})
+            assert invited.status_code == 303, invited.text
+            await tech_page.client.aclose()
+            expert_ws = await websockets.connect(
+                await terminal_uri(live_url, await make_token(app, expert), sid, "join")
+            )
+            watch_ws = await websockets.connect(
+                await terminal_uri(live_url, await make_token(app, supervisor), sid, "watch")
+            )
+            for viewer in (expert_ws, watch_ws):
+                await _attached(tech_ws, viewer)
+            now = await _consent_page(client, token)
+            line = now.split('id="connected-now"', 1)[1].split("</p>", 1)[0]
+            assert f"{people['tech'].display_name} (the technician of this session)" in line
+            assert (
+                f"{expert.display_name} (an expert the technician invited) on the terminal" in line
+            )
+            assert f"{supervisor.display_name} (a supervisor, watching without typing)" in line
+            # the page's live region changes with it (ui.js swaps it when the key changes)
+            assert re.search(r'data-live-key="active\|[^"]*\|3\|3"', now), now
+
+            await watch_ws.close()
+            left = await _until_page_says(client, token, '|3|2"')
+            line = left.split('id="connected-now"', 1)[1].split("</p>", 1)[0]
+            assert supervisor.display_name not in line
+            assert expert.display_name in line
+            assert f'<li data-here="no">{supervisor.display_name} (a supervisor' in left
+            await expert_ws.close()
+            left = await _until_page_says(client, token, '|3|1"')
+            assert f'<li data-here="no">{expert.display_name} (an expert' in left
+        await _until_page_says(client, token, '|3|0"')
     finally:
         await agent.stop()
         await asyncio.sleep(0)

@@ -53,6 +53,35 @@ async def test_filters_and_visibility(app: Any, client: httpx.AsyncClient, desk:
     assert len(page.json()["items"]) == 1
 
 
+async def test_filter_by_audit_event_type_and_dates(
+    app: Any, client: httpx.AsyncClient, desk: Desk
+) -> None:
+    a = await open_session(client, desk, ticket={"system": "helpdesk", "external_id": "A-1"})
+    b = await open_session(client, desk, ticket={"system": "zammad", "external_id": "B-2"})
+    await client.post(
+        f"/api/v1/consent/{consent_token(b)}/decision", json={"decision": "deny", "name": "E"}
+    )
+    auditor, _ = await make_user(app, "auditor")
+    audit = bearer(await make_token(app, auditor))
+    assert await ids(client, audit, "?event_type=session.denied") == {b["id"]}
+    assert await ids(client, audit, "?event_type=session.requested") == {a["id"], b["id"]}
+    assert await ids(client, audit, "?event_type=recording.viewed") == set()
+    # the range bounds the event too: it happened now, not before an hour ago
+    past = (utcnow() - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    assert await ids(client, audit, f"?event_type=session.denied&until={past}") == set()
+    assert await ids(client, audit, f"?event_type=session.denied&since={past}") == {b["id"]}
+    paged = await client.get(
+        "/api/v1/sessions?event_type=session.requested&limit=1&offset=1", headers=audit
+    )
+    assert len(paged.json()["items"]) == 1
+    unknown = await client.get("/api/v1/sessions?event_type=session.nope", headers=audit)
+    assert unknown.status_code == 422
+    # the log's headers are audit content: a technician may not search by them
+    refused = await client.get("/api/v1/sessions?event_type=session.denied", headers=desk.headers)
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "forbidden"
+
+
 async def test_integration_token_cannot_read_sessions(app: Any, client: httpx.AsyncClient) -> None:
     token = await make_token(app, None, system="helpdesk")
     assert (await client.get("/api/v1/sessions", headers=bearer(token))).status_code == 403

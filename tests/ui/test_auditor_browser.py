@@ -156,3 +156,43 @@ async def test_auditor_searches_reads_words_and_security_events(
     assert "mallory" in await found.locator("table.payload").inner_text()
     await page.screenshot(path=str(ARTIFACTS / "auditor-security.png"), full_page=True)
     assert logins.errors == []
+
+
+async def test_auditor_searches_by_event_in_words_and_dates(
+    app: Any, client: httpx.AsyncClient, live_url: str, logins: Logins, db_url: str
+) -> None:
+    """The auditor picks an event by its words and a date range; only the sessions whose
+    ticket's log holds such an event that day are listed. A journey: SQLite only (the
+    query runs on both databases in tests/ui/test_auditor_pages.py)."""
+    if db_url.startswith("postgresql"):
+        pytest.skip("browser journeys run on SQLite; the search's SQL is tested on both")
+    from datetime import UTC, datetime
+
+    desk = await make_desk(app)
+    await open_session(client, desk, ticket={"system": "helpdesk", "external_id": "HD-61"})
+    refused = await open_session(
+        client, desk, ticket={"system": "helpdesk", "external_id": "HD-62"}
+    )
+    await client.post(
+        f"/api/v1/consent/{consent_token(refused)}/decision",
+        json={"decision": "deny", "name": "Erin"},
+    )
+    auditor, password = await make_user(app, "auditor")
+    page = await logins.open(auditor.username, password, "/ui/audit/sessions")
+    await page.get_by_text("helpdesk:HD-61").wait_for()
+    await page.get_by_label("With an event").select_option(label="The end user refused the request")
+    today = datetime.now(UTC).date().isoformat()
+    await page.get_by_label("Requested from").fill(today)
+    await page.get_by_label("Requested to (inclusive)").fill(today)
+    await page.get_by_role("button", name="Search").click()
+    await page.wait_for_url("**event=session.denied**")
+    await page.locator("#results", has_text="helpdesk:HD-62").wait_for()
+    assert "helpdesk:HD-61" not in await page.locator("#results").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "auditor-event-search.png"), full_page=True)
+    # an earlier day: the event happened today, so nothing
+    await page.get_by_label("Requested from").fill("2025-01-01")
+    await page.get_by_label("Requested to (inclusive)").fill("2025-01-02")
+    await page.get_by_role("button", name="Search").click()
+    await page.get_by_text("No session matches.").wait_for()
+    assert logins.errors == []

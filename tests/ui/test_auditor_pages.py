@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
 from urllib.parse import quote
@@ -467,6 +468,42 @@ async def test_search_filters_and_pages(
     admin_page = await world["browsers"]["admin"].get("/ui/audit/sessions")
     assert _ids(admin_page.text) == set()
     assert "/ui/audit/tickets/helpdesk/HD-4711/erase" in admin_page.text
+
+
+async def test_search_by_event_type_and_dates_in_words(
+    app: Any, client: httpx.AsyncClient, world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk: Desk = world["desk"]
+    first = world["session"]
+    b = await open_session(client, desk, ticket={"system": "zammad", "external_id": "Z-9"})
+    await client.post(
+        f"/api/v1/consent/{consent_token(b)}/decision", json={"decision": "deny", "name": "E"}
+    )
+    auditor: Browser = world["browsers"]["auditor"]
+
+    async def found(query: str) -> set[str]:
+        response = await auditor.get(f"/ui/audit/sessions?{query}")
+        assert response.status_code == 200, response.text
+        return _ids(response.text)
+
+    form = (await auditor.get("/ui/audit/sessions")).text
+    # the catalogue's words, not raw names, in the select
+    assert '<option value="session.denied">The end user refused the request</option>' in form
+    assert await found("event=session.denied") == {b["id"]}
+    assert await found("event=session.requested") == {first, b["id"]}
+    assert await found("event=session.denied&until=2025-01-14") == set()
+    today = datetime.now(UTC).date().isoformat()
+    assert await found(f"event=session.denied&since={today}&until={today}") == {b["id"]}
+    picked = await auditor.get("/ui/audit/sessions?event=session.denied")
+    assert '<option value="session.denied" selected>' in picked.text
+    monkeypatch.setattr(auditor_service, "PAGE_SIZE", 1)
+    page1 = await auditor.get("/ui/audit/sessions?event=session.requested")
+    assert "event=session.requested&amp;page=2" in page1.text  # the next page keeps the filter
+    page2 = await auditor.get("/ui/audit/sessions?event=session.requested&page=2")
+    assert _ids(page1.text) | _ids(page2.text) == {first, b["id"]}
+    bad = await auditor.get("/ui/audit/sessions?event=session.nope")
+    assert bad.status_code == 422
+    assert "not an event type" in bad.text
 
 
 async def test_checkpoint_page_covers_what_was_just_sealed(app: Any, world: Any) -> None:

@@ -146,6 +146,12 @@ async def test_supervisor_reports_cover_their_groups_and_credit_the_owner(
     assert far_tech.display_name not in search.text
     assert far.device.name not in search.text
     assert "Erase ticket content" not in search.text
+    # ... but not by audit event (the log's headers are audit content): no select, and a
+    # hand-made filter is refused
+    assert 'name="event"' not in search.text
+    by_event = await sup.get("/ui/audit/sessions?event=session.requested")
+    assert by_event.status_code == 403
+    assert "HD-20" not in by_event.text
 
     # An auditor's reports cover every group.
     auditor, _ = await make_user(app, "auditor")

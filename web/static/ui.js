@@ -14,7 +14,8 @@ document.addEventListener("click", (event) => {
 
 // Live regions polled by htmx (hx-trigger="every …") carry data-live-key: a swap happens only
 // when the key changes, so a form being filled in is not replaced every few seconds. After a
-// swap, the new status text is read out through #live-announce (a static role=status).
+// swap, the new status text is read out through #live-announce (a static role=status): every
+// [data-announce] of the region, in order (the consent page adds who is connected now).
 document.addEventListener("htmx:beforeSwap", (event) => {
   const target = event.detail.target;
   if (!target || !target.dataset || !target.dataset.liveKey || !target.id) return;
@@ -25,8 +26,10 @@ document.addEventListener("htmx:beforeSwap", (event) => {
 document.addEventListener("htmx:afterSwap", (event) => {
   if (!event.detail.target || !event.detail.target.dataset.liveKey) return;
   const announce = document.getElementById("live-announce");
-  const status = document.querySelector("[data-live-key] [data-announce]");
-  if (announce && status) announce.textContent = status.textContent.trim();
+  const parts = [...document.querySelectorAll("[data-live-key] [data-announce]")];
+  if (announce && parts.length) {
+    announce.textContent = parts.map((part) => part.textContent.trim()).join(" ");
+  }
 });
 
 // The request form offers only the rights the chosen device's tool can give, and says what
