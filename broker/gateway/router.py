@@ -119,7 +119,7 @@ async def recordings(
 @router.post(
     "/gateway/sessions/{session_id}/replay",
     response_class=Response,
-    responses={200: {"content": {"application/x-asciicast": {}}}},
+    responses={200: {"content": {"application/x-asciicast": {}, "application/json": {}}}},
 )
 async def replay_recording(
     session_id: str,
@@ -127,7 +127,8 @@ async def replay_recording(
     db: DbSession,
     principal: Annotated[Principal, Depends(require(Scope.audit_read))],
 ) -> Response:
-    """The asciicast v2 text; ``X-Recording-Complete`` says whether it is whole and sealed."""
+    """The asciicast v2 text (a desktop recording: the player's JSON, ``X-Recording-Format:
+    rfb``); ``X-Recording-Complete`` says whether it is whole and sealed."""
     cast = await replay.replay(
         db, principal, session_id, reason=body.reason, recording_id=body.recording_id
     )
@@ -135,10 +136,12 @@ async def replay_recording(
         "X-Recording-Id": cast.recording_id,
         "X-Recording-Complete": "true" if cast.complete else "false",
         "X-Recording-Chunks": str(cast.chunks),
+        "X-Recording-Format": cast.format,
     }
     if cast.problem:
         headers["X-Recording-Problem"] = cast.problem
-    return Response(cast.text, media_type="application/x-asciicast", headers=headers)
+    media = "application/json" if cast.format == "rfb" else "application/x-asciicast"
+    return Response(cast.text, media_type=media, headers=headers)
 
 
 def _link(gateway: Gateway, record: SessionRecord) -> AgentLink:
