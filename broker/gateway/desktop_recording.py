@@ -42,11 +42,10 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from audit.errors import AuditError
 from audit.recording import CHUNK, ENDED, STARTED, Begin, RecordingFailed
 from audit.sealing import NewEvent
 from audit.store import AuditLog
-from broker.errors import NotFound
+from broker.errors import AuditFailure, NotFound
 from broker.sessions.repository import SessionRecord
 
 log = structlog.get_logger("broker.gateway.desktop_recording")
@@ -54,7 +53,8 @@ log = structlog.get_logger("broker.gateway.desktop_recording")
 FORMAT = "rfb"
 MAX_CHUNK_BYTES = 512 * 1024  # raw bytes per chunk, before compression
 TICK_SECONDS = 0.5
-FRAME = struct.Struct(">IBI")  # milliseconds since ServerInit, direction (0 server, 1 client), length
+# Frame header: milliseconds since ServerInit, direction (0 server, 1 client), length.
+FRAME = struct.Struct(">IBI")
 KEY, POINTER, CUT = 4, 5, 6
 # Client message sizes (RFC 6143 §7.5), to count input in the filter's whole messages.
 FIXED = {0: 20, 3: 10, KEY: 8, POINTER: 6}
@@ -304,10 +304,10 @@ def _frames(blob: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
-async def read_rfb(
+async def _records(
     log_: AuditLog, conn: AsyncConnection, stream: str, recording_id: str
-) -> RfbRecording:
-    """Reassemble a desktop recording from the ticket's records and say whether it is whole."""
+) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]], dict[str, Any] | None]:
+    """The start record, the chunks by index and the end record of one recording."""
     start: dict[str, Any] | None = None
     chunks: dict[int, dict[str, Any]] = {}
     end: dict[str, Any] | None = None
@@ -321,6 +321,14 @@ async def read_rfb(
             chunks[int(payload["index"])] = payload
         elif record.event_type == ENDED:
             end = payload
+    return start, chunks, end
+
+
+async def read_rfb(
+    log_: AuditLog, conn: AsyncConnection, stream: str, recording_id: str
+) -> RfbRecording:
+    """Reassemble a desktop recording from the ticket's records and say whether it is whole."""
+    start, chunks, end = await _records(log_, conn, stream, recording_id)
     if start is None or start.get("format") != FORMAT:
         raise NotFound(f"no desktop recording {recording_id} (or its key was erased)")
     init = base64.b64decode(start["server_init"])
@@ -337,7 +345,7 @@ async def read_rfb(
                     size += len(data)
             found.input.extend(chunk.get("input") or [])
     except (zlib.error, struct.error, ValueError) as exc:
-        raise AuditError(f"recording {recording_id} cannot be read: {exc}") from exc
+        raise AuditFailure(f"recording {recording_id} cannot be read: {exc}") from exc
     found.chunks = len(ordered)
     if len(ordered) != len(chunks):
         found.problem = "chunks are missing"

@@ -30,8 +30,8 @@ from broker.evidence.events import EventType
 from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.gateway import files, keys, service
 from broker.gateway.access import Tickets, Waiting
-from broker.gateway.desktop_recording import DesktopRecorder
 from broker.gateway.control import Poller, handle_link
+from broker.gateway.desktop_recording import DesktopRecorder
 from broker.gateway.link import IDLE_KEEPALIVE_INTERVAL, AgentLink
 from broker.gateway.presence import Presence
 from broker.gateway.recording import AuditRecorder, open_recorder

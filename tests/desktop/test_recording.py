@@ -55,9 +55,9 @@ async def _session(app: Any, gateway: Any, people: Any, tmp: Any, client: Any, d
 async def _recording(app: Any, sid: str) -> Any:
     (found,) = await recordings(app, sid)
     async with app.state.sessionmaker() as db:
-        return await read_rfb(
-            app.state.audit_log, await db.connection(), await ticket_ref(app, sid), found.recording_id
-        )
+        conn = await db.connection()
+        ref = await ticket_ref(app, sid)
+        return await read_rfb(app.state.audit_log, conn, ref, found.recording_id)
 
 
 async def test_the_technicians_screen_is_sealed_with_input_counted_not_recorded(

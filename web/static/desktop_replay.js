@@ -43,17 +43,21 @@ class RecordedChannel {
     this.onmessage({ data: copy.buffer });
   }
 
-  // The viewer's side of the handshake arrives here; we answer as the server did.
+  // The viewer's side of the handshake arrives here; we answer as the server did, after
+  // noVNC has returned from its send (it does not expect an answer inside the call).
   send() {
     this.step += 1;
-    if (this.step === 1) {
-      this.deliver(new Uint8Array([1, 1])); // one security type: None
-    } else if (this.step === 2) {
-      this.deliver(new Uint8Array([0, 0, 0, 0])); // SecurityResult: OK
-    } else if (this.step === 3) {
-      this.deliver(serverInit);
-      this.onServerInit();
-    } // afterwards: the viewer's requests go nowhere, the recording answers them
+    const step = this.step;
+    setTimeout(() => {
+      if (step === 1) {
+        this.deliver(new Uint8Array([1, 1])); // one security type: None
+      } else if (step === 2) {
+        this.deliver(new Uint8Array([0, 0, 0, 0])); // SecurityResult: OK
+      } else if (step === 3) {
+        this.deliver(serverInit);
+        this.onServerInit();
+      } // afterwards: the viewer's requests go nowhere, the recording answers them
+    }, 0);
   }
 
   start() {
