@@ -182,7 +182,7 @@ def record_screen(seconds: float) -> dict[str, tuple[bytes, Stream]]:
             painter.join()
         return out
     finally:
-        vnc.terminate()
+        vnc.kill()  # x11vnc can hang in its SIGTERM handler
         vnc.wait()
         xvfb.terminate()
         xvfb.wait()
@@ -279,8 +279,8 @@ def main() -> None:
         per_min = 60 / duration
         best, base = min(rec_cpu), min(null_cpu)
         print(f"{name}: {duration:.1f} s captured, {len(stream)} reads")
-        print(f"  RFB stream        {raw * per_min / 2**20:8.2f} MiB/min")
-        print(f"  sealed payloads   {sealed * per_min / 2**20:8.2f} MiB/min (zlib + base64, JSON)")
+        print(f"  RFB stream        {raw * per_min / 2**10:10.1f} KiB/min")
+        print(f"  sealed payloads   {sealed * per_min / 2**10:10.1f} KiB/min (zlib + base64, JSON)")
         print(
             f"  sealing CPU       {best:.3f} s for {duration:.1f} s = {100 * best / duration:.1f} %"
             f" of one core (rounds: {', '.join(f'{c:.3f}' for c in rec_cpu)})"
