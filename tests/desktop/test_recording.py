@@ -15,6 +15,7 @@ import pytest
 import websockets
 
 from audit.bundle import verify_bundle
+from broker.errors import NotFound
 from broker.gateway.desktop_recording import input_counts, read_rfb
 from broker.sessions import service as sessions
 from tests.desktop.conftest import Display
@@ -121,6 +122,18 @@ async def test_the_technicians_screen_is_sealed_with_input_counted_not_recorded(
     report = verify_bundle(bundle, app.state.audit_log.signer.verifier)
     assert report.ok, report.problem
     assert b"recording.chunk" in bundle
+
+    # Erasure crypto-shreds the ticket's key: the recording cannot be read any more.
+    system, external_id = ref.split(":", 1)
+    erased = await client.post(
+        f"/api/v1/audit/tickets/{system}/{external_id}/erase",
+        json={"reason": "GDPR request 17"},
+        headers={"Authorization": f"Bearer {people['admin_token']}"},
+    )
+    assert erased.status_code == 200, erased.text
+    async with app.state.sessionmaker() as db:
+        with pytest.raises(NotFound):
+            await read_rfb(app.state.audit_log, await db.connection(), ref, screen.recording_id)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
