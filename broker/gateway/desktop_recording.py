@@ -119,7 +119,7 @@ class DesktopRecorder:
         self.failure: str | None = None
 
     def _ms(self) -> int:
-        return int((self.clock() - self._t0) * 1000)
+        return round((self.clock() - self._t0) * 1000)
 
     async def _seal(self, event_type: str, payload: dict[str, Any]) -> None:
         try:

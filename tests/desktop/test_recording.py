@@ -8,6 +8,11 @@ checked for the painted colours). The recording path runs on SQLite and PostgreS
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import struct
+import zlib
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -16,7 +21,7 @@ import websockets
 
 from audit.bundle import verify_bundle
 from broker.errors import NotFound
-from broker.gateway.desktop_recording import input_counts, read_rfb
+from broker.gateway.desktop_recording import DesktopRecorder, input_counts, read_rfb
 from broker.sessions import service as sessions
 from tests.desktop.conftest import Display
 from tests.desktop.helpers import desktop_agent
@@ -176,3 +181,76 @@ def test_input_counts_read_whole_messages() -> None:
     encodings = bytes([2, 0, 0, 1, 0, 0, 0, 0])
     update = bytes([3, 1, 0, 0, 0, 0, 0, 10, 0, 10])
     assert input_counts(key + pointer + pointer + cut + encodings + update + key) == (2, 2, 1)
+
+
+class _Log:
+    """The audit log's two calls the recorder and the reader use, kept in a list (a fake)."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    async def append(self, conn: Any, events: list[Any]) -> None:
+        for e in events:
+            self.records.append(SimpleNamespace(event_type=e.event_type, payload=e.payload))
+
+    async def read_stream(self, conn: Any, stream: str) -> list[Any]:
+        return list(self.records)
+
+
+async def _recorded(chunk_bytes: int) -> tuple[_Log, str]:
+    log = _Log()
+    now = [0.0]
+    record: Any = SimpleNamespace(
+        ticket=SimpleNamespace(ref="standalone:HD-1"),
+        session=SimpleNamespace(id="s1"),
+        device=SimpleNamespace(id="d1"),
+        technician=SimpleNamespace(display_name="Tech"),
+    )
+
+    async def failed(why: str, recording_id: str) -> None:
+        raise AssertionError(why)
+
+    recorder = DesktopRecorder(
+        log,  # type: ignore[arg-type]
+        lambda: contextlib.nullcontext(None),  # type: ignore[arg-type,return-value]
+        record,
+        chunk_seconds=1.0,
+        record_input=False,
+        on_failure=failed,
+        clock=lambda: now[0],
+        max_chunk_bytes=chunk_bytes,
+    )
+    init = struct.pack(">HH16sI", 800, 600, bytes(16), 2) + b"vm"
+    await recorder.server_init(init)
+    for i in range(10):
+        now[0] = i * 0.3
+        await recorder.server_data(bytes([i]) * 100)
+    await recorder.closed("the viewer left")
+    return log, recorder.recording_id
+
+
+async def test_a_missing_cut_or_altered_chunk_shows_at_replay() -> None:
+    log, rid = await _recorded(chunk_bytes=250)
+    whole = await read_rfb(log, None, "standalone:HD-1", rid)  # type: ignore[arg-type]
+    assert whole.complete, whole.problem
+    assert whole.chunks > 2
+    assert [ms for ms, _, _ in whole.frames] == [i * 300 for i in range(10)]
+    assert b"".join(d for _, _, d in whole.frames) == b"".join(bytes([i]) * 100 for i in range(10))
+
+    chunks = [r for r in log.records if r.event_type == "recording.chunk"]
+    log.records.remove(chunks[1])
+    found = await read_rfb(log, None, "standalone:HD-1", rid)  # type: ignore[arg-type]
+    assert found.problem == "chunks are missing"
+
+    log.records.insert(2, chunks[1])
+    log.records = [r for r in log.records if r.event_type != "recording.ended"]
+    found = await read_rfb(log, None, "standalone:HD-1", rid)  # type: ignore[arg-type]
+    assert found.problem == "the recording has no end record: it was cut off"
+
+    log, rid = await _recorded(chunk_bytes=250)
+    last = [r for r in log.records if r.event_type == "recording.chunk"][-1]
+    frames = zlib.decompress(base64.b64decode(last.payload["frames"]))
+    altered = frames[:-1] + b"\xff"
+    last.payload = {**last.payload, "frames": base64.b64encode(zlib.compress(altered)).decode()}
+    found = await read_rfb(log, None, "standalone:HD-1", rid)  # type: ignore[arg-type]
+    assert found.problem == "the recording does not match its end record"
