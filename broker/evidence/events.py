@@ -121,9 +121,15 @@ class EventType(StrEnum):
     provider_devices_synced = "provider.devices_synced", "devices were imported from a provider"
 
     # Recordings (the first three are written by audit.recording).
-    recording_started = "recording.started", "a terminal recording began (asciicast header)"
-    recording_chunk = "recording.chunk", "a sealed chunk of terminal output"
-    recording_ended = "recording.ended", "a terminal recording ended (size and digest)"
+    recording_started = (
+        "recording.started",
+        "a terminal or screen recording began (asciicast header or ServerInit)",
+    )
+    recording_chunk = (
+        "recording.chunk",
+        "a sealed chunk of terminal output or of the screen's RFB stream",
+    )
+    recording_ended = "recording.ended", "a terminal or screen recording ended (size and digest)"
     recording_gap = "recording.gap", "a recording chunk could not be sealed: the session fails"
     recording_viewed = "recording.viewed", "someone replayed a recording"
     playback_requested = (

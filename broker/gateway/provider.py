@@ -23,14 +23,15 @@ from broker.providers.base import (
 
 class AgentProvider:
     name = "agent"
-    # What our agent can give: the terminal, recorded by the gateway (asciicast); files and
-    # port forwards, logged as events (name, size, hash; port), not content; the screen
-    # (view, control through x11vnc, docs/DESKTOP.md), not recorded yet: when its recorder
-    # lands, add view and control to ``recorded``. A device whose agent cannot show a screen
-    # says so in its hello (devices.unavailable), refused per device at request time.
+    # What our agent can give: the terminal, recorded by the gateway (asciicast); the screen
+    # (view, control through x11vnc, docs/DESKTOP.md), its RFB stream recorded by the gateway
+    # (input counted, not kept, unless the group records input); files and port forwards,
+    # logged as events (name, size, hash; port), not content. A device whose agent cannot
+    # show a screen says so in its hello (devices.unavailable), refused per device at
+    # request time.
     offers = Offer(
         capabilities=frozenset({"shell", "files", "forward", "view", "control"}),
-        recorded=frozenset({"shell"}),
+        recorded=frozenset({"shell", "view", "control"}),
     )
 
     @classmethod

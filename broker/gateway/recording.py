@@ -120,6 +120,7 @@ class RecordingSummary:
     ended_at: str | None
     chunks: int
     end_reason: str | None
+    format: str = "asciicast"  # or "rfb": a desktop recording (broker.gateway.desktop_recording)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +131,7 @@ class RecordingSummary:
             "chunks": self.chunks,
             "sealed": self.ended_at is not None,
             "end_reason": self.end_reason,
+            "format": self.format,
         }
 
 
@@ -144,7 +146,12 @@ async def list_recordings(
             continue
         rid = str(payload.get("recording_id", ""))
         if rec.event_type == STARTED and payload.get("session_id") == session_id:
-            started[rid] = {"at": rec.occurred_at.isoformat(), "chunks": 0, "end": None}
+            started[rid] = {
+                "at": rec.occurred_at.isoformat(),
+                "chunks": 0,
+                "end": None,
+                "format": str(payload.get("format", "asciicast")),
+            }
         elif rid in started and rec.event_type == CHUNK:
             started[rid]["chunks"] += 1
         elif rid in started and rec.event_type == ENDED:
@@ -157,6 +164,7 @@ async def list_recordings(
             ended_at=info["end"][0] if info["end"] else None,
             chunks=info["chunks"],
             end_reason=info["end"][1] if info["end"] else None,
+            format=info["format"],
         )
         for rid, info in started.items()
     ]

@@ -15,6 +15,7 @@ from broker.auth.principal import Principal
 from broker.errors import NotFound, PermissionDenied, ValidationFailed
 from broker.evidence.events import EventType
 from broker.evidence.service import audit_log_of, record_event
+from broker.gateway.desktop_recording import FORMAT, read_rfb
 from broker.gateway.playback import require_replay
 from broker.gateway.recording import RecordingSummary, list_recordings, read_cast
 from broker.sessions import service as sessions
@@ -29,6 +30,7 @@ class Replay:
     complete: bool
     chunks: int
     problem: str | None
+    format: str = "asciicast"  # "rfb": ``text`` is the desktop player's JSON
 
 
 def _auditor(principal: Principal) -> None:
@@ -66,6 +68,7 @@ async def replay(
         recording_id = found[-1].recording_id
     elif recording_id not in {r.recording_id for r in found}:
         raise NotFound(f"session {session_id} has no recording {recording_id}")
+    kind = next(r.format for r in found if r.recording_id == recording_id)
     record, _ = await sessions.load(db, session_id)
     await record_event(
         db,
@@ -81,5 +84,16 @@ async def replay(
         },
     )
     await db.commit()  # the viewing is on record before the content leaves the broker
-    cast = await read_cast(audit_log_of(db), await db.connection(), record.ticket.ref, recording_id)
+    conn = await db.connection()
+    if kind == FORMAT:
+        screen = await read_rfb(audit_log_of(db), conn, record.ticket.ref, recording_id)
+        return Replay(
+            recording_id,
+            screen.player_data(),
+            screen.complete,
+            screen.chunks,
+            screen.problem,
+            format=FORMAT,
+        )
+    cast = await read_cast(audit_log_of(db), conn, record.ticket.ref, recording_id)
     return Replay(recording_id, cast.text, cast.complete, cast.chunks, cast.problem)

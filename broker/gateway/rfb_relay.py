@@ -24,6 +24,7 @@ import structlog
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from audit.recording import RecordingFailed
 from broker.gateway.relay import FORWARD_BUFFER, ChannelRefused, _open
 from broker.gateway.rfb import ClientFilter, RfbViolation, accept_viewer, read_server_init
 
@@ -38,7 +39,10 @@ CLOSE_VIOLATION = 4400  # the viewer sent what the broker will not pass
 
 
 class DesktopTap(Protocol):
-    """A listener on one connection's streams (the recorder of the technician's)."""
+    """A listener on one connection's streams (the recorder of the technician's).
+
+    Any method may raise ``RecordingFailed``: the connection then ends (fail-closed).
+    """
 
     async def server_init(self, data: bytes) -> None: ...
 
@@ -165,6 +169,9 @@ class DesktopViewer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task  # a violation raised by the filter surfaces here
             code = CLOSE_ENDED if down in done or closing in done else CLOSE_NORMAL
+        except RecordingFailed as exc:  # fail-closed: no record, no screen
+            self.reason = f"recording failed: {exc}"
+            code = CLOSE_ENDED
         except RfbViolation as exc:
             self.violation = str(exc)
             self.reason = f"refused: {exc}"

@@ -147,7 +147,7 @@ async def recordings(
 @router.post(
     "/gateway/sessions/{session_id}/replay",
     response_class=Response,
-    responses={200: {"content": {"application/x-asciicast": {}}}},
+    responses={200: {"content": {"application/x-asciicast": {}, "application/json": {}}}},
 )
 async def replay_recording(
     session_id: str,
@@ -155,7 +155,8 @@ async def replay_recording(
     db: DbSession,
     principal: Annotated[Principal, Depends(require(Scope.audit_read))],
 ) -> Response:
-    """The asciicast v2 text; ``X-Recording-Complete`` says whether it is whole and sealed."""
+    """The asciicast v2 text (a desktop recording: the player's JSON, ``X-Recording-Format:
+    rfb``); ``X-Recording-Complete`` says whether it is whole and sealed."""
     cast = await replay.replay(
         db, principal, session_id, reason=body.reason, recording_id=body.recording_id
     )
@@ -163,10 +164,12 @@ async def replay_recording(
         "X-Recording-Id": cast.recording_id,
         "X-Recording-Complete": "true" if cast.complete else "false",
         "X-Recording-Chunks": str(cast.chunks),
+        "X-Recording-Format": cast.format,
     }
     if cast.problem:
         headers["X-Recording-Problem"] = cast.problem
-    return Response(cast.text, media_type="application/x-asciicast", headers=headers)
+    media = "application/json" if cast.format == "rfb" else "application/x-asciicast"
+    return Response(cast.text, media_type=media, headers=headers)
 
 
 def _link(gateway: Gateway, record: SessionRecord) -> AgentLink:

@@ -32,6 +32,7 @@ from broker.gateway import files, keys, service
 from broker.gateway.access import Tickets, Waiting
 from broker.gateway.attendance import Attendance
 from broker.gateway.control import Poller, handle_link
+from broker.gateway.desktop_recording import DesktopRecorder
 from broker.gateway.link import IDLE_KEEPALIVE_INTERVAL, AgentLink
 from broker.gateway.presence import Presence
 from broker.gateway.recording import AuditRecorder, open_recorder
@@ -81,9 +82,9 @@ class Gateway:
         self.presence = Presence(maker)
         self.attendance = Attendance()  # who is on a session's terminal or screen
         self.db_gate = asyncio.Semaphore(4)  # below the pool size: others keep a connection
-        # Listeners on the technician's screen connection (the session's record): the seam
-        # where a desktop recorder attaches; nothing listens yet.
-        self.desktop_taps: Callable[[SessionRecord], Sequence[DesktopTap]] = lambda _: ()
+        # Listeners on the technician's screen connection (the session's record): its
+        # recorder (docs/DESKTOP.md, "Recording").
+        self.desktop_taps: Callable[[SessionRecord], Sequence[DesktopTap]] = self._recorders
 
     @property
     def fingerprint(self) -> str:
@@ -176,6 +177,27 @@ class Gateway:
             chunk_seconds=self.chunk_seconds,
             size=size,
         )
+
+    def _recorders(self, record: SessionRecord) -> Sequence[DesktopTap]:
+        link = self.links.get(record.device.id)
+        session_id = record.session.id
+
+        async def failed(why: str, recording_id: str) -> None:
+            try:
+                await self.fail_session(session_id, why, recording_id)
+            finally:  # the other viewers of an unrecorded session go too
+                if link is not None:
+                    link.desktops.close(session_id, why)
+
+        recorder = DesktopRecorder(
+            self.audit_log,
+            self.recording_begin,
+            record,
+            chunk_seconds=self.chunk_seconds,
+            record_input=link.record_input if link is not None else False,
+            on_failure=failed,
+        )
+        return (recorder,)
 
     async def fail_session(self, session_id: str, why: str, recording_id: str) -> None:
         """Fail-closed: the recording could not be sealed, so the session must not go on.

@@ -199,7 +199,8 @@ async def replay_play(
         )
     except BrokerError as exc:
         return await refused(request, db, exc)
-    return page(request, "auditor/replay.html", session_id=session_id, cast=cast)
+    template = "auditor/desktop_replay.html" if cast.format == "rfb" else "auditor/replay.html"
+    return page(request, template, session_id=session_id, cast=cast)
 
 
 @router.get(BASE + "/playback", response_model=None)
@@ -379,3 +380,8 @@ async def verify_now(request: Request, principal: OptionalPrincipal, db: DbSessi
 @router.get("/static/auditor.js")
 async def auditor_js() -> FileResponse:
     return script("auditor.js")
+
+
+@router.get("/static/desktop_replay.js")
+async def desktop_replay_js() -> FileResponse:
+    return script("desktop_replay.js")

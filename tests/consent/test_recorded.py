@@ -1,4 +1,5 @@
-""" "Recorded" tells the truth per provider and capability: we record the agent's terminal;
+""" "Recorded" tells the truth per provider and capability: we record the agent's terminal
+and screen;
 for MeshCentral and AnyDesk we keep the events (who connected, when), never the screen. The
 end user reads it on the consent page, the technician on the session page, clients in the API.
 """
@@ -29,6 +30,7 @@ TERMINAL = "Yes — the terminal (everything typed and shown) is recorded"
     ("provider", "capabilities", "content", "page_says", "page_never_says"),
     [
         ("agent", ["shell", "files"], ["shell"], TERMINAL, NOT_RECORDED),
+        ("agent", ["view", "control"], ["view", "control"], "Yes — the screen is", NOT_RECORDED),
         ("meshcentral", ["view", "control"], [], NOT_RECORDED, "Yes —"),
         ("anydesk", ["view"], [], NOT_RECORDED, "Yes —"),
     ],
@@ -58,7 +60,7 @@ async def test_consent_page_and_api_say_what_is_recorded(
     assert page.status_code == 200
     assert page_says in page.text
     assert page_never_says not in page.text
-    if provider == "agent":  # the files right is named, and said to be logged only
+    if "files" in capabilities:  # the files right is named, and said to be logged only
         assert "Not recorded, only logged as events: copy files to and from your computer" in (
             page.text
         )

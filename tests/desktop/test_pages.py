@@ -61,6 +61,7 @@ async def test_a_made_up_mode_is_refused(app: Any, mode: str) -> None:
         ("/vendor/novnc/core/%2e%2e/%2e%2e/htmx.org/package.json", 404),
         ("/vendor/novnc/docs/API.md", 404),
         ("/static/desktop.js", 200),
+        ("/static/desktop_replay.js", 200),
     ],
 )
 async def test_novnc_is_served_from_node_modules_and_nothing_else(

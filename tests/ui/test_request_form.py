@@ -83,8 +83,8 @@ async def test_the_form_offers_what_the_devices_tool_gives(
     device = page.get_by_label("Device", exact=True)
     await device.select_option(devices["agent"].id)
     assert await page.evaluate(VISIBLE) == [
-        ["view", False, "(events only, not recorded)"],  # nothing is ticked for the technician
-        ["control", False, "(events only, not recorded)"],
+        ["view", False, "(recorded)"],  # nothing is ticked for the technician
+        ["control", False, "(recorded)"],
         ["shell", False, "(recorded)"],
         ["files", False, "(events only, not recorded)"],
         ["forward", False, "(events only, not recorded)"],
