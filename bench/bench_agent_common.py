@@ -135,6 +135,50 @@ async def spawn_agent(
     )
 
 
+class Terminal:
+    """The end user's terminal for an agent: a pseudo-terminal, so the agent sees a person
+    who can answer (it prompts only on a terminal) and a benchmark can read and type."""
+
+    def __init__(self, master: int, reader: asyncio.StreamReader) -> None:
+        self.master = master
+        self.reader = reader
+
+    async def readuntil(self, text: bytes) -> bytes:
+        return await self.reader.readuntil(text)
+
+    def type(self, text: bytes) -> None:
+        os.write(self.master, text)
+
+    def close(self) -> None:
+        os.close(self.master)
+
+
+async def spawn_agent_on_terminal(settings: Any) -> tuple[asyncio.subprocess.Process, Terminal]:
+    """``supportbroker-agent run`` with a terminal for stdin and stdout, no desktop (its
+    consent prompt is the terminal's)."""
+    master, slave = os.openpty()
+    env = agent_env(settings)
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        env.pop(name, None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "run",
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    os.close(slave)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(master, "rb", buffering=0)
+    )
+    return proc, Terminal(os.dup(master), reader)
+
+
 async def open_unattended(b: Broker, dev: str, capabilities: list[str], reason: str) -> str:
     """An unattended session on the agent's device once its link is up, the way a
     technician's API call asks for it; its id, after the poller handed the agent its grant."""

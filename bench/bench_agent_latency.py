@@ -111,7 +111,7 @@ async def spawn(*args: str, stdin: int | None = None) -> asyncio.subprocess.Proc
 
 
 async def main() -> None:
-    from bench_agent_common import broker, device_id, enroll_agent, pct, spawn_agent
+    from bench_agent_common import broker, device_id, enroll_agent, pct, spawn_agent_on_terminal
 
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=100)
@@ -125,7 +125,7 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             async with broker(Path(d), allowed_ports=[port]) as b:
                 settings = await enroll_agent(b)
-                agent = await spawn_agent(settings, stdout=asyncio.subprocess.PIPE)
+                agent, terminal = await spawn_agent_on_terminal(settings)
                 procs.append(agent)
                 dev = device_id(settings)
                 while dev not in b.gateway.links:  # noqa: ASYNC110 - a dict, not an event
@@ -134,16 +134,13 @@ async def main() -> None:
                     __file__, "--technician", b.url, b.tech_token, dev, str(port), str(n + WARM_UP)
                 )
                 procs.append(tech)
-                assert agent.stdin is not None
-                assert agent.stdout is not None
                 assert tech.stdout is not None
                 for i in range(n + WARM_UP):
-                    await agent.stdout.readuntil(PROMPT)  # the end user sees the request
+                    await terminal.readuntil(PROMPT)  # the end user sees the request
                     json.loads(await tech.stdout.readline())  # the technician's socket waits
                     await asyncio.sleep(0.05)  # the broker has redeemed the ticket and waits
                     t0 = now()
-                    agent.stdin.write(b"y\n")
-                    await agent.stdin.drain()
+                    terminal.type(b"y\n")
                     done = json.loads(await tech.stdout.readline())
                     if i >= WARM_UP:
                         total.append(done["t1"] - t0)
