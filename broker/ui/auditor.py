@@ -17,7 +17,7 @@ is a form carrying ``csrf_token``; the cookie authentication refuses it without.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -305,6 +305,33 @@ async def export_bundle(
         data,
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.post(BASE + "/tickets/{system}/{external_id}/dual-control", response_model=None)
+async def ticket_dual_control(
+    request: Request,
+    system: System,
+    external_id: External,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    reason: FormText = "",
+    dual_control: Annotated[str, Form(pattern="^(on|off)$")] = "on",
+) -> Response:
+    """The ticket's own dual control: an auditor switches it on (timeline page), an admin
+    switches it off (erase page); the service says who may do what."""
+    who = admit(request, principal, lambda p: can_audit(p) or can_erase(p))
+    if isinstance(who, Response):
+        return who
+    ref = f"{system}:{external_id}"
+    try:
+        await playback.set_ticket_policy(db, who, ref, on=dual_control == "on", reason=reason)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    back = "" if can_audit(who) else "/erase"
+    return RedirectResponse(
+        f"{BASE}/tickets/{quote(system, safe='')}/{quote(external_id, safe='')}{back}",
+        status_code=303,
     )
 
 

@@ -1,0 +1,31 @@
+"""tickets.dual_control: two auditors for one ticket's recordings and plaintext
+
+A per-ticket switch beside the device group's ``dual_control_playback``; see
+docs/OVERSIGHT.md.
+
+Revision ID: 0029_policy_gaps
+Revises: 0021_file_keep
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0029_policy_gaps"
+down_revision: str | None = "0021_file_keep"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("tickets", schema=None, recreate="never") as batch_op:
+        batch_op.add_column(
+            sa.Column("dual_control", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+
+
+def downgrade() -> None:
+    # Drop in place: a batch rebuild of tickets breaks the sessions' foreign keys.
+    with op.batch_alter_table("tickets", schema=None, recreate="never") as batch_op:
+        batch_op.drop_column("dual_control")
