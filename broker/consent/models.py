@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, CreatedMixin, IdMixin, UTCDateTime
@@ -38,6 +38,10 @@ class ConsentRequest(IdMixin, CreatedMixin, Base):
     decided_from: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     user_agent: Mapped[str | None] = mapped_column(String(300))
+    # The code of a request opened by a second approval, encrypted under the broker's secret,
+    # so the requesting technician's page can show it (they were not there when it was made);
+    # cleared with the lookup once the request is decided or its lookup goes stale.
+    handoff_box: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class ConsentClientThrottle(Base):

@@ -40,7 +40,7 @@ class ConsentRepository(Repository[ConsentRequest]):
                 | ConsentRequest.decision.is_not(None)
                 | ConsentRequest.locked_at.is_not(None),
             )
-            .values(lookup=None)
+            .values(lookup=None, handoff_box=None)
             .execution_options(synchronize_session="fetch")
         )
 
@@ -53,7 +53,7 @@ class ConsentRepository(Repository[ConsentRequest]):
                 ConsentRequest.decision.is_(None),
                 ConsentRequest.locked_at.is_(None),
             )
-            .values(lookup=None, **values)
+            .values(lookup=None, handoff_box=None, **values)
             .execution_options(synchronize_session=False)
         )
         result = cast(CursorResult[Any], await self.db.execute(stmt))

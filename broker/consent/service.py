@@ -15,12 +15,15 @@ approving, failing, revoking and rating them is the flows' business, above both 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -153,6 +156,46 @@ async def open_request(
         url=f"{settings_of(db).base_url}/consent/{token}",
         expires_at=expires_at,
     )
+
+
+def _handoff_key(db: AsyncSession) -> bytes:
+    secret = _key(db).encode()
+    return hashlib.sha256(b"supportbroker/consent-handoff/v1\x00" + secret).digest()
+
+
+async def keep_for_technician(db: AsyncSession, issued: IssuedConsent) -> None:
+    """Keep a second approval's code (encrypted) for the requesting technician's page.
+
+    A request that needs no second approval shows its code once, to the technician who made
+    it. After a second approval the code is made while the approver is at the keyboard, and
+    the technician who must read it to the end user would otherwise never see it.
+    """
+    if issued.code is None:
+        return
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(_handoff_key(db)).encrypt(
+        nonce, issued.code.encode(), issued.request.id.encode()
+    )
+    issued.request.handoff_box = nonce + sealed
+    await db.flush()
+
+
+async def handoff(db: AsyncSession, session_id: str) -> dict[str, str] | None:
+    """The kept code and link of the session's undecided consent request, if any."""
+    row = await db.scalar(
+        select(ConsentRequest).where(
+            ConsentRequest.session_id == session_id, ConsentRequest.decision.is_(None)
+        )
+    )
+    if row is None or row.handoff_box is None:
+        return None
+    box = row.handoff_box
+    try:
+        code = AESGCM(_handoff_key(db)).decrypt(box[:12], box[12:], row.id.encode()).decode()
+    except InvalidTag:  # the broker's secret changed since: the code is lost, as before
+        return None
+    token = link_token(_key(db), row.id)
+    return {"code": code, "url": f"{settings_of(db).base_url}/consent/{token}"}
 
 
 async def record_policy_decision(

@@ -65,14 +65,26 @@ async def _verify_log(db: AsyncSession, args: argparse.Namespace) -> int:
 
 async def _export(db: AsyncSession, args: argparse.Namespace) -> int:
     from broker.evidence.queries import bundle_of
+    from broker.gateway import playback
 
+    granted = await playback.require_export_request(
+        db, args.ticket, include_plaintext=args.plaintext, request_id=args.approval
+    )
     data = await bundle_of(db, args.ticket, include_plaintext=args.plaintext)
+    sealed: dict[str, Any] = {
+        "via": "cli",
+        "include_plaintext": args.plaintext,
+        "reason": args.reason,
+    }
+    if granted is not None:
+        # Who asked and who approved: the operator's export is theirs under dual control.
+        sealed |= {
+            "request_id": granted.id,
+            "requester_id": granted.requester_id,
+            "approved_by": granted.decided_by_id,
+        }
     await record_event(
-        db,
-        EventType.evidence_exported,
-        ticket=args.ticket,
-        actor=SYSTEM_ACTOR,
-        data={"via": "cli", "include_plaintext": args.plaintext, "reason": args.reason},
+        db, EventType.evidence_exported, ticket=args.ticket, actor=SYSTEM_ACTOR, data=sealed
     )
     args.out.write_bytes(data)
     verifier = audit_log_of(db).signer.verifier
@@ -171,6 +183,11 @@ def register(subparsers: Any) -> None:
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--plaintext", action="store_true", help="include decrypted payloads")
     export.add_argument("--reason", required=True)
+    export.add_argument(
+        "--approval",
+        metavar="REQUEST_ID",
+        help="under dual control: the plaintext export request a second auditor approved",
+    )
     export.set_defaults(handler=_export)
 
     erase = sub.add_parser("erase", help="crypto-shred a ticket's content")

@@ -141,6 +141,10 @@ class EventType(StrEnum):
         "a second auditor opened a replay or plaintext export to the one who asked, for a time",
     )
     playback_denied = "playback.denied", "a second auditor denied a replay or plaintext export"
+    playback_policy_set = (
+        "playback.policy_set",
+        "a ticket's own dual-control switch was turned on (an auditor) or off (an admin)",
+    )
     file_kept = "file.kept", "a sealed piece of a transferred file the group keeps (encrypted)"
     file_viewed = "file.viewed", "an auditor downloaded a kept file, with a reason"
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from broker.auth.deps import require
+from broker.auth.deps import CurrentPrincipal, require
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.base import utcnow
@@ -22,6 +22,7 @@ from broker.evidence import proofs, queries
 from broker.evidence.schemas import (
     CheckpointOut,
     ConsistencyOut,
+    DualControlIn,
     EraseIn,
     EraseOut,
     EventOut,
@@ -167,6 +168,22 @@ async def decide_playback(
         "state": row.state,
         "expires_at": row.expires_at.isoformat() if row.expires_at else None,
     }
+
+
+@router.put("/tickets/{system}/{external_id}/dual-control")
+async def ticket_dual_control(
+    system: System,
+    external_id: External,
+    body: DualControlIn,
+    principal: CurrentPrincipal,
+    db: DbSession,
+) -> dict[str, Any]:
+    """The ticket's own dual control: on by an auditor or an admin, off by an admin alone."""
+    stream = f"{system}:{external_id}"
+    ticket = await playback.set_ticket_policy(
+        db, principal, stream, on=body.dual_control, reason=body.reason
+    )
+    return {"ticket": stream, "dual_control": ticket.dual_control}
 
 
 @router.post("/tickets/{system}/{external_id}/erase")

@@ -92,6 +92,15 @@ class PlaybackDecisionIn(BaseModel):
     reason: CleanText | None = Field(default=None, max_length=500)
 
 
+class DualControlIn(BaseModel):
+    """A ticket's own dual-control switch (docs/OVERSIGHT.md), with why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dual_control: bool
+    reason: CleanText = Field(min_length=3, max_length=500)
+
+
 class EraseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -80,7 +80,10 @@ async def second_approval(
     )
     if not approve:
         return record, None
-    return record, await _ask_end_user(db, record)
+    issued = await _ask_end_user(db, record)
+    if not record.session.unattended:
+        await consent.keep_for_technician(db, issued)
+    return record, issued
 
 
 async def approval_preview(

@@ -114,11 +114,19 @@ def get(url: str, token: str, session_id: str, remote: str, local: str) -> dict[
                     raise TransferFailed(_detail(resp))
                 transfer = resp.headers["x-transfer-id"]
                 progress = Progress(f"get {target.name}", int(resp.headers.get("x-file-size", 0)))
-                with staging.open("wb") as fh:
-                    for data in resp.iter_bytes(CHUNK):
-                        sha.update(data)
-                        fh.write(data)
-                        progress.add(len(data))
+                try:
+                    with staging.open("wb") as fh:
+                        for data in resp.iter_bytes(CHUNK):
+                            sha.update(data)
+                            fh.write(data)
+                            progress.add(len(data))
+                except OSError as exc:
+                    # This computer's side: a full disk, no permission. Leaving the stream
+                    # here closes it, so the broker seals the download as interrupted.
+                    progress.finish()
+                    raise TransferFailed(
+                        f"cannot write {staging}: {exc.strerror or exc}; nothing was kept"
+                    ) from exc
                 progress.finish()
             found = client.get(FILES.format(session_id) + f"/transfers/{transfer}", headers=auth)
             outcome: dict[str, Any] = found.json()
@@ -134,7 +142,11 @@ def get(url: str, token: str, session_id: str, remote: str, local: str) -> dict[
         except BaseException:
             staging.unlink(missing_ok=True)
             raise
-    os.replace(staging, target)
+    try:
+        os.replace(staging, target)
+    except OSError as exc:
+        staging.unlink(missing_ok=True)
+        raise TransferFailed(f"cannot write {target}: {exc.strerror or exc}") from exc
     return outcome
 
 

@@ -53,6 +53,30 @@ async def keep_piece(
         )
 
 
+async def session_transfers(
+    db: AsyncSession, session_id: str, stream: str
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The session's transfers as sealed (``session.file_transfer``), oldest first: what a
+    watcher and an auditor see is what the chain holds."""
+    sealed = await sealed_data(db, stream, EventType.session_file_transfer, limit=MAX_PIECES)
+    return [(at, d) for at, d in sealed if d.get("session_id") == session_id]
+
+
+async def kept_files(
+    db: AsyncSession, principal: Principal, session_id: str
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The whole transfers of a session whose file the group kept (for the auditor's page);
+    listing them shows only what the timeline shows, so it is not itself sealed."""
+    if not principal.has(Scope.audit_read):
+        raise PermissionDenied("kept files are for auditors (audit:read)")
+    record = await sessions.get_session(db, principal, session_id)
+    return [
+        (at, d)
+        for at, d in await session_transfers(db, session_id, record.ticket.ref)
+        if d.get("kept") is not None and d.get("outcome") == "ok"
+    ]
+
+
 async def kept_file(
     db: AsyncSession, principal: Principal, session_id: str, transfer_id: str, *, reason: str
 ) -> tuple[str, bytes]:

@@ -20,6 +20,7 @@ from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import NotFound
+from broker.gateway import access, kept
 from broker.ui.common import admit
 from web import STATIC_DIR, TEMPLATES_DIR
 
@@ -66,6 +67,25 @@ async def terminal_page(
         )
         return HTMLResponse(html)
     return who
+
+
+@pages_router.get("/terminal/{session_id}/transfers", response_class=HTMLResponse)
+async def watched_transfers(
+    request: Request,
+    session_id: str,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    mode: Annotated[str, Query(pattern="^(join|watch)$")] = "watch",
+) -> Response:
+    """The session's file transfers as sealed, for the watch (and join) page, which asks
+    every few seconds: watchers see each transfer happen; nothing here starts one. Whoever
+    may attach in ``mode`` may read it (``access.authorize``)."""
+    who = await admit(request, db, principal, lambda p: p.has(Scope.sessions_read))
+    if isinstance(who, Response):
+        return who
+    record = await access.authorize(db, who, session_id, mode)
+    transfers = await kept.session_transfers(db, session_id, record.ticket.ref)
+    return HTMLResponse(_env.get_template("terminal/_transfers.html").render(transfers=transfers))
 
 
 @pages_router.get("/files/{session_id}", response_model=None)

@@ -85,13 +85,23 @@ def _reason(text: str | None, what: str) -> str:
 
 
 async def session_needs_two(db: AsyncSession, record: SessionRecord) -> bool:
+    if record.ticket.dual_control:
+        return True
     group = await db.get(DeviceGroup, record.device.group_id)
     return bool(group and group.dual_control_playback)
 
 
 async def ticket_needs_two(db: AsyncSession, stream: str) -> bool:
-    """Whether any session of the ticket ran on a device of a dual-control group."""
+    """Whether the ticket's own switch is on, or any of its sessions ran on a device of a
+    dual-control group."""
     system, _, external_id = stream.partition(":")
+    own = await db.scalar(
+        select(Ticket.dual_control).where(
+            Ticket.system == system, Ticket.external_id == external_id
+        )
+    )
+    if own:
+        return True
     query = select(
         exists()
         .where(Ticket.system == system, Ticket.external_id == external_id)
@@ -100,6 +110,40 @@ async def ticket_needs_two(db: AsyncSession, stream: str) -> bool:
         .where(DeviceGroup.id == Device.group_id, DeviceGroup.dual_control_playback.is_(True))
     )
     return bool(await db.scalar(query))
+
+
+async def set_ticket_policy(
+    db: AsyncSession, principal: Principal, stream: str, *, on: bool, reason: str
+) -> Ticket:
+    """Switch a ticket's own dual control on (an auditor or an admin) or off (an admin).
+
+    Off is an admin's alone: an auditor who could switch it off could then replay alone, and
+    an admin cannot replay at all, so the two duties stay apart. The switch is sealed in the
+    ticket's stream (``playback.policy_set``) with the reason, even when it changes nothing.
+    """
+    is_admin = principal.has(Scope.users_admin)
+    if not (is_admin or (principal.has(Scope.audit_read) and principal.user_id is not None)):
+        raise PermissionDenied("a ticket's dual control is set by an auditor or an admin")
+    if not on and not is_admin:
+        raise PermissionDenied("only an admin switches a ticket's dual control off")
+    system, _, external_id = stream.partition(":")
+    ticket = await db.scalar(
+        select(Ticket).where(Ticket.system == system, Ticket.external_id == external_id)
+    )
+    if ticket is None:
+        raise NotFound(f"no ticket {stream}")
+    reason = _reason(reason, "you change the ticket's dual control")
+    was = ticket.dual_control
+    ticket.dual_control = on
+    await db.flush()
+    await record_event(
+        db,
+        EventType.playback_policy_set,
+        ticket=stream,
+        actor=principal.actor(),
+        data={"dual_control": on, "was": was, "reason": reason},
+    )
+    return ticket
 
 
 async def ask(
@@ -241,3 +285,34 @@ async def require_export(
             f"ticket {stream} is under dual control: a plaintext export needs a second "
             "auditor's approval first (POST /api/v1/audit/playback-requests)"
         )
+
+
+async def require_export_request(
+    db: AsyncSession, stream: str, *, include_plaintext: bool, request_id: str | None
+) -> PlaybackRequest | None:
+    """The command line's check: a plaintext export under the policy names an approved request.
+
+    ``supportbroker audit export`` runs as the operator, not as a signed-in auditor, so it
+    cannot be the requester; it takes the id of a request that a second auditor approved (the
+    same flow as the API and the page) and refuses without one. A request given without the
+    policy is checked too, so a typo never passes silently.
+    """
+    needed = include_plaintext and await ticket_needs_two(db, stream)
+    if request_id is None:
+        if needed:
+            raise PolicyDenied(
+                f"ticket {stream} is under dual control: a plaintext export needs a second "
+                "auditor's approval; ask for it (POST /api/v1/audit/playback-requests or the "
+                "page /ui/audit/playback), then pass the approved request with --approval ID"
+            )
+        return None
+    row = await db.get(PlaybackRequest, request_id)
+    if row is None or row.kind != EXPORT or row.ticket_ref != stream:
+        raise PolicyDenied(f"{request_id} is not a request to export the plaintext of {stream}")
+    state = state_of(row, utcnow())
+    if state != "approved":
+        raise PolicyDenied(
+            f"playback request {request_id} is {state}: a second auditor must approve it "
+            "(and the approval must not have expired)"
+        )
+    return row

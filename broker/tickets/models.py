@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import Boolean, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, CreatedMixin, IdMixin, UTCDateTime, utcnow
@@ -29,6 +29,11 @@ class Ticket(IdMixin, CreatedMixin, Base):
     # As the request gave them: a device group's approval policy may be narrowed by them.
     priority: Mapped[str | None] = mapped_column(String(50))
     category: Mapped[str | None] = mapped_column(String(100))
+    # Two auditors for this ticket's recordings and plaintext export, whatever the device
+    # group's policy says (docs/OVERSIGHT.md); switched on by an auditor, off by an admin.
+    dual_control: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false"), nullable=False
+    )
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
     )

@@ -3,6 +3,8 @@
 - ``GET /ui/audit/sessions``: search by ticket, technician, device, provider, state, dates
 - ``GET /ui/audit/sessions/{id}``: one session and its recordings
 - ``GET|POST /ui/audit/sessions/{id}/replay``: a reason first, then the player (audited)
+- ``POST /ui/audit/sessions/{id}/files/{transfer_id}``: a file the group kept, with a reason
+  (audited); the session page lists them
 - ``GET /ui/audit/tickets/{system}/{external_id}``: the timeline with per-record integrity
 - ``POST /ui/audit/tickets/{system}/{external_id}/bundle``: the evidence bundle (audited)
 - ``GET|POST /ui/audit/tickets/{system}/{external_id}/erase``: admins crypto-shred content
@@ -17,7 +19,7 @@ is a form carrying ``csrf_token``; the cookie authentication refuses it without.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -32,7 +34,7 @@ from broker.evidence import queries
 from broker.evidence.events import EventType, event_words
 from broker.evidence.schemas import EraseIn, ExportIn
 from broker.flows import erasure
-from broker.gateway import playback, replay
+from broker.gateway import kept, playback, replay
 from broker.sessions.schemas import TicketId, TicketSystem
 from broker.ui import auditor_service as svc
 from broker.ui.auditor_web import admit, can_audit, can_erase, can_oversee, page, refused, script
@@ -149,9 +151,36 @@ async def session_detail(
         return who
     try:
         detail = await svc.session_detail(db, who, session_id)
+        files = await kept.kept_files(db, who, session_id)
     except BrokerError as exc:
         return await refused(request, db, exc)
-    return page(request, "auditor/session.html", detail=detail)
+    return page(request, "auditor/session.html", detail=detail, kept_files=files)
+
+
+@router.post(BASE + "/sessions/{session_id}/files/{transfer_id}", response_model=None)
+async def kept_file_download(
+    request: Request,
+    session_id: Annotated[str, Path(max_length=36)],
+    transfer_id: Annotated[str, Path(max_length=64)],
+    principal: OptionalPrincipal,
+    db: DbSession,
+    reason: FormText = "",
+) -> Response:
+    """A file the group kept, with the auditor's reason (``file.viewed`` is committed before
+    the file leaves: ``gateway.kept.kept_file``)."""
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    try:
+        name, body = await kept.kept_file(db, who, session_id, transfer_id, reason=reason)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    filename = name.replace('"', "").replace("\r", "").replace("\n", "") or "file"
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @router.get(BASE + "/sessions/{session_id}/replay", response_model=None)
@@ -311,6 +340,33 @@ async def export_bundle(
         data,
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.post(BASE + "/tickets/{system}/{external_id}/dual-control", response_model=None)
+async def ticket_dual_control(
+    request: Request,
+    system: System,
+    external_id: External,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    reason: FormText = "",
+    dual_control: Annotated[str, Form(pattern="^(on|off)$")] = "on",
+) -> Response:
+    """The ticket's own dual control: an auditor switches it on (timeline page), an admin
+    switches it off (erase page); the service says who may do what."""
+    who = admit(request, principal, lambda p: can_audit(p) or can_erase(p))
+    if isinstance(who, Response):
+        return who
+    ref = f"{system}:{external_id}"
+    try:
+        await playback.set_ticket_policy(db, who, ref, on=dual_control == "on", reason=reason)
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    back = "" if can_audit(who) else "/erase"
+    return RedirectResponse(
+        f"{BASE}/tickets/{quote(system, safe='')}/{quote(external_id, safe='')}{back}",
+        status_code=303,
     )
 
 

@@ -31,12 +31,13 @@ from broker.errors import ValidationFailed
 from broker.evidence import queries
 from broker.evidence.events import EventType, event_named, event_words
 from broker.evidence.service import audit_log_of
-from broker.gateway import replay
+from broker.gateway import playback, replay
 from broker.gateway.recording import RecordingSummary
 from broker.sessions import service as sessions
 from broker.sessions.models import RemoteSession
 from broker.sessions.repository import SessionFilter, SessionRecord
 from broker.sessions.states import SessionState
+from broker.tickets.models import Ticket
 
 PAGE_SIZE = 25
 TICKET_SESSIONS = 200
@@ -206,6 +207,10 @@ class TimelineView:
     rows: list[TimelineRow]
     log_report: VerifyReport
     sessions: list[SessionRecord]
+    # The ticket's own dual-control switch, and whether replay/plaintext need two auditors
+    # (the switch, or a session on a device of a dual-control group).
+    own_dual_control: bool = False
+    dual_control: bool = False
 
     @property
     def intact(self) -> bool:
@@ -267,7 +272,20 @@ async def ticket_timeline(
     found_sessions = await sessions.list_sessions(
         db, principal, filters, limit=TICKET_SESSIONS, offset=0
     )
-    return TimelineView(system, external_id, rows, report, found_sessions)
+    own = await db.scalar(
+        select(Ticket.dual_control).where(
+            Ticket.system == system, Ticket.external_id == external_id
+        )
+    )
+    return TimelineView(
+        system,
+        external_id,
+        rows,
+        report,
+        found_sessions,
+        own_dual_control=bool(own),
+        dual_control=await playback.ticket_needs_two(db, stream),
+    )
 
 
 # --- session detail, replay, checkpoint -----------------------------------------------------

@@ -276,6 +276,9 @@ async def _session_context(
     consent = unsign(settings_of_request(request), "code", request.cookies.get(CODE_COOKIE))
     if consent is not None and consent.get("sid") != sid:
         consent = None
+    if consent is None and own and state is SessionState.awaiting_consent:
+        # Opened by a second approval: the code was made on the approver's page.
+        consent = await consent_service.handoff(db, sid)
     # A share link or launch URI is a credential for the whole window: only the session's
     # own technician gets it, never an admin or expert who can also open this page.
     launch = (

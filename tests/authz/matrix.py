@@ -327,6 +327,15 @@ ROWS: tuple[Row, ...] = (
         c.playback_decide,
         allow("POST", 200, AUDITOR),
     ),
+    # a ticket's own dual control: auditors switch it on, admins on or off
+    Row(
+        "PUT",
+        f"{c.V1}/audit/tickets/{{system}}/{{external_id}}/dual-control",
+        c.fixed(
+            "PUT", f"{c.AUDIT_TICKET}/dual-control", json={"dual_control": True, "reason": "VIP"}
+        ),
+        allow("PUT", 200, AUDITOR | ADMIN),
+    ),
     Row(
         "POST",
         f"{c.V1}/audit/tickets/{{system}}/{{external_id}}/erase",
