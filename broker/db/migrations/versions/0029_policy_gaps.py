@@ -6,7 +6,7 @@ per-ticket switch beside the device group's ``dual_control_playback``.
 requesting technician's page. See docs/OVERSIGHT.md.
 
 Revision ID: 0029_policy_gaps
-Revises: 0021_file_keep
+Revises: 0024_siem
 """
 
 from collections.abc import Sequence
