@@ -4,6 +4,7 @@
 - ``GET /consent/{token}``: who, which ticket, why, what rights, how long, recorded;
   approve/deny; once approved a prominent "End this session now"
 - ``POST /consent/{token}/decide``, ``/revoke``, ``/rate``: the forms; each redirects back
+- every request page links to the history of its device (broker.history.pages)
 
 The forms need no CSRF token: the path token is the credential and another site cannot know
 it. The code form has no such secret, so every form post is refused (403) when the browser
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import web
 from broker.auth.deps import client_ip
 from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, RatingIn, RevokeIn
+from broker.consent.service import ConsentView, history_link
 from broker.db.session import DbSession
 from broker.errors import BrokerError, PermissionDenied, RateLimited
 from broker.flows import approval
@@ -89,25 +91,44 @@ async def submit_code(
     return RedirectResponse(f"/consent/{token}", status_code=303)
 
 
+def _request_page(
+    request: Request,
+    db: AsyncSession,
+    view: ConsentView,
+    token: str,
+    status: int = 200,
+    **more: Any,
+) -> HTMLResponse:
+    return _page(
+        request,
+        "consent/request.html",
+        status,
+        consent=ConsentOut.of(view),
+        token=token,
+        history_url=history_link(db, view.request),
+        **more,
+    )
+
+
 @router.get("/consent/{token}", response_class=HTMLResponse)
 async def show(request: Request, token: str, db: DbSession) -> HTMLResponse:
     try:
-        consent = ConsentOut.of(await approval.view(db, token))
+        view = await approval.view(db, token)
     except BrokerError as exc:
         status, detail = await _refused(db, exc)
         return _page(request, "consent/error.html", status, error=detail)
-    return _page(request, "consent/request.html", consent=consent, token=token)
+    return _request_page(request, db, view, token)
 
 
 async def _redisplay(
     request: Request, db: DbSession, token: str, error: str, status: int
 ) -> HTMLResponse:
     try:
-        consent = ConsentOut.of(await approval.view(db, token))
+        view = await approval.view(db, token)
     except BrokerError as exc:
         status, detail = await _refused(db, exc)
         return _page(request, "consent/error.html", status, error=detail)
-    return _page(request, "consent/request.html", status, consent=consent, token=token, error=error)
+    return _request_page(request, db, view, token, status, error=error)
 
 
 @router.post("/consent/{token}/decide", response_model=None)
