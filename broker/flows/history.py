@@ -35,6 +35,7 @@ from broker.evidence.events import EventType
 from broker.evidence.service import SealedEvent, record_event, sealed_events
 from broker.notices import service as notices
 from broker.notices.mailer import Mail
+from broker.providers.offers import END_USER_WORDS
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 from broker.sessions.states import TERMINAL, SessionState
@@ -186,7 +187,7 @@ async def receipt(db: AsyncSession, token: str, session_id: str, *, ip: str) -> 
 def notice_mail(record: SessionRecord, recipient: str) -> Mail:
     """The device owner's mail about one unattended session: the history page's facts."""
     f = facts(record)
-    rights = ", ".join(f["capabilities"]) or "none"
+    rights = "; ".join(END_USER_WORDS.get(c, c) for c in sorted(f["capabilities"])) or "none"
     lines = [
         f"An unattended remote support session on your computer {f['device']} has ended.",
         "",
