@@ -36,7 +36,8 @@ PER_RUN = 50
 
 def backoff(attempts: int) -> timedelta:
     """Wait before the next try after ``attempts`` failed tries."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, min(attempts - 1, 20)))
+    exponent: int = max(0, min(attempts - 1, 20))
+    return min(BACKOFF_CAP, BACKOFF_BASE * (1 << exponent))
 
 
 async def enqueue(db: AsyncSession, *, session_id: str, ticket_ref: str, mail: Mail) -> OwnerNotice:
