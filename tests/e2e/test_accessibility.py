@@ -109,6 +109,8 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
     auditor, auditor_password = await make_user(app, "auditor")
     created = await open_session(client, desk)
     sid, gid = created["id"], desk.group.id
+    consent_page = (await client.get(f"/consent/{consent_token(created)}")).text
+    history = consent_page.split('href="/history/', 1)[1].split('"', 1)[0]
     return {
         "users": {
             "technician": (tech.username, tech_password),
@@ -116,7 +118,12 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
             "auditor": (auditor.username, auditor_password),
         },
         "pages": {
-            None: ["/ui/login", "/consent", f"/consent/{consent_token(created)}"],
+            None: [
+                "/ui/login",
+                "/consent",
+                f"/consent/{consent_token(created)}",
+                f"/history/{history}",
+            ],
             "technician": [
                 "/ui/console",
                 "/ui/new?system=helpdesk&ticket=HD-4711",
