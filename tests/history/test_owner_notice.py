@@ -125,9 +125,11 @@ async def test_owner_is_mailed_and_a_down_server_loses_nothing(
     assert notified["data"]["attempts"] == 2
 
 
-async def test_without_smtp_the_null_mailer_takes_it_on_record(
+async def test_null_mailer_and_who_is_not_mailed(
     app: Any, client: httpx.AsyncClient, desk: Desk
 ) -> None:
+    """Without SMTP the null mailer takes the notice, on record; attended sessions and
+    owners without a mail address get none."""
     assert isinstance(app.state.mailer, NullMailer)  # no smtp_host in the test settings
     created = await _unattended_run(client, desk)
     assert await deliver_owner_notices(app) == 1
@@ -137,10 +139,6 @@ async def test_without_smtp_the_null_mailer_takes_it_on_record(
     assert notified["data"]["transport"] == "null"
     assert (await _notices(app, created["id"]))[0].sent_at is not None
 
-
-async def test_attended_sessions_and_contacts_without_mail_are_not_mailed(
-    app: Any, client: httpx.AsyncClient, desk: Desk
-) -> None:
     attended = await open_session(client, desk)
     decided = await client.post(
         f"/api/v1/consent/{consent_token(attended)}/decision",
