@@ -102,3 +102,75 @@ async def test_smtp_refusals_and_absence_are_mail_errors(smtp: tuple[Sink, int])
 def test_no_host_means_the_null_mailer() -> None:
     assert isinstance(mailer_for(Settings()), NullMailer)
     assert mailer_for(Settings()).transport == "null"
+
+
+def _self_signed(tmp: Any) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (the test's own CA: itself)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "smtp.pem", tmp / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+async def test_starttls_with_a_login(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that demands STARTTLS before anything else: the mailer upgrades, checks the
+    server's certificate against the trusted ones (here the test's own, via SSL_CERT_FILE)
+    and logs in over the encrypted channel."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    sink, port = Sink(), _free_port()
+    controller = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=_login,
+    )
+    controller.start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", cert)
+        mailer = _smtp_mailer(port)
+        with pytest.raises(MailError):  # without STARTTLS the server refuses
+            await mailer.send(MAIL)
+        mailer.starttls = True
+        await mailer.send(MAIL)
+    finally:
+        controller.stop()
+    [(sender, rcpt, _)] = sink.received
+    assert (sender, rcpt) == ("broker@example.test", [MAIL.recipient])
