@@ -22,6 +22,7 @@ from broker.errors import (
     BrokerError,
     Conflict,
     ConnectorError,
+    Gone,
     NotAuthenticated,
     NotFound,
     PermissionDenied,
@@ -34,6 +35,7 @@ from broker.evidence.setup import build_audit_log
 from broker.flows.lifecycle import LIFECYCLE
 from broker.logging import configure_logging
 from broker.metrics import HTTP_REQUESTS
+from broker.notices.mailer import mailer_for
 
 log = structlog.get_logger("broker.app")
 FILE_UPLOAD = "/files/content"  # the one path whose body may exceed max_body_bytes
@@ -44,6 +46,7 @@ STATUS: list[tuple[type[BrokerError], int]] = [
     (PermissionDenied, 403),
     (PolicyDenied, 403),
     (NotFound, 404),
+    (Gone, 410),
     (Conflict, 409),
     (RateLimited, 429),
     (ProviderError, 502),
@@ -210,6 +213,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
     )
     app.state.settings = settings
+    # The device owners' mail: SMTP when configured, else the null mailer (broker.notices).
+    app.state.mailer = mailer_for(settings)
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
     _install_error_handlers(app)
     _include_routers(app)
@@ -234,6 +239,8 @@ def _include_routers(app: FastAPI) -> None:
     from broker.gateway.pages import pages_router as terminal_pages
     from broker.gateway.router import router as gateway_router
     from broker.health import router as health_router
+    from broker.history.pages import router as history_pages
+    from broker.history.router import router as history_router
     from broker.sessions.router import router as sessions_router
     from broker.tickets.router import router as tickets_router
     from broker.ui.auditor import router as auditor_pages
@@ -249,9 +256,16 @@ def _include_routers(app: FastAPI) -> None:
         evidence_router,
         connectors_router,
         gateway_router,
+        history_router,
     ):
         app.include_router(router, prefix="/api/v1")
-    for router in (health_router, consent_pages, terminal_pages, ticket_link_router):
+    for router in (
+        health_router,
+        consent_pages,
+        history_pages,
+        terminal_pages,
+        ticket_link_router,
+    ):
         app.include_router(router)
     app.include_router(auditor_pages)
     app.include_router(report_pages)

@@ -90,6 +90,19 @@ class Settings(BaseSettings):
     # The first wait after ``consent_max_attempts`` wrong codes (per client and per code);
     # each further wrong code doubles it.
     consent_backoff_seconds: int = Field(default=60, ge=1, le=3600)
+    # How long after a consent request its history link (every session on the device, with
+    # the consent receipts) keeps working; after that it answers 410 (README, "History").
+    consent_link_retention_days: int = Field(default=90, ge=1, le=3650)
+
+    # Mail to device owners (an unattended session's notice). No host: nothing is sent and
+    # the notices stay queued for when a server is set (broker.notices.mailer).
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "supportbroker@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # Wrong logins for one account from all addresses together before addresses it never
     # signed in from must wait (broker.auth.throttle, the account's guard).
     login_guard_failures: int = Field(default=50, ge=5, le=10000)

@@ -36,6 +36,12 @@ class NotFound(BrokerError):
     code = "not_found"
 
 
+class Gone(BrokerError):
+    """It existed but is no longer kept (an expired history link)."""
+
+    code = "gone"
+
+
 class Conflict(BrokerError):
     code = "conflict"
 

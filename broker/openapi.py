@@ -48,6 +48,7 @@ DESCRIPTIONS = {
     403: "Forbidden: a missing scope, a one-time password to change, or a CSRF token",
     404: "Not found",
     409: "Conflict with the current state",
+    410: "Gone: the link was valid but its retention ran out",
     413: "Body too large",
     422: "Invalid request",
     429: "Too many attempts: wait for Retry-After",
@@ -59,6 +60,9 @@ OWN_REFUSALS: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/api/v1/auth/login"): frozenset({401, 429}),
     ("POST", "/api/v1/consent/lookup"): frozenset({429}),
     ("POST", "/api/v1/connectors/{system}/webhook"): frozenset({401, 413}),
+    # An end user's history link past its retention (broker.flows.history).
+    ("GET", "/api/v1/history/{token}"): frozenset({410}),
+    ("GET", "/api/v1/history/{token}/receipts/{session_id}"): frozenset({410}),
 }
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -5,6 +5,7 @@
   on; the sweeper makes the state visible without a read;
 - refusals: seal each finished minute's tally of throttled requests as one audit record;
 - the connectors' outbox: deliver comments and webhook events to ticket systems, in order;
+- the owner notices: mail device owners about unattended sessions (broker.notices), retried;
 - the slow poll of tickets with running sessions (the webhooks' fallback): a ticket its
   system now calls closed, merged or someone else's ends those sessions;
 - providers: grant what approvals committed before a crash never got, retry withdrawing
@@ -37,6 +38,7 @@ from broker.evidence import refusals
 from broker.evidence.queries import compare_with_published, publish
 from broker.flows.lifecycle import grant_owed
 from broker.flows.watch import watch_tickets
+from broker.notices.service import deliver_due as deliver_notices
 from broker.providers.service import reconcile_due, retry_pending_ends, sweep_devices
 from broker.sessions.service import sweep_deadlines
 
@@ -56,6 +58,10 @@ async def record_refusals(app: FastAPI) -> int:
 
 async def deliver_outbox(app: FastAPI) -> int:
     return await deliver_due(app.state.sessionmaker)
+
+
+async def deliver_owner_notices(app: FastAPI) -> int:
+    return await deliver_notices(app.state.sessionmaker, app.state.mailer)
 
 
 async def watch_ticket_systems(app: FastAPI) -> int:
@@ -112,6 +118,7 @@ JOBS: list[tuple[str, Callable[[FastAPI], Awaitable[int]]]] = [
     ("sessions.swept", sweep_once),
     ("refusals.recorded", record_refusals),
     ("connectors.delivered", deliver_outbox),
+    ("notices.delivered", deliver_owner_notices),
     ("connectors.tickets_watched", watch_ticket_systems),
     ("providers.grants_owed", grant_owed_access),
     ("providers.ends_retried", retry_provider_ends),

@@ -3,7 +3,8 @@
 A code is ``LLLL-SSSSSS``: a 4-digit lookup that finds the request and a 6-digit secret
 stored only as an HMAC under the server key. The link token is 32 bytes derived from the
 request id with the same key, so a code lookup can hand the link back without the token
-ever being stored; the database keeps only its SHA-256 for lookups.
+ever being stored; the database keeps only its SHA-256 for lookups. The history link's
+token (:func:`history_token`) is the request id with an HMAC, stored nowhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from broker.auth.secrets import keyed_hash, token_hash
 
 _SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
 _CODE = re.compile(r"^[0-9]{10}$")
+_REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def new_lookup() -> str:
@@ -50,3 +52,19 @@ def link_token(key: str, request_id: str) -> str:
 
 def link_digest(token: str) -> str:
     return token_hash(token)
+
+
+def history_token(key: str, request_id: str) -> str:
+    """The history link's token: the request id and a 256-bit HMAC of it under the server
+    key. Nothing is stored: the HMAC is recomputed and compared in constant time, so the
+    link cannot be guessed and a new secret key ends every history link at once."""
+    raw = bytes.fromhex(keyed_hash(key, f"history-link:{request_id}"))
+    return f"{request_id}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}"
+
+
+def split_history_token(token: str) -> tuple[str, str] | None:
+    """``"<request id>.<mac>"`` → its two parts (None for anything else)."""
+    request_id, dot, mac = token.partition(".")
+    if not dot or not _REQUEST_ID.match(request_id) or len(mac) != 43:
+        return None
+    return request_id, mac

@@ -5,6 +5,7 @@
   approve/deny; once approved a prominent "End this session now" and who is connected
   (the technician, an invited expert, a watching supervisor), live, with who left
 - ``POST /consent/{token}/decide``, ``/revoke``, ``/rate``: the forms; each redirects back
+- every request page links to the history of its device (broker.history.pages)
 
 The forms need no CSRF token: the path token is the credential and another site cannot know
 it. The code form has no such secret, so every form post is refused (403) when the browser
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import web
 from broker.auth.deps import client_ip
 from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, RatingIn, RevokeIn
+from broker.consent.service import ConsentView, history_link
 from broker.db.session import DbSession
 from broker.errors import BrokerError, PermissionDenied, RateLimited
 from broker.flows import approval
@@ -98,39 +100,46 @@ async def submit_code(
     return RedirectResponse(f"/consent/{token}", status_code=303)
 
 
-@router.get("/consent/{token}", response_class=HTMLResponse)
-async def show(request: Request, token: str, db: DbSession) -> HTMLResponse:
-    try:
-        consent = ConsentOut.of(await approval.view(db, token))
-    except BrokerError as exc:
-        status, detail = await _refused(db, exc)
-        return _page(request, "consent/error.html", status, error=detail)
-    return _page(
-        request,
-        "consent/request.html",
-        consent=consent,
-        token=token,
-        connected=_connected(request, consent.session_id),
-    )
-
-
-async def _redisplay(
-    request: Request, db: DbSession, token: str, error: str, status: int
+def _request_page(
+    request: Request,
+    db: AsyncSession,
+    view: ConsentView,
+    token: str,
+    status: int = 200,
+    **more: Any,
 ) -> HTMLResponse:
-    try:
-        consent = ConsentOut.of(await approval.view(db, token))
-    except BrokerError as exc:
-        status, detail = await _refused(db, exc)
-        return _page(request, "consent/error.html", status, error=detail)
+    consent = ConsentOut.of(view)
     return _page(
         request,
         "consent/request.html",
         status,
         consent=consent,
         token=token,
-        error=error,
+        history_url=history_link(db, view.request),
         connected=_connected(request, consent.session_id),
+        **more,
     )
+
+
+@router.get("/consent/{token}", response_class=HTMLResponse)
+async def show(request: Request, token: str, db: DbSession) -> HTMLResponse:
+    try:
+        view = await approval.view(db, token)
+    except BrokerError as exc:
+        status, detail = await _refused(db, exc)
+        return _page(request, "consent/error.html", status, error=detail)
+    return _request_page(request, db, view, token)
+
+
+async def _redisplay(
+    request: Request, db: DbSession, token: str, error: str, status: int
+) -> HTMLResponse:
+    try:
+        view = await approval.view(db, token)
+    except BrokerError as exc:
+        status, detail = await _refused(db, exc)
+        return _page(request, "consent/error.html", status, error=detail)
+    return _request_page(request, db, view, token, status, error=error)
 
 
 @router.post("/consent/{token}/decide", response_model=None)

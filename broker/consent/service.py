@@ -33,19 +33,21 @@ from broker.backoff import wait_after
 from broker.consent import throttle
 from broker.consent.codes import (
     format_code,
+    history_token,
     link_digest,
     link_token,
     new_lookup,
     new_secret,
     secret_digest,
     split_code,
+    split_history_token,
 )
 from broker.consent.models import ConsentRequest
 from broker.consent.repository import ConsentRepository
 from broker.context import settings_of
 from broker.db.base import new_id, utcnow
 from broker.devices.service import get_group
-from broker.errors import Conflict, NotFound, ValidationFailed
+from broker.errors import Conflict, Gone, NotFound, ValidationFailed
 from broker.evidence.events import EventType
 from broker.evidence.service import Actor, record_event, sealed_data
 from broker.logging import bind_ids
@@ -57,6 +59,11 @@ from broker.sessions.states import SessionState
 S = SessionState
 UNIFORM_CODE_ERROR = "this code is not valid or no longer pending; check it and try again"
 BAD_LINK = "this consent link is not valid"
+BAD_HISTORY_LINK = "this history link is not valid"
+OLD_HISTORY_LINK = (
+    "this history link has expired: your organisation keeps it for {days} day(s) after the "
+    "request; ask your support team for the history"
+)
 LOOKUP_TRIES = 25
 # An unattended session: the device group's policy decides instead of a person.
 UNATTENDED = "policy:unattended"
@@ -306,6 +313,33 @@ async def by_token(db: AsyncSession, token: str) -> ConsentRequest:
     request = await ConsentRepository(db).by_token_hash(link_digest(token))
     if request is None:
         raise NotFound(BAD_LINK)
+    return request
+
+
+def history_link(db: AsyncSession, request: ConsentRequest) -> str:
+    """The path of the history of the device ``request`` was for (from its consent page)."""
+    return f"/history/{history_token(_key(db), request.id)}"
+
+
+def history_expires_at(db: AsyncSession, request: ConsentRequest) -> datetime:
+    """A history link lives ``consent_link_retention_days`` after its request was opened."""
+    return request.created_at + timedelta(days=settings_of(db).consent_link_retention_days)
+
+
+async def by_history_token(db: AsyncSession, token: str) -> ConsentRequest:
+    """The consent request a history link was made from: NotFound for any token we did not
+    make (one answer, whatever part is wrong), Gone once its retention ran out."""
+    parts = split_history_token(token)
+    # Compare even without a candidate, so a malformed and a forged token cost the same.
+    expected = history_token(_key(db), parts[0] if parts else "-")
+    if parts is None or not constant_equal(expected, token):
+        raise NotFound(BAD_HISTORY_LINK)
+    request = await ConsentRepository(db).get(parts[0])
+    if request is None:  # the request was deleted with its session
+        raise NotFound(BAD_HISTORY_LINK)
+    if history_expires_at(db, request) <= utcnow():
+        days = settings_of(db).consent_link_retention_days
+        raise Gone(OLD_HISTORY_LINK.format(days=days))
     return request
 
 

@@ -11,6 +11,7 @@ from broker.devices.models import Device, DeviceGroup, GroupMember
 from broker.evidence.models import AuditVerification
 from broker.evidence.refusals import RefusalTally
 from broker.gateway.models import AgentEnrollmentToken, AgentKey, PlaybackRequest
+from broker.notices.models import OwnerNotice
 from broker.providers.models import (  # noqa: F401 - tables
     ProviderDeviceSweep,
     ProviderEventMark,
@@ -33,6 +34,7 @@ __all__ = [
     "GroupMember",
     "LoginKnownSource",
     "OutboxMessage",
+    "OwnerNotice",
     "PlaybackRequest",
     "RefusalTally",
     "RemoteSession",

@@ -91,6 +91,16 @@ class EventType(StrEnum):
     )
     policy_denied = "policy.denied", "a session request broke a rule (names the rule)"
 
+    # The end user's own history and the device owner's notices (README, "History").
+    history_viewed = (
+        "history.viewed",
+        "an end user opened a device's history (or a receipt) from a consent request's link",
+    )
+    owner_notified = (
+        "owner.notified",
+        "the device owner was mailed the facts of an unattended session that ended",
+    )
+
     # Tickets and ticket systems.
     ticket_created = "ticket.created", "a ticket became known (API, connector or as typed)"
     ticket_updated = "ticket.updated", "a ticket's subject, state or assignee changed"

@@ -149,6 +149,33 @@ async def sealed_data(
     ]
 
 
+@dataclass(frozen=True)
+class SealedEvent:
+    """One sealed event as a party it concerns may download it: where it sits in the log."""
+
+    position: int
+    record_id: str
+    event_type: str
+    occurred_at: Any
+    data: dict[str, Any]
+
+
+async def sealed_events(
+    db: AsyncSession, stream: str, *event_types: EventType, limit: int = 200
+) -> list[SealedEvent]:
+    """Like :func:`sealed_data`, with each event's log position and record id (so a proof
+    of its inclusion can be asked for)."""
+    query = StreamQuery(stream, tuple(t.value for t in event_types), limit=limit)
+    found, _ = await audit_log_of(db).search_stream(await db.connection(), query)
+    return [
+        SealedEvent(
+            r.position, r.record_id, r.event_type, r.occurred_at, dict(r.payload.get("data") or {})
+        )
+        for r in reversed(found)
+        if r.payload is not None and not r.erased
+    ]
+
+
 def on_sealed(db: AsyncSession, callback: Callable[[list[Appended]], None]) -> None:
     """Call ``callback`` with this transaction's sealed events (in recording order) once they
     are appended, still inside the transaction and before its last flush: ORM objects it

@@ -27,6 +27,7 @@ from broker.consent import service as consent
 from broker.db.aftercommit import after_commit
 from broker.errors import ValidationFailed
 from broker.evidence import queries
+from broker.notices import service as notices
 from broker.sessions import service as sessions
 from broker.tickets import service as tickets
 
@@ -38,6 +39,7 @@ VACUUM_TABLES = (
     "tickets",
     "sessions",
     "consent_requests",
+    "owner_notices",
     "connector_outbox",
     "connector_webhook_rejects",
 )
@@ -68,6 +70,7 @@ async def forget(db: AsyncSession, system: str, external_id: str) -> dict[str, A
     ticket = await tickets.forget_ticket(db, system, external_id)
     session_ids = [] if ticket is None else await sessions.forget_sessions(db, ticket)
     await consent.forget_decisions(db, session_ids)
+    counts["owner_notices"] = await notices.forget_notices(db, session_ids)
     counts["sessions"] = len(session_ids)
     return counts
 

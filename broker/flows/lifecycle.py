@@ -11,7 +11,9 @@ or not at all):
 1. the ticket's comment, an outbox row (asked, decided, started, ended);
 2. leaving approved/active for an end marks the provider's access as owed back;
 3. on an end, the evidence digest comment (the checkpoint that covers it);
-4. the transitions counter (metrics).
+4. on the end of an unattended session that ran, the device owner's mail, an outbox row
+   (``broker.flows.history``; broker.notices delivers it);
+5. the transitions counter (metrics).
 
 :data:`AFTER_COMMIT`, once per commit with that commit's moves, holding no transaction
 (nothing here keeps the database locked while another system answers):
@@ -43,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from broker.db.aftercommit import after_commit, commit
 from broker.db.base import utcnow
 from broker.flows.comments import comment_on_ticket, seal_digest
+from broker.flows.history import notify_owner
 from broker.gateway.signals import wake_gateways
 from broker.metrics import SESSION_TRANSITIONS
 from broker.providers import service as providers
@@ -91,6 +94,7 @@ IN_TRANSACTION: tuple[InTransaction, ...] = (
     comment_on_ticket,
     owe_provider_withdrawal,
     seal_digest,
+    notify_owner,
     count,
 )
 AFTER_COMMIT: tuple[AfterCommit, ...] = (

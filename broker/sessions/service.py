@@ -472,6 +472,16 @@ async def narrow_capabilities(db: AsyncSession, record: SessionRecord, granted: 
         await db.flush()
 
 
+async def device_sessions(db: AsyncSession, device_id: str, *, limit: int) -> list[SessionRecord]:
+    """Every session on one device, newest first, deadlines applied (the end user's
+    history: no principal, the caller has checked the history link)."""
+    filters = SessionFilter(device_id=device_id)
+    repo = SessionRepository(db)
+    for session_id in await repo.due(utcnow(), filters):
+        await load(db, session_id)
+    return await repo.records(filters, limit=limit, offset=0)
+
+
 async def count_for_device(db: AsyncSession, device_id: str) -> int:
     """Sessions that name the device (ended ones too: their audit trail keeps it)."""
     return await SessionRepository(db).count_for_device(device_id)

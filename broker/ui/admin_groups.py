@@ -87,6 +87,8 @@ async def _groups_page(
         status,
         title="Device groups and policies",
         groups=await devices.list_groups(db, who),
+        # The end user's history links (README "History"): a broker-wide policy, shown here.
+        history_days=request.app.state.settings.consent_link_retention_days,
         **extra,
     )
 

@@ -343,6 +343,39 @@ async def lookup(cell: Cell) -> Call:
     return Call("POST", f"{V1}/consent/lookup", json={"code": f"{secrets.randbelow(10**8):08d}"})
 
 
+async def _history_token(cell: Cell, session_id: str) -> str:
+    from sqlalchemy import select
+
+    from broker.consent.codes import history_token
+    from broker.consent.models import ConsentRequest
+
+    async with cell.app.state.sessionmaker() as db:
+        request_id = await db.scalar(
+            select(ConsentRequest.id).where(ConsentRequest.session_id == session_id)
+        )
+    key = cell.app.state.settings.secret_key.get_secret_value()
+    return history_token(key, str(request_id))
+
+
+def history(receipt: bool) -> Build:
+    """The end user's history link (from their consent page); others make one up."""
+
+    async def _build(cell: Cell) -> Call:
+        if cell.principal == "end-user":
+            consent = await cell.fresh_consent("ended")
+            path = f"{V1}/history/{await _history_token(cell, consent.session_id)}"
+            if receipt:
+                path += f"/receipts/{consent.session_id}"
+            return Call("GET", path, auth=False)
+        made_up = f"{cell.world.consent.session_id}.{secrets.token_urlsafe(32)}"
+        path = f"{V1}/history/{made_up}" + (
+            f"/receipts/{cell.world.consent.session_id}" if receipt else ""
+        )
+        return Call("GET", path)
+
+    return _build
+
+
 # --- audit -----------------------------------------------------------------------------------
 
 AUDIT_TICKET = f"{V1}/audit/tickets/{SYSTEM_A}/{TICKET_ID}"

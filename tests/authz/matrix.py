@@ -295,6 +295,14 @@ ROWS: tuple[Row, ...] = (
         c.consent("rating", "ended", {"score": 5, "comment": "quick and friendly"}),
         everyone(404, end_user=200),
     ),
+    # history: the end user's history link (made from their consent request) opens it
+    Row("GET", f"{c.V1}/history/{{token}}", c.history(receipt=False), everyone(404, end_user=200)),
+    Row(
+        "GET",
+        f"{c.V1}/history/{{token}}/receipts/{{session_id}}",
+        c.history(receipt=True),
+        everyone(404, end_user=200),
+    ),
     # audit: auditors read; erasure is an admin's; the verifier key is public
     Row(
         "GET",

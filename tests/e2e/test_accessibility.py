@@ -133,6 +133,8 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
     attendance.leave(approved["id"], gone)
     shown = await client.get(f"/consent/{consent_token(approved)}")
     assert "Who is connected to your computer" in shown.text  # the section is audited below
+    consent_page = (await client.get(f"/consent/{consent_token(created)}")).text
+    history = consent_page.split('href="/history/', 1)[1].split('"', 1)[0]
     return {
         "users": {
             "technician": (tech.username, tech_password),
@@ -145,6 +147,7 @@ async def _world(app: Any, client: httpx.AsyncClient) -> dict[str, Any]:
                 "/consent",
                 f"/consent/{consent_token(created)}",
                 f"/consent/{consent_token(approved)}",
+                f"/history/{history}",
             ],
             "technician": [
                 "/ui/console",

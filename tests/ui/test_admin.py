@@ -65,6 +65,9 @@ async def test_users_tokens_groups_enrollment_status(app: Any) -> None:
     async with app.state.sessionmaker() as db:
         assert (await get_user_by_name(db, "noro")).role == "technician"
 
+    # The history links' retention is the admin's policy, stated where group policies are.
+    retention = app.state.settings.consent_link_retention_days
+    assert f"{retention} day(s)" in (await b.get("/ui/admin/groups")).text
     group_page = await b.post(
         "/ui/admin/groups",
         {
