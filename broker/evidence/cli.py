@@ -24,7 +24,14 @@ from broker.evidence.service import SYSTEM_ACTOR, audit_log_of, record_event
 def _plain_verify(args: argparse.Namespace) -> int:
     from audit.cli import run
 
-    return run(argparse.Namespace(command="verify", bundle=args.bundle, public_key=args.public_key))
+    return run(
+        argparse.Namespace(
+            command="verify",
+            bundle=args.bundle,
+            public_key=args.public_key,
+            tsa_cert=args.tsa_cert,
+        )
+    )
 
 
 def _progress(done: int, total: int) -> None:
@@ -118,9 +125,10 @@ def register(subparsers: Any) -> None:
     verify = sub.add_parser("verify", help="verify an evidence bundle offline")
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--public-key", required=True)
-    verify.set_defaults(plain=_plain_verify)
+    from audit.cli import add_processes_option, add_tsa_option
 
-    from audit.cli import add_processes_option
+    add_tsa_option(verify)
+    verify.set_defaults(plain=_plain_verify)
 
     verify_log = sub.add_parser(
         "verify-log", help="verify the whole log against the published checkpoints"
