@@ -13,6 +13,7 @@ never trusted by themselves.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,13 @@ class Timestamp:
 
     def describe(self) -> str:
         return f"checkpoint timestamped at {self.gen_time.isoformat()} by {self.tsa}"
+
+
+def _why(exc: Exception) -> str:
+    """The library's reason; OpenSSL's error stack shortened to its reasons and details."""
+    text = str(exc)
+    found = re.findall(r'(?:reason|data): "([^"]+)"', text)
+    return "; ".join(dict.fromkeys(found)) if found else text
 
 
 def request_for(note: str) -> tuple[bytes, int | None]:
@@ -106,7 +114,7 @@ def verify_timestamp(
         builder.build().verify_message(resp, note.encode())
     except TokenInvalid as exc:
         raise VerificationError(
-            f"the timestamp does not verify against the trusted TSA certificates: {exc}"
+            f"the timestamp does not verify against the trusted TSA certificates: {_why(exc)}"
         ) from exc
     # The verifier found the signer's certificate by the SignerInfo's issuer and serial.
     (signer,) = resp.signed_data.signer_infos
