@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from audit.stamps import latest_timestamp
+from broker.config import Settings
 from broker.db.aftercommit import transaction
 from broker.evidence import timestamps
 from broker.evidence.events import EventType
@@ -25,7 +27,7 @@ from broker.evidence.service import SYSTEM_ACTOR, SYSTEM_STREAM, record_event
 from broker.evidence.timestamps import authority
 from broker.tasks import publish_checkpoint
 from tests.audit.test_bundle import relist, rezip
-from tests.e2e.processes import free_port, serve
+from tests.e2e.processes import BIN, free_port, serve
 from tests.factories import audit_events
 from tests.tsa import LocalTSA
 
@@ -123,10 +125,17 @@ async def test_a_token_from_an_untrusted_authority_is_not_kept(
     assert "does not verify against the trusted" in events[-1][1]["data"]["error"]
 
 
-def _fresh_verify(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def test_a_tsa_url_needs_trusted_certificates(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="SUPPORTBROKER_TSA_CERTS"):
+        Settings(data_dir=tmp_path, tsa_url="http://127.0.0.1:9/tsa")
+
+
+def _fresh_verify(
+    folder: Path, *args: str, command: tuple[str, ...] = (sys.executable, "-I", "-m", "audit")
+) -> subprocess.CompletedProcess[str]:
     """``python -I -m audit verify`` in ``folder``: no PYTHONPATH, no settings, no data."""
     return subprocess.run(
-        [sys.executable, "-I", "-m", "audit", "verify", *args],
+        [*command, "verify", *args],
         cwd=folder,
         env={"PATH": os.environ["PATH"], "HOME": str(folder)},
         capture_output=True,
@@ -169,6 +178,12 @@ def test_serve_timestamps_and_the_offline_verifier_reports_it(
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ok  checkpoint timestamped at " in ok.stdout
     assert " by CN=Test TSA,O=Test Time Authority (checkpoint at size " in ok.stdout
+    # The one verify command the README names says the same.
+    named = _fresh_verify(
+        third_party, "system.zip", *args, command=(str(BIN / "supportbroker"), "audit")
+    )
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert "ok  checkpoint timestamped at " in named.stdout
 
     def flip(files: dict[str, bytes]) -> None:
         token = bytearray(files["timestamp.tsr"])
