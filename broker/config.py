@@ -108,6 +108,8 @@ class Settings(BaseSettings):
         # A token is checked before it is kept: without trusted certificates it could not be.
         if self.tsa_url and self.tsa_certs is None:
             raise ValueError("SUPPORTBROKER_TSA_URL needs SUPPORTBROKER_TSA_CERTS (a PEM file)")
+        if self.tsa_url and self.tsa_certs is not None and not self.tsa_certs.is_file():
+            raise ValueError(f"SUPPORTBROKER_TSA_CERTS: no file at {self.tsa_certs}")
         return self
 
     @property

@@ -7,7 +7,8 @@ certificates (``tsa_certs``) and the request's nonce, and keeps it beside the ch
 ``audit_timestamps`` (which evidence bundles read) and as ``checkpoint-<size>.tsr`` next to
 ``checkpoint-<size>.note`` in the publication directory. A TSA that is down or answers
 nonsense is retried a few times within the tick, then recorded as
-``audit.timestamp_failed``; publication never waits for it.
+``audit.timestamp_failed``; publication never waits for it. Replicas may ask for the same
+checkpoint; the first to store its token wins, the others drop theirs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import structlog
 from cryptography import x509
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from audit.errors import AuditError
@@ -93,20 +95,25 @@ async def timestamp_latest(
                 },
             )
         return 0
-    async with transaction(maker) as db:
-        await store_timestamp(await db.connection(), checkpoint.size, response, stamp, utcnow())
-        await record_event(
-            db,
-            EventType.audit_checkpoint_timestamped,
-            ticket=None,
-            actor=SYSTEM_ACTOR,
-            data={
-                "checkpoint_size": checkpoint.size,
-                "gen_time": stamp.gen_time.isoformat(),
-                "tsa": stamp.tsa,
-                "tsa_url": tsa.url,
-            },
-        )
+    try:
+        async with transaction(maker) as db:
+            conn = await db.connection()
+            await store_timestamp(conn, checkpoint.size, response, stamp, utcnow())
+            await record_event(
+                db,
+                EventType.audit_checkpoint_timestamped,
+                ticket=None,
+                actor=SYSTEM_ACTOR,
+                data={
+                    "checkpoint_size": checkpoint.size,
+                    "gen_time": stamp.gen_time.isoformat(),
+                    "tsa": stamp.tsa,
+                    "tsa_url": tsa.url,
+                },
+            )
+    except IntegrityError:  # another broker process kept a token for it meanwhile
+        log.info("audit.timestamp_kept_elsewhere", checkpoint_size=checkpoint.size)
+        return 0
     if publish_dir is not None:
         _publish_token(publish_dir, checkpoint.size, response)
     return checkpoint.size

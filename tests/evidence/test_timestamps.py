@@ -111,6 +111,26 @@ async def test_a_tsa_that_is_down_is_retried_and_publication_goes_on(
     assert kinds[-1] == EventType.audit_checkpoint_timestamped
 
 
+async def test_two_replicas_keep_one_token(
+    app: Any, tsa: LocalTSA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _something_to_publish(app)
+    async with app.state.sessionmaker() as db:
+        seen = await timestamps.untimestamped_checkpoint(await db.connection())
+
+    async def looked_before_the_other_stored(conn: Any) -> Any:
+        return seen  # what a second replica read before the first one's commit
+
+    monkeypatch.setattr(timestamps, "untimestamped_checkpoint", looked_before_the_other_stored)
+    tsa_ = authority(tsa.url, tsa.ca)
+    assert seen is not None
+    assert await timestamps.timestamp_latest(app.state.sessionmaker, tsa_, None) == seen.size
+    assert await timestamps.timestamp_latest(app.state.sessionmaker, tsa_, None) == 0
+    assert len(tsa.requests) == 2
+    kinds = _kinds(await audit_events(app, SYSTEM_STREAM))
+    assert kinds == [EventType.audit_checkpoint_timestamped]
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_a_token_from_an_untrusted_authority_is_not_kept(
     app: Any, tsa: LocalTSA, tmp_path: Path
@@ -128,6 +148,8 @@ async def test_a_token_from_an_untrusted_authority_is_not_kept(
 def test_a_tsa_url_needs_trusted_certificates(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="SUPPORTBROKER_TSA_CERTS"):
         Settings(data_dir=tmp_path, tsa_url="http://127.0.0.1:9/tsa")
+    with pytest.raises(ValidationError, match="SUPPORTBROKER_TSA_CERTS: no file at"):
+        Settings(data_dir=tmp_path, tsa_url="http://127.0.0.1:9/tsa", tsa_certs=tmp_path / "x")
 
 
 def _fresh_verify(
