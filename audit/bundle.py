@@ -259,7 +259,7 @@ def _verify(
     if "payloads.jsonl" in files:
         count = _check_payloads(files, records, log_id)
         report.checks.append(f"{count} decrypted payloads match their ciphertexts")
-    _check_timestamp(files, verifier, checkpoint, tsa_certs, report)
+    _check_timestamp(files, verifier, checkpoint, tsa_certs, report, records)
 
 
 def _check_timestamp(
@@ -268,6 +268,7 @@ def _check_timestamp(
     checkpoint: Checkpoint,
     tsa_certs: Sequence[x509.Certificate],
     report: BundleReport,
+    records: list[Record],
 ) -> None:
     """The timestamp of a checkpoint that the bundle's checkpoint extends, if it has one."""
     if "timestamp.tsr" not in files:
@@ -295,8 +296,10 @@ def _check_timestamp(
     verify_consistency(stamped.size, checkpoint.size, stamped.root, checkpoint.root, proof)
     stamp = verify_timestamp(files["timestamp.tsr"], note, tsa_certs)
     report.timestamp = stamp.describe()
+    then = sum(1 for r in records if r.position < stamped.size)
     report.checks.append(
-        f"{stamp.describe()} (checkpoint at size {stamped.size}, which the bundle's extends)"
+        f"{stamp.describe()} (checkpoint at size {stamped.size}, which the bundle's extends; "
+        f"{then} of the bundle's {len(records)} records were in the log then)"
     )
 
 

@@ -83,7 +83,9 @@ async def test_the_bundle_carries_the_timestamp_and_the_verifier_reports_it(
     assert report.timestamp is not None
     assert report.timestamp.startswith("checkpoint timestamped at ")
     assert report.timestamp.endswith(" by CN=Test TSA,O=Test Time Authority")
-    assert "(checkpoint at size 3, which the bundle's extends)" in report.verdict()
+    assert "(checkpoint at size 3, which the bundle's extends; 1 of the bundle's 2 records" in (
+        report.verdict()
+    )
     unchecked = verify_bundle(data, log.signer.verifier)
     assert unchecked.ok
     assert unchecked.timestamp is None
