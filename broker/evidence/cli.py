@@ -1,7 +1,7 @@
 """``supportbroker audit ...``: verify evidence, export a bundle, erase, rotate, publish.
 
-``audit verify BUNDLE --public-key KEY`` needs no database (``python -m audit`` runs the same);
-the others work on the broker's configured database and keys.
+``audit verify BUNDLE --public-key KEY [--tsa-cert PEM]`` needs no database (``python -m
+audit`` runs the same); the others work on the broker's configured database and keys.
 """
 
 from __future__ import annotations
