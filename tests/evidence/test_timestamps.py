@@ -15,10 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
+from audit.bundle import verify_bundle
+from audit.checkpoint import VerifierKey
 from audit.stamps import latest_timestamp
+from audit.timestamp import load_tsa_certificates
 from broker.config import Settings
 from broker.db.aftercommit import transaction
 from broker.evidence import timestamps
@@ -28,7 +32,7 @@ from broker.evidence.timestamps import authority
 from broker.tasks import publish_checkpoint
 from tests.audit.test_bundle import relist, rezip
 from tests.e2e.processes import BIN, free_port, serve
-from tests.factories import audit_events
+from tests.factories import audit_events, bearer, make_token, make_user
 from tests.tsa import LocalTSA
 
 
@@ -47,7 +51,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 async def _something_to_publish(app: Any) -> None:
     async with transaction(app.state.sessionmaker) as db:
         await record_event(
-            db, EventType.ticket_updated, ticket="local:T-1", actor=SYSTEM_ACTOR, data={"i": 1}
+            db, EventType.ticket_updated, ticket="zammad:HD-23", actor=SYSTEM_ACTOR, data={"i": 1}
         )
     await publish_checkpoint(app)
 
@@ -57,7 +61,9 @@ def _kinds(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return [kind for kind, _ in events if kind in wanted]
 
 
-async def test_the_published_head_is_timestamped_once(app: Any, tsa: LocalTSA) -> None:
+async def test_the_published_head_is_timestamped_once(
+    app: Any, client: httpx.AsyncClient, tsa: LocalTSA
+) -> None:
     await _something_to_publish(app)
     published = app.state.audit_log.publisher.latest()
     tsa.failures_left = 1  # the first answer is HTTP 503: retried within the tick
@@ -84,6 +90,19 @@ async def test_the_published_head_is_timestamped_once(app: Any, tsa: LocalTSA) -
     )
     assert again == 0
     assert len(tsa.requests) == 2
+    # The auditor's bundle carries the token; the verifier reports when and by whom.
+    auditor, _ = await make_user(app, "auditor")
+    exported = await client.post(
+        "/api/v1/audit/tickets/zammad/HD-23/bundle",
+        json={"reason": "when did this exist?", "include_plaintext": False},
+        headers=bearer(await make_token(app, auditor)),
+    )
+    assert exported.status_code == 200, exported.text
+    key = VerifierKey.parse((await client.get("/api/v1/audit/public-key")).text)
+    report = verify_bundle(exported.content, key, load_tsa_certificates(tsa.ca))
+    assert report.ok, report.verdict()
+    assert report.timestamp is not None
+    assert report.timestamp.startswith("checkpoint timestamped at ")
 
 
 async def test_a_tsa_that_is_down_is_retried_and_publication_goes_on(
