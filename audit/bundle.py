@@ -6,6 +6,11 @@ Contents: ``manifest.json`` (format, log id, ticket, counts, SHA-256 of every ot
 ``checkpoint.note`` (the signed tree head), ``public.vkey`` (the signer's verifier key) and,
 for an exporter allowed to read content, ``payloads.jsonl`` with ``data_keys.json`` so a
 verifier can check that each plaintext is exactly what the ciphertext holds.
+
+When a checkpoint the bundle's one extends was timestamped (RFC 3161, see audit.timestamp),
+``timestamp.tsr`` (the token), ``timestamped.note`` (that checkpoint) and ``timestamp.json``
+(its size and the consistency proof to the bundle's checkpoint) come along: the records up
+to that size existed at the TSA's time.
 """
 
 from __future__ import annotations
@@ -15,19 +20,22 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from audit.canonical import canonical_json, parse
-from audit.checkpoint import VerifierKey
+from audit.checkpoint import Checkpoint, VerifierKey
 from audit.errors import AuditError, BundleError, VerificationError
-from audit.merkle import verify_inclusion
+from audit.merkle import verify_consistency, verify_inclusion
 from audit.records import ZERO_HASH, Record, record_leaf_hash
 from audit.sealing import open_record
+from audit.timestamp import verify_timestamp
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -110,6 +118,17 @@ async def build_bundle(
         "checkpoint.note": checkpoint.note.encode(),
         "public.vkey": (log.signer.verifier.encode() + "\n").encode(),
     }
+    from audit.stamps import latest_timestamp  # the offline verifier needs no SQLAlchemy
+
+    stamped = await latest_timestamp(conn, checkpoint.size)
+    if stamped is not None:
+        consistency = await log.consistency_proof(conn, stamped.checkpoint.size, checkpoint.size)
+        files["timestamp.tsr"] = stamped.response
+        files["timestamped.note"] = stamped.checkpoint.note.encode()
+        files["timestamp.json"] = json.dumps(
+            {"size": stamped.checkpoint.size, "consistency": [p.hex() for p in consistency]},
+            sort_keys=True,
+        ).encode()
     if include_plaintext:
         keys = await log.data_keys_for(conn, {r.key_id for r in records})
         payloads = []
@@ -155,9 +174,12 @@ class BundleReport:
     problem: str | None = None
     not_yet_covered: int = 0  # later records of the ticket the export left out
     erasures: list[Record] = field(default_factory=list)  # the ticket's ticket.erased records
+    unchecked: list[str] = field(default_factory=list)  # present, but not checked (and why)
+    timestamp: str | None = None  # "checkpoint timestamped at ... by ..." once verified
 
     def verdict(self) -> str:
         lines = [f"  ok  {c}" for c in self.checks]
+        lines += [f"  --  {u}" for u in self.unchecked]
         if self.ok:
             lines.append(f"VERIFIED: {self.records} records of {self.stream!r}; all checks passed")
             if self.not_yet_covered:
@@ -185,11 +207,16 @@ def _read_zip(data: bytes) -> dict[str, bytes]:
         raise BundleError(f"not a readable evidence bundle: {exc}") from exc
 
 
-def verify_bundle(data: bytes, verifier: VerifierKey) -> BundleReport:
-    """Check everything in a bundle offline; never raises on bad evidence, reports it."""
+def verify_bundle(
+    data: bytes, verifier: VerifierKey, tsa_certs: Sequence[x509.Certificate] = ()
+) -> BundleReport:
+    """Check everything in a bundle offline; never raises on bad evidence, reports it.
+
+    ``tsa_certs``: the trusted TSA certificates; given, the bundle must carry a timestamp
+    that verifies against them; not given, a timestamp is reported as not checked."""
     report = BundleReport(ok=False)
     try:
-        _verify(data, verifier, report)
+        _verify(data, verifier, report, tsa_certs)
     except VerificationError as exc:
         where = ""
         if exc.position is not None:
@@ -203,7 +230,12 @@ def verify_bundle(data: bytes, verifier: VerifierKey) -> BundleReport:
     return report
 
 
-def _verify(data: bytes, verifier: VerifierKey, report: BundleReport) -> None:
+def _verify(
+    data: bytes,
+    verifier: VerifierKey,
+    report: BundleReport,
+    tsa_certs: Sequence[x509.Certificate],
+) -> None:
     files = _read_zip(data)
     try:
         manifest = json.loads(files.pop("manifest.json"))
@@ -243,6 +275,48 @@ def _verify(data: bytes, verifier: VerifierKey, report: BundleReport) -> None:
     if "payloads.jsonl" in files:
         count = _check_payloads(files, records, log_id)
         report.checks.append(f"{count} decrypted payloads match their ciphertexts")
+    _check_timestamp(files, verifier, checkpoint, tsa_certs, report, records)
+
+
+def _check_timestamp(
+    files: dict[str, bytes],
+    verifier: VerifierKey,
+    checkpoint: Checkpoint,
+    tsa_certs: Sequence[x509.Certificate],
+    report: BundleReport,
+    records: list[Record],
+) -> None:
+    """The timestamp of a checkpoint that the bundle's checkpoint extends, if it has one."""
+    if "timestamp.tsr" not in files:
+        if tsa_certs:
+            raise BundleError(
+                "TSA certificates were given but the bundle carries no timestamp "
+                "(no checkpoint covering it had been timestamped when it was exported)"
+            )
+        return
+    if not tsa_certs:
+        report.unchecked.append(
+            "the bundle carries an RFC 3161 timestamp; give --tsa-cert to check it"
+        )
+        return
+    try:
+        note = files["timestamped.note"].decode()
+        meta = json.loads(files["timestamp.json"])
+        proof = [bytes.fromhex(p) for p in meta["consistency"]]
+        size = int(meta["size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"the timestamp comes without a readable checkpoint ({exc})") from exc
+    stamped = verifier.verify(note)
+    if stamped.size != size:
+        raise BundleError("timestamp.json names another size than the timestamped checkpoint")
+    verify_consistency(stamped.size, checkpoint.size, stamped.root, checkpoint.root, proof)
+    stamp = verify_timestamp(files["timestamp.tsr"], note, tsa_certs)
+    report.timestamp = stamp.describe()
+    then = sum(1 for r in records if r.position < stamped.size)
+    report.checks.append(
+        f"{stamp.describe()} (checkpoint at size {stamped.size}, which the bundle's extends; "
+        f"{then} of the bundle's {len(records)} records were in the log then)"
+    )
 
 
 def _check_chain(raw: bytes, log_id: str, stream: str) -> list[Record]:

@@ -1,6 +1,7 @@
 """``python -m audit``: verify evidence offline.
 
-``verify BUNDLE --public-key KEY`` checks a ticket's evidence bundle; ``verify-log
+``verify BUNDLE --public-key KEY [--tsa-cert PEM]`` checks a ticket's evidence bundle (and
+its RFC 3161 timestamp against the TSA certificates given); ``verify-log
 --database-url URL --public-key KEY [--processes N]`` checks a whole log in a database
 (progress on stderr), in N worker processes if asked. Exit 0 only if every check passes; 1
 when evidence fails; 2 for usage or unreadable input.
@@ -17,6 +18,7 @@ from pathlib import Path
 from audit.bundle import verify_bundle
 from audit.checkpoint import load_verifier
 from audit.errors import AuditError
+from audit.timestamp import load_tsa_certificates
 
 
 def process_count(text: str) -> int:
@@ -96,12 +98,25 @@ def _shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def add_tsa_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tsa-cert",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="trusted time-stamping authority certificate(s): check the bundle's timestamp "
+        "(repeatable; the TSA's signer must chain to one of them)",
+    )
+
+
 def build_parser(prog: str = "python -m audit") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Verify supportbroker evidence.")
     sub = parser.add_subparsers(dest="command", required=True)
     bundle = sub.add_parser("verify", help="verify a ticket's evidence bundle offline")
     bundle.add_argument("bundle", type=Path)
     bundle.add_argument("--public-key", required=True, help="verifier key file or text")
+    add_tsa_option(bundle)
     log = sub.add_parser("verify-log", help="verify a whole audit log in a database")
     log.add_argument("--database-url", required=True)
     log.add_argument("--public-key", required=True)
@@ -113,12 +128,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "verify":
             verifier = load_verifier(args.public_key)
+            trusted = [c for path in args.tsa_cert for c in load_tsa_certificates(path)]
             try:
                 data = args.bundle.read_bytes()
             except OSError as exc:
                 print(f"cannot read {args.bundle}: {exc.strerror}", file=sys.stderr)
                 return 2
-            report = verify_bundle(data, verifier)
+            report = verify_bundle(data, verifier, trusted)
             print(report.verdict())
             return 0 if report.ok else 1
         _check_database(args.database_url)

@@ -3,8 +3,9 @@
 ``audit_records`` holds sealed records in log order; ``audit_data_keys`` the wrapped per-stream
 data keys (wrapped key NULL once destroyed); ``audit_stream_heads`` each stream's last
 sequence number and hash; ``audit_tree_state`` the single row with the Merkle frontier;
-``audit_checkpoints`` every signed tree head; ``audit_tree_nodes`` the roots of the perfect
-subtrees at every fourth level (``audit.merkle.STRIDE``), so proofs read O(log n) hashes.
+``audit_checkpoints`` every signed tree head (``audit_timestamps``: RFC 3161 tokens of some);
+``audit_tree_nodes`` the roots of the perfect subtrees at every fourth level
+(``audit.merkle.STRIDE``), so proofs read O(log n) hashes.
 Log order is the ``position`` the single writer assigns under a lock, never a database
 sequence. Records are found by position or by ticket (``stream``, ``stream_seq``); the
 record id is unique.
@@ -111,5 +112,15 @@ checkpoints = Table(
     Column("size", BigInteger, primary_key=True, autoincrement=False),
     Column("root", LargeBinary, nullable=False),
     Column("note", Text, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+timestamps = Table(
+    "audit_timestamps",
+    metadata,
+    # The checkpoint's size: one RFC 3161 token per timestamped checkpoint (audit.timestamp).
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("response", LargeBinary, nullable=False),  # the DER TimeStampResp, as received
+    Column("gen_time_us", BigInteger, nullable=False),  # the TSA's time, for listing
     Column("created_at_us", BigInteger, nullable=False),
 )

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # Whole-log verification in the background (0: only on demand); its worker processes.
     verify_interval_seconds: float = Field(default=86400.0, ge=0)
     verify_processes: int = Field(default=1, ge=1, le=64)
+    # RFC 3161 timestamps of published checkpoints (docs/AUDIT.md, "Timestamps"): the TSA's
+    # URL (empty: none), the PEM file of the certificates its tokens must chain to, and how
+    # often the latest published checkpoint is sent to it.
+    tsa_url: str = ""
+    tsa_certs: Path | None = None
+    timestamp_interval_seconds: float = Field(default=3600.0, gt=0)
 
     # Policies.
     reason_min_length: int = Field(default=10, ge=1, le=2000)
@@ -157,6 +163,15 @@ class Settings(BaseSettings):
             )
         if len(self.secret_key.get_secret_value()) < 16:
             raise ValueError("SUPPORTBROKER_SECRET_KEY must be at least 16 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _tsa_needs_certs(self) -> Settings:
+        # A token is checked before it is kept: without trusted certificates it could not be.
+        if self.tsa_url and self.tsa_certs is None:
+            raise ValueError("SUPPORTBROKER_TSA_URL needs SUPPORTBROKER_TSA_CERTS (a PEM file)")
+        if self.tsa_url and self.tsa_certs is not None and not self.tsa_certs.is_file():
+            raise ValueError(f"SUPPORTBROKER_TSA_CERTS: no file at {self.tsa_certs}")
         return self
 
     @property

@@ -17,7 +17,9 @@
 One SIEM exporter loop runs per configured target (broker.siem.exporter). Two more loops run
 on their own cadence: checkpoints (every ``checkpoint_interval_seconds``
 when records are not yet covered, and once more at shutdown) and the whole-log verification
-(every ``verify_interval_seconds``; on demand through ``app.state.verifications``).
+(every ``verify_interval_seconds``; on demand through ``app.state.verifications``). With a
+time-stamping authority configured, a third publishes and timestamps the latest checkpoint
+every ``timestamp_interval_seconds`` (broker.evidence.timestamps).
 """
 
 from __future__ import annotations
@@ -149,6 +151,17 @@ async def sign_checkpoint(app: FastAPI) -> int:
     return 0 if signed is None else signed.size
 
 
+async def timestamp_checkpoint(app: FastAPI) -> int:
+    """Publish the current head, then have the TSA timestamp it (if not done yet)."""
+    from broker.evidence.timestamps import timestamp_latest
+
+    await publish_checkpoint(app)
+    settings = app.state.settings
+    return await timestamp_latest(
+        app.state.sessionmaker, app.state.tsa, settings.resolved_publish_dir
+    )
+
+
 async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
     while True:
         await asyncio.sleep(seconds)  # sleep first: start-up stays quick
@@ -192,6 +205,12 @@ async def start_background_tasks(app: FastAPI) -> Callable[[], Awaitable[None]]:
     ]
     if settings.verify_interval_seconds:
         loops.append((settings.verify_interval_seconds, _verify, "audit-verification"))
+    if settings.tsa_url:
+        from broker.evidence.timestamps import authority
+
+        app.state.tsa = authority(settings.tsa_url, settings.tsa_certs)
+        job = partial(timestamp_checkpoint, app)
+        loops.append((settings.timestamp_interval_seconds, job, "timestamps"))
     tasks = [asyncio.create_task(_every(s, job, name), name=name) for s, job, name in loops]
     tasks += start_siem_exporters(app)
 

@@ -1,7 +1,7 @@
 """``supportbroker audit ...``: verify evidence, export a bundle, erase, rotate, publish.
 
-``audit verify BUNDLE --public-key KEY`` needs no database (``python -m audit`` runs the same);
-the others work on the broker's configured database and keys.
+``audit verify BUNDLE --public-key KEY [--tsa-cert PEM]`` needs no database (``python -m
+audit`` runs the same); the others work on the broker's configured database and keys.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from broker.evidence.service import SYSTEM_ACTOR, Actor, audit_log_of, record_ev
 def _plain_verify(args: argparse.Namespace) -> int:
     from audit.cli import run
 
-    return run(argparse.Namespace(command="verify", bundle=args.bundle, public_key=args.public_key))
+    return run(
+        argparse.Namespace(
+            command="verify",
+            bundle=args.bundle,
+            public_key=args.public_key,
+            tsa_cert=args.tsa_cert,
+        )
+    )
 
 
 def _progress(done: int, total: int) -> None:
@@ -161,9 +168,10 @@ def register(subparsers: Any) -> None:
     verify = sub.add_parser("verify", help="verify an evidence bundle offline")
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--public-key", required=True)
-    verify.set_defaults(plain=_plain_verify)
+    from audit.cli import add_processes_option, add_tsa_option
 
-    from audit.cli import add_processes_option
+    add_tsa_option(verify)
+    verify.set_defaults(plain=_plain_verify)
 
     verify_log = sub.add_parser(
         "verify-log", help="verify the whole log against the published checkpoints"

@@ -161,6 +161,14 @@ class EventType(StrEnum):
     # The audit log itself.
     audit_timeline_viewed = "audit.timeline_viewed", "someone read a ticket's timeline"
     evidence_exported = "evidence.exported", "an evidence bundle was exported"
+    audit_checkpoint_timestamped = (
+        "audit.checkpoint_timestamped",
+        "a time-stamping authority (RFC 3161) vouched for when a published checkpoint existed",
+    )
+    audit_timestamp_failed = (
+        "audit.timestamp_failed",
+        "the time-stamping authority could not be reached or gave no valid token; retried later",
+    )
 
     # People, tokens and sign-in.
     auth_login = "auth.login", "a user signed in"
