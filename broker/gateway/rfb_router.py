@@ -88,6 +88,7 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     link = gateway.links.get(record.device.id)
     if link is not None:
         link.desktops.add(viewer)
+        link.tell_viewer(record.session.id, viewer.name, grant.mode, present=True)
     try:
         await ws.send_text(
             json.dumps(
@@ -105,6 +106,7 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     finally:
         if link is not None:
             link.desktops.discard(viewer)
+            link.tell_viewer(record.session.id, viewer.name, grant.mode, present=False)
         await rfb_service.record_closed(
             gateway.maker,
             record.session.id,

@@ -238,6 +238,10 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         return
     viewer = Viewer(name=record.technician.display_name, mode=grant.mode)
     relay.attach(viewer)
+    link = gateway.links.get(record.device.id)
+    who = grant.principal.actor().name or ""
+    if link is not None:
+        link.tell_viewer(record.session.id, who, grant.mode, present=True)
 
     async def downstream() -> None:
         while (data := await viewer.queue.get()) is not None:
@@ -264,6 +268,8 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         pass
     finally:
         relay.detach(viewer)
+        if link is not None:
+            link.tell_viewer(record.session.id, who, grant.mode, present=False)
         down.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await down
