@@ -106,7 +106,11 @@ class Asking:
         sid = prompt.session_id
         # An approval states (and the grant holds) only the rights left ticked, as on the
         # web page; a deny names the request as asked.
-        rights = granted if approved and granted is not None else prompt.capabilities
+        rights = prompt.capabilities
+        if approved and granted is not None:
+            rights = tuple(c for c in prompt.capabilities if c in granted)
+            if not rights:  # approved with every right unticked: a denial
+                approved, why, rights = False, "declined", prompt.capabilities
         receipt = {
             "v": 1,
             "session_id": sid,

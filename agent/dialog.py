@@ -71,6 +71,20 @@ def granted_rights(prompt: ConsentPrompt, ticked: list[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
+def answer_of(prompt: ConsentPrompt, returncode: int | None, out: str) -> Answer | None:
+    """What the dialog's exit says; None when it could not be shown at all."""
+    if returncode == OK:
+        granted = granted_rights(prompt, out.strip().split(","))
+        if not granted:
+            return Answer(False, "declined", ())  # none left: a denial of the request
+        return Answer(True, "user", granted)
+    if returncode == CANCEL:
+        return Answer(False, "declined")
+    if returncode == ZENITY_TIMEOUT:
+        return Answer(False, "timeout")
+    return None
+
+
 def ask_argv(zenity: str, prompt: ConsentPrompt) -> list[str]:
     text = (
         f"<b>{_markup(prompt.technician)}</b> asks for remote support.\n"
@@ -148,18 +162,11 @@ class DesktopConsole:
             else:
                 self._explain = True
             raise
-        if proc.returncode == OK:
-            granted = granted_rights(prompt, out.decode().strip().split(","))
-            if not granted:
-                return Answer(False, "declined", ())  # none left: a denial of the request
-            return Answer(True, "user", granted)
-        if proc.returncode == CANCEL:
-            return Answer(False, "declined")
-        if proc.returncode == ZENITY_TIMEOUT:
-            return Answer(False, "timeout")
-        # The dialog could not be shown (no display after all): ask at the terminal.
-        log.warning("agent.dialog_failed", returncode=proc.returncode)
-        return Answer(*await self.terminal.ask(prompt, wait_seconds))
+        answer = answer_of(prompt, proc.returncode, out.decode())
+        if answer is None:  # the dialog could not be shown (no display after all)
+            log.warning("agent.dialog_failed", returncode=proc.returncode)
+            return Answer(*await self.terminal.ask(prompt, wait_seconds))
+        return answer
 
     def notice(self, text: str) -> None:
         self.terminal.notice(text)

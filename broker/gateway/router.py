@@ -148,6 +148,16 @@ def _link(gateway: Gateway, record: SessionRecord) -> AgentLink:
     return link
 
 
+def _tell_device(
+    gateway: Gateway, record: SessionRecord, grant: access.Ticket, *, present: bool
+) -> None:
+    """The person at the device sees an expert or a supervisor come and go."""
+    link = gateway.links.get(record.device.id)
+    if link is not None:
+        who = grant.principal.actor().name or ""
+        link.tell_viewer(record.session.id, who, grant.mode, present=present)
+
+
 async def _refuse(ws: WebSocket, exc: BrokerError) -> None:
     """The error as one JSON text frame, then close 4403 with the detail as the reason."""
     await ws.send_text(json.dumps({"error": exc.code, "detail": exc.detail}))
@@ -238,10 +248,7 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         return
     viewer = Viewer(name=record.technician.display_name, mode=grant.mode)
     relay.attach(viewer)
-    link = gateway.links.get(record.device.id)
-    who = grant.principal.actor().name or ""
-    if link is not None:
-        link.tell_viewer(record.session.id, who, grant.mode, present=True)
+    _tell_device(gateway, record, grant, present=True)
 
     async def downstream() -> None:
         while (data := await viewer.queue.get()) is not None:
@@ -268,8 +275,7 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         pass
     finally:
         relay.detach(viewer)
-        if link is not None:
-            link.tell_viewer(record.session.id, who, grant.mode, present=False)
+        _tell_device(gateway, record, grant, present=False)
         down.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await down

@@ -58,7 +58,12 @@ class Screen:
 
     def xdotool(self, *argv: str) -> str:
         done = subprocess.run(
-            ["xdotool", *argv], env=self.env, capture_output=True, text=True, timeout=30
+            ["xdotool", *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,  # a search that finds nothing exits 1: an answer, not an error
         )
         return done.stdout
 
@@ -89,7 +94,9 @@ class Screen:
                     rows.setdefault(y, []).append(x)
         boxes: list[list[int]] = []
         # A selected row is blue across the column: a box is the narrow blue of its own.
-        for y in sorted(y for y, xs in rows.items() if len(xs) < 40):  # runs of consecutive rows are one box each
+        for y in sorted(
+            y for y, xs in rows.items() if len(xs) < 40
+        ):  # runs of consecutive rows are one box each
             if boxes and y - boxes[-1][-1] <= 1:
                 boxes[-1].append(y)
             else:
@@ -117,8 +124,10 @@ def screen(tmp_path: Path) -> Iterator[Screen]:
     fbdir.mkdir()
     read, write = os.pipe()
     process = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write), "-screen", "0", "800x600x24", "-nolisten", "tcp"]
-        + ["-fbdir", str(fbdir)],
+        [
+            *("Xvfb", "-displayfd", str(write), "-screen", "0", "800x600x24"),
+            *("-nolisten", "tcp", "-fbdir", str(fbdir)),
+        ],
         pass_fds=(write,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
