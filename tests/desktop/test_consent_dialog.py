@@ -201,7 +201,8 @@ async def test_dialog_untick_one_right_then_allow(
         assert sealed.payload["data"]["signature"]
         assert agent.core.grants.require(sid, frozenset({"shell"}))
         assert not screen.windows(ASK_TITLE)
-        assert "approved" in out.getvalue()
+        # Said once the broker's consent_result is in (it may follow the state change).
+        await _until("the approval said", lambda: "approved: " in out.getvalue())
     finally:
         await console.close()
         await agent.stop()
