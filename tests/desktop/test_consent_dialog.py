@@ -5,12 +5,14 @@ Xvfb. The test looks at the screen (Xvfb's framebuffer file, ``-fbdir``) to find
 boxes, unticks one with a click and allows with the keyboard (``xdotool key``): the device
 signs a receipt stating the rights left ticked and the broker narrows the session to them.
 When the web answers first, the dialog goes away and a window says how it was settled.
+While the technician is connected a window says so, gone when the session ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 import struct
@@ -22,10 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from agent.config import AgentSettings
 from agent.consent import TerminalConsole
-from agent.dialog import ANSWERED_TITLE, ASK_TITLE, DesktopConsole
+from agent.dialog import ANSWERED_TITLE, ASK_TITLE, PRESENCE_TITLE, DesktopConsole
 from agent.runner import enroll
 from tests.factories import consent_token
 from tests.gateway.helpers import (
@@ -33,7 +36,9 @@ from tests.gateway.helpers import (
     agent_settings,
     events,
     new_token,
+    read_until,
     request_session,
+    terminal_uri,
     ticket_ref,
     wait_events,
     wait_state,
@@ -173,6 +178,7 @@ async def test_dialog_untick_one_right_then_allow(
     people: Any,
     tmp_path: Path,
     client: httpx.AsyncClient,
+    live_url: str,
     screen: Screen,
 ) -> None:
     agent, console, out = await _agent(app, gateway, tmp_path, people["group"].name, screen)
@@ -203,6 +209,17 @@ async def test_dialog_untick_one_right_then_allow(
         assert not screen.windows(ASK_TITLE)
         # Said once the broker's consent_result is in (it may follow the state change).
         await _until("the approval said", lambda: "approved: " in out.getvalue())
+
+        # While the technician is connected a window says so; it goes with the session.
+        async with websockets.connect(await terminal_uri(live_url, token, sid)) as ws:
+            await ws.send(json.dumps({"type": "input", "data": "echo up-$((2+2))\n"}))
+            await read_until(ws, b"up-4")
+            await _until("the presence window", lambda: screen.windows(PRESENCE_TITLE))
+            resp = await client.post(
+                f"/api/v1/sessions/{sid}/end", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert resp.status_code == 200, resp.text
+            await _until("the window gone", lambda: not screen.windows(PRESENCE_TITLE))
     finally:
         await console.close()
         await agent.stop()
