@@ -26,7 +26,7 @@ from typing import Any
 import asyncssh
 import structlog
 
-from agent.consent import ConsentPrompt, Prompter
+from agent.consent import Answer, ConsentPrompt, Prompter
 from agent.errors import CapabilityDeniedError
 from agent.identity import digest, fingerprint, sign_receipt
 from agent.state import Grant, Grants
@@ -58,7 +58,7 @@ class Asking:
         self.timeout = timeout
         self.consent_page = ""  # from the broker's welcome
         self._shown: dict[str, ConsentPrompt] = {}  # requests not yet settled, by session
-        self._asking: dict[str, asyncio.Task[tuple[bool | None, str]]] = {}
+        self._asking: dict[str, asyncio.Task[tuple[bool | None, str] | Answer]] = {}
         self._results: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     async def request(self, msg: dict[str, Any]) -> None:
@@ -68,7 +68,9 @@ class Asking:
         if sid in self._shown:
             return  # sent again after a reconnect: the prompt is still up
         self._shown[sid] = prompt
-        asking = asyncio.create_task(self.prompter.ask(prompt, self.timeout))
+        asking: asyncio.Task[tuple[bool | None, str] | Answer] = asyncio.create_task(
+            self.prompter.ask(prompt, self.timeout)
+        )
         self._asking[sid] = asking
         try:
             # The prompter is given the deadline, but it is enforced here as well: a prompt
@@ -77,28 +79,45 @@ class Asking:
         finally:
             self._asking.pop(sid, None)
         approved: bool | None
+        granted: tuple[str, ...] | None = None
         if not done:
             asking.cancel()
             approved, why = False, "timeout"
         elif asking.cancelled():
             return  # settled elsewhere; whoever closed the prompt said how
         else:
-            approved, why = asking.result()
+            answer = asking.result()
+            approved, why = answer[0], answer[1]
+            if isinstance(answer, Answer):
+                granted = answer.granted
         if approved is None:
             return  # nobody here to answer: it waits on the web (the prompter said so)
-        await self._answer(prompt, msg, approved=approved, why=why)
+        await self._answer(prompt, msg, approved=approved, why=why, granted=granted)
 
     async def _answer(
-        self, prompt: ConsentPrompt, msg: dict[str, Any], *, approved: bool, why: str
+        self,
+        prompt: ConsentPrompt,
+        msg: dict[str, Any],
+        *,
+        approved: bool,
+        why: str,
+        granted: tuple[str, ...] | None = None,
     ) -> None:
         sid = prompt.session_id
+        # An approval states (and the grant holds) only the rights left ticked, as on the
+        # web page; a deny names the request as asked.
+        rights = prompt.capabilities
+        if approved and granted is not None:
+            rights = tuple(c for c in prompt.capabilities if c in granted)
+            if not rights:  # approved with every right unticked: a denial
+                approved, why, rights = False, "declined", prompt.capabilities
         receipt = {
             "v": 1,
             "session_id": sid,
             "decision": "approve" if approved else "deny",
             "why": why,
             "request_digest": digest(msg),
-            "capabilities": list(prompt.capabilities),
+            "capabilities": list(rights),
             "duration_minutes": prompt.duration_minutes,
             "device_fingerprint": fingerprint(self.key),
             "decided_by": getpass.getuser(),
@@ -106,7 +125,7 @@ class Asking:
         }
         if approved:  # before the answer leaves: the broker opens channels right after it
             until = time.monotonic() + prompt.duration_minutes * 60
-            self.grant(Grant(sid, frozenset(prompt.capabilities), until))
+            self.grant(Grant(sid, frozenset(rights), until))
         result = asyncio.get_running_loop().create_future()
         self._results[sid] = result
         try:

@@ -49,10 +49,12 @@ class AgentSettings(BaseSettings):
     desktop_port: int | None = Field(default=None, gt=0, lt=65536)
     desktop_password_file: Path | None = None
     desktop_viewonly_password_file: Path | None = None
-    # Who answers consent requests on this device: "terminal" asks on stdin, "web" leaves
+    # Who answers consent requests on this device: "desktop" asks with a dialog on the
+    # screen (zenity; DISPLAY or WAYLAND_DISPLAY set), "terminal" asks on stdin, "web" leaves
     # every request to the consent page (the agent only says where it waits), "auto" asks
-    # on stdin when it is a terminal (not when run as a service).
-    consent_prompt: Literal["auto", "terminal", "web"] = "auto"
+    # with the dialog where a graphical session is present, else on stdin when it is a
+    # terminal (not when run as a service). The web code answers in every mode.
+    consent_prompt: Literal["auto", "desktop", "terminal", "web"] = "auto"
 
     @property
     def config_path(self) -> Path:

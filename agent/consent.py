@@ -17,7 +17,7 @@ import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import Any, NamedTuple, Protocol, TextIO, runtime_checkable
 
 import structlog
 
@@ -79,16 +79,35 @@ class ConsentPrompt:
         )
 
 
+class Answer(NamedTuple):
+    """An answer with the rights the person left ticked (a dialog that lets them untick)."""
+
+    approved: bool | None
+    why: str
+    granted: tuple[str, ...] | None = None  # None: every right asked for
+
+
 class Prompter(Protocol):
     """How the agent talks to the person at the device."""
 
-    async def ask(self, prompt: ConsentPrompt, wait_seconds: float) -> tuple[bool | None, str]:
+    async def ask(
+        self, prompt: ConsentPrompt, wait_seconds: float
+    ) -> tuple[bool | None, str] | Answer:
         """(approved, why): why is "user", "timeout" or "declined". ``approved`` is None
         when nobody here can answer ("no terminal"): the request is left to the web.
+        An :class:`Answer` may narrow an approval to the rights left ticked.
         Cancelled when the request is settled elsewhere first."""
 
     def notice(self, text: str) -> None:
         """Show something the user must see (session running, unattended, ended)."""
+
+
+@runtime_checkable
+class ShowsPresence(Protocol):
+    """A prompter that keeps who is connected on screen (the desktop dialog's notice)."""
+
+    def presence(self, people: list[str]) -> None:
+        """Who is connected now, one line each; empty: nobody (the notice goes away)."""
 
 
 def desktop_notify(title: str, body: str) -> None:

@@ -33,6 +33,7 @@ from agent.consent import Prompter
 from agent.desktop import DESKTOP_CAPS, DesktopConfig, Desktops, run_desktop, unavailable_rights
 from agent.errors import CapabilityDeniedError, ConnectionLostError, EnrollmentError
 from agent.identity import fingerprint
+from agent.presence import Presence
 from agent.state import FORWARD_CAPS, Grant, Grants, Policy
 
 CONTROL = "supportbroker-control"
@@ -67,6 +68,7 @@ class AgentCore:
         self.welcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._control: asyncssh.SSHWriter[bytes] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.presence = Presence(prompter)
         self.asking = Asking(
             key, prompter, self.grants, self.send, grant=self._grant, timeout=consent_timeout
         )
@@ -79,6 +81,7 @@ class AgentCore:
     def reset_connection(self) -> None:
         """The connection is gone: nothing approved survives it (the broker fails them)."""
         self._control = None
+        self.presence.reset()
         for grant in self.grants.active():
             self.grants.drop(grant.session_id)
         self.asking.lost()
@@ -98,6 +101,7 @@ class AgentCore:
         """The local user ended the session(s): tell the broker and cut the channels now."""
         for grant in self.grants.active():
             self.grants.drop(grant.session_id)
+            self.presence.ended(grant.session_id)
             if self._control is not None:
                 self.send(
                     {"type": "end_session", "session_id": grant.session_id, "by": getpass.getuser()}
@@ -163,12 +167,16 @@ class AgentCore:
     async def _exec(self, process: asyncssh.SSHServerProcess[bytes], argv: list[str]) -> None:
         grant = self._check(argv)  # again: the grant may have been dropped since admit()
         grant.closers.append(process.close)
-        if argv[0] == "shell":
-            await run_shell(process, self.shell_command)
-        elif argv[0] == "desktop":
-            await run_desktop(process, self.desktops, argv[1], grant.capabilities, argv[2])
-        else:
-            await run_forward(process, int(argv[2]))
+        self.presence.opened(grant.session_id)  # the technician is connected while it runs
+        try:
+            if argv[0] == "shell":
+                await run_shell(process, self.shell_command)
+            elif argv[0] == "desktop":
+                await run_desktop(process, self.desktops, argv[1], grant.capabilities, argv[2])
+            else:
+                await run_forward(process, int(argv[2]))
+        finally:
+            self.presence.closed(grant.session_id)
 
     def _report(self, msg: dict[str, Any]) -> None:
         # The user at the device sees every file that moved, under its final name (the broker
@@ -215,6 +223,7 @@ class AgentCore:
             if not self.welcome.done():
                 self.welcome.set_exception(EnrollmentError(str(msg.get("detail"))))
         elif kind == "consent_request":
+            self.presence.asked(msg)
             await self.asking.request(msg)
         elif kind == "consent_result":
             self.asking.result(msg)
@@ -222,8 +231,12 @@ class AgentCore:
             self.asking.closed(msg)
         elif kind in {"unattended", "approved_remotely"}:
             self._granted_elsewhere(msg, unattended=kind == "unattended")
-        elif kind == "session_ended" and self.grants.drop(str(msg.get("session_id"))):
-            self.prompter.notice(f"session ended: {msg.get('reason', '')}")
+        elif kind == "viewer":  # an expert joined or a supervisor watches (or left)
+            self.presence.viewer(msg)
+        elif kind == "session_ended":
+            self.presence.ended(str(msg.get("session_id")))
+            if self.grants.drop(str(msg.get("session_id"))):
+                self.prompter.notice(f"session ended: {msg.get('reason', '')}")
 
     def _grant(self, grant: Grant) -> None:
         """Hold ``grant``; a desktop right starts the session's desktop server now (the
@@ -240,6 +253,7 @@ class AgentCore:
             self.send({"type": "unattended_refused", "session_id": session_id})
             return
         prompt = self.asking.approved_elsewhere(msg)  # its prompt, if one is up, closes
+        self.presence.asked(msg)
         caps = frozenset(str(c) for c in msg.get("capabilities", []))
         minutes = int(msg.get("duration_minutes", 0))
         self._grant(Grant(session_id, caps, time.monotonic() + minutes * 60, unattended))

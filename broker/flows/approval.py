@@ -229,13 +229,19 @@ async def device_decision(
     ip: str | None,
 ) -> SessionRecord:
     """The device's agent signed the end user's decision: seal the receipt, then move the
-    session. The caller (the gateway) commits."""
+    session, with only the rights the receipt states. The caller (the gateway) commits."""
     signed = await gateway.seal_receipt(
         db, device=device, key=key, receipt=receipt, signature=signature, ip=ip
     )
     record, actor = signed.record, signed.actor
     digest = consent.signed_receipt_digest(receipt)  # the receipt the device signed
-    if signed.approved:
+    approved = signed.approved
+    stated = receipt.get("capabilities")
+    if approved and isinstance(stated, list) and set(stated) != set(record.session.capabilities):
+        # The person unticked rights in the device's dialog: the session gets what the
+        # signed receipt states, checked as on the web page (none left is a denial).
+        approved = await _grant(db, record, {str(c) for c in stated}, moved=False)
+    if approved:
         now = utcnow()
         data = {
             "decided_by": signed.decided_by,

@@ -149,3 +149,17 @@ class AgentLink:
     def send(self, msg: dict[str, Any]) -> None:
         if self.writer is not None:
             self.writer.write(json.dumps(msg).encode() + b"\n")
+
+    def tell_viewer(self, session_id: str, name: str, mode: str, *, present: bool) -> None:
+        """One-way: an expert joined or a supervisor watches (or left), so the person at the
+        device sees who is connected. The technician's own channel the agent sees itself."""
+        if mode != "control":
+            self.send(
+                {
+                    "type": "viewer",
+                    "session_id": session_id,
+                    "name": name,
+                    "mode": mode,
+                    "present": present,
+                }
+            )

@@ -88,6 +88,7 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     link = gateway.links.get(record.device.id)
     if link is not None:
         link.desktops.add(viewer)
+        link.tell_viewer(record.session.id, viewer.name, grant.mode, present=True)
     # the end user's consent page lists who is on the screen (broker/gateway/attendance.py)
     present = gateway.attendance.enter(
         record.session.id,
@@ -113,6 +114,7 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     finally:
         if link is not None:
             link.desktops.discard(viewer)
+            link.tell_viewer(record.session.id, viewer.name, grant.mode, present=False)
         gateway.attendance.leave(record.session.id, present)
         await rfb_service.record_closed(
             gateway.maker,

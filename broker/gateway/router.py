@@ -179,6 +179,16 @@ def _link(gateway: Gateway, record: SessionRecord) -> AgentLink:
     return link
 
 
+def _tell_device(
+    gateway: Gateway, record: SessionRecord, grant: access.Ticket, *, present: bool
+) -> None:
+    """The person at the device sees an expert or a supervisor come and go."""
+    link = gateway.links.get(record.device.id)
+    if link is not None:
+        who = grant.principal.actor().name or ""
+        link.tell_viewer(record.session.id, who, grant.mode, present=present)
+
+
 async def _refuse(ws: WebSocket, exc: BrokerError) -> None:
     """The error as one JSON text frame, then close 4403 with the detail as the reason.
     A client that has already gone (it gave up waiting for consent) is not told: there is
@@ -274,6 +284,7 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         return
     viewer = Viewer(name=record.technician.display_name, mode=grant.mode)
     relay.attach(viewer)
+    _tell_device(gateway, record, grant, present=True)
     # the end user's consent page lists who is on the terminal (broker/gateway/attendance.py)
     present = gateway.attendance.enter(
         record.session.id,
@@ -308,6 +319,7 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         pass
     finally:
         relay.detach(viewer)
+        _tell_device(gateway, record, grant, present=False)
         gateway.attendance.leave(record.session.id, present)
         down.cancel()
         with contextlib.suppress(asyncio.CancelledError):

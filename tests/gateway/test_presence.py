@@ -1,0 +1,79 @@
+"""The person at the device is told who is connected: the technician while a channel is open,
+a supervisor watching (the broker's ``viewer`` message), and nobody once the session ends.
+A prompter that keeps a notice on screen gets the whole list on every change."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import websockets
+
+from tests.gateway.helpers import (
+    ScriptedPrompter,
+    enrolled_agent,
+    read_until,
+    request_session,
+    terminal_uri,
+    wait_state,
+)
+
+
+class ShowingPrompter(ScriptedPrompter):
+    """Also keeps the list of who is connected, as the desktop dialog's notice does."""
+
+    def __init__(self, answers: list[bool | None]) -> None:
+        super().__init__(answers)
+        self.shown: list[list[str]] = []
+
+    def presence(self, people: list[str]) -> None:
+        self.shown.append(list(people))
+
+
+async def _noticed(prompter: ScriptedPrompter, *words: str, timeout: float = 10.0) -> str:
+    async with asyncio.timeout(timeout):
+        while True:
+            for text in prompter.notices:
+                if all(w in text for w in words):
+                    return text
+            await asyncio.sleep(0.05)
+
+
+async def test_who_is_connected_is_shown_until_the_session_ends(
+    app: Any, gateway: Any, people: Any, tmp_path: Any, client: httpx.AsyncClient, live_url: str
+) -> None:
+    prompter = ShowingPrompter([True])
+    agent = await enrolled_agent(app, gateway, tmp_path, people["group"].name, prompter)
+    tech = people["tech"].display_name
+    admin = people["admin"].display_name
+    try:
+        session = await request_session(client, people["tech_token"], agent.device_id, ["shell"])
+        sid = session["id"]
+        await wait_state(client, people["tech_token"], sid, "approved")
+        async with websockets.connect(
+            await terminal_uri(live_url, people["tech_token"], sid)
+        ) as ws:
+            await ws.send(json.dumps({"type": "input", "data": "echo hi-$((1+1))\n"}))
+            await read_until(ws, b"hi-2")
+            await _noticed(prompter, "connected:", tech, sid)
+            assert prompter.shown[-1]
+            assert tech in prompter.shown[-1][0]
+
+            watch = await terminal_uri(live_url, people["admin_token"], sid, "watch")
+            async with websockets.connect(watch):
+                await _noticed(prompter, "connected:", admin, "supervisor, watching")
+                assert any(admin in line for line in prompter.shown[-1])
+            await _noticed(prompter, "disconnected:", admin, "supervisor, watching")
+            assert not any(admin in line for line in prompter.shown[-1])
+
+            resp = await client.post(
+                f"/api/v1/sessions/{sid}/end",
+                headers={"Authorization": f"Bearer {people['tech_token']}"},
+            )
+            assert resp.status_code == 200, resp.text
+            await _noticed(prompter, "disconnected:", tech, sid)
+        assert prompter.shown[-1] == []  # nobody left: the on-screen notice goes
+    finally:
+        await agent.stop()
