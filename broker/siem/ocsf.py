@@ -17,6 +17,7 @@ CLASSES: dict[int, str] = {
     3005: "User Access Management",
     3006: "Group Management",
     4001: "Network Activity",
+    4009: "Email Activity",
     4010: "Network File Activity",
     4014: "Tunnel Activity",
     5001: "Device Inventory Info",
@@ -81,7 +82,7 @@ _BY_CLASS: dict[int, tuple[E, ...]] = {
         E.token_created,
         E.token_revoked,
     ),
-    3004: (E.agent_token_created,),
+    3004: (E.agent_token_created, E.playback_policy_set),
     # Access a provider grants and withdraws for a session.
     3005: (
         E.provider_prepared,
@@ -102,6 +103,8 @@ _BY_CLASS: dict[int, tuple[E, ...]] = {
         E.provider_connection,
     ),
     4010: (E.session_file_transfer,),
+    # The device owner's mail after an unattended session.
+    4009: (E.owner_notified,),
     4014: (E.session_forward_opened,),
     2004: (E.provider_alert, E.recording_gap),
     5001: (
@@ -132,6 +135,9 @@ _BY_CLASS: dict[int, tuple[E, ...]] = {
         E.file_viewed,
         E.audit_timeline_viewed,
         E.evidence_exported,
+        E.history_viewed,
+        E.audit_checkpoint_timestamped,
+        E.audit_timestamp_failed,
     ),
 }
 
