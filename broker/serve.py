@@ -7,10 +7,12 @@ import sys
 
 import uvicorn
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import IntegrityError
 
 from broker.config import Settings
 from broker.db import migrate
 from broker.db.aftercommit import transaction
+from broker.errors import IdentityMismatch
 
 
 async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
@@ -18,11 +20,21 @@ async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
     from broker.db.engine import create_engine, create_sessionmaker
     from broker.evidence.setup import build_audit_log
     from broker.flows.lifecycle import LIFECYCLE
+    from broker.replicas.service import check_identity, fingerprints
 
     engine = create_engine(settings.database_url)
-    info = {"audit_log": build_audit_log(settings), "settings": settings, "lifecycle": LIFECYCLE}
+    audit_log = build_audit_log(settings)
+    info = {"audit_log": audit_log, "settings": settings, "lifecycle": LIFECYCLE}
     maker = create_sessionmaker(engine, info=info)
     try:
+        # Before anything is sealed: a replica with other keys must not write a record.
+        held = fingerprints(settings, audit_log)
+        try:
+            async with transaction(maker) as db:
+                await check_identity(db, held)
+        except IntegrityError:  # another replica sealed first: compare with what it sealed
+            async with transaction(maker) as db:
+                await check_identity(db, held)
         async with transaction(maker) as db:
             return await ensure_initial_admin(db)
     finally:
@@ -36,7 +48,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
-    created = asyncio.run(_bootstrap(settings))
+    try:
+        created = asyncio.run(_bootstrap(settings))
+    except IdentityMismatch as exc:
+        print(f"supportbroker refuses to start: {exc.detail}", file=sys.stderr)
+        return 3
     url = settings.base_url
     out = sys.stdout
     database = make_url(settings.database_url).render_as_string(hide_password=True)
@@ -44,6 +60,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     print(f"supportbroker is starting on {url}", file=out)
     print(f"  database: {database} (migrated to {revision})", file=out)
     print(f"  data:     {settings.data_dir.resolve()}", file=out)
+    if settings.replica_id:
+        print(f"  replica:  {settings.replica_id}", file=out)
     if settings.gateway_enabled:
         print(
             f"  agents:   {settings.gateway_host}:{settings.gateway_port} (SSH gateway)", file=out
