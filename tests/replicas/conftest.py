@@ -85,7 +85,8 @@ class Cluster:
         return {n: r for n, r in self.replicas.items() if r.proc.poll() is None}
 
 
-def _replica_settings(name: str, base: dict[str, str]) -> dict[str, str]:
+def _replica_settings(root: Path, name: str, base: dict[str, str]) -> dict[str, str]:
+    (root / name).mkdir()
     return {**base, "SUPPORTBROKER_REPLICA_ID": name}
 
 
@@ -124,12 +125,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     replicas: dict[str, Served] = {}
     haproxy: subprocess.Popen[bytes] | None = None
     try:
-        replicas["a"] = serve(root / "a", **_replica_settings("a", base))
+        replicas["a"] = serve(root / "a", **_replica_settings(root, "a", base))
         started: dict[str, Served | BaseException] = {}
 
         def start(name: str) -> None:
             try:
-                started[name] = serve(root / name, **_replica_settings(name, base))
+                started[name] = serve(root / name, **_replica_settings(root, name, base))
             except BaseException as exc:  # reported below, in the test's thread
                 started[name] = exc
 
