@@ -5,7 +5,8 @@ in through HAProxy's SSH port.
 The service's identity is provided as docs/DEPLOY.md says: one secrets folder (a shared
 mount in production) holds the KEK, the checkpoint key and the gateway's SSH key, and one
 folder receives the published checkpoints; every replica is pointed at them by settings. The
-first replica creates the keys (and migrates); the other two start together after it.
+keys are made once with ``supportbroker keys create``; the three replicas then start together
+(one migrates and seals the identity while the others wait for its locks).
 Heartbeats and leases are short, the signal fallback sweep is 60 s (a notice must do it).
 """
 
@@ -125,7 +126,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     replicas: dict[str, Served] = {}
     haproxy: subprocess.Popen[bytes] | None = None
     try:
-        replicas["a"] = serve(root / "a", **_replica_settings(root, "a", base))
+        made = subprocess.run(
+            [str(BIN / "supportbroker"), "keys", "create"],
+            env=clean_env(**base, SUPPORTBROKER_DATA_DIR=str(root / "keys-made")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert made.returncode == 0, made.stderr
+        assert "ssh-host-key: SHA256:" in made.stdout
+        # All three at once, as an orchestrator starts them: one migrates and seals the
+        # identity, the others wait for its locks and compare.
         started: dict[str, Served | BaseException] = {}
 
         def start(name: str) -> None:
@@ -134,12 +146,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             except BaseException as exc:  # reported below, in the test's thread
                 started[name] = exc
 
-        threads = [threading.Thread(target=start, args=(n,)) for n in NAMES[1:]]
+        threads = [threading.Thread(target=start, args=(n,)) for n in NAMES]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        for name in NAMES[1:]:
+        for name in NAMES:
             found = started[name]
             if isinstance(found, BaseException):
                 raise found
