@@ -6,13 +6,15 @@ import asyncio
 import sys
 
 import uvicorn
+from sqlalchemy import text
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.exc import IntegrityError
 
 from broker.config import Settings
 from broker.db import migrate
 from broker.db.aftercommit import transaction
 from broker.errors import IdentityMismatch
+
+BOOTSTRAP_LOCK = 0x5342_424F_4F54_5354  # "SBBOOTST"
 
 
 async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
@@ -27,15 +29,14 @@ async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
     info = {"audit_log": audit_log, "settings": settings, "lifecycle": LIFECYCLE}
     maker = create_sessionmaker(engine, info=info)
     try:
-        # Before anything is sealed: a replica with other keys must not write a record.
         held = fingerprints(settings, audit_log)
-        try:
-            async with transaction(maker) as db:
-                await check_identity(db, held)
-        except IntegrityError:  # another replica sealed first: compare with what it sealed
-            async with transaction(maker) as db:
-                await check_identity(db, held)
         async with transaction(maker) as db:
+            if db.get_bind().dialect.name == "postgresql":
+                # Replicas starting together: one seals the identity and creates the first
+                # admin, the others wait here and then find both done.
+                await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_LOCK})
+            # Before anything is sealed: a replica with other keys must not write a record.
+            await check_identity(db, held)
             return await ensure_initial_admin(db)
     finally:
         await engine.dispose()

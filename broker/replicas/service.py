@@ -85,7 +85,7 @@ async def check_identity(db: AsyncSession, held: dict[str, str]) -> list[str]:
     now = utcnow()
     for name in new:  # a rotated-in KEK is sealed when first seen
         db.add(SealedKey(name=name, fingerprint=held[name], sealed_at=now))
-    await db.flush()  # replicas starting together: the second one's flush waits, then fails
+    await db.flush()
     return new
 
 
@@ -231,7 +231,7 @@ class Membership:
             await asyncio.sleep(self.settings.replica_heartbeat_seconds)
             try:
                 await self.beat()
-            except (SQLAlchemyError, OSError) as exc:  # the database is away: not leading
+            except Exception as exc:  # the database is away (or worse): not leading; retried
                 self.leading = False
                 log.warning("replicas.heartbeat_failed", replica=self.id, error=str(exc)[:200])
 
