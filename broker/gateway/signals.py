@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 import weakref
 from functools import partial
 from typing import Any
@@ -31,6 +32,9 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 CHANNEL = "supportbroker_sessions"
+# Names this process in its notices: its own commits already woke its gateways (after
+# commit), so its listener skips them instead of waking everyone a second time.
+ORIGIN = uuid.uuid4().hex
 RELISTEN_SECONDS = 1.0
 log = structlog.get_logger("broker.gateway")
 
@@ -81,7 +85,9 @@ def wake_gateways() -> None:
 async def notify_replicas(db: AsyncSession) -> None:
     """Inside the moving transaction: PostgreSQL tells every listener once it commits."""
     if db.get_bind().dialect.name == "postgresql":
-        await db.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        await db.execute(
+            text("SELECT pg_notify(:channel, :origin)"), {"channel": CHANNEL, "origin": ORIGIN}
+        )
 
 
 def _set(event: asyncio.Event, *_: Any) -> None:
@@ -95,8 +101,9 @@ async def listen_for_changes(database_url: str, signals: SessionSignals) -> None
 
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
-    def heard(*_: Any) -> None:
-        signals.bump()
+    def heard(_conn: Any, _pid: int, _channel: str, origin: str) -> None:
+        if origin != ORIGIN:
+            signals.bump()
 
     while True:
         try:
