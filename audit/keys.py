@@ -9,6 +9,7 @@ old versions stay to unwrap until every data key has been re-wrapped.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -82,6 +83,14 @@ class LocalFileKeyProvider:
 
     def current_kek_id(self) -> str:
         return self._current
+
+    def fingerprints(self) -> dict[str, str]:
+        """Each KEK's id and the SHA-256 of its bytes (not the key): what a second process
+        compares to tell whether it holds the same keys."""
+        return {
+            kek_id: "SHA256:" + hashlib.sha256(key).hexdigest()
+            for kek_id, key in sorted(self._keys.items())
+        }
 
     def rotate(self) -> str:
         """Add a new KEK version and make it current; returns its id."""

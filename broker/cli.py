@@ -119,6 +119,7 @@ def _domain_cli_modules() -> list[Any]:
         "broker.connectors.cli",
         "broker.gateway.cli",
         "broker.siem.cli",
+        "broker.replicas.cli",
     ]
     modules = []
     for name in names:

@@ -126,6 +126,24 @@ class Settings(BaseSettings):
     gateway_enabled: bool = True
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 2222
+    # The gateway's SSH key (agents pin it); default data_dir/keys/gateway_ed25519. Replicas
+    # behind one load balancer share it, like the KEK and the checkpoint key (docs/DEPLOY.md).
+    gateway_key_path: Path | None = None
+
+    # Replicas (docs/DEPLOY.md): several ``supportbroker serve`` on one PostgreSQL database.
+    # Empty id: host name, process id and a random suffix. The address is where the other
+    # replicas reach this one (recorded for peering; default: the base URL).
+    replica_id: str = Field(default="", pattern=r"^[A-Za-z0-9._:-]{0,120}$")
+    replica_address: str = ""
+    # Each replica writes its heartbeat this often; a replica (and every agent link it holds)
+    # counts as gone, and its lease on the background jobs may be taken over, once its last
+    # heartbeat is older than ``replica_lease_seconds``.
+    replica_heartbeat_seconds: float = Field(default=5.0, gt=0, le=600)
+    replica_lease_seconds: float = Field(default=20.0, gt=0, le=3600)
+    # The gateway re-reads open sessions this often even without a signal. Signals come from
+    # this process and, on PostgreSQL, from the other replicas (LISTEN/NOTIFY); None: 1 s on
+    # SQLite (other processes, e.g. the command line, cannot signal), 30 s on PostgreSQL.
+    signal_fallback_seconds: float | None = Field(default=None, gt=0, le=3600)
 
     # SIEM export (docs/SIEM.md): one exporter loop and one durable cursor per target.
     siem_targets: list[SiemTarget] = []
@@ -139,6 +157,16 @@ class Settings(BaseSettings):
     def _database_in_data_dir(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'supportbroker.db'}"
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeat(self) -> Settings:
+        # A lease renewed every heartbeat must not lapse between two of them.
+        if self.replica_lease_seconds <= self.replica_heartbeat_seconds:
+            raise ValueError(
+                "SUPPORTBROKER_REPLICA_LEASE_SECONDS must be longer than "
+                "SUPPORTBROKER_REPLICA_HEARTBEAT_SECONDS"
+            )
         return self
 
     @model_validator(mode="after")
@@ -185,6 +213,16 @@ class Settings(BaseSettings):
     @property
     def resolved_signing_key_path(self) -> Path:
         return self.signing_key_path or self.keys_dir / "checkpoint-ed25519.pem"
+
+    @property
+    def resolved_gateway_key_path(self) -> Path:
+        return self.gateway_key_path or self.keys_dir / "gateway_ed25519"
+
+    @property
+    def resolved_signal_fallback_seconds(self) -> float:
+        if self.signal_fallback_seconds is not None:
+            return self.signal_fallback_seconds
+        return 1.0 if self.is_sqlite else 30.0
 
     @property
     def resolved_publish_dir(self) -> Path:

@@ -90,3 +90,10 @@ class SiemDeliveryError(BrokerError):
     """A SIEM receiver did not take a batch (unreachable, refused, no acknowledgement)."""
 
     code = "siem_delivery_failed"
+
+
+class IdentityMismatch(BrokerError):
+    """This replica holds other keys than those the database was sealed with: it must not
+    start (raised at start-up only, never in a request)."""
+
+    code = "identity_mismatch"

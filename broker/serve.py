@@ -6,11 +6,15 @@ import asyncio
 import sys
 
 import uvicorn
+from sqlalchemy import text
 from sqlalchemy.engine.url import make_url
 
 from broker.config import Settings
 from broker.db import migrate
 from broker.db.aftercommit import transaction
+from broker.errors import IdentityMismatch
+
+BOOTSTRAP_LOCK = 0x5342_424F_4F54_5354  # "SBBOOTST"
 
 
 async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
@@ -18,12 +22,21 @@ async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
     from broker.db.engine import create_engine, create_sessionmaker
     from broker.evidence.setup import build_audit_log
     from broker.flows.lifecycle import LIFECYCLE
+    from broker.replicas.service import check_identity, fingerprints
 
     engine = create_engine(settings.database_url)
-    info = {"audit_log": build_audit_log(settings), "settings": settings, "lifecycle": LIFECYCLE}
+    audit_log = build_audit_log(settings)
+    info = {"audit_log": audit_log, "settings": settings, "lifecycle": LIFECYCLE}
     maker = create_sessionmaker(engine, info=info)
     try:
+        held = fingerprints(settings, audit_log)
         async with transaction(maker) as db:
+            if db.get_bind().dialect.name == "postgresql":
+                # Replicas starting together: one seals the identity and creates the first
+                # admin, the others wait here and then find both done.
+                await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_LOCK})
+            # Before anything is sealed: a replica with other keys must not write a record.
+            await check_identity(db, held)
             return await ensure_initial_admin(db)
     finally:
         await engine.dispose()
@@ -36,7 +49,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.database_url)
-    created = asyncio.run(_bootstrap(settings))
+    try:
+        created = asyncio.run(_bootstrap(settings))
+    except IdentityMismatch as exc:
+        print(f"supportbroker refuses to start: {exc.detail}", file=sys.stderr)
+        return 3
     url = settings.base_url
     out = sys.stdout
     database = make_url(settings.database_url).render_as_string(hide_password=True)
@@ -44,6 +61,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     print(f"supportbroker is starting on {url}", file=out)
     print(f"  database: {database} (migrated to {revision})", file=out)
     print(f"  data:     {settings.data_dir.resolve()}", file=out)
+    if settings.replica_id:
+        print(f"  replica:  {settings.replica_id}", file=out)
     if settings.gateway_enabled:
         print(
             f"  agents:   {settings.gateway_host}:{settings.gateway_port} (SSH gateway)", file=out

@@ -20,6 +20,12 @@ when records are not yet covered, and once more at shutdown) and the whole-log v
 (every ``verify_interval_seconds``; on demand through ``app.state.verifications``). With a
 time-stamping authority configured, a third publishes and timestamps the latest checkpoint
 every ``timestamp_interval_seconds`` (broker.evidence.timestamps).
+
+With several replicas on one database (docs/DEPLOY.md) all of this runs on exactly one of
+them: the holder of the background lease (broker.replicas.service.Membership). The others
+skip each tick, and start the SIEM exporters and sign checkpoints only once they hold it
+(the holder died: its lease ran out). The audit log itself is appended to by every replica
+under one advisory lock (audit.appender), so it never forks.
 """
 
 from __future__ import annotations
@@ -162,13 +168,42 @@ async def timestamp_checkpoint(app: FastAPI) -> int:
     )
 
 
-async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+async def _every(
+    seconds: float, job: Callable[[], Awaitable[object]], name: str, gate: Callable[[], bool]
+) -> None:
     while True:
         await asyncio.sleep(seconds)  # sleep first: start-up stays quick
+        if not gate():  # another replica holds the background lease
+            continue
         try:
             await job()
         except Exception as exc:  # logged; the next tick tries again
             log.error("background.job_failed", job=name, exc_info=exc)
+
+
+async def _siem_while_leading(app: FastAPI, gate: Callable[[], bool]) -> None:
+    """The exporters run on the lease holder only: started when the lease is taken,
+    cancelled when it is lost (their cursors are in the database, so the next holder
+    resumes where they stopped)."""
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        while True:
+            if gate() and not tasks:
+                tasks = start_siem_exporters(app)
+            elif not gate() and tasks:
+                await _cancel(tasks)
+                tasks = []
+            await asyncio.sleep(min(1.0, app.state.settings.replica_heartbeat_seconds))
+    finally:
+        await _cancel(tasks)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def start_siem_exporters(app: FastAPI) -> list[asyncio.Task[None]]:
@@ -186,8 +221,13 @@ def start_siem_exporters(app: FastAPI) -> list[asyncio.Task[None]]:
 
 async def start_background_tasks(app: FastAPI) -> Callable[[], Awaitable[None]]:
     from broker.evidence.verification import Verifications
+    from broker.replicas.service import Membership
 
     settings = app.state.settings
+    membership = Membership(settings, app.state.sessionmaker)
+    await membership.start()
+    app.state.replica = membership
+    gate = membership.holds_background
     await check_audit_log(app)
     verifications = Verifications(app.state.sessionmaker, processes=settings.verify_processes)
     app.state.verifications = verifications
@@ -211,19 +251,18 @@ async def start_background_tasks(app: FastAPI) -> Callable[[], Awaitable[None]]:
         app.state.tsa = authority(settings.tsa_url, settings.tsa_certs)
         job = partial(timestamp_checkpoint, app)
         loops.append((settings.timestamp_interval_seconds, job, "timestamps"))
-    tasks = [asyncio.create_task(_every(s, job, name), name=name) for s, job, name in loops]
-    tasks += start_siem_exporters(app)
+    tasks = [asyncio.create_task(_every(s, job, name, gate), name=name) for s, job, name in loops]
+    if settings.siem_targets:
+        tasks.append(asyncio.create_task(_siem_while_leading(app, gate), name="siem"))
 
     async def _stop() -> None:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel(tasks)
         await verifications.stop()
         try:  # the tail sealed since the last tick is covered before the process ends
-            await sign_checkpoint(app)
+            if gate():  # by the lease holder; another replica's tail, by the holder's tick
+                await sign_checkpoint(app)
         except Exception as exc:  # a broken database: logged, the next start signs it
             log.error("audit.final_checkpoint_failed", exc_info=exc)
+        await membership.stop()
 
     return _stop

@@ -17,6 +17,7 @@ from broker.providers.models import (  # noqa: F401 - tables
     ProviderEventMark,
     ProviderSessionLink,
 )
+from broker.replicas.models import Lease, Replica, SealedKey
 from broker.sessions.models import RemoteSession, SessionInvitation
 from broker.siem.models import SiemCursor
 from broker.tickets.models import Ticket
@@ -32,12 +33,15 @@ __all__ = [
     "Device",
     "DeviceGroup",
     "GroupMember",
+    "Lease",
     "LoginKnownSource",
     "OutboxMessage",
     "OwnerNotice",
     "PlaybackRequest",
     "RefusalTally",
     "RemoteSession",
+    "Replica",
+    "SealedKey",
     "SessionInvitation",
     "SiemCursor",
     "Ticket",

@@ -46,7 +46,7 @@ from broker.db.aftercommit import after_commit, commit
 from broker.db.base import utcnow
 from broker.flows.comments import comment_on_ticket, seal_digest
 from broker.flows.history import notify_owner
-from broker.gateway.signals import wake_gateways
+from broker.gateway.signals import notify_replicas, wake_gateways
 from broker.metrics import SESSION_TRANSITIONS
 from broker.providers import service as providers
 from broker.providers.context import provider_actor
@@ -74,6 +74,10 @@ async def count(db: AsyncSession, move: Move) -> None:
     SESSION_TRANSITIONS.labels(source=move.source.value, target=move.target.value).inc()
 
 
+async def signal_replicas(db: AsyncSession, move: Move) -> None:
+    await notify_replicas(db)  # delivered on commit, to the gateways of every replica
+
+
 async def signal_gateway(db: AsyncSession, moves: Sequence[Move]) -> None:
     wake_gateways()
 
@@ -96,6 +100,7 @@ IN_TRANSACTION: tuple[InTransaction, ...] = (
     seal_digest,
     notify_owner,
     count,
+    signal_replicas,
 )
 AFTER_COMMIT: tuple[AfterCommit, ...] = (
     signal_gateway,

@@ -39,7 +39,6 @@ log = structlog.get_logger("broker.gateway")
 T = TypeVar("T")
 # The poller wakes on every committed session change (:mod:`broker.gateway.signals`); this
 # period only catches what another broker process committed.
-POLL_SECONDS = 1.0
 S = SessionState
 
 
@@ -279,7 +278,8 @@ async def _close_session(link: AgentLink, session_id: str, reason: str) -> None:
 
 class Poller:
     """Pushes consent requests and approvals to agents and withdraws ended sessions, as soon
-    as a change to a session commits (or within ``POLL_SECONDS`` for other processes')."""
+    as a change to a session commits (this replica's at once, other replicas' through
+    LISTEN/NOTIFY on PostgreSQL; ``signal_fallback_seconds`` is the slow fallback)."""
 
     def __init__(self, gateway: Hub) -> None:
         self.gateway = gateway
@@ -292,7 +292,7 @@ class Poller:
                 await self.once()
             except Exception as exc:  # keep polling; the failure is logged, not swallowed
                 log.error("gateway.poll_failed", exc_info=exc)
-            await signals.wait_after(seen, POLL_SECONDS)
+            await signals.wait_after(seen, self.gateway.settings.resolved_signal_fallback_seconds)
 
     async def once(self) -> None:
         links = dict(self.gateway.links)

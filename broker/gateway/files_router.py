@@ -50,7 +50,7 @@ async def _ready(
     await commit(db)  # the session's start (if this is its first use) before any byte moves
     link = gateway.links.get(plan.device_id)
     if link is None:
-        raise ProviderError("the device's agent is not connected to this broker")
+        raise await gateway.absent(db, plan.device_id)
     await link.granted(session_id)  # a channel opened before the agent holds it is refused
     return gateway, link, plan
 

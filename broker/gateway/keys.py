@@ -1,4 +1,5 @@
-"""The gateway's own SSH key (settings.data_dir/keys/gateway_ed25519), created on first run.
+"""The gateway's own SSH key (``gateway_key_path``, default data_dir/keys/gateway_ed25519),
+created on first run.
 
 In the reverse connection the broker is the SSH *client*, so this key authenticates the broker
 to agents; agents pin its fingerprint at enrollment.
@@ -17,14 +18,14 @@ KEY_NAME = "gateway_ed25519"
 
 
 def key_path(settings: Settings) -> Path:
-    return settings.keys_dir / KEY_NAME
+    return settings.resolved_gateway_key_path
 
 
 def load_or_create(settings: Settings) -> asyncssh.SSHKey:
     path = key_path(settings)
     if path.exists():
         return asyncssh.read_private_key(str(path))
-    settings.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = asyncssh.generate_private_key("ssh-ed25519")
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 from broker.errors import BrokerError, ProviderError
 from broker.gateway import access, rfb_service, service
 from broker.gateway.rfb_relay import DesktopViewer, DeviceDesktop, open_desktop
-from broker.gateway.router import _gateway, _link, _refuse
+from broker.gateway.router import _gateway, _held, _refuse
 from broker.sessions.repository import SessionRecord
 
 router = APIRouter(tags=["agent"])
@@ -44,7 +44,7 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
 
     async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
         _close(opened)  # a channel of an earlier attempt whose transaction did not commit
-        link = _link(gateway, record)
+        link = await _held(gateway, db, record)
         allowed = rfb_service.may_input(record, grant.mode)
         sid = record.session.id
         opened.append(

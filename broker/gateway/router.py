@@ -179,6 +179,14 @@ def _link(gateway: Gateway, record: SessionRecord) -> AgentLink:
     return link
 
 
+async def _held(gateway: Gateway, db: AsyncSession, record: SessionRecord) -> AgentLink:
+    """The device's link on this replica, or a refusal that says where the agent is."""
+    link = gateway.links.get(record.device.id)
+    if link is None:
+        raise await gateway.absent(db, record.device.id)
+    return link
+
+
 def _tell_device(
     gateway: Gateway, record: SessionRecord, grant: access.Ticket, *, present: bool
 ) -> None:
@@ -256,7 +264,7 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
         # Before the attach commits, as for a forward: a shell the agent refuses leaves the
         # session as it was (no start, no recording), with the refusal sealed.
-        link = _link(gateway, record)
+        link = await _held(gateway, db, record)
         relay = link.relays.get(record.session.id)
         if relay is not None and not relay.closed.is_set():
             _close_all(opened)
@@ -337,7 +345,7 @@ async def forward(
         # Before the attach commits: a refusal (the broker's rules or the agent's) leaves no
         # start and seals session.channel_refused; an opened forward's audit event shares the
         # attach's commit (one fsync less).
-        link = _link(gateway, record)
+        link = await _held(gateway, db, record)
         sid = record.session.id
         await _reopen(
             opened,

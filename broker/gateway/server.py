@@ -14,6 +14,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncssh
@@ -37,7 +38,8 @@ from broker.gateway.link import IDLE_KEEPALIVE_INTERVAL, AgentLink
 from broker.gateway.presence import Presence
 from broker.gateway.recording import AuditRecorder, open_recorder
 from broker.gateway.rfb_relay import DesktopTap
-from broker.gateway.signals import SessionSignals
+from broker.gateway.signals import SessionSignals, listen_for_changes
+from broker.replicas.service import holder_of
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
 
@@ -62,6 +64,7 @@ class Gateway:
         *,
         audit_log: AuditLog,
         recording_begin: Begin,
+        node: str | None = None,
     ) -> None:
         self.settings = settings
         self.maker = maker
@@ -70,7 +73,8 @@ class Gateway:
         self.recording_begin = recording_begin
         self.chunk_seconds = CHUNK_SECONDS
         self.key = keys.load_or_create(settings)
-        self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # The replica id (broker.replicas): agent links name it in agent_keys.connected_node.
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.links: dict[str, AgentLink] = {}
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -112,6 +116,9 @@ class Gateway:
         )
         self.port = self._acceptor.get_port()
         self.signals.attach()
+        if self.settings.database_url.startswith("postgresql"):
+            # Other replicas' commits reach this one's waiters (broker.gateway.signals).
+            self._spawn(listen_for_changes(self.settings.database_url, self.signals))
         self._spawn(Poller(self).run())
         self._spawn(self.presence.run())
         log.info("gateway.started", host=host, port=self.port, fingerprint=self.fingerprint)
@@ -145,8 +152,22 @@ class Gateway:
         """Until the device's agent on this process holds the grant for ``session_id``."""
         link = self.links.get(device_id)
         if link is None:
-            raise ProviderError("the device's agent is not connected to this broker")
+            async with self.maker() as db:
+                raise await self.absent(db, device_id)
         await link.granted(session_id)
+
+    async def absent(self, db: AsyncSession, device_id: str) -> ProviderError:
+        """Why a technician's socket for ``device_id`` cannot be served here: the agent is
+        not connected at all, or it is held by another live replica (until replica-to-replica
+        peering exists, the socket must reach that replica; docs/DEPLOY.md)."""
+        lease = timedelta(seconds=self.settings.replica_lease_seconds)
+        holder = await holder_of(db, device_id, lease)
+        if holder is not None and holder != self.node:
+            return ProviderError(
+                f"the device's agent is connected to another broker replica ({holder}), "
+                f"not to this one ({self.node}); connect through that replica"
+            )
+        return ProviderError("the device's agent is not connected to this broker")
 
     async def _drop(self, link: AgentLink) -> None:
         link.lost()
@@ -240,6 +261,7 @@ async def start_gateway(app: Any) -> Callable[[], Awaitable[None]]:
         app.state.sessionmaker,
         audit_log=app.state.audit_log,
         recording_begin=app.state.engine.begin,
+        node=getattr(app.state, "replica", None) and app.state.replica.id,
     )
     await gateway.start(settings.gateway_host, settings.gateway_port)
     app.state.gateway = gateway

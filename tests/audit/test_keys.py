@@ -126,6 +126,12 @@ def test_local_file_provider(tmp_path: Path) -> None:
     reopened = LocalFileKeyProvider(path)
     assert reopened.current_kek_id() == "kek-2"
     assert reopened.unwrap("kek-1", wrapped) == key
+    # Fingerprints tell two processes' key files apart without showing the keys.
+    prints = reopened.fingerprints()
+    assert sorted(prints) == ["kek-1", "kek-2"]
+    assert prints == provider.fingerprints()
+    assert all(p.startswith("SHA256:") for p in prints.values())
+    assert LocalFileKeyProvider(tmp_path / "other.json").fingerprints()["kek-1"] != prints["kek-1"]
     with pytest.raises(KeyUnavailable, match="cannot be retired"):
         reopened.retire("kek-2")
     reopened.retire("kek-1")

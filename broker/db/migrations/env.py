@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from broker.db.engine import create_engine
 from broker.db.models import Base
+
+MIGRATION_LOCK = 0x5342_4D49_4752_4154  # "SBMIGRAT": one migrating replica at a time
 
 try:  # the audit library's tables live in the same database
     from audit.schema import metadata as audit_metadata
@@ -35,6 +38,10 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Replicas started together (docs/DEPLOY.md) migrate one after the other: the
+            # second reads the version the first committed and has nothing left to do.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         context.run_migrations()
 
 
