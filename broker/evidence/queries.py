@@ -147,7 +147,7 @@ def streams_with_event(
     that occurred in [since, until): a subquery for the auditor's session search. It reads
     only the records' clear headers (stream, type, time), never a payload, so it needs no
     key and records no read. The index ``ix_audit_records_type_time`` (type, time, stream)
-    answers it without reading the records table (audit/schema.py).
+    answers it without reading the records table (audit/schema.py)."""
     c = schema.records.c
     stmt = select(c.stream).where(c.event_type == event_type.value, c.stream != SYSTEM_STREAM)
     if since is not None:

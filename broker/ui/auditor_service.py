@@ -35,8 +35,7 @@ from broker.auth.models import User
 from broker.auth.principal import Principal
 from broker.devices.models import Device, GroupMember
 from broker.errors import NotFound, ValidationFailed
-from broker.evidence import queries
-from broker.evidence import verification
+from broker.evidence import queries, verification
 from broker.evidence.events import EventType, event_named, event_words
 from broker.evidence.models import AuditVerification
 from broker.evidence.service import audit_log_of, record_event

@@ -12,7 +12,6 @@ Revises: 0025_timestamps
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0030_auditor_indexes"
