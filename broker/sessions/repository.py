@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVarTuple, cast
 
-from sqlalchemy import CursorResult, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, func, or_, select, update
 
 from broker.auth.models import User
 from broker.db.repository import Repository
@@ -47,6 +47,8 @@ class SessionFilter:
     external_id: str | None = None
     technician_id: str | None = None
     device_id: str | None = None
+    # A device's id or its exact name (the auditor's search field, typed with suggestions).
+    device: str | None = None
     provider: str | None = None
     state: SessionState | None = None
     since: datetime | None = None
@@ -80,9 +82,17 @@ class SessionRepository(Repository[RemoteSession]):
     async def records(
         self, filters: SessionFilter, *, limit: int, offset: int
     ) -> list[SessionRecord]:
-        stmt = _filtered(self._records(), filters)
-        stmt = stmt.order_by(RemoteSession.requested_at.desc(), RemoteSession.id)
-        rows = (await self.db.execute(stmt.limit(limit).offset(offset))).all()
+        # Page first, then join: the page's ids come from the sessions table alone (joined to
+        # tickets only when a ticket filter needs it), in requested_at order from an index;
+        # only those rows are joined to their ticket, technician and device. Joining first
+        # made the database join every matching session before it could cut the page.
+        order = (RemoteSession.requested_at.desc(), RemoteSession.id)
+        ids = select(RemoteSession.id)
+        if _needs_ticket(filters):
+            ids = ids.join(Ticket, Ticket.id == RemoteSession.ticket_id)
+        page = _filtered(ids, filters).order_by(*order).limit(limit).offset(offset).subquery()
+        stmt = self._records().join(page, page.c.id == RemoteSession.id).order_by(*order)
+        rows = (await self.db.execute(stmt)).all()
         return [SessionRecord(row[0], row[1], row[2], row[3]) for row in rows]
 
     async def open_for_ticket(self, ticket_id: str) -> list[SessionRecord]:
@@ -176,6 +186,22 @@ class SessionRepository(Repository[RemoteSession]):
         return result.rowcount == 1
 
 
+def _device_clauses(f: SessionFilter) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if f.device_id is not None:
+        clauses.append(RemoteSession.device_id == f.device_id)
+    if f.device is not None:
+        named = select(Device.id).where(or_(Device.id == f.device, Device.name == f.device))
+        clauses.append(RemoteSession.device_id.in_(named))
+    return clauses
+
+
+def _needs_ticket(f: SessionFilter) -> bool:
+    return any(v is not None for v in (f.system, f.external_id, f.event_type)) or bool(
+        f.ticket_text
+    )
+
+
 def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
     if f.system is not None:
         stmt = stmt.where(Ticket.system == f.system)
@@ -183,8 +209,7 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
         stmt = stmt.where(Ticket.external_id == f.external_id)
     if f.technician_id is not None:
         stmt = stmt.where(RemoteSession.technician_id == f.technician_id)
-    if f.device_id is not None:
-        stmt = stmt.where(RemoteSession.device_id == f.device_id)
+    stmt = stmt.where(*_device_clauses(f))
     if f.provider is not None:
         stmt = stmt.where(RemoteSession.provider == f.provider)
     if f.state is not None:

@@ -464,6 +464,11 @@ async def auditor_js() -> FileResponse:
     return script("auditor.js")
 
 
+@router.get("/static/suggest.js")
+async def suggest_js() -> FileResponse:
+    return script("suggest.js")
+
+
 @router.get("/static/desktop_replay.js")
 async def desktop_replay_js() -> FileResponse:
     return script("desktop_replay.js")

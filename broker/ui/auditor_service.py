@@ -3,8 +3,9 @@ a session's details and recordings, and the log's checkpoint.
 
 Reading goes through the domains' services (sessions, evidence queries, gateway replay), so
 the same rules and the same audit records apply as on the JSON API. Only the search form's
-choice lists (technicians, devices, providers) are read here directly: they are read-only
-lookups no domain service offers.
+technician list is read here directly: a read-only lookup no domain service offers. Devices
+are typed with suggestions from ``GET /api/v1/device-names``; providers come from the
+provider registry.
 
 Per-record integrity on the timeline combines three checks, each of which fails a record
 (red) on its own: its recomputed leaf hash, its link to the record before it in the ticket's
@@ -33,7 +34,8 @@ from audit.records import ZERO_HASH, Record, record_leaf_hash
 from audit.verify import VerifyReport
 from broker.auth.models import User
 from broker.auth.principal import Principal
-from broker.devices.models import Device, GroupMember
+from broker.devices.models import GroupMember
+from broker.devices.service import known_providers
 from broker.errors import NotFound, ValidationFailed
 from broker.evidence import queries, verification
 from broker.evidence.events import EventType, event_named, event_words
@@ -42,7 +44,6 @@ from broker.evidence.service import audit_log_of, record_event
 from broker.gateway import playback, replay
 from broker.gateway.recording import RecordingSummary
 from broker.sessions import service as sessions
-from broker.sessions.models import RemoteSession
 from broker.sessions.repository import SessionFilter, SessionRecord
 from broker.sessions.states import SessionState
 from broker.tickets.models import Ticket
@@ -85,7 +86,6 @@ class SearchResult:
 @dataclass(frozen=True)
 class Choices:
     technicians: list[tuple[str, str]]
-    devices: list[tuple[str, str]]
     providers: list[str]
     states: list[str] = field(default_factory=lambda: [s.value for s in SessionState])
     # (name, words) of every catalogue event, by its words; empty for whoever may not
@@ -130,7 +130,7 @@ def to_filter(form: SearchForm) -> SessionFilter:
         external_id=external_id,
         ticket_text=typed,  # any part of the ticket's id or subject
         technician_id=form.technician or None,
-        device_id=form.device or None,
+        device=form.device.strip() or None,
         provider=form.provider or None,
         state=state,
         since=datetime.combine(since, datetime.min.time(), UTC) if since else None,
@@ -152,24 +152,20 @@ async def choices(
     db: AsyncSession, member_id: str | None = None, *, events: bool = False
 ) -> Choices:
     """The search form's lists; ``member_id`` (a supervisor) narrows technicians and devices
-    to that user's device groups, as the search itself is narrowed; ``events`` adds the
+    to that user's device groups, as the search itself is narrowed (devices are not listed:
+    the field is typed, with suggestions from ``GET /api/v1/device-names``, thousands of
+    options read on every page were the alternative); ``events`` adds the
     catalogue's event types, as words."""
     tech_q = select(User.id, User.display_name).where(User.role == "technician")
-    device_q = select(Device.id, Device.name)
     if member_id is not None:
         groups = select(GroupMember.group_id).where(GroupMember.user_id == member_id)
         members = select(GroupMember.user_id).where(GroupMember.group_id.in_(groups))
         tech_q = tech_q.where(User.id.in_(members))
-        device_q = device_q.where(Device.group_id.in_(groups))
     techs = await db.execute(tech_q.order_by(User.display_name))
-    devices = await db.execute(device_q.order_by(Device.name))
-    providers = await db.scalars(
-        select(RemoteSession.provider).distinct().order_by(RemoteSession.provider)
-    )
     return Choices(
         technicians=[(str(i), str(n)) for i, n in techs],
-        devices=[(str(i), str(n)) for i, n in devices],
-        providers=[str(p) for p in providers],
+        # The providers the broker drives (its registry), not a DISTINCT over every session.
+        providers=known_providers(),
         events=sorted(((e.value, event_words(e)) for e in EventType), key=lambda e: e[1])
         if events
         else [],
