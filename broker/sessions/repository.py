@@ -86,7 +86,9 @@ class SessionRepository(Repository[RemoteSession]):
         # tickets only when a ticket filter needs it), in requested_at order from an index;
         # only those rows are joined to their ticket, technician and device. Joining first
         # made the database join every matching session before it could cut the page.
-        order = (RemoteSession.requested_at.desc(), RemoteSession.id)
+        # Both descending: one index (…, requested_at, id) read backwards gives the order;
+        # a mixed direction made the database sort every matching row to cut one page.
+        order = (RemoteSession.requested_at.desc(), RemoteSession.id.desc())
         ids = select(RemoteSession.id)
         if _needs_ticket(filters):
             ids = ids.join(Ticket, Ticket.id == RemoteSession.ticket_id)
@@ -197,9 +199,7 @@ def _device_clauses(f: SessionFilter) -> list[ColumnElement[bool]]:
 
 
 def _needs_ticket(f: SessionFilter) -> bool:
-    return any(v is not None for v in (f.system, f.external_id, f.event_type)) or bool(
-        f.ticket_text
-    )
+    return any(v is not None for v in (f.system, f.external_id, f.event_type))
 
 
 def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
@@ -230,10 +230,13 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
     if f.ticket_text:
         escaped = f.ticket_text.lower().replace("\\", "\\\\").replace("%", "\\%")
         pattern = "%" + escaped.replace("_", "\\_") + "%"
-        stmt = stmt.where(
+        # A part of a text: no index serves it. The tickets are scanned once here; as a
+        # join condition the same test ran once per session, walked in page order.
+        matching = select(Ticket.id).where(
             or_(
                 func.lower(Ticket.external_id).like(pattern, escape="\\"),
                 func.lower(Ticket.subject).like(pattern, escape="\\"),
             )
         )
+        stmt = stmt.where(RemoteSession.ticket_id.in_(matching))
     return stmt

@@ -1,10 +1,11 @@
 """Indexes for the auditor's pages at 1 M events / 200 k sessions (issue 14)
 
-The session search orders by ``requested_at`` and pages before it joins: each filter it
-offers (technician, device, provider, state) gets an index led by that column and ending in
-``requested_at``, so a page is read in order from the index, not sorted from a scan. The
-event-type search (``streams_with_event``) gets a covering index on ``audit_records``
-(type, time, stream): its subquery is answered from the index alone.
+The session search orders by ``requested_at, id`` (both descending) and pages before it
+joins: each filter it offers (technician, device, provider, state) gets an index led by that
+column and ending in ``requested_at, id``, so a page is read in order from the index (read
+backwards), not sorted from a scan. The event-type search (``streams_with_event``) gets a
+covering index on ``audit_records`` (type, time, stream): its subquery is answered from the
+index alone.
 
 Revision ID: 0030_auditor_indexes
 Revises: 0025_timestamps
@@ -21,10 +22,10 @@ depends_on: str | Sequence[str] | None = None
 
 SESSION_INDEXES = {
     "ix_sessions_requested": ["requested_at", "id"],
-    "ix_sessions_technician_requested": ["technician_id", "requested_at"],
-    "ix_sessions_device_requested": ["device_id", "requested_at"],
-    "ix_sessions_provider_requested": ["provider", "requested_at"],
-    "ix_sessions_state_requested": ["state", "requested_at"],
+    "ix_sessions_technician_requested": ["technician_id", "requested_at", "id"],
+    "ix_sessions_device_requested": ["device_id", "requested_at", "id"],
+    "ix_sessions_provider_requested": ["provider", "requested_at", "id"],
+    "ix_sessions_state_requested": ["state", "requested_at", "id"],
 }
 
 
