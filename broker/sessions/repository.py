@@ -89,10 +89,13 @@ class SessionRepository(Repository[RemoteSession]):
         # Both descending: one index (…, requested_at, id) read backwards gives the order;
         # a mixed direction made the database sort every matching row to cut one page.
         order = (RemoteSession.requested_at.desc(), RemoteSession.id.desc())
-        ids = select(RemoteSession.id)
-        if _needs_ticket(filters):
-            ids = ids.join(Ticket, Ticket.id == RemoteSession.ticket_id)
-        page = _filtered(ids, filters).order_by(*order).limit(limit).offset(offset).subquery()
+        page = (
+            _filtered(select(RemoteSession.id), filters)
+            .order_by(*order)
+            .limit(limit)
+            .offset(offset)
+            .subquery()
+        )
         stmt = self._records().join(page, page.c.id == RemoteSession.id).order_by(*order)
         rows = (await self.db.execute(stmt)).all()
         return [SessionRecord(row[0], row[1], row[2], row[3]) for row in rows]
@@ -126,10 +129,16 @@ class SessionRepository(Repository[RemoteSession]):
         stmt = select(RemoteSession.id).where(
             RemoteSession.state.in_(TIMED_STATES), RemoteSession.deadline_at <= now
         )
-        if filters is not None:
-            stmt = _filtered(stmt.join(Ticket, Ticket.id == RemoteSession.ticket_id), filters)
         stmt = stmt.order_by(RemoteSession.deadline_at).limit(500)
-        return list((await self.db.scalars(stmt)).all())
+        due = list((await self.db.scalars(stmt)).all())
+        if not due or filters is None:
+            return due
+        # The filters apply to the few due sessions found above: in one statement the
+        # planner could walk a filter's index instead (every session of a provider, say).
+        narrowed = select(RemoteSession.id).where(RemoteSession.id.in_(due))
+        narrowed = _filtered(narrowed, filters)
+        kept = set((await self.db.scalars(narrowed)).all())
+        return [i for i in due if i in kept]
 
     async def lock_technician(self, user_id: str) -> None:
         """Serialise session requests of one technician (``FOR UPDATE``; SQLite is already
@@ -198,15 +207,17 @@ def _device_clauses(f: SessionFilter) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def _needs_ticket(f: SessionFilter) -> bool:
-    return any(v is not None for v in (f.system, f.external_id, f.event_type))
-
-
 def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
+    # Ticket filters are subqueries on the tickets table (its unique (system, external_id)
+    # index, the event index, one scan for a text): the page itself never joins tickets, so
+    # the planner cannot walk sessions in page order testing each one's ticket.
+    tickets = []
     if f.system is not None:
-        stmt = stmt.where(Ticket.system == f.system)
+        tickets.append(Ticket.system == f.system)
     if f.external_id is not None:
-        stmt = stmt.where(Ticket.external_id == f.external_id)
+        tickets.append(Ticket.external_id == f.external_id)
+    if tickets:
+        stmt = stmt.where(RemoteSession.ticket_id.in_(select(Ticket.id).where(*tickets)))
     if f.technician_id is not None:
         stmt = stmt.where(RemoteSession.technician_id == f.technician_id)
     stmt = stmt.where(*_device_clauses(f))
@@ -226,7 +237,8 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
         stmt = stmt.where(RemoteSession.state.in_([s.value for s in f.states]))
     if f.event_type is not None:
         ref = Ticket.system + ":" + Ticket.external_id  # the ticket's stream (Ticket.ref)
-        stmt = stmt.where(ref.in_(streams_with_event(f.event_type, f.since, f.until)))
+        streams = streams_with_event(f.event_type, f.since, f.until)
+        stmt = stmt.where(RemoteSession.ticket_id.in_(select(Ticket.id).where(ref.in_(streams))))
     if f.ticket_text:
         escaped = f.ticket_text.lower().replace("\\", "\\\\").replace("%", "\\%")
         pattern = "%" + escaped.replace("_", "\\_") + "%"
