@@ -90,7 +90,7 @@ class SessionRepository(Repository[RemoteSession]):
         # a mixed direction made the database sort every matching row to cut one page.
         order = (RemoteSession.requested_at.desc(), RemoteSession.id.desc())
         page = (
-            _filtered(select(RemoteSession.id), filters)
+            _filtered(_joined(select(RemoteSession.id), filters), filters)
             .order_by(*order)
             .limit(limit)
             .offset(offset)
@@ -136,7 +136,7 @@ class SessionRepository(Repository[RemoteSession]):
         # The filters apply to the few due sessions found above: in one statement the
         # planner could walk a filter's index instead (every session of a provider, say).
         narrowed = select(RemoteSession.id).where(RemoteSession.id.in_(due))
-        narrowed = _filtered(narrowed, filters)
+        narrowed = _filtered(_joined(narrowed, filters), filters)
         kept = set((await self.db.scalars(narrowed)).all())
         return [i for i in due if i in kept]
 
@@ -207,10 +207,17 @@ def _device_clauses(f: SessionFilter) -> list[ColumnElement[bool]]:
     return clauses
 
 
+def _joined(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
+    """``stmt`` joined to the session's ticket when the event filter needs it."""
+    if f.event_type is None:
+        return stmt
+    return stmt.join(Ticket, Ticket.id == RemoteSession.ticket_id)
+
+
 def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
     # Ticket filters are subqueries on the tickets table (its unique (system, external_id)
-    # index, the event index, one scan for a text): the page itself never joins tickets, so
-    # the planner cannot walk sessions in page order testing each one's ticket.
+    # index, one scan for a text): the page never joins tickets for them (the event filter
+    # does, see below), so no walk of the sessions tests each one's ticket.
     tickets = []
     if f.system is not None:
         tickets.append(Ticket.system == f.system)
@@ -236,9 +243,11 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
     if f.states is not None:
         stmt = stmt.where(RemoteSession.state.in_([s.value for s in f.states]))
     if f.event_type is not None:
+        # Joined (``_joined``), not a subquery on tickets: the planner then walks the
+        # sessions in page order and tests each ticket's stream against the event index,
+        # where a subquery on tickets computed every ticket's stream first.
         ref = Ticket.system + ":" + Ticket.external_id  # the ticket's stream (Ticket.ref)
-        streams = streams_with_event(f.event_type, f.since, f.until)
-        stmt = stmt.where(RemoteSession.ticket_id.in_(select(Ticket.id).where(ref.in_(streams))))
+        stmt = stmt.where(ref.in_(streams_with_event(f.event_type, f.since, f.until)))
     if f.ticket_text:
         escaped = f.ticket_text.lower().replace("\\", "\\\\").replace("%", "\\%")
         pattern = "%" + escaped.replace("_", "\\_") + "%"
