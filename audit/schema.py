@@ -52,8 +52,13 @@ records = Table(
     UniqueConstraint("record_id", name="uq_audit_records_record_id"),
     UniqueConstraint("stream", "stream_seq", name="uq_audit_records_stream_seq"),
 )
-# No index on event type or time: no query uses one, and each index is one more B-tree
-# insert per record on the append path (docs/AUDIT.md, "Appends and locking").
+# One index beyond the keys: (type, time, stream) answers the auditor's "sessions whose
+# ticket holds an event of this type" search (broker.evidence.queries.streams_with_event)
+# from the index alone, without a scan of every record. It is one more B-tree insert per
+# record on the append path (docs/AUDIT.md, "Appends and locking"); nothing else is indexed.
+Index(
+    "ix_audit_records_type_time", records.c.event_type, records.c.occurred_at_us, records.c.stream
+)
 
 data_keys = Table(
     "audit_data_keys",

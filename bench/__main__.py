@@ -28,6 +28,10 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         ["bench_sessions_http.py", "--postgres", "--processes", "2"],
         "headline: the same on PostgreSQL, two broker processes",
     ),
+    "auditor-pages": (
+        ["bench_auditor_pages.py"],
+        "headline: auditor search (every filter) and a ticket's timeline, 1 M events, serve",
+    ),
     "verify-log": (
         ["bench_verify_log_cli.py"],
         "headline: `python -m audit verify-log --processes 2` on 1,000,000 records",

@@ -129,6 +129,18 @@ class DeviceRepository(Repository[Device]):
         )
         return await self.scalars(stmt)
 
+    async def names_from(
+        self, prefix: str, *, member_id: str | None, limit: int
+    ) -> list[tuple[str, str]]:
+        """(id, name) of devices whose name starts with ``prefix`` (as typed, case kept), by
+        name: a range on the unique name index, so a form's suggestions never scan the
+        devices table (a LIKE with a leading pattern would on PostgreSQL's default collation)."""
+        where = self._where(DeviceFilter(), member_id)
+        if prefix:
+            where += [Device.name >= prefix, Device.name < prefix + "\U0010ffff"]
+        stmt = select(Device.id, Device.name).where(*where).order_by(Device.name).limit(limit)
+        return [(str(i), str(n)) for i, n in (await self.db.execute(stmt)).all()]
+
     async def count(self, filters: DeviceFilter, *, member_id: str | None) -> int:
         stmt = select(func.count()).select_from(Device).where(*self._where(filters, member_id))
         return int(await self.db.scalar(stmt) or 0)

@@ -9,6 +9,8 @@ admins and auditors see all); changes need ``devices:write`` (admins).
 - ``DELETE /device-groups/{id}/members/{user_id}`` (204)
 - ``GET /devices`` filters ``group_id``, ``provider``, ``q``, ``online``, ``include_retired``,
   ``limit``/``offset``; each item carries its agent's presence (``online``, ``last_seen_at``)
+- ``GET /device-names?prefix=&limit=``: id and name of the devices whose name starts with
+  ``prefix`` (at most ``limit``, 20 by default): a search form's suggestions
 - ``POST /devices`` (201; duplicate provider + provider id → 409)
 - ``GET /devices/{id}`` (with presence) · ``PATCH /devices/{id}`` (rename, move, …)
 - ``POST /devices/{id}/retire`` (kept for its audit trail, agent key revoked; twice → 409)
@@ -31,7 +33,9 @@ from broker.devices.repository import DeviceFilter
 from broker.devices.schemas import (
     DeviceCreate,
     DeviceList,
+    DeviceNames,
     DeviceOut,
+    DeviceSuggestion,
     DeviceUpdate,
     GroupCreate,
     GroupList,
@@ -119,6 +123,20 @@ async def list_devices(
         limit=limit,
         offset=offset,
     )
+
+
+@router.get("/device-names")
+async def device_names(
+    *,
+    principal: Reader,
+    db: DbSession,
+    prefix: Annotated[str, Query(max_length=100)] = "",
+    limit: Annotated[int, Query(ge=1, le=50)] = 20,
+) -> DeviceNames:
+    """Devices whose name starts with ``prefix`` (case kept), by name, narrowed like
+    ``GET /devices``: what the auditor's search suggests as one types a device."""
+    found = await service.device_names(db, principal, prefix, limit=limit)
+    return DeviceNames(items=[DeviceSuggestion(id=i, name=n) for i, n in found])
 
 
 @router.post("/devices", status_code=201)

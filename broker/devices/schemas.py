@@ -249,6 +249,17 @@ class DeviceOut(BaseModel):
         )
 
 
+class DeviceSuggestion(BaseModel):
+    id: str
+    name: str
+
+
+class DeviceNames(BaseModel):
+    """Suggestions for a device field, by name (``GET /device-names``)."""
+
+    items: list[DeviceSuggestion]
+
+
 class DeviceList(BaseModel):
     items: list[DeviceOut]
     total: int

@@ -364,6 +364,16 @@ async def list_devices(
     return items, await repo.count(filters, member_id=member)
 
 
+async def device_names(
+    db: AsyncSession, principal: Principal, prefix: str, *, limit: int
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` (id, name) of the devices ``principal`` may see whose name starts with
+    ``prefix``: the suggestions of a search form's device field (thousands of devices do not
+    fit in one select)."""
+    member = None if _sees_all(principal) else principal.user_id or ""
+    return await DeviceRepository(db).names_from(prefix, member_id=member, limit=limit)
+
+
 async def groups_for(db: AsyncSession, devices: Iterable[Device]) -> dict[str, DeviceGroup]:
     """The groups of ``devices`` by id (for listing them with their group's name)."""
     return await DeviceRepository(db).groups_of({d.group_id for d in devices})

@@ -160,6 +160,10 @@ class EventType(StrEnum):
 
     # The audit log itself.
     audit_timeline_viewed = "audit.timeline_viewed", "someone read a ticket's timeline"
+    audit_verification_requested = (
+        "audit.verification_requested",
+        "an auditor asked for a whole-log verification now",
+    )
     evidence_exported = "evidence.exported", "an evidence bundle was exported"
     audit_checkpoint_timestamped = (
         "audit.checkpoint_timestamped",

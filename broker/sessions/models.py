@@ -17,6 +17,13 @@ class RemoteSession(IdMixin, CreatedMixin, Base):
     __table_args__ = (
         Index("ix_sessions_technician_state", "technician_id", "state"),
         Index("ix_sessions_state_deadline", "state", "deadline_at"),
+        # The auditor's search pages in requested_at order, optionally by one column: each
+        # filter's index ends in (requested_at, id), read backwards for the page (0030).
+        Index("ix_sessions_requested", "requested_at", "id"),
+        Index("ix_sessions_technician_requested", "technician_id", "requested_at", "id"),
+        Index("ix_sessions_device_requested", "device_id", "requested_at", "id"),
+        Index("ix_sessions_provider_requested", "provider", "requested_at", "id"),
+        Index("ix_sessions_state_requested", "state", "requested_at", "id"),
     )
 
     ticket_id: Mapped[str] = mapped_column(

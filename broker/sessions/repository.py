@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVarTuple, cast
 
-from sqlalchemy import CursorResult, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, func, or_, select, update
 
 from broker.auth.models import User
 from broker.db.repository import Repository
@@ -47,6 +47,8 @@ class SessionFilter:
     external_id: str | None = None
     technician_id: str | None = None
     device_id: str | None = None
+    # A device's id or its exact name (the auditor's search field, typed with suggestions).
+    device: str | None = None
     provider: str | None = None
     state: SessionState | None = None
     since: datetime | None = None
@@ -80,9 +82,22 @@ class SessionRepository(Repository[RemoteSession]):
     async def records(
         self, filters: SessionFilter, *, limit: int, offset: int
     ) -> list[SessionRecord]:
-        stmt = _filtered(self._records(), filters)
-        stmt = stmt.order_by(RemoteSession.requested_at.desc(), RemoteSession.id)
-        rows = (await self.db.execute(stmt.limit(limit).offset(offset))).all()
+        # Page first, then join: the page's ids come from the sessions table alone (joined to
+        # tickets only when a ticket filter needs it), in requested_at order from an index;
+        # only those rows are joined to their ticket, technician and device. Joining first
+        # made the database join every matching session before it could cut the page.
+        # Both descending: one index (…, requested_at, id) read backwards gives the order;
+        # a mixed direction made the database sort every matching row to cut one page.
+        order = (RemoteSession.requested_at.desc(), RemoteSession.id.desc())
+        page = (
+            _filtered(_joined(select(RemoteSession.id), filters), filters)
+            .order_by(*order)
+            .limit(limit)
+            .offset(offset)
+            .subquery()
+        )
+        stmt = self._records().join(page, page.c.id == RemoteSession.id).order_by(*order)
+        rows = (await self.db.execute(stmt)).all()
         return [SessionRecord(row[0], row[1], row[2], row[3]) for row in rows]
 
     async def open_for_ticket(self, ticket_id: str) -> list[SessionRecord]:
@@ -114,10 +129,16 @@ class SessionRepository(Repository[RemoteSession]):
         stmt = select(RemoteSession.id).where(
             RemoteSession.state.in_(TIMED_STATES), RemoteSession.deadline_at <= now
         )
-        if filters is not None:
-            stmt = _filtered(stmt.join(Ticket, Ticket.id == RemoteSession.ticket_id), filters)
         stmt = stmt.order_by(RemoteSession.deadline_at).limit(500)
-        return list((await self.db.scalars(stmt)).all())
+        due = list((await self.db.scalars(stmt)).all())
+        if not due or filters is None:
+            return due
+        # The filters apply to the few due sessions found above: in one statement the
+        # planner could walk a filter's index instead (every session of a provider, say).
+        narrowed = select(RemoteSession.id).where(RemoteSession.id.in_(due))
+        narrowed = _filtered(_joined(narrowed, filters), filters)
+        kept = set((await self.db.scalars(narrowed)).all())
+        return [i for i in due if i in kept]
 
     async def lock_technician(self, user_id: str) -> None:
         """Serialise session requests of one technician (``FOR UPDATE``; SQLite is already
@@ -176,15 +197,37 @@ class SessionRepository(Repository[RemoteSession]):
         return result.rowcount == 1
 
 
+def _device_clauses(f: SessionFilter) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if f.device_id is not None:
+        clauses.append(RemoteSession.device_id == f.device_id)
+    if f.device is not None:
+        named = select(Device.id).where(or_(Device.id == f.device, Device.name == f.device))
+        clauses.append(RemoteSession.device_id.in_(named))
+    return clauses
+
+
+def _joined(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
+    """``stmt`` joined to the session's ticket when the event filter needs it."""
+    if f.event_type is None:
+        return stmt
+    return stmt.join(Ticket, Ticket.id == RemoteSession.ticket_id)
+
+
 def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
+    # Ticket filters are subqueries on the tickets table (its unique (system, external_id)
+    # index, one scan for a text): the page never joins tickets for them (the event filter
+    # does, see below), so no walk of the sessions tests each one's ticket.
+    tickets = []
     if f.system is not None:
-        stmt = stmt.where(Ticket.system == f.system)
+        tickets.append(Ticket.system == f.system)
     if f.external_id is not None:
-        stmt = stmt.where(Ticket.external_id == f.external_id)
+        tickets.append(Ticket.external_id == f.external_id)
+    if tickets:
+        stmt = stmt.where(RemoteSession.ticket_id.in_(select(Ticket.id).where(*tickets)))
     if f.technician_id is not None:
         stmt = stmt.where(RemoteSession.technician_id == f.technician_id)
-    if f.device_id is not None:
-        stmt = stmt.where(RemoteSession.device_id == f.device_id)
+    stmt = stmt.where(*_device_clauses(f))
     if f.provider is not None:
         stmt = stmt.where(RemoteSession.provider == f.provider)
     if f.state is not None:
@@ -200,15 +243,21 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
     if f.states is not None:
         stmt = stmt.where(RemoteSession.state.in_([s.value for s in f.states]))
     if f.event_type is not None:
+        # Joined (``_joined``), not a subquery on tickets: the planner then walks the
+        # sessions in page order and tests each ticket's stream against the event index,
+        # where a subquery on tickets computed every ticket's stream first.
         ref = Ticket.system + ":" + Ticket.external_id  # the ticket's stream (Ticket.ref)
         stmt = stmt.where(ref.in_(streams_with_event(f.event_type, f.since, f.until)))
     if f.ticket_text:
         escaped = f.ticket_text.lower().replace("\\", "\\\\").replace("%", "\\%")
         pattern = "%" + escaped.replace("_", "\\_") + "%"
-        stmt = stmt.where(
+        # A part of a text: no index serves it. The tickets are scanned once here; as a
+        # join condition the same test ran once per session, walked in page order.
+        matching = select(Ticket.id).where(
             or_(
                 func.lower(Ticket.external_id).like(pattern, escape="\\"),
                 func.lower(Ticket.subject).like(pattern, escape="\\"),
             )
         )
+        stmt = stmt.where(RemoteSession.ticket_id.in_(matching))
     return stmt

@@ -5,7 +5,10 @@
 - ``GET|POST /ui/audit/sessions/{id}/replay``: a reason first, then the player (audited)
 - ``POST /ui/audit/sessions/{id}/files/{transfer_id}``: a file the group kept, with a reason
   (audited); the session page lists them
-- ``GET /ui/audit/tickets/{system}/{external_id}``: the timeline with per-record integrity
+- ``GET /ui/audit/tickets/{system}/{external_id}``: the timeline with per-record integrity,
+  inclusion proofs and the last whole-log verification
+- ``POST /ui/audit/tickets/{system}/{external_id}/verify``: verify the whole log now, in the
+  background (audited); back to the timeline
 - ``POST /ui/audit/tickets/{system}/{external_id}/bundle``: the evidence bundle (audited)
 - ``GET|POST /ui/audit/tickets/{system}/{external_id}/erase``: admins crypto-shred content
 - ``GET /ui/audit/security``: the log's own (``_system``) events: security events by default,
@@ -412,6 +415,29 @@ async def erase(
     return page(request, "auditor/erase.html", erased_at=position, **context)
 
 
+@router.post(BASE + "/tickets/{system}/{external_id}/verify", response_model=None)
+async def verify_log_now(
+    request: Request,
+    principal: OptionalPrincipal,
+    db: DbSession,
+    system: System,
+    external_id: External,
+) -> Response:
+    """The timeline's button: a whole-log verification starts in the background; the page
+    shows it running, then its verdict (never verified per view: at 1 M records it takes
+    seconds)."""
+    who = admit(request, principal, can_audit)
+    if isinstance(who, Response):
+        return who
+    runs = request.app.state.verifications
+    try:
+        await svc.ask_verification(db, who, runs, f"{system}:{external_id}")
+    except BrokerError as exc:
+        return await refused(request, db, exc)
+    target = f"{BASE}/tickets/{quote(system, safe='')}/{quote(external_id, safe='')}#integrity"
+    return RedirectResponse(target, status_code=303)
+
+
 @router.get(BASE + "/checkpoint", response_model=None)
 async def checkpoint(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
     who = admit(request, principal, can_audit)
@@ -436,6 +462,11 @@ async def verify_now(request: Request, principal: OptionalPrincipal, db: DbSessi
 @router.get("/static/auditor.js")
 async def auditor_js() -> FileResponse:
     return script("auditor.js")
+
+
+@router.get("/static/suggest.js")
+async def suggest_js() -> FileResponse:
+    return script("suggest.js")
 
 
 @router.get("/static/desktop_replay.js")

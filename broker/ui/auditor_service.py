@@ -3,13 +3,18 @@ a session's details and recordings, and the log's checkpoint.
 
 Reading goes through the domains' services (sessions, evidence queries, gateway replay), so
 the same rules and the same audit records apply as on the JSON API. Only the search form's
-choice lists (technicians, devices, providers) are read here directly: they are read-only
-lookups no domain service offers.
+technician list is read here directly: a read-only lookup no domain service offers. Devices
+are typed with suggestions from ``GET /api/v1/device-names``; providers come from the
+provider registry.
 
 Per-record integrity on the timeline combines three checks, each of which fails a record
 (red) on its own: its recomputed leaf hash, its link to the record before it in the ticket's
-chain (sequence and previous hash), and the whole-log verification (every record, every
-chain, the Merkle tree against the signed checkpoints), which names the first bad record.
+chain (sequence and previous hash), and its inclusion proof in the latest signed checkpoint
+(O(log n) stored subtree hashes per record, checked against the signed root; a record after
+that checkpoint is shown as not yet covered). The whole-log verification (every record, every
+chain, the tree against every checkpoint) is not run per view: the page shows the last one
+(``broker.evidence.verification``: on a schedule, or asked for with the page's button), and a
+record it named as the first bad one is red too.
 """
 
 from __future__ import annotations
@@ -21,20 +26,25 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit import schema
+from audit.checkpoint import SignedCheckpoint
 from audit.errors import VerificationError
+from audit.merkle import inclusion_ranges, verify_inclusion
+from audit.proofs import range_hashes
 from audit.records import ZERO_HASH, Record, record_leaf_hash
 from audit.verify import VerifyReport
 from broker.auth.models import User
 from broker.auth.principal import Principal
-from broker.devices.models import Device, GroupMember
-from broker.errors import ValidationFailed
-from broker.evidence import queries
+from broker.devices.models import GroupMember
+from broker.devices.service import known_providers
+from broker.errors import NotFound, ValidationFailed
+from broker.evidence import queries, verification
 from broker.evidence.events import EventType, event_named, event_words
-from broker.evidence.service import audit_log_of
+from broker.evidence.models import AuditVerification
+from broker.evidence.service import audit_log_of, record_event
 from broker.gateway import playback, replay
 from broker.gateway.recording import RecordingSummary
 from broker.sessions import service as sessions
-from broker.sessions.models import RemoteSession
 from broker.sessions.repository import SessionFilter, SessionRecord
 from broker.sessions.states import SessionState
 from broker.tickets.models import Ticket
@@ -77,7 +87,6 @@ class SearchResult:
 @dataclass(frozen=True)
 class Choices:
     technicians: list[tuple[str, str]]
-    devices: list[tuple[str, str]]
     providers: list[str]
     states: list[str] = field(default_factory=lambda: [s.value for s in SessionState])
     # (name, words) of every catalogue event, by its words; empty for whoever may not
@@ -122,7 +131,7 @@ def to_filter(form: SearchForm) -> SessionFilter:
         external_id=external_id,
         ticket_text=typed,  # any part of the ticket's id or subject
         technician_id=form.technician or None,
-        device_id=form.device or None,
+        device=form.device.strip() or None,
         provider=form.provider or None,
         state=state,
         since=datetime.combine(since, datetime.min.time(), UTC) if since else None,
@@ -144,24 +153,20 @@ async def choices(
     db: AsyncSession, member_id: str | None = None, *, events: bool = False
 ) -> Choices:
     """The search form's lists; ``member_id`` (a supervisor) narrows technicians and devices
-    to that user's device groups, as the search itself is narrowed; ``events`` adds the
+    to that user's device groups, as the search itself is narrowed (devices are not listed:
+    the field is typed, with suggestions from ``GET /api/v1/device-names``, thousands of
+    options read on every page were the alternative); ``events`` adds the
     catalogue's event types, as words."""
     tech_q = select(User.id, User.display_name).where(User.role == "technician")
-    device_q = select(Device.id, Device.name)
     if member_id is not None:
         groups = select(GroupMember.group_id).where(GroupMember.user_id == member_id)
         members = select(GroupMember.user_id).where(GroupMember.group_id.in_(groups))
         tech_q = tech_q.where(User.id.in_(members))
-        device_q = device_q.where(Device.group_id.in_(groups))
     techs = await db.execute(tech_q.order_by(User.display_name))
-    devices = await db.execute(device_q.order_by(Device.name))
-    providers = await db.scalars(
-        select(RemoteSession.provider).distinct().order_by(RemoteSession.provider)
-    )
     return Choices(
         technicians=[(str(i), str(n)) for i, n in techs],
-        devices=[(str(i), str(n)) for i, n in devices],
-        providers=[str(p) for p in providers],
+        # The providers the broker drives (its registry), not a DISTINCT over every session.
+        providers=known_providers(),
         events=sorted(((e.value, event_words(e)) for e in EventType), key=lambda e: e[1])
         if events
         else [],
@@ -180,10 +185,16 @@ class TimelineRow:
     problems: list[str]
     payload: dict[str, Any] | None
     erased: bool
+    # The inclusion proof (audit path) in the view's checkpoint; None: not yet covered.
+    proof: list[bytes] | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def proof_hex(self) -> list[str]:
+        return [node.hex() for node in self.proof or []]
 
     @property
     def session_id(self) -> str | None:
@@ -205,7 +216,11 @@ class TimelineView:
     system: str
     external_id: str
     rows: list[TimelineRow]
-    log_report: VerifyReport
+    # The latest signed checkpoint the proofs lead to (None: nothing signed yet).
+    checkpoint: SignedCheckpoint | None
+    # The last finished whole-log verification (None: none yet), and whether one runs now.
+    last_verification: AuditVerification | None
+    verifying: bool
     sessions: list[SessionRecord]
     # The ticket's own dual-control switch, and whether replay/plaintext need two auditors
     # (the switch, or a session on a device of a dual-control group).
@@ -213,11 +228,23 @@ class TimelineView:
     dual_control: bool = False
 
     @property
+    def log_ok(self) -> bool:
+        """The last whole-log verification passed (or none has finished yet)."""
+        last = self.last_verification
+        return last is None or bool(last.ok)
+
+    @property
     def intact(self) -> bool:
-        return self.log_report.ok and all(row.ok for row in self.rows)
+        return self.log_ok and all(row.ok for row in self.rows)
+
+    @property
+    def covered(self) -> int:
+        return sum(1 for row in self.rows if row.proof is not None)
 
 
-def _record_problems(log_id: str, raw: list[Record], report: VerifyReport) -> dict[int, list[str]]:
+def _record_problems(
+    log_id: str, raw: list[Record], last: AuditVerification | None
+) -> dict[int, list[str]]:
     problems: dict[int, list[str]] = {}
     prev, last_seq = ZERO_HASH, 0
     for rec in raw:
@@ -228,8 +255,8 @@ def _record_problems(log_id: str, raw: list[Record], report: VerifyReport) -> di
             found.append("does not link to the ticket's previous record")
         if record_leaf_hash(log_id, rec) != rec.leaf_hash:
             found.append("altered: its content no longer matches its hash")
-        if report.position == rec.position and report.problem:
-            found.append(f"whole-log verification: {report.problem}")
+        if last is not None and not last.ok and last.position == rec.position:
+            found.append(f"whole-log verification: {last.verdict}")
         prev, last_seq = rec.leaf_hash, rec.stream_seq
     return problems
 
@@ -243,9 +270,27 @@ async def ticket_timeline(
     conn = await db.connection()
     raw = await log.records(conn, stream=stream)  # read before the view itself is recorded
     found = await queries.timeline(db, principal, stream)  # NotFound if none; audits the view
-    # Commits the view's event first: the whole-log verification must not hold the writer lock.
-    report = await queries.verify_all(db)
-    problems = _record_problems(log.log_id, raw, report)
+    last = await verification.last_finished(db)
+    running = await verification.last_started(db)
+    problems = _record_problems(log.log_id, raw, last)
+    checkpoint = await log.latest_checkpoint(conn)
+    paths: dict[int, list[bytes]] = {}
+    if checkpoint is not None:
+        covered = [rec for rec in raw if rec.position < checkpoint.size]  # the rest: not yet
+        # Every covered record's audit path in one read of the stored subtrees (two
+        # statements), not two statements per record.
+        plans = [inclusion_ranges(rec.position, checkpoint.size) for rec in covered]
+        hashes = iter(await range_hashes(conn, [r for plan in plans for r in plan]))
+        for rec, plan in zip(covered, plans, strict=True):
+            path = [next(hashes) for _ in plan]
+            paths[rec.position] = path
+            try:  # the record as stored now, not its stored hash: an edit fails the proof
+                leaf = record_leaf_hash(log.log_id, rec)
+                verify_inclusion(leaf, rec.position, checkpoint.size, path, checkpoint.root)
+            except VerificationError as exc:
+                problems.setdefault(rec.position, []).append(
+                    f"not in the signed checkpoint at size {checkpoint.size}: {exc}"
+                )
     if found.problem and not found.records:
         # The payloads did not decrypt: name the record the decryption stopped at.
         try:
@@ -266,6 +311,7 @@ async def ticket_timeline(
                 problems=problems.get(rec.position, []),
                 payload=read.payload if read is not None else None,
                 erased=read.erased if read is not None else False,
+                proof=paths.get(rec.position),
             )
         )
     filters = SessionFilter(system=system, external_id=external_id)
@@ -281,7 +327,9 @@ async def ticket_timeline(
         system,
         external_id,
         rows,
-        report,
+        checkpoint,
+        last,
+        running is not None and running.finished_at is None,
         found_sessions,
         own_dual_control=bool(own),
         dual_control=await playback.ticket_needs_two(db, stream),
@@ -345,3 +393,23 @@ async def checkpoint_view(db: AsyncSession) -> CheckpointView | None:
 
 async def verify_now(db: AsyncSession) -> VerifyReport:
     return await queries.verify_all(db)
+
+
+async def ask_verification(
+    db: AsyncSession, principal: Principal, runs: verification.Verifications, stream: str
+) -> None:
+    """Start a whole-log verification in the background now (or join the one running); the
+    request is sealed on the ticket whose page asked, committed before the run starts."""
+    heads = schema.stream_heads.c
+    known = await db.scalar(select(heads.last_seq).where(heads.stream == stream))
+    if known is None:
+        raise NotFound(f"the audit log has no events for {stream}")
+    await record_event(
+        db,
+        EventType.audit_verification_requested,
+        ticket=stream,
+        actor=principal.actor(),
+        data={"already_running": runs.running()},
+    )
+    await db.commit()
+    runs.start("request", principal.name)

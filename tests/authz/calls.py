@@ -201,6 +201,20 @@ def check_devices(cell: Cell, body: Any) -> None:
         assert cell.world.device.id in ids, ids
 
 
+async def device_names(cell: Cell) -> Call:
+    """Suggestions from the world device's first letters (a technician outside its group
+    must get none of its names)."""
+    return Call("GET", f"{V1}/device-names", params={"prefix": cell.world.device.name[:3]})
+
+
+def check_device_names(cell: Cell, body: Any) -> None:
+    ids = {d["id"] for d in body["items"]}
+    if cell.principal == "other-technician":
+        assert cell.world.device.id not in ids, ids
+    else:
+        assert cell.world.device.id in ids, ids
+
+
 async def group(cell: Cell) -> Call:
     return Call("GET", f"{V1}/device-groups/{cell.world.group.id}")
 

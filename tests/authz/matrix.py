@@ -191,6 +191,13 @@ ROWS: tuple[Row, ...] = (
         allow("DELETE", 204, ADMIN),
     ),
     Row("GET", f"{c.V1}/devices", c.list_devices, allow("GET", 200, STAFF), check=c.check_devices),
+    Row(
+        "GET",
+        f"{c.V1}/device-names",
+        c.device_names,
+        allow("GET", 200, STAFF),
+        check=c.check_device_names,
+    ),
     Row("POST", f"{c.V1}/devices", c.create_device, allow("POST", 201, ADMIN)),
     Row(
         "GET",

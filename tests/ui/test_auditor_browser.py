@@ -196,3 +196,40 @@ async def test_auditor_searches_by_event_in_words_and_dates(
     await page.get_by_role("button", name="Search").click()
     await page.get_by_text("No session matches.").wait_for()
     assert logins.errors == []
+
+
+async def test_auditor_types_a_device_and_verifies_the_log_from_the_timeline(
+    app: Any, client: httpx.AsyncClient, live_url: str, logins: Logins, db_url: str
+) -> None:
+    """The device field suggests names as the auditor types (no list of every device on the
+    page); the timeline shows each record's inclusion proof and verifies the whole log when
+    asked. A journey: SQLite only (tests/ui/test_auditor_pages.py covers both databases)."""
+    if db_url.startswith("postgresql"):
+        pytest.skip("browser journeys run on SQLite; the queries are tested on both")
+    desk = await make_desk(app)
+    await open_session(client, desk, ticket={"system": "helpdesk", "external_id": "HD-71"})
+    auditor, password = await make_user(app, "auditor")
+    page = await logins.open(auditor.username, password, "/ui/audit/sessions")
+    field = page.get_by_label("Device", exact=True)
+    await field.press_sequentially(desk.device.name[:4])
+    suggestion = page.locator(f'#f-device-names option[value="{desk.device.name}"]')
+    await suggestion.wait_for(state="attached")
+    await field.fill(desk.device.name)
+    await page.get_by_role("button", name="Search").click()
+    await page.locator("#results", has_text="helpdesk:HD-71").wait_for()
+    await page.get_by_role("link", name="Ticket timeline").first.click()
+    await page.wait_for_selector('[data-integrity="ok"]')
+    assert await page.locator('[data-verification="none"]').count() == 1
+    await page.get_by_role("button", name="Verify the whole log now").click()
+    for _ in range(100):  # the verification runs in the background; the page shows its end
+        if await page.locator('[data-verification="ok"]').count():
+            break
+        await asyncio.sleep(0.2)
+        await page.reload()
+    assert "asked for by" in await page.locator("#log-verification").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "auditor-verify-now.png"), full_page=True)
+    assert "audit.verification_requested" in [
+        t for t, _ in await audit_events(app, "helpdesk:HD-71")
+    ]
+    assert logins.errors == []

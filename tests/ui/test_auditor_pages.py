@@ -242,6 +242,14 @@ async def test_timeline_is_green_for_an_intact_log_and_red_after_tampering(
     assert 'data-integrity="failed"' in page.text
     rows = _row_states(page.text)
     assert {p for p, ok in rows.items() if not ok} == {position}
+    assert "not in the signed checkpoint" in page.text  # its proof fails, no full pass needed
+    # The whole log is not verified per view: the button runs it, the page shows the verdict.
+    assert f"first bad record: position {position}" not in page.text
+    asked = await auditor.post(f"{TIMELINE}/verify", {})
+    assert asked.status_code == 303
+    await app.state.verifications.task
+    page = await auditor.get(TIMELINE)
+    assert 'data-verification="failed"' in page.text
     assert f"first bad record: position {position}" in page.text
 
 
@@ -390,16 +398,13 @@ async def test_checkpoint_page_shows_the_signed_head_and_verifies(app: Any, worl
     assert "position 1" in failed.text
 
 
-@pytest.mark.parametrize("page", ["checkpoint", "timeline"])
 async def test_others_write_while_a_page_verifies(
-    app: Any, world: Any, monkeypatch: pytest.MonkeyPatch, page: str
+    app: Any, world: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both pages verify the whole log; neither holds the writer lock while it does."""
+    """The checkpoint page verifies the whole log without holding the writer lock (the
+    timeline does not verify it per view: tests/ui/test_auditor_timeline_proofs.py)."""
     auditor: Browser = world["browsers"]["auditor"]
-    if page == "checkpoint":
-        request = auditor.post("/ui/audit/checkpoint/verify", {})
-    else:
-        request = auditor.get(TIMELINE)
+    request = auditor.post("/ui/audit/checkpoint/verify", {})
     shown = await while_verification_is_held(app, monkeypatch, request)
     assert shown.status_code == 200
     assert 'data-integrity="ok"' in shown.text
@@ -446,6 +451,8 @@ async def test_search_filters_and_pages(
     assert await found("ticket=%25") == set()  # a LIKE wildcard is only a character
     assert await found(f"technician={other.tech.id}") == {c["id"]}
     assert await found(f"device={second_device.id}") == {b["id"]}
+    assert await found("device=pc-accounting") == {b["id"]}  # typed by its name
+    assert await found("device=pc-acc") == set()  # a name, not a part of one
     assert await found("provider=anydesk") == {c["id"]}
     assert await found("state=denied") == {b["id"]}
     assert await found("since=2025-01-15&until=2025-01-15") == {b["id"]}
@@ -603,3 +610,120 @@ async def test_timeline_reads_in_words_with_a_details_table(world: Any) -> None:
     row = page.split('<th scope="row">data · decided at</th><td>', 1)[1].split("</td>", 1)[0]
     assert row.startswith('<time datetime="')
     assert "Raw JSON" in page
+
+
+# --- timeline proofs, whole-log verification, device suggestions ----------------------------
+
+
+def _proofs(html: str) -> dict[int, list[bytes]]:
+    """Each row's inclusion proof as the page shows it (position: audit path)."""
+    shown: dict[int, list[bytes]] = {}
+    for position, cell in re.findall(r'<tr id="record-(\d+)"(.*?)</tr>', html, flags=re.S):
+        if 'class="proof"' in cell:
+            nodes = re.findall(r"<code data-proof-node>([0-9a-f]+)</code>", cell)
+            shown[int(position)] = [bytes.fromhex(n) for n in nodes]
+    return shown
+
+
+async def test_timeline_shows_each_records_inclusion_proof_in_the_signed_checkpoint(
+    app: Any, world: Any
+) -> None:
+    from audit.merkle import verify_inclusion
+
+    auditor: Browser = world["browsers"]["auditor"]
+    async with app.state.sessionmaker() as db:  # every record so far under a checkpoint
+        await app.state.audit_log.sign_checkpoint(await db.connection())
+        await db.commit()
+    page = await auditor.get(TIMELINE)
+    assert page.status_code == 200, page.text
+    proofs = _proofs(page.text)
+    async with app.state.engine.connect() as conn:
+        latest = await app.state.audit_log.latest_checkpoint(conn)
+        leaves = dict(
+            (
+                await conn.execute(
+                    text("SELECT position, leaf_hash FROM audit_records WHERE stream = :s"),
+                    {"s": STREAM},
+                )
+            ).all()
+        )
+    assert latest.root.hex() in page.text
+    covered = {p for p in leaves if p < latest.size}
+    assert covered
+    assert set(proofs) == covered
+    for position in covered:  # what the page shows verifies against the signed root
+        verify_inclusion(
+            bytes(leaves[position]), position, latest.size, proofs[position], latest.root
+        )
+    # The view itself was sealed after the checkpoint: it is shown as not yet covered.
+    again = await auditor.get(TIMELINE)
+    assert 'data-proof="uncovered"' in again.text
+
+
+async def test_timeline_shows_the_last_background_verification_without_running_one(
+    app: Any, world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit.store import AuditLog
+
+    auditor: Browser = world["browsers"]["auditor"]
+    before = await auditor.get(TIMELINE)
+    assert 'data-verification="none"' in before.text
+    await app.state.verifications.start("schedule")  # what the schedule's tick runs
+    calls: list[int] = []
+    verify_log = AuditLog.verify_log
+
+    async def counted(self: AuditLog, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await verify_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(AuditLog, "verify_log", counted)
+    page = await auditor.get(TIMELINE)
+    assert calls == []  # a view reads the last verdict, it never verifies the log
+    assert 'data-verification="ok"' in page.text
+    assert "(scheduled)" in page.text
+    assert 'data-integrity="ok"' in page.text
+
+
+async def test_verify_now_button_runs_in_the_background_and_is_audited(
+    app: Any, world: Any
+) -> None:
+    auditor: Browser = world["browsers"]["auditor"]
+    without = await auditor.post(f"{TIMELINE}/verify", {}, csrf=False)
+    assert without.status_code == 403
+    for role in ("technician", "anonymous"):
+        refused = await world["browsers"][role].post(f"{TIMELINE}/verify", {})
+        assert refused.status_code in (303, 403), (role, refused.status_code)
+        assert "/ui/audit/tickets" not in refused.headers.get("location", "")
+    assert "audit.verification_requested" not in [t for t, _ in await audit_events(app, STREAM)]
+    unknown = await auditor.post("/ui/audit/tickets/helpdesk/NOPE-1/verify", {})
+    assert unknown.status_code == 404
+
+    asked = await auditor.post(f"{TIMELINE}/verify", {})
+    assert asked.status_code == 303
+    assert asked.headers["location"] == f"{TIMELINE}#integrity"
+    await app.state.verifications.task
+    requested = [
+        p for t, p in await audit_events(app, STREAM) if t == "audit.verification_requested"
+    ]
+    assert len(requested) == 1
+    assert requested[0]["actor"]["name"] == world["users"]["auditor"].display_name
+    page = await auditor.get(TIMELINE)
+    assert 'data-verification="ok"' in page.text
+    assert f"asked for by {world['users']['auditor'].display_name}" in page.text
+
+
+async def test_device_field_suggests_names_from_what_is_typed(app: Any, world: Any) -> None:
+    desk: Desk = world["desk"]
+    for name in ("ws-berlin-1", "ws-berlin-2", "ws-bonn-1"):
+        await make_device(app, desk.group, name=name)
+    auditor: Browser = world["browsers"]["auditor"]
+    search = await auditor.get("/ui/audit/sessions")
+    assert 'data-suggest="/api/v1/device-names"' in search.text
+    assert "ws-berlin-1" not in search.text  # no option per device on the page
+    found = await auditor.get("/api/v1/device-names", params={"prefix": "ws-ber"})
+    assert found.status_code == 200, found.text
+    assert [d["name"] for d in found.json()["items"]] == ["ws-berlin-1", "ws-berlin-2"]
+    limited = await auditor.get("/api/v1/device-names", params={"prefix": "ws-", "limit": 1})
+    assert [d["name"] for d in limited.json()["items"]] == ["ws-berlin-1"]
+    script = await auditor.get("/static/suggest.js")
+    assert script.status_code == 200
