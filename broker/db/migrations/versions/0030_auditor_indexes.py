@@ -8,7 +8,7 @@ covering index on ``audit_records`` (type, time, stream): its subquery is answer
 index alone.
 
 Revision ID: 0030_auditor_indexes
-Revises: 0025_timestamps
+Revises: 0031_replicas
 """
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0030_auditor_indexes"
-down_revision: str | None = "0025_timestamps"
+down_revision: str | None = "0031_replicas"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
