@@ -136,6 +136,7 @@ _BY_CLASS: dict[int, tuple[E, ...]] = {
         E.audit_timeline_viewed,
         E.evidence_exported,
         E.history_viewed,
+        E.audit_verification_requested,
         E.audit_checkpoint_timestamped,
         E.audit_timestamp_failed,
     ),
