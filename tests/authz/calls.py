@@ -401,6 +401,14 @@ async def erase(cell: Cell) -> Call:
     return Call("POST", path, json={"reason": "GDPR erasure request 2026-11"})
 
 
+async def dual_control(cell: Cell) -> Call:
+    """A ticket of its own: the shared ticket under dual control would refuse the replay
+    and export cells that follow (one auditor alone may not)."""
+    external_id = await cell.fresh_ticket_with_events()
+    path = f"{V1}/audit/tickets/{SYSTEM_A}/{external_id}/dual-control"
+    return Call("PUT", path, json={"dual_control": True, "reason": "VIP"})
+
+
 async def _signed_size(cell: Cell) -> int:
     """Records (a new ticket's) and a checkpoint signed over them (here, or by the broker's
     own cadence first): its tree size."""

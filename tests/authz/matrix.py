@@ -346,9 +346,7 @@ ROWS: tuple[Row, ...] = (
     Row(
         "PUT",
         f"{c.V1}/audit/tickets/{{system}}/{{external_id}}/dual-control",
-        c.fixed(
-            "PUT", f"{c.AUDIT_TICKET}/dual-control", json={"dual_control": True, "reason": "VIP"}
-        ),
+        c.dual_control,
         allow("PUT", 200, AUDITOR | ADMIN),
     ),
     Row(
