@@ -20,7 +20,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from structlog.contextvars import bind_contextvars
 
-from broker.auth.models import User
 from broker.auth.permissions import Scope, grants_for
 from broker.auth.principal import Principal
 from broker.auth.repository import ApiTokenRepository, UserRepository, WebSessionRepository

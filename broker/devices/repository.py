@@ -22,6 +22,7 @@ class DeviceFilter:
     online_ids: Select[str] | None = None
     retired: bool | None = False  # None: retired and active alike
 
+
 # db.info key: a transaction's answers of GroupRepository.visible_to for members.
 MEMBER_GROUPS = "devices.member_groups"
 
