@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, delete, event, func, or_, select
+from sqlalchemy.orm import Session
 
 from broker.auth.models import User
 from broker.db.repository import Repository
+from broker.db.session import BrokerSession
 from broker.devices.models import Device, DeviceGroup, GroupMember
 
 
@@ -25,6 +28,12 @@ class DeviceFilter:
 
 # db.info key: a transaction's answers of GroupRepository.visible_to for members.
 MEMBER_GROUPS = "devices.member_groups"
+
+
+@event.listens_for(BrokerSession, "after_transaction_end")
+def _forget_member_groups(session: Session, _transaction: Any) -> None:
+    # Kept for one transaction only: the next one may see memberships changed meanwhile.
+    session.info.pop(MEMBER_GROUPS, None)
 
 
 def _like(text: str) -> str:

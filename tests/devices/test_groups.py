@@ -208,7 +208,8 @@ async def test_writes_need_devices_write(
 async def test_a_members_groups_follow_membership_changes_in_one_transaction(
     app: Any, client: httpx.AsyncClient, admin: Caller, tech: Caller
 ) -> None:
-    """A member's groups are read once per transaction; a membership changed in it is seen."""
+    """A member's groups are read once per transaction; a membership changed in it, or
+    before the session's next transaction, is seen."""
     created = await new_group(client, admin)
     async with app.state.sessionmaker() as db:
         repo = GroupRepository(db)
@@ -217,4 +218,13 @@ async def test_a_members_groups_follow_membership_changes_in_one_transaction(
         assert [g.id for g in await repo.visible_to(tech.user.id)] == [created["id"]]
         await repo.remove_member(created["id"], tech.user.id)
         assert await repo.visible_to(tech.user.id) == []
-        await db.rollback()
+        await repo.add_member(created["id"], tech.user.id)
+        await db.commit()
+    async with app.state.sessionmaker() as db:
+        repo = GroupRepository(db)
+        assert [g.id for g in await repo.visible_to(tech.user.id)] == [created["id"]]
+        await db.commit()  # the next transaction of this session reads again
+        async with app.state.sessionmaker() as other:
+            await GroupRepository(other).remove_member(created["id"], tech.user.id)
+            await other.commit()
+        assert await repo.visible_to(tech.user.id) == []
