@@ -43,6 +43,25 @@ PG_ADMIN = "postgresql://127.0.0.1:5432/postgres"
 SESSIONS_PER_TECHNICIAN = 100  # the highest per-user limit the API accepts
 
 
+# --profile: the server under cProfile. Uvicorn re-raises SIGTERM after its shutdown with the
+# handler it found installed; this one makes it a SystemExit, so the profile gets written.
+PROFILED = """
+import cProfile, signal, sys
+from broker.cli import main
+def stop(*_): raise SystemExit(0)
+signal.signal(signal.SIGTERM, stop)
+out = sys.argv.pop(1)
+sys.argv[0] = "supportbroker"
+profiler = cProfile.Profile()
+try:
+    profiler.runcall(main)
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats(out)
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,7 +171,9 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_broker(tmp: Path, url: str, processes: int) -> Iterator[Broker]:
+def running_broker(
+    tmp: Path, url: str, processes: int, profile: Path | None = None
+) -> Iterator[Broker]:
     env = dict(
         os.environ,
         SUPPORTBROKER_ENVIRONMENT="test",
@@ -173,8 +194,11 @@ def running_broker(tmp: Path, url: str, processes: int) -> Iterator[Broker]:
         for i in range(processes):
             port = free_port()
             log = (tmp / f"serve-{i}.log").open("wb")
+            command = [str(BIN / "supportbroker")]
+            if profile is not None:
+                command = [sys.executable, "-c", PROFILED, str(profile / f"serve-{i}.prof")]
             proc = subprocess.Popen(
-                [str(BIN / "supportbroker"), "serve", "--port", str(port)],
+                [*command, "serve", "--port", str(port)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -393,6 +417,7 @@ def main() -> None:
     parser.add_argument("--technicians", type=int, default=8)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--processes", type=int, default=1, help="broker processes")
+    parser.add_argument("--profile", type=Path, help="directory: run the brokers under cProfile")
     args = parser.parse_args()
     if args.processes > 1 and not args.postgres:
         parser.error("several broker processes share a PostgreSQL database, not a SQLite file")
@@ -406,7 +431,7 @@ def main() -> None:
             else:
                 url = f"sqlite+aiosqlite:///{tmp / 'broker.db'}"
                 where = "SQLite (WAL, synchronous=FULL), 1 process"
-            broker = stack.enter_context(running_broker(tmp, url, args.processes))
+            broker = stack.enter_context(running_broker(tmp, url, args.processes, args.profile))
             rounds = asyncio.run(measure(args, broker))
             summary(rounds, args, where)
     finally:

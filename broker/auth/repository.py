@@ -60,6 +60,17 @@ class ApiTokenRepository(Repository[ApiToken]):
     async def by_token_hash(self, token_hash: str) -> ApiToken | None:
         return await self.db.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
 
+    async def with_owner(self, token_hash: str) -> tuple[ApiToken, User | None] | None:
+        """The token and its owner (None for an integration's) in one statement: every
+        bearer request asks for both."""
+        stmt = (
+            select(ApiToken, User)
+            .outerjoin(User, User.id == ApiToken.owner_id)
+            .where(ApiToken.token_hash == token_hash)
+        )
+        row = (await self.db.execute(stmt)).first()
+        return None if row is None else (row[0], row[1])
+
     async def list(self) -> list[ApiToken]:
         return await self.scalars(select(ApiToken).order_by(ApiToken.created_at))
 

@@ -158,7 +158,7 @@ class TokenOut(BaseModel):
     scopes: list[str]
     expires_at: datetime | None
     revoked_at: datetime | None
-    last_used_at: datetime | None
+    last_used_at: datetime | None  # to the minute (broker.auth.deps.LAST_USED_PRECISION)
     created_at: datetime
     created_by: str | None
 

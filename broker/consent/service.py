@@ -123,8 +123,8 @@ async def open_request(
     for _ in range(LOOKUP_TRIES):
         lookup = new_lookup()
         await repo.release_stale_lookup(lookup, now)
-        if await repo.by_lookup(lookup) is not None:
-            continue
+        # No look first: the unique index answers whether the code is taken (one statement
+        # fewer per request; a taken code is rare and costs a retry).
         request_id = new_id()
         token = link_token(key, request_id)
         request = ConsentRequest(
@@ -137,7 +137,7 @@ async def open_request(
             attempts=0,
         )
         try:
-            # A savepoint: a concurrent request may take the same lookup between check and insert.
+            # A savepoint: the code may be taken (by a live request, or a concurrent one).
             async with db.begin_nested():
                 db.add(request)
         except IntegrityError:

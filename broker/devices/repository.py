@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, delete, event, func, or_, select
+from sqlalchemy.orm import Session
 
 from broker.auth.models import User
 from broker.db.repository import Repository
+from broker.db.session import BrokerSession
 from broker.devices.models import Device, DeviceGroup, GroupMember
 
 
@@ -21,6 +24,16 @@ class DeviceFilter:
     online: bool | None = None
     online_ids: Select[str] | None = None
     retired: bool | None = False  # None: retired and active alike
+
+
+# db.info key: a transaction's answers of GroupRepository.visible_to for members.
+MEMBER_GROUPS = "devices.member_groups"
+
+
+@event.listens_for(BrokerSession, "after_transaction_end")
+def _forget_member_groups(session: Session, _transaction: Any) -> None:
+    # Kept for one transaction only: the next one may see memberships changed meanwhile.
+    session.info.pop(MEMBER_GROUPS, None)
 
 
 def _like(text: str) -> str:
@@ -43,13 +56,24 @@ class GroupRepository(Repository[DeviceGroup]):
         return await self.db.scalar(select(DeviceGroup).where(DeviceGroup.name == name))
 
     async def visible_to(self, user_id: str | None) -> list[DeviceGroup]:
-        """Every group (``user_id`` None) or the groups ``user_id`` is a member of."""
+        """Every group (``user_id`` None) or the groups ``user_id`` is a member of.
+
+        A member's groups are kept for the rest of the transaction (until a membership
+        changes in it): a session request asks three times (may the technician see the
+        device, its group, what the ticket check compares) and this answers with one
+        statement."""
+        memo: dict[str, list[DeviceGroup]] = self.db.info.setdefault(MEMBER_GROUPS, {})
+        if user_id is not None and user_id in memo:
+            return list(memo[user_id])
         stmt = select(DeviceGroup).order_by(DeviceGroup.name)
         if user_id is not None:
             stmt = stmt.join(GroupMember, GroupMember.group_id == DeviceGroup.id).where(
                 GroupMember.user_id == user_id
             )
-        return await self.scalars(stmt)
+        groups = await self.scalars(stmt)
+        if user_id is not None:
+            memo[user_id] = list(groups)
+        return groups
 
     async def members(self, group_id: str) -> list[User]:
         stmt = (
@@ -61,10 +85,12 @@ class GroupRepository(Repository[DeviceGroup]):
         return list((await self.db.scalars(stmt)).all())
 
     async def add_member(self, group_id: str, user_id: str) -> None:
+        self.db.info.pop(MEMBER_GROUPS, None)
         self.db.add(GroupMember(group_id=group_id, user_id=user_id))
         await self.db.flush()
 
     async def remove_member(self, group_id: str, user_id: str) -> None:
+        self.db.info.pop(MEMBER_GROUPS, None)
         await self.db.execute(
             delete(GroupMember).where(
                 GroupMember.group_id == group_id, GroupMember.user_id == user_id

@@ -347,9 +347,11 @@ async def get_device_for(db: AsyncSession, principal: Principal, device_id: str)
     device = await DeviceRepository(db).get(device_id)
     if device is None:
         raise NotFound(f"no device {device_id}")
-    if not _sees_all(principal) and not await GroupRepository(db).is_member(
-        device.group_id, principal.user_id or ""
-    ):
+    # The member's groups, not a membership look-up: the request goes on to need them
+    # (broker.sessions.gate), and this loads them once for the transaction.
+    if not _sees_all(principal) and device.group_id not in {
+        g.id for g in await list_groups(db, principal)
+    }:
         raise PolicyDenied(f"device {device.name!r} is not in any of your device groups")
     return device
 

@@ -25,7 +25,7 @@ from broker.auth.principal import Principal
 from broker.auth.service import get_user
 from broker.connectors import service as connectors
 from broker.context import settings_of
-from broker.db.base import utcnow
+from broker.db.base import new_id, utcnow
 from broker.devices import service as devices
 from broker.errors import (
     Conflict,
@@ -94,22 +94,24 @@ async def request_session(
         ticket.category = req.ticket.category
 
     now = utcnow()
-    session = await repo.add(
-        RemoteSession(
-            ticket_id=ticket.id,
-            technician_id=technician.id,
-            device_id=device.id,
-            provider=provider,
-            reason=admitted.reason,
-            capabilities=sorted({c.value for c in req.capabilities}),
-            duration_minutes=req.duration_minutes,
-            unattended=req.unattended,
-            state=S.requested.value,
-            version=1,
-            requested_at=now,
-            answers={},
-        )
+    # Not flushed here: the move to awaiting_consent below is then set on the pending row
+    # and one INSERT writes both (broker.sessions.transitions), one statement fewer.
+    session = RemoteSession(
+        id=new_id(),
+        ticket_id=ticket.id,
+        technician_id=technician.id,
+        device_id=device.id,
+        provider=provider,
+        reason=admitted.reason,
+        capabilities=sorted({c.value for c in req.capabilities}),
+        duration_minutes=req.duration_minutes,
+        unattended=req.unattended,
+        state=S.requested.value,
+        version=1,
+        requested_at=now,
+        answers={},
     )
+    db.add(session)
     record = SessionRecord(session, ticket, technician, device)
     bind_ids(session_id=session.id, ticket=ticket.ref)
     await record_event(

@@ -20,7 +20,10 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql import ClauseElement
 
 from broker.db.base import utcnow
 from broker.errors import IllegalTransition
@@ -109,19 +112,30 @@ async def transition(
     current = SessionState(session.state)
     if not can_transition(current, target):
         raise IllegalTransition(refusal(session.id, current, target), keep_changes=keep_changes)
-    changed = await SessionRepository(db).compare_and_set(
-        session.id,
-        old=current,
-        version=session.version,
-        new=target,
-        values={f"{target.value}_at": now, **(values or {})},
-    )
-    await db.refresh(session)
-    if not changed:
-        # Someone else moved it first; explain against the state it is in now.
-        raise IllegalTransition(
-            refusal(session.id, SessionState(session.state), target), keep_changes=keep_changes
+    columns = {f"{target.value}_at": now, **(values or {})}
+    moved = {**columns, "state": target.value, "version": session.version + 1}
+    if inspect(session).pending:
+        # Not written yet (a request's first move): nobody else can have moved it, and the
+        # INSERT carries the new state (one statement fewer).
+        for key, value in moved.items():
+            setattr(session, key, value)
+    else:
+        changed = await SessionRepository(db).compare_and_set(
+            session.id, old=current, version=session.version, new=target, values=columns
         )
+        if changed and not any(isinstance(v, ClauseElement) for v in columns.values()):
+            # The row is what we read plus what we set (its version proves nobody else
+            # wrote it): set that as loaded instead of reading it back (one statement fewer).
+            for key, value in moved.items():
+                set_committed_value(session, key, value)
+        else:
+            await db.refresh(session)
+        if not changed:
+            # Someone else moved it first; explain against the state it is in now.
+            raise IllegalTransition(
+                refusal(session.id, SessionState(session.state), target),
+                keep_changes=keep_changes,
+            )
     await record_event(
         db,
         ARRIVED[target],

@@ -220,3 +220,33 @@ async def test_only_admins_manage_tokens(
         assert row is not None
         assert row.revoked_at is None
     assert await count_rows(app, ApiToken) == 2
+
+
+async def test_last_used_is_kept_to_the_minute(
+    app: Any, client: httpx.AsyncClient, admin: Caller, tech: Caller
+) -> None:
+    """A use within a minute of the last one does not rewrite the token's row; a later
+    use does (the row is not every request's write)."""
+    created = await _create(
+        client, admin, name="counter", owner_id=tech.user.id, scopes=["sessions:read"]
+    )
+    h = bearer(created["secret"])
+
+    async def last_used() -> Any:
+        async with app.state.sessionmaker() as db:
+            row = await ApiTokenRepository(db).get(created["id"])
+            assert row is not None
+            return row.last_used_at
+
+    assert (await client.get("/api/v1/sessions", headers=h)).status_code == 200
+    first = await last_used()
+    assert first is not None
+    assert (await client.get("/api/v1/sessions", headers=h)).status_code == 200
+    assert await last_used() == first
+    stale = first - timedelta(minutes=2)
+    async with app.state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(ApiToken).where(ApiToken.id == created["id"]).values(last_used_at=stale)
+        )
+    assert (await client.get("/api/v1/sessions", headers=h)).status_code == 200
+    assert await last_used() > first

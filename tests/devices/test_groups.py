@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import func, select
 
 from broker.devices.models import DeviceGroup, GroupMember
+from broker.devices.repository import GroupRepository
 from tests.devices.conftest import Caller, caller
 from tests.factories import audit_events, make_group
 
@@ -202,3 +203,28 @@ async def test_writes_need_devices_write(
         assert put.status_code == 403
     assert await group_count(app) == 1
     assert await member_count(app) == 1
+
+
+async def test_a_members_groups_follow_membership_changes_in_one_transaction(
+    app: Any, client: httpx.AsyncClient, admin: Caller, tech: Caller
+) -> None:
+    """A member's groups are read once per transaction; a membership changed in it, or
+    before the session's next transaction, is seen."""
+    created = await new_group(client, admin)
+    async with app.state.sessionmaker() as db:
+        repo = GroupRepository(db)
+        assert await repo.visible_to(tech.user.id) == []
+        await repo.add_member(created["id"], tech.user.id)
+        assert [g.id for g in await repo.visible_to(tech.user.id)] == [created["id"]]
+        await repo.remove_member(created["id"], tech.user.id)
+        assert await repo.visible_to(tech.user.id) == []
+        await repo.add_member(created["id"], tech.user.id)
+        await db.commit()
+    async with app.state.sessionmaker() as db:
+        repo = GroupRepository(db)
+        assert [g.id for g in await repo.visible_to(tech.user.id)] == [created["id"]]
+        await db.commit()  # the next transaction of this session reads again
+        async with app.state.sessionmaker() as other:
+            await GroupRepository(other).remove_member(created["id"], tech.user.id)
+            await other.commit()
+        assert await repo.visible_to(tech.user.id) == []
