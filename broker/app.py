@@ -1,4 +1,4 @@
-"""The application factory: settings, database, audit log, routers, and the one error mapping."""
+"""The application factory: settings, database, audit log, routers, the error handlers."""
 
 from __future__ import annotations
 
@@ -17,20 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker import __version__
 from broker.config import Settings, get_settings
 from broker.db.engine import create_engine, create_sessionmaker
-from broker.errors import (
-    AuditFailure,
-    BrokerError,
-    Conflict,
-    ConnectorError,
-    Gone,
-    NotAuthenticated,
-    NotFound,
-    PermissionDenied,
-    PolicyDenied,
-    ProviderError,
-    RateLimited,
-    ValidationFailed,
-)
+from broker.errors import BrokerError, RateLimited, status_for
 from broker.evidence.setup import build_audit_log
 from broker.flows.lifecycle import LIFECYCLE
 from broker.logging import configure_logging
@@ -39,27 +26,6 @@ from broker.notices.mailer import mailer_for
 
 log = structlog.get_logger("broker.app")
 FILE_UPLOAD = "/files/content"  # the one path whose body may exceed max_body_bytes
-
-STATUS: list[tuple[type[BrokerError], int]] = [
-    (ValidationFailed, 422),
-    (NotAuthenticated, 401),
-    (PermissionDenied, 403),
-    (PolicyDenied, 403),
-    (NotFound, 404),
-    (Gone, 410),
-    (Conflict, 409),
-    (RateLimited, 429),
-    (ProviderError, 502),
-    (ConnectorError, 502),
-    (AuditFailure, 503),
-]
-
-
-def status_for(exc: BrokerError) -> int:
-    for cls, status in STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 400
 
 
 def error_response(status: int, code: str, detail: str) -> JSONResponse:

@@ -90,3 +90,29 @@ class SiemDeliveryError(BrokerError):
     """A SIEM receiver did not take a batch (unreachable, refused, no acknowledgement)."""
 
     code = "siem_delivery_failed"
+
+
+# The one error→HTTP status table, read by the API's exception handler and by the page kit's
+# (broker/ui/kit.py), so a page refuses with the status the API would give. First match wins:
+# a subclass listed before its base gets its own status.
+STATUS: list[tuple[type[BrokerError], int]] = [
+    (ValidationFailed, 422),
+    (NotAuthenticated, 401),
+    (PermissionDenied, 403),
+    (PolicyDenied, 403),
+    (NotFound, 404),
+    (Gone, 410),
+    (Conflict, 409),
+    (RateLimited, 429),
+    (ProviderError, 502),
+    (ConnectorError, 502),
+    (AuditFailure, 503),
+]
+
+
+def status_for(exc: BrokerError) -> int:
+    """The HTTP status an error answers with; 400 for any error the table does not name."""
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400

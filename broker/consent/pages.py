@@ -30,7 +30,7 @@ from broker.auth.deps import client_ip
 from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, RatingIn, RevokeIn
 from broker.consent.service import ConsentView, history_link
 from broker.db.session import DbSession
-from broker.errors import BrokerError, PermissionDenied, RateLimited
+from broker.errors import BrokerError, PermissionDenied, RateLimited, status_for
 from broker.flows import approval
 from broker.gateway.attendance import Attendee
 from broker.providers.offers import END_USER_WORDS
@@ -43,12 +43,6 @@ templates.env.filters["when"] = when  # the end user reads times in their own ti
 ANSWER_PREFIX = "answer_"
 
 
-def _status(exc: BrokerError) -> int:
-    from broker.app import status_for  # the one error→status mapping; imported late (no cycle)
-
-    return status_for(exc)
-
-
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, name, context, status_code=status)
 
@@ -56,7 +50,7 @@ def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTM
 async def _refused(db: AsyncSession, exc: BrokerError) -> tuple[int, str]:
     if not exc.keep_changes:
         await db.rollback()
-    return _status(exc), exc.detail
+    return status_for(exc), exc.detail
 
 
 def _connected(request: Request, session_id: str) -> list[Attendee] | None:

@@ -35,7 +35,7 @@ from broker.evidence.events import EventType, event_words
 from broker.evidence.schemas import EraseIn, ExportIn
 from broker.flows import erasure
 from broker.gateway import kept, playback, replay
-from broker.sessions.schemas import TicketId, TicketSystem
+from broker.types import TicketId, TicketSystem
 from broker.ui import auditor_service as svc
 from broker.ui.auditor_web import admit, can_audit, can_erase, can_oversee, page, refused, script
 

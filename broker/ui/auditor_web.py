@@ -3,7 +3,7 @@
 A page never answers an anonymous browser with JSON: it redirects to ``/ui/login`` with the
 page as ``next``. A signed-in user without the right role gets an HTML 403 page. Domain
 errors raised while building a page are shown on an error page with the status the JSON API
-would use (``broker.app.status_for``), after rolling back unless the refusal must be kept.
+would use (``broker.errors.status_for``), after rolling back unless the refusal must be kept.
 
 Who sees what (PRODUCT.md: the auditor reads, the admin is not trusted by the log):
 - audit views with content (timeline, session detail, replay, checkpoint): ``audit:read``,
@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import web
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
-from broker.errors import BrokerError
+from broker.errors import BrokerError, status_for
 from broker.evidence.events import event_words
 from broker.ui.common import when
 
@@ -139,8 +139,6 @@ def admit(request: Request, principal: Principal | None, rule: Rule) -> Principa
 
 async def refused(request: Request, db: AsyncSession, exc: BrokerError) -> HTMLResponse:
     """An error page for a domain refusal, keeping the audit record when the error says so."""
-    from broker.app import status_for  # the one error→status mapping; imported late (no cycle)
-
     if not exc.keep_changes:
         await db.rollback()
     status = status_for(exc)

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.config import Settings
-from broker.errors import BrokerError
+from broker.errors import BrokerError, NotFound, status_for
 from web import STATIC_DIR, TEMPLATES_DIR
 
 LOGIN_PATH = "/ui/login"
@@ -129,8 +129,6 @@ async def admit(
 
 async def refused(request: Request, db: AsyncSession, exc: BrokerError) -> HTMLResponse:
     """An error page for a domain refusal, keeping the audit record when the error says so."""
-    from broker.app import status_for  # the one error→status mapping; imported late (no cycle)
-
     if not exc.keep_changes:
         await db.rollback()
     status = status_for(exc)
@@ -236,7 +234,5 @@ async def times_js() -> FileResponse:
 async def ui_vendor(name: str) -> Response:
     target = UI_VENDOR.get(name)
     if target is None or not target.exists():
-        from broker.errors import NotFound
-
         raise NotFound(f"{name} is not installed (run `npm install`)")
     return FileResponse(target, media_type="text/javascript")

@@ -34,7 +34,7 @@ from broker.db.base import utcnow
 from broker.db.session import DbSession
 from broker.devices import service as devices
 from broker.devices.repository import DeviceFilter
-from broker.errors import BrokerError
+from broker.errors import BrokerError, status_for
 from broker.flows import approval
 from broker.flows import devices as device_flows
 from broker.providers import offers
@@ -232,8 +232,6 @@ async def create(request: Request, principal: OptionalPrincipal, db: DbSession) 
     except BrokerError as exc:
         if not exc.keep_changes:
             await db.rollback()
-        from broker.app import status_for
-
         lookup = None
         if text["system"] and text["ticket"]:  # show the ticket (and subject field) again
             lookup = await _lookup(db, who, text["system"], text["ticket"])
