@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +23,7 @@ from broker.flows.lifecycle import LIFECYCLE
 from broker.logging import configure_logging
 from broker.metrics import HTTP_REQUESTS
 from broker.notices.mailer import mailer_for
+from broker.ui.kit import is_page, render_refusal
 
 log = structlog.get_logger("broker.app")
 FILE_UPLOAD = "/files/content"  # the one path whose body may exceed max_body_bytes
@@ -96,9 +97,11 @@ class RequestContext:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BrokerError)
-    async def _broker_error(request: Request, exc: BrokerError) -> JSONResponse:
+    async def _broker_error(request: Request, exc: BrokerError) -> Response:
         status = status_for(exc)
         log.info("request.refused", status=status, error=exc.code, path=request.url.path)
+        if is_page(request):  # admitted by the page kit: the same status, as an HTML page
+            return render_refusal(request, exc)
         response = error_response(status, exc.code, exc.detail)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"

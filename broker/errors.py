@@ -86,6 +86,23 @@ class AuditFailure(BrokerError):
     code = "audit_failure"
 
 
+class LoginRequired(NotAuthenticated):
+    """A page asked for by a browser that is not logged in: the page kit answers with the
+    login page (``broker/ui/kit.py``); the API would answer 401."""
+
+    code = "login_required"
+
+
+class PasswordChangeRequired(PermissionDenied):
+    """A user who must change their password opens another page: sent to the change first."""
+
+    code = "password_change_required"
+
+
+class PageForbidden(PermissionDenied):
+    """A logged-in user whose role a page does not admit (the 403 page)."""
+
+
 class SiemDeliveryError(BrokerError):
     """A SIEM receiver did not take a batch (unreachable, refused, no acknowledgement)."""
 

@@ -15,11 +15,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from broker.auth.deps import client_ip
-from broker.consent.pages import templates
 from broker.db.session import DbSession
 from broker.errors import BrokerError, status_for
 from broker.flows import history
 from broker.history.schemas import HistoryOut
+from broker.ui.kit import templates
 
 router = APIRouter(tags=["history pages"], include_in_schema=False)
 
