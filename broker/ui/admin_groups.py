@@ -158,7 +158,7 @@ async def group_update(
     try:
         body = GroupUpdate.model_validate(group_fields(await request.form()))
         await devices.update_group(
-            db, actor=who.actor(), group_id=group_id, changes=body.model_dump()
+            db, actor=who.actor(), group_id=group_id, changes=body.model_dump(exclude_unset=True)
         )
     except ValidationError as exc:
         return await _group_page(request, db, group_id, 422, error=invalid(exc))

@@ -58,6 +58,9 @@ async def test_group_forms_answer_the_apis_status_for_each_error(app: Any) -> No
     taken = await b.post("/ui/admin/groups", {"name": "front-office"})
     assert taken.status_code == 409
     assert "already exists" in taken.text
+    # The form sends the fields it shows; the others (file limits) stay as they are.
+    kept = await b.post(second, {"name": "back-office-2", "consent_timeout_seconds": "300"})
+    assert kept.status_code == 303, kept.text
     renamed = await b.post(second, {"name": "front-office"})
     assert renamed.status_code == 409
     assert "already exists" in renamed.text
