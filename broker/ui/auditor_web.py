@@ -7,7 +7,7 @@ without the right role gets an HTML 403 page. Domain errors are shown on an erro
 the status the JSON API would use (``broker.errors.status_for``), after rolling back unless
 the refusal must be kept.
 
-Who sees what (PRODUCT.md: the auditor reads, the admin is not trusted by the log):
+Who sees what (docs/PRODUCT.md: the auditor reads, the admin is not trusted by the log):
 - audit views with content (timeline, session detail, replay, checkpoint): ``audit:read``,
   i.e. auditors only; admins get 403 like technicians;
 - the session search (metadata only, what ``GET /api/v1/sessions`` already shows them) and the
