@@ -1,4 +1,4 @@
-"""The application factory: settings, database, audit log, routers, and the one error mapping."""
+"""The application factory: settings, database, audit log, routers, the error handlers."""
 
 from __future__ import annotations
 
@@ -10,56 +10,23 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import __version__
 from broker.config import Settings, get_settings
 from broker.db.engine import create_engine, create_sessionmaker
-from broker.errors import (
-    AuditFailure,
-    BrokerError,
-    Conflict,
-    ConnectorError,
-    Gone,
-    NotAuthenticated,
-    NotFound,
-    PermissionDenied,
-    PolicyDenied,
-    ProviderError,
-    RateLimited,
-    ValidationFailed,
-)
+from broker.errors import BrokerError, RateLimited, status_for
 from broker.evidence.setup import build_audit_log
 from broker.flows.lifecycle import LIFECYCLE
 from broker.logging import configure_logging
 from broker.metrics import HTTP_REQUESTS
 from broker.notices.mailer import mailer_for
+from broker.ui.kit import is_page, render_refusal
 
 log = structlog.get_logger("broker.app")
 FILE_UPLOAD = "/files/content"  # the one path whose body may exceed max_body_bytes
-
-STATUS: list[tuple[type[BrokerError], int]] = [
-    (ValidationFailed, 422),
-    (NotAuthenticated, 401),
-    (PermissionDenied, 403),
-    (PolicyDenied, 403),
-    (NotFound, 404),
-    (Gone, 410),
-    (Conflict, 409),
-    (RateLimited, 429),
-    (ProviderError, 502),
-    (ConnectorError, 502),
-    (AuditFailure, 503),
-]
-
-
-def status_for(exc: BrokerError) -> int:
-    for cls, status in STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 400
 
 
 def error_response(status: int, code: str, detail: str) -> JSONResponse:
@@ -130,9 +97,11 @@ class RequestContext:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BrokerError)
-    async def _broker_error(request: Request, exc: BrokerError) -> JSONResponse:
+    async def _broker_error(request: Request, exc: BrokerError) -> Response:
         status = status_for(exc)
         log.info("request.refused", status=status, error=exc.code, path=request.url.path)
+        if is_page(request):  # admitted by the page kit: the same status, as an HTML page
+            return render_refusal(request, exc)
         response = error_response(status, exc.code, exc.detail)
         if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"

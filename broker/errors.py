@@ -86,6 +86,23 @@ class AuditFailure(BrokerError):
     code = "audit_failure"
 
 
+class LoginRequired(NotAuthenticated):
+    """A page asked for by a browser that is not logged in: the page kit answers with the
+    login page (``broker/ui/kit.py``); the API would answer 401."""
+
+    code = "login_required"
+
+
+class PasswordChangeRequired(PermissionDenied):
+    """A user who must change their password opens another page: sent to the change first."""
+
+    code = "password_change_required"
+
+
+class PageForbidden(PermissionDenied):
+    """A logged-in user whose role a page does not admit (the 403 page)."""
+
+
 class SiemDeliveryError(BrokerError):
     """A SIEM receiver did not take a batch (unreachable, refused, no acknowledgement)."""
 
@@ -97,3 +114,29 @@ class IdentityMismatch(BrokerError):
     start (raised at start-up only, never in a request)."""
 
     code = "identity_mismatch"
+
+
+# The one error→HTTP status table, read by the API's exception handler and by the page kit's
+# (broker/ui/kit.py), so a page refuses with the status the API would give. First match wins:
+# a subclass listed before its base gets its own status.
+STATUS: list[tuple[type[BrokerError], int]] = [
+    (ValidationFailed, 422),
+    (NotAuthenticated, 401),
+    (PermissionDenied, 403),
+    (PolicyDenied, 403),
+    (NotFound, 404),
+    (Gone, 410),
+    (Conflict, 409),
+    (RateLimited, 429),
+    (ProviderError, 502),
+    (ConnectorError, 502),
+    (AuditFailure, 503),
+]
+
+
+def status_for(exc: BrokerError) -> int:
+    """The HTTP status an error answers with; 400 for any error the table does not name."""
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400

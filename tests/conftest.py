@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.app import create_app
 from broker.config import Settings
 from broker.db import migrate
+from tests.browser_login import Logins
+from tests.factories import Desk, make_desk
 
 PG_HOST = os.environ.get("SUPPORTBROKER_TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("SUPPORTBROKER_TEST_PG_USER", "postgres")
@@ -55,6 +57,29 @@ def _pg_reachable() -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+# What `make test-fast` leaves out (`-m "not postgres and not browser and not desktop"`):
+# tests in a real browser, the desktop (Xvfb, VNC) tests, and every PostgreSQL variant.
+# A browser test is one that asks for the ``chromium`` fixture, or any end-to-end test (those
+# start ``supportbroker serve`` as a process).
+BROWSER_TESTS = ("tests/e2e/",)
+DESKTOP_TESTS = ("tests/desktop/",)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by what they need: ``browser`` (Chromium), ``desktop`` (an X display and a
+    VNC server), ``postgres`` (any test run with a PostgreSQL database parameter)."""
+    for item in items:
+        where = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
+        if where.startswith(BROWSER_TESTS) or "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+        if where.startswith(DESKTOP_TESTS):
+            item.add_marker(pytest.mark.desktop)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and any(v == "postgresql" for v in callspec.params.values()):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")
@@ -174,3 +199,93 @@ async def db(app: Any) -> AsyncIterator[AsyncSession]:
     """A session on the app's database, with the same audit log; commit what you create."""
     async with app.state.sessionmaker() as session:
         yield session
+
+
+@pytest.fixture
+async def desk(app: Any) -> Desk:
+    """A technician's desk (user, token, device group, device); override it in a module for
+    another group name or policy."""
+    return await make_desk(app)
+
+
+@pytest.fixture
+def broker_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The environment a command-line test's ``supportbroker`` reads: the test's database,
+    a data folder, a secret; the settings it yields. Extend it in a module for more."""
+    monkeypatch.setenv("SUPPORTBROKER_DATABASE_URL", db_url)
+    monkeypatch.setenv("SUPPORTBROKER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SUPPORTBROKER_ENVIRONMENT", "test")
+    monkeypatch.setenv("SUPPORTBROKER_SECRET_KEY", "cli-test-secret-" + "v" * 16)
+    return Settings()
+
+
+# --- the browser tests' scaffolding: the app on a real port, a headless Chromium ----------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def live_url(app: Any) -> AsyncIterator[str]:
+    """The test's app served by uvicorn on a free loopback port (the lifespan already ran;
+    WebSockets work, as the terminal needs)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, ws="websockets"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Any]:
+    """A headless Chromium (``/usr/bin/chromium``, driven by Playwright); it refuses to run
+    without the npm front-end packages the pages load. Skipped where it is not installed,
+    except in CI."""
+    from broker.gateway.pages import VENDOR
+    from broker.ui.common import UI_VENDOR
+
+    if not Path(CHROMIUM).exists() and not IN_CI:
+        pytest.skip(f"{CHROMIUM} is not installed (the browser tests need a real Chromium)")
+    packages = {**UI_VENDOR, **VENDOR}
+    missing = [name for name, path in packages.items() if not path.exists()]
+    if missing:
+        pytest.fail(f"front-end packages missing from node_modules: {missing} (run npm install)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def logins(live_url: str, chromium: Any) -> AsyncIterator[Logins]:
+    """Chromium; each person logs in once through the login form (tests/browser_login.py)."""
+    found = Logins(chromium, live_url)
+    try:
+        yield found
+    finally:
+        await found.close()

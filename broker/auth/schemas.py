@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from broker.auth.models import ApiToken, Role, User
 from broker.auth.permissions import Scope
-from broker.sessions.schemas import TicketSystem, clean_text, non_blank
+from broker.types import TicketSystem, clean_text, non_blank
 
 PASSWORD_MIN_LENGTH = 10
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"

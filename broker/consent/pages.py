@@ -16,37 +16,28 @@ exactly as the JSON API would.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import web
 from broker.auth.deps import client_ip
 from broker.consent.schemas import ConsentOut, DecisionIn, LookupIn, RatingIn, RevokeIn
 from broker.consent.service import ConsentView, history_link
 from broker.db.session import DbSession
-from broker.errors import BrokerError, PermissionDenied, RateLimited
+from broker.errors import BrokerError, PermissionDenied, RateLimited, status_for
 from broker.flows import approval
 from broker.gateway.attendance import Attendee
 from broker.providers.offers import END_USER_WORDS
-from broker.ui.common import cross_origin, when
+from broker.ui.common import cross_origin
+from broker.ui.kit import templates
 
 router = APIRouter(tags=["consent pages"], include_in_schema=False)
-templates = Jinja2Templates(directory=Path(web.__file__).parent / "templates")
-templates.env.globals["capability_words"] = END_USER_WORDS  # one wording for every page
-templates.env.filters["when"] = when  # the end user reads times in their own time zone
+# One wording of the rights for every page, on the page kit's one templates object.
+templates.env.globals["capability_words"] = END_USER_WORDS
 ANSWER_PREFIX = "answer_"
-
-
-def _status(exc: BrokerError) -> int:
-    from broker.app import status_for  # the one error→status mapping; imported late (no cycle)
-
-    return status_for(exc)
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -56,7 +47,7 @@ def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTM
 async def _refused(db: AsyncSession, exc: BrokerError) -> tuple[int, str]:
     if not exc.keep_changes:
         await db.rollback()
-    return _status(exc), exc.detail
+    return status_for(exc), exc.detail
 
 
 def _connected(request: Request, session_id: str) -> list[Attendee] | None:

@@ -9,8 +9,9 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from broker.consent.service import ConsentView
 from broker.providers.offers import recording_of, recording_out
-from broker.sessions.schemas import Body, CleanText, RecordingOut, non_blank
+from broker.sessions.schemas import RecordingOut
 from broker.sessions.states import Capability, SessionState
+from broker.types import Body, CleanText, non_blank
 
 Name = Annotated[CleanText, Field(min_length=1, max_length=200), AfterValidator(non_blank)]
 S = SessionState

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from broker.auth.models import User
 from broker.devices.models import Device, DeviceGroup
-from broker.sessions.schemas import Body, clean_text, non_blank
+from broker.types import Body, clean_text, non_blank
 
 GroupName = Annotated[
     str, Field(min_length=1, max_length=100), AfterValidator(clean_text), AfterValidator(non_blank)

@@ -37,7 +37,7 @@ from broker.evidence.schemas import (
 from broker.evidence.service import audit_log_of
 from broker.flows import erasure
 from broker.gateway import playback
-from broker.sessions.schemas import TicketId, TicketSystem
+from broker.types import TicketId, TicketSystem
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 Auditor = Annotated[Principal, Depends(require(Scope.audit_read))]

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from broker.sessions.schemas import CleanText
+from broker.types import CleanText
 
 
 class EventOut(BaseModel):

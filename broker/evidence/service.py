@@ -8,8 +8,10 @@ still commit together or not at all: if the append fails, the commit raises
 back are dropped with it. The append does not sign a checkpoint: the broker signs on a
 cadence (:mod:`broker.evidence.checkpoints`).
 
-The audit log and the settings travel with the database session (``session.info``), set once
-by :func:`broker.evidence.setup.bind`.
+The audit log and the settings travel with the database session (``session.info``): set once
+where the sessionmaker is built (``broker.db.engine.create_sessionmaker(engine, info=...)``
+in ``broker/app.py``, ``broker/cli.py`` and ``broker/serve.py``), with the log that
+:func:`broker.evidence.setup.build_audit_log` builds from the settings.
 """
 
 from __future__ import annotations

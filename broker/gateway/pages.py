@@ -13,19 +13,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from broker.auth.deps import OptionalPrincipal, require
+from broker.auth.deps import require
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import NotFound
 from broker.gateway import access, kept
-from broker.ui.common import admit
-from web import STATIC_DIR, TEMPLATES_DIR
+from broker.ui.kit import page_user, templates
+from web import STATIC_DIR
 
 pages_router = APIRouter(include_in_schema=False)
-_env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape())
 NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
 VENDOR = {
     "xterm/lib/xterm.js": NODE_MODULES / "@xterm/xterm/lib/xterm.js",
@@ -54,50 +52,45 @@ def _novnc_file(path: str) -> Path | None:
 async def terminal_page(
     request: Request,
     session_id: str,
-    principal: OptionalPrincipal,
-    db: DbSession,
+    who: Annotated[Principal, page_user(lambda p: p.has(Scope.sessions_read))],
     mode: Annotated[str, Query(pattern="^(control|join|watch)$")] = "control",
 ) -> Response:
     """The page a logged-in browser opens; anyone else is sent to the login first. It carries
     the CSRF token of the login, which the script sends when it asks for a terminal ticket."""
-    who = await admit(request, db, principal, lambda p: p.has(Scope.sessions_read))
-    if not isinstance(who, Response):
-        html = _env.get_template("terminal/session.html").render(
-            session_id=session_id, mode=mode, csrf_token=who.csrf_token or ""
-        )
-        return HTMLResponse(html)
-    return who
+    html = templates.env.get_template("terminal/session.html").render(
+        session_id=session_id, mode=mode, csrf_token=who.csrf_token or ""
+    )
+    return HTMLResponse(html)
 
 
 @pages_router.get("/terminal/{session_id}/transfers", response_class=HTMLResponse)
 async def watched_transfers(
     request: Request,
     session_id: str,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(lambda p: p.has(Scope.sessions_read))],
     db: DbSession,
     mode: Annotated[str, Query(pattern="^(join|watch)$")] = "watch",
 ) -> Response:
     """The session's file transfers as sealed, for the watch (and join) page, which asks
     every few seconds: watchers see each transfer happen; nothing here starts one. Whoever
     may attach in ``mode`` may read it (``access.authorize``)."""
-    who = await admit(request, db, principal, lambda p: p.has(Scope.sessions_read))
-    if isinstance(who, Response):
-        return who
     record = await access.authorize(db, who, session_id, mode)
     transfers = await kept.session_transfers(db, session_id, record.ticket.ref)
-    return HTMLResponse(_env.get_template("terminal/_transfers.html").render(transfers=transfers))
+    return HTMLResponse(
+        templates.env.get_template("terminal/_transfers.html").render(transfers=transfers)
+    )
 
 
 @pages_router.get("/files/{session_id}", response_model=None)
 async def files_page(
-    request: Request, session_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request,
+    session_id: str,
+    who: Annotated[Principal, page_user(lambda p: p.has(Scope.sessions_write))],
+    db: DbSession,
 ) -> Response:
     """The session's files (docs/FILES.md): folders, upload, download, through the broker.
     Anyone not logged in is sent to the login first; the API decides who may transfer."""
-    who = await admit(request, db, principal, lambda p: p.has(Scope.sessions_write))
-    if isinstance(who, Response):
-        return who
-    html = _env.get_template("files/session.html").render(
+    html = templates.env.get_template("files/session.html").render(
         session_id=session_id, csrf_token=who.csrf_token or ""
     )
     return HTMLResponse(html)
@@ -111,7 +104,7 @@ async def desktop_page(
 ) -> str:
     """The device's screen (noVNC); what the viewer may do is decided by the broker. The
     page carries the cookie session's CSRF token for its one ticket request."""
-    return _env.get_template("desktop/session.html").render(
+    return templates.env.get_template("desktop/session.html").render(
         session_id=session_id, mode=mode, csrf_token=principal.csrf_token or ""
     )
 

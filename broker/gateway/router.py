@@ -40,7 +40,7 @@ from broker.gateway.relay import ShellRelay, Viewer, open_forward, open_shell
 from broker.gateway.server import Gateway
 from broker.providers.offers import recording_of
 from broker.sessions.repository import SessionRecord
-from broker.sessions.schemas import CleanText
+from broker.types import CleanText
 
 log = structlog.get_logger("broker.gateway")
 

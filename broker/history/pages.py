@@ -15,23 +15,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from broker.auth.deps import client_ip
-from broker.consent.pages import templates
 from broker.db.session import DbSession
-from broker.errors import BrokerError
+from broker.errors import BrokerError, status_for
 from broker.flows import history
 from broker.history.schemas import HistoryOut
+from broker.ui.kit import templates
 
 router = APIRouter(tags=["history pages"], include_in_schema=False)
 
 
-def _status(exc: BrokerError) -> int:
-    from broker.app import status_for  # the one error→status mapping (see consent.pages)
-
-    return status_for(exc)
-
-
 def _error(request: Request, exc: BrokerError) -> HTMLResponse:
-    status = _status(exc)
+    status = status_for(exc)
     return templates.TemplateResponse(
         request,
         "history/error.html",

@@ -1,4 +1,4 @@
-"""The session state machine, exactly as in PRODUCT.md; nothing else may change a state.
+"""The session state machine, exactly as in docs/PRODUCT.md; nothing else may change a state.
 
 ``requested → (awaiting_approval, when the device group's policy asks a second person) →
 awaiting_consent → approved → active → ended`` with ``denied``, ``expired``, ``revoked`` and

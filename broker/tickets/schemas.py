@@ -11,8 +11,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from broker.sessions.schemas import Body, CleanText, TicketId, TicketSystem, clean_text, non_blank
 from broker.tickets.models import Ticket
+from broker.types import Body, CleanText, TicketId, TicketSystem, clean_text, non_blank
 
 
 def lower(value: str) -> str:

@@ -20,16 +20,8 @@ from broker.auth.principal import Principal
 from broker.auth.schemas import PASSWORD_MIN_LENGTH
 from broker.db.session import DbSession
 from broker.errors import BrokerError
-from broker.ui.common import (
-    LOGIN_PATH,
-    admit,
-    anyone,
-    home_for,
-    login_redirect,
-    page,
-    refused,
-    safe_next,
-)
+from broker.ui.common import anyone, home_for, safe_next
+from broker.ui.kit import LOGIN_PATH, login_redirect, page, page_user, refused
 from broker.ui.login import Secret, refused_keep
 
 router = APIRouter(include_in_schema=False)
@@ -107,10 +99,9 @@ async def password_submit(
 
 
 @router.get("/ui/account", response_model=None)
-async def account(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
+async def account(
+    request: Request, who: Annotated[Principal, page_user(anyone)], db: DbSession
+) -> Response:
     return await _account_page(request, db, who)
 
 
@@ -131,10 +122,9 @@ async def _account_page(
 
 
 @router.post("/ui/account/totp/start", response_model=None)
-async def totp_start(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
+async def totp_start(
+    request: Request, who: Annotated[Principal, page_user(anyone)], db: DbSession
+) -> Response:
     try:
         await totp.begin_enrollment(db, who)
     except BrokerError as exc:
@@ -144,15 +134,12 @@ async def totp_start(request: Request, principal: OptionalPrincipal, db: DbSessi
 
 async def _second_factor(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Principal,
     db: DbSession,
     change: Callable[[DbSession, Principal], Awaitable[object]],
     notice: str,
 ) -> Response:
     """Confirm or turn off the second factor: a wrong code is kept (throttled) and shown."""
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
     try:
         await change(db, who)
     except BrokerError as exc:
@@ -164,13 +151,13 @@ async def _second_factor(
 @router.post("/ui/account/totp/confirm", response_model=None)
 async def totp_confirm(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(anyone)],
     db: DbSession,
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     return await _second_factor(
         request,
-        principal,
+        who,
         db,
         lambda d, w: totp.confirm_enrollment(d, w, code),
         "The second factor is on.",
@@ -180,10 +167,10 @@ async def totp_confirm(
 @router.post("/ui/account/totp/disable", response_model=None)
 async def totp_disable(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(anyone)],
     db: DbSession,
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     return await _second_factor(
-        request, principal, db, lambda d, w: totp.disable(d, w, code), "The second factor is off."
+        request, who, db, lambda d, w: totp.disable(d, w, code), "The second factor is off."
     )

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from broker.auth import service as auth
 from broker.auth import tokens, totp
-from broker.auth.deps import OptionalPrincipal
 from broker.auth.models import Role
 from broker.auth.permissions import Scope, grants_for
 from broker.auth.principal import Principal
@@ -28,7 +27,8 @@ from broker.db.session import DbSession
 from broker.devices import service as devices
 from broker.errors import BrokerError, ValidationFailed
 from broker.providers import registry as provider_registry
-from broker.ui.common import admit, is_admin, page, refused, settings_of_request
+from broker.ui.common import is_admin, settings_of_request
+from broker.ui.kit import page, page_user, refused
 
 router = APIRouter(include_in_schema=False)
 BASE = "/ui/admin"
@@ -39,12 +39,6 @@ def invalid(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()[:5]
     )
-
-
-async def admin_only(
-    request: Request, db: DbSession, principal: Principal | None
-) -> Principal | Response:
-    return await admit(request, db, principal, is_admin)
 
 
 # --- overview and status ------------------------------------------------------------------
@@ -62,10 +56,9 @@ async def _provider_status() -> list[dict[str, Any]]:
 
 
 @router.get(BASE, response_model=None)
-async def overview(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
+async def overview(
+    request: Request, who: Annotated[Principal, page_user(is_admin)], db: DbSession
+) -> Response:
     return page(
         request,
         "admin/status.html",
@@ -100,26 +93,22 @@ async def _users_page(
 
 
 @router.get(BASE + "/users", response_model=None)
-async def users(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
+async def users(
+    request: Request, who: Annotated[Principal, page_user(is_admin)], db: DbSession
+) -> Response:
     return await _users_page(request, db)
 
 
 @router.post(BASE + "/users", response_model=None)
 async def create_user(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(is_admin)],
     db: DbSession,
     username: Text = "",
     display_name: Text = "",
     role: Text = "",
     email: Text = "",
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         user, password = await auth.create_user_with_password(
             db,
@@ -144,15 +133,12 @@ async def create_user(
 async def update_user(
     request: Request,
     user_id: str,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(is_admin)],
     db: DbSession,
     role: Text = "",
     active: Text = "",
     max_concurrent_sessions: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     limit = max_concurrent_sessions.strip()
     try:
         if limit and not limit.isdigit():
@@ -175,11 +161,8 @@ async def update_user(
 
 @router.post(BASE + "/users/{user_id}/password", response_model=None)
 async def reset_password(
-    request: Request, user_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, user_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         user = await auth.get_user(db, user_id)
         password = await auth.reset_password(db, who.actor(), user)
@@ -194,11 +177,8 @@ async def reset_password(
 
 @router.post(BASE + "/users/{user_id}/unlock", response_model=None)
 async def unlock_user(
-    request: Request, user_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, user_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         user, cleared = await auth.unlock(db, who.actor(), user_id)
     except BrokerError as exc:
@@ -209,11 +189,8 @@ async def unlock_user(
 
 @router.post(BASE + "/users/{user_id}/totp", response_model=None)
 async def reset_totp(
-    request: Request, user_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, user_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         user = await auth.get_user(db, user_id)
         await totp.admin_reset(db, who.actor(), user)
@@ -243,18 +220,16 @@ async def _tokens_page(
 
 
 @router.get(BASE + "/tokens", response_model=None)
-async def token_list(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
+async def token_list(
+    request: Request, who: Annotated[Principal, page_user(is_admin)], db: DbSession
+) -> Response:
     return await _tokens_page(request, db)
 
 
 @router.post(BASE + "/tokens", response_model=None)
-async def token_create(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
+async def token_create(
+    request: Request, who: Annotated[Principal, page_user(is_admin)], db: DbSession
+) -> Response:
     form = await request.form()
     owner = str(form.get("owner", "")).strip()
     days = str(form.get("expires_in_days", "")).strip()
@@ -284,11 +259,8 @@ async def token_create(request: Request, principal: OptionalPrincipal, db: DbSes
 
 @router.post(BASE + "/tokens/{token_id}/revoke", response_model=None)
 async def token_revoke(
-    request: Request, token_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, token_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         await tokens.revoke_token(db, actor=who.actor(), token_id=token_id)
     except BrokerError as exc:

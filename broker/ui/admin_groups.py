@@ -19,17 +19,17 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from broker.auth import service as auth
-from broker.auth.deps import OptionalPrincipal
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.devices import service as devices
 from broker.devices.schemas import GroupCreate, GroupUpdate
-from broker.errors import BrokerError, ValidationFailed
+from broker.errors import BrokerError, ValidationFailed, status_for
 from broker.evidence.service import Actor
 from broker.gateway import dist
 from broker.gateway import service as gateway
-from broker.ui.admin import BASE, Text, admin_only, invalid
-from broker.ui.common import page, refused
+from broker.ui.admin import BASE, Text, invalid
+from broker.ui.common import is_admin
+from broker.ui.kit import page, page_user, refused
 
 router = APIRouter(include_in_schema=False)
 
@@ -94,18 +94,16 @@ async def _groups_page(
 
 
 @router.get(BASE + "/groups", response_model=None)
-async def groups(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
+async def groups(
+    request: Request, who: Annotated[Principal, page_user(is_admin)], db: DbSession
+) -> Response:
     return await _groups_page(request, db, who)
 
 
 @router.post(BASE + "/groups", response_model=None)
-async def group_create(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
+async def group_create(
+    request: Request, who: Annotated[Principal, page_user(is_admin)], db: DbSession
+) -> Response:
     try:
         body = GroupCreate.model_validate(group_fields(await request.form()))
         group = await devices.create_group(db, actor=who.actor(), **body.model_dump())
@@ -114,7 +112,7 @@ async def group_create(request: Request, principal: OptionalPrincipal, db: DbSes
     except BrokerError as exc:
         if not exc.keep_changes:
             await db.rollback()
-        return await _groups_page(request, db, who, 422, error=exc.detail)
+        return await _groups_page(request, db, who, status_for(exc), error=exc.detail)
     return RedirectResponse(f"{BASE}/groups/{group.id}", status_code=303)
 
 
@@ -145,11 +143,8 @@ async def _group_page(
 
 @router.get(BASE + "/groups/{group_id}", response_model=None)
 async def group_detail(
-    request: Request, group_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, group_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         return await _group_page(request, db, group_id)
     except BrokerError as exc:
@@ -158,36 +153,30 @@ async def group_detail(
 
 @router.post(BASE + "/groups/{group_id}", response_model=None)
 async def group_update(
-    request: Request, group_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, group_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         body = GroupUpdate.model_validate(group_fields(await request.form()))
         await devices.update_group(
-            db, actor=who.actor(), group_id=group_id, changes=body.model_dump()
+            db, actor=who.actor(), group_id=group_id, changes=body.model_dump(exclude_unset=True)
         )
     except ValidationError as exc:
         return await _group_page(request, db, group_id, 422, error=invalid(exc))
     except BrokerError as exc:
         if not exc.keep_changes:
             await db.rollback()
-        return await _group_page(request, db, group_id, 422, error=exc.detail)
+        return await _group_page(request, db, group_id, status_for(exc), error=exc.detail)
     return RedirectResponse(f"{BASE}/groups/{group_id}", status_code=303)
 
 
 async def _membership(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Principal,
     db: DbSession,
     group_id: str,
     change: Callable[[DbSession, Actor], Awaitable[object]],
 ) -> Response:
     """Add or remove a member, then back to the group's page (a refusal is shown there)."""
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         await change(db, who.actor())
     except BrokerError as exc:
@@ -197,11 +186,15 @@ async def _membership(
 
 @router.post(BASE + "/groups/{group_id}/members", response_model=None)
 async def member_add(
-    request: Request, group_id: str, principal: OptionalPrincipal, db: DbSession, user_id: Text = ""
+    request: Request,
+    group_id: str,
+    who: Annotated[Principal, page_user(is_admin)],
+    db: DbSession,
+    user_id: Text = "",
 ) -> Response:
     return await _membership(
         request,
-        principal,
+        who,
         db,
         group_id,
         lambda d, actor: devices.add_member(d, actor=actor, group_id=group_id, user_id=user_id),
@@ -210,11 +203,15 @@ async def member_add(
 
 @router.post(BASE + "/groups/{group_id}/members/{user_id}/remove", response_model=None)
 async def member_remove(
-    request: Request, group_id: str, user_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request,
+    group_id: str,
+    user_id: str,
+    who: Annotated[Principal, page_user(is_admin)],
+    db: DbSession,
 ) -> Response:
     return await _membership(
         request,
-        principal,
+        who,
         db,
         group_id,
         lambda d, actor: devices.remove_member(d, actor=actor, group_id=group_id, user_id=user_id),
@@ -225,13 +222,10 @@ async def member_remove(
 async def enrollment_token(
     request: Request,
     group_id: str,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(is_admin)],
     db: DbSession,
     hours: Annotated[str, Form(max_length=10)] = "24",
 ) -> Response:
-    who = await admin_only(request, db, principal)
-    if isinstance(who, Response):
-        return who
     try:
         try:
             lifetime = float(hours)
@@ -243,7 +237,7 @@ async def enrollment_token(
     except BrokerError as exc:
         if not exc.keep_changes:
             await db.rollback()
-        return await _group_page(request, db, group_id, 422, error=exc.detail)
+        return await _group_page(request, db, group_id, status_for(exc), error=exc.detail)
     running = getattr(request.app.state, "gateway", None)
     return await _group_page(
         request,

@@ -14,7 +14,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from broker.auth.deps import OptionalPrincipal
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
@@ -22,7 +21,7 @@ from broker.errors import BrokerError
 from broker.flows import approval
 from broker.sessions import oversight
 from broker.sessions.schemas import preview_of
-from broker.ui.common import admit, page, refused
+from broker.ui.kit import page, page_user, refused
 
 router = APIRouter(include_in_schema=False)
 PATH = "/ui/approvals"
@@ -35,10 +34,9 @@ def approves(principal: Principal) -> bool:
 
 
 @router.get(PATH, response_model=None)
-async def approvals_page(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, approves)
-    if isinstance(who, Response):
-        return who
+async def approvals_page(
+    request: Request, who: Annotated[Principal, page_user(approves)], db: DbSession
+) -> Response:
     records = await oversight.awaiting_my_approval(db, who)
     items = [(r, preview_of(r)) for r in records]
     return page(request, "ui/approvals.html", items=items)
@@ -48,14 +46,11 @@ async def approvals_page(request: Request, principal: OptionalPrincipal, db: DbS
 async def decide(
     request: Request,
     sid: str,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(approves)],
     db: DbSession,
     decision: Annotated[str, Form(pattern="^(approve|deny)$")] = "approve",
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    who = await admit(request, db, principal, approves)
-    if isinstance(who, Response):
-        return who
     try:
         record, issued = await approval.second_approval(
             db, who, sid, approve=decision == "approve", reason=reason or None

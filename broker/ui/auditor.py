@@ -28,8 +28,8 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from broker.auth.deps import OptionalPrincipal
 from broker.auth.permissions import Scope
+from broker.auth.principal import Principal
 from broker.db.base import utcnow
 from broker.db.session import DbSession
 from broker.errors import BrokerError, PermissionDenied, ValidationFailed
@@ -38,9 +38,17 @@ from broker.evidence.events import EventType, event_words
 from broker.evidence.schemas import EraseIn, ExportIn
 from broker.flows import erasure
 from broker.gateway import kept, playback, replay
-from broker.sessions.schemas import TicketId, TicketSystem
+from broker.types import TicketId, TicketSystem
 from broker.ui import auditor_service as svc
-from broker.ui.auditor_web import admit, can_audit, can_erase, can_oversee, page, refused, script
+from broker.ui.auditor_web import (
+    audit_user,
+    can_audit,
+    can_erase,
+    can_oversee,
+    page,
+    script,
+)
+from broker.ui.kit import refused
 
 router = APIRouter(include_in_schema=False)
 BASE = "/ui/audit"
@@ -63,7 +71,7 @@ async def audit_home() -> Response:
 @router.get(BASE + "/sessions", response_model=None)
 async def search_sessions(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_oversee)],
     db: DbSession,
     ticket: Text = "",
     technician: Text = "",
@@ -75,9 +83,6 @@ async def search_sessions(
     page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
     event: Text = "",
 ) -> Response:
-    who = admit(request, principal, can_oversee)
-    if isinstance(who, Response):
-        return who
     form = svc.SearchForm(ticket, technician, device, provider, state, since, until, page_no, event)
     member = (who.user_id or "") if who.role == "supervisor" else None
     choices = await svc.choices(db, member, events=who.has(Scope.audit_read))
@@ -105,16 +110,13 @@ def _actor(payload: Any) -> str:
 @router.get(BASE + "/security", response_model=None)
 async def security_events(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
     event_type: Text = "security",
     since: Text = "",
     until: Text = "",
     page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
 ) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     form = {"event_type": event_type, "since": since, "until": until}
 
     def query(n: int) -> str:
@@ -147,11 +149,11 @@ async def security_events(
 
 @router.get(BASE + "/sessions/{session_id}", response_model=None)
 async def session_detail(
-    request: Request, session_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request,
+    session_id: str,
+    who: Annotated[Principal, audit_user(can_audit)],
+    db: DbSession,
 ) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         detail = await svc.session_detail(db, who, session_id)
         files = await kept.kept_files(db, who, session_id)
@@ -165,15 +167,12 @@ async def kept_file_download(
     request: Request,
     session_id: Annotated[str, Path(max_length=36)],
     transfer_id: Annotated[str, Path(max_length=64)],
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
     reason: FormText = "",
 ) -> Response:
     """A file the group kept, with the auditor's reason (``file.viewed`` is committed before
     the file leaves: ``gateway.kept.kept_file``)."""
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         name, body = await kept.kept_file(db, who, session_id, transfer_id, reason=reason)
     except BrokerError as exc:
@@ -188,11 +187,11 @@ async def kept_file_download(
 
 @router.get(BASE + "/sessions/{session_id}/replay", response_model=None)
 async def replay_form(
-    request: Request, session_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request,
+    session_id: str,
+    who: Annotated[Principal, audit_user(can_audit)],
+    db: DbSession,
 ) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         detail = await svc.session_detail(db, who, session_id)
     except BrokerError as exc:
@@ -204,14 +203,11 @@ async def replay_form(
 async def replay_play(
     request: Request,
     session_id: str,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
     reason: FormText = "",
     recording_id: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         cast = await replay.replay(
             db, who, session_id, reason=reason, recording_id=recording_id or None
@@ -236,11 +232,10 @@ async def replay_play(
 
 
 @router.get(BASE + "/playback", response_model=None)
-async def playback_page(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
+async def playback_page(
+    request: Request, who: Annotated[Principal, audit_user(can_audit)], db: DbSession
+) -> Response:
     """Dual control: the requests waiting for a second auditor, and the caller's own."""
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         views = await playback.listing(db, who)
     except BrokerError as exc:
@@ -253,16 +248,13 @@ async def playback_page(request: Request, principal: OptionalPrincipal, db: DbSe
 @router.post(BASE + "/playback", response_model=None)
 async def playback_ask(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
     reason: FormText = "",
     session_id: Annotated[str, Form(max_length=36)] = "",
     ticket: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Ask a second auditor for a replay (``session_id``) or a plaintext export (``ticket``)."""
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         await playback.ask(
             db, who, reason=reason, session_id=session_id or None, ticket=ticket or None
@@ -276,14 +268,11 @@ async def playback_ask(
 async def playback_decide(
     request: Request,
     request_id: Annotated[str, Path(max_length=36)],
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
     decision: Annotated[str, Form(pattern="^(approve|deny)$")] = "approve",
     reason: FormText = "",
 ) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         await playback.decide(db, who, request_id, approve=decision == "approve", reason=reason)
     except BrokerError as exc:
@@ -296,12 +285,9 @@ async def ticket_timeline(
     request: Request,
     system: System,
     external_id: External,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
 ) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         view = await svc.ticket_timeline(db, who, system, external_id)
     except BrokerError as exc:
@@ -314,14 +300,11 @@ async def export_bundle(
     request: Request,
     system: System,
     external_id: External,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
     reason: FormText = "",
     include_plaintext: Annotated[bool, Form()] = False,
 ) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     try:
         body = ExportIn(reason=reason, include_plaintext=include_plaintext)
         await playback.require_export(
@@ -351,16 +334,13 @@ async def ticket_dual_control(
     request: Request,
     system: System,
     external_id: External,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(lambda p: can_audit(p) or can_erase(p))],
     db: DbSession,
     reason: FormText = "",
     dual_control: Annotated[str, Form(pattern="^(on|off)$")] = "on",
 ) -> Response:
     """The ticket's own dual control: an auditor switches it on (timeline page), an admin
     switches it off (erase page); the service says who may do what."""
-    who = admit(request, principal, lambda p: can_audit(p) or can_erase(p))
-    if isinstance(who, Response):
-        return who
     ref = f"{system}:{external_id}"
     try:
         await playback.set_ticket_policy(db, who, ref, on=dual_control == "on", reason=reason)
@@ -378,11 +358,8 @@ async def erase_form(
     request: Request,
     system: System,
     external_id: External,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_erase)],
 ) -> Response:
-    who = admit(request, principal, can_erase)
-    if isinstance(who, Response):
-        return who
     return page(request, "auditor/erase.html", system=system, external_id=external_id)
 
 
@@ -391,14 +368,11 @@ async def erase(
     request: Request,
     system: System,
     external_id: External,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_erase)],
     db: DbSession,
     reason: FormText = "",
     confirm: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    who = admit(request, principal, can_erase)
-    if isinstance(who, Response):
-        return who
     ref = f"{system}:{external_id}"
     context = {"system": system, "external_id": external_id, "reason": reason}
     try:
@@ -439,20 +413,18 @@ async def verify_log_now(
 
 
 @router.get(BASE + "/checkpoint", response_model=None)
-async def checkpoint(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
+async def checkpoint(
+    request: Request, who: Annotated[Principal, audit_user(can_audit)], db: DbSession
+) -> Response:
     view = await svc.checkpoint_view(db)
     background = getattr(request.app.state, "audit_status", None)
     return page(request, "auditor/checkpoint.html", view=view, background=background)
 
 
 @router.post(BASE + "/checkpoint/verify", response_model=None)
-async def verify_now(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
+async def verify_now(
+    request: Request, who: Annotated[Principal, audit_user(can_audit)], db: DbSession
+) -> Response:
     report = await svc.verify_now(db)
     view = await svc.checkpoint_view(db)
     background = getattr(request.app.state, "audit_status", None)

@@ -1,11 +1,13 @@
 """What the auditor and report pages share: templates, who may see which page, refusals.
 
-A page never answers an anonymous browser with JSON: it redirects to ``/ui/login`` with the
-page as ``next``. A signed-in user without the right role gets an HTML 403 page. Domain
-errors raised while building a page are shown on an error page with the status the JSON API
-would use (``broker.app.status_for``), after rolling back unless the refusal must be kept.
+Admission and refusals are the page kit's (``broker/ui/kit.py``), as for every page: an
+anonymous browser (or a caller that is no user) is redirected to ``/ui/login`` with the page
+as ``next``, a user who must change their password to ``/ui/password``, a signed-in user
+without the right role gets an HTML 403 page. Domain errors are shown on an error page with
+the status the JSON API would use (``broker.errors.status_for``), after rolling back unless
+the refusal must be kept.
 
-Who sees what (PRODUCT.md: the auditor reads, the admin is not trusted by the log):
+Who sees what (docs/PRODUCT.md: the auditor reads, the admin is not trusted by the log):
 - audit views with content (timeline, session detail, replay, checkpoint): ``audit:read``,
   i.e. auditors only; admins get 403 like technicians;
 - the session search (metadata only, what ``GET /api/v1/sessions`` already shows them) and the
@@ -17,36 +19,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi.responses import FileResponse, HTMLResponse
 
 import web
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
-from broker.errors import BrokerError
 from broker.evidence.events import event_words
-from broker.ui.common import when
+from broker.ui import kit
 
-templates = Jinja2Templates(directory=Path(web.__file__).parent / "templates")
-LOGIN_PATH = "/ui/login"
-
-
-def _when(moment: datetime | None) -> Markup:
-    return when(moment, seconds=True)  # the audit views show seconds
-
-
-templates.env.filters["when"] = _when
+# The audit views' own filters, on the kit's one templates object.
 # Event names as words ("The end user refused the request"), from the catalogue.
-templates.env.filters["event_words"] = event_words
+kit.templates.env.filters["event_words"] = event_words
 
 
 ISO_MOMENT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
@@ -58,7 +46,7 @@ def _moment(value: str) -> str:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return value
-    return when(moment if moment.tzinfo else moment.replace(tzinfo=UTC), seconds=True)
+    return kit.when(moment if moment.tzinfo else moment.replace(tzinfo=UTC), seconds=True)
 
 
 def payload_rows(payload: Any) -> list[tuple[str, str]]:
@@ -84,18 +72,15 @@ def payload_rows(payload: Any) -> list[tuple[str, str]]:
     return rows
 
 
-templates.env.globals["payload_rows"] = payload_rows
+kit.templates.env.globals["payload_rows"] = payload_rows
 # Recordings carry their times as ISO text: shown like every other time; in an <option>
 # (text only) as UTC words.
-templates.env.filters["when_iso"] = lambda value: _moment(str(value)) if value else ""
-templates.env.filters["utc_iso"] = lambda value: (
+kit.templates.env.filters["when_iso"] = lambda value: _moment(str(value)) if value else ""
+kit.templates.env.filters["utc_iso"] = lambda value: (
     datetime.fromisoformat(str(value)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if value
     else ""
 )
-
-
-Rule = Callable[[Principal], bool]
 
 
 def can_audit(principal: Principal) -> bool:
@@ -113,39 +98,14 @@ def can_oversee(principal: Principal) -> bool:
 
 
 def page(request: Request, name: str, status: int = 200, /, **context: Any) -> HTMLResponse:
-    principal: Principal | None = getattr(request.state, "principal", None)
-    context.setdefault("principal", principal)
-    context.setdefault("csrf_token", principal.csrf_token if principal else None)
-    return templates.TemplateResponse(request, name, context, status_code=status)
+    """An audit view: the kit's page, with times to the second."""
+    context.setdefault(kit.SECONDS, True)
+    return kit.page(request, name, status, **context)
 
 
-def admit(request: Request, principal: Principal | None, rule: Rule) -> Principal | Response:
-    """The principal if ``rule`` admits them; else the login redirect or a 403 page."""
-    if principal is None:
-        target = request.url.path
-        if request.method == "GET" and request.url.query:
-            target += "?" + request.url.query
-        return RedirectResponse(f"{LOGIN_PATH}?next={quote(target, safe='')}", status_code=303)
-    if not rule(principal):
-        return page(
-            request,
-            "auditor/refused.html",
-            403,
-            title="Not allowed",
-            detail=f"Your role ({principal.role}) may not open this page.",
-        )
-    return principal
-
-
-async def refused(request: Request, db: AsyncSession, exc: BrokerError) -> HTMLResponse:
-    """An error page for a domain refusal, keeping the audit record when the error says so."""
-    from broker.app import status_for  # the one error→status mapping; imported late (no cycle)
-
-    if not exc.keep_changes:
-        await db.rollback()
-    status = status_for(exc)
-    title = {403: "Not allowed", 404: "Not found", 422: "Check the form"}.get(status, "Refused")
-    return page(request, "auditor/refused.html", status, title=title, detail=exc.detail)
+def audit_user(rule: kit.Rule) -> Any:
+    """The kit's page-auth dependency with the audit views' refusal page."""
+    return kit.page_user(rule, kit.AUDIT_REFUSAL)
 
 
 def script(name: str) -> FileResponse:

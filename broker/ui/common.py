@@ -1,8 +1,9 @@
-"""What the login, console and admin pages share: templates, admission, refusals, signing.
+"""What the login, console and admin pages share: who may open which page, signing, assets.
 
-Admission (:func:`admit`): an anonymous browser is sent to ``/ui/login?next=…``; a user who
-must change their password is sent to ``/ui/password`` first; a user whose role the page
-does not admit gets an HTML 403 page. Logged-in forms carry ``csrf_token`` and the cookie
+Templates, admission and refusals are the page kit's (``broker/ui/kit.py``): an anonymous
+browser is sent to ``/ui/login?next=…``; a user who must change their password is sent to
+``/ui/password`` first; a user whose role the page does not admit gets an HTML 403 page.
+Logged-in forms carry ``csrf_token`` and the cookie
 authentication (``broker.auth.deps``) refuses a write without it. Forms used before login
 (login, second factor) use a double-submit token in a short-lived cookie instead, and every
 form post is also refused when the browser says it came from another origin.
@@ -16,49 +17,25 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi.responses import FileResponse, Response
 
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.config import Settings
-from broker.errors import BrokerError
-from web import STATIC_DIR, TEMPLATES_DIR
+from broker.errors import NotFound
+from web import STATIC_DIR
 
-LOGIN_PATH = "/ui/login"
-PASSWORD_PATH = "/ui/password"  # noqa: S105 - a page path, not a password
 NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
 # Front-end packages served from the npm install (package.json), never copied into the repo.
 UI_VENDOR = {"htmx.min.js": NODE_MODULES / "htmx.org/dist/htmx.min.js"}
 STATIC = {"app.css": "text/css", "ui.js": "text/javascript", "times.js": "text/javascript"}
 
-templates = Jinja2Templates(directory=TEMPLATES_DIR)
 Rule = Callable[[Principal], bool]
-
-
-def when(moment: datetime | None, seconds: bool = False) -> Markup:
-    """A moment as ``<time>``: UTC in the markup and on hover, rewritten by
-    ``/static/times.js`` into the reader's own time zone (the browser's). Without the script
-    the UTC text stays, labelled as such; an ISO string is never shown as text."""
-    if moment is None:
-        return Markup("")
-    utc = moment.astimezone(UTC)
-    shown = utc.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
-    stamp = utc.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Markup('<time datetime="{}" title="{}" data-seconds="{}">{}</time>').format(
-        stamp, shown, "1" if seconds else "", shown
-    )
-
-
-templates.env.filters["when"] = when
 
 
 def is_technician(principal: Principal) -> bool:
@@ -88,56 +65,6 @@ def home_for(principal: Principal) -> str:
 def settings_of_request(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def page(request: Request, name: str, status: int = 200, /, **context: Any) -> HTMLResponse:
-    principal: Principal | None = getattr(request.state, "principal", None)
-    context.setdefault("principal", principal)
-    context.setdefault("csrf_token", principal.csrf_token if principal else None)
-    return templates.TemplateResponse(request, name, context, status_code=status)
-
-
-def login_redirect(request: Request) -> RedirectResponse:
-    target = request.url.path
-    if request.method == "GET" and request.url.query:
-        target += "?" + request.url.query
-    return RedirectResponse(f"{LOGIN_PATH}?next={quote(target, safe='')}", status_code=303)
-
-
-def forbidden(request: Request, principal: Principal) -> HTMLResponse:
-    return page(
-        request,
-        "ui/refused.html",
-        403,
-        title="Not allowed",
-        detail=f"Your role ({principal.role}) may not open this page.",
-    )
-
-
-async def admit(
-    request: Request, db: AsyncSession, principal: Principal | None, rule: Rule
-) -> Principal | Response:
-    """The principal if ``rule`` admits them, else the redirect or 403 page to return."""
-    if principal is None or principal.kind != "user":
-        return login_redirect(request)
-    if principal.must_change_password:
-        return RedirectResponse(PASSWORD_PATH, status_code=303)
-    if not rule(principal):
-        return forbidden(request, principal)
-    return principal
-
-
-async def refused(request: Request, db: AsyncSession, exc: BrokerError) -> HTMLResponse:
-    """An error page for a domain refusal, keeping the audit record when the error says so."""
-    from broker.app import status_for  # the one error→status mapping; imported late (no cycle)
-
-    if not exc.keep_changes:
-        await db.rollback()
-    status = status_for(exc)
-    title = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form"}
-    return page(
-        request, "ui/refused.html", status, title=title.get(status, "Refused"), detail=exc.detail
-    )
 
 
 def safe_next(target: str | None, default: str = "") -> str:
@@ -236,7 +163,5 @@ async def times_js() -> FileResponse:
 async def ui_vendor(name: str) -> Response:
     target = UI_VENDOR.get(name)
     if target is None or not target.exists():
-        from broker.errors import NotFound
-
         raise NotFound(f"{name} is not installed (run `npm install`)")
     return FileResponse(target, media_type="text/javascript")

@@ -24,7 +24,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from broker.auth.deps import OptionalPrincipal
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.connectors import service as connectors
@@ -34,7 +33,7 @@ from broker.db.base import utcnow
 from broker.db.session import DbSession
 from broker.devices import service as devices
 from broker.devices.repository import DeviceFilter
-from broker.errors import BrokerError
+from broker.errors import BrokerError, status_for
 from broker.flows import approval
 from broker.flows import devices as device_flows
 from broker.providers import offers
@@ -46,16 +45,14 @@ from broker.sessions.repository import SessionFilter, SessionRecord
 from broker.sessions.schemas import SessionCreate
 from broker.sessions.states import OPEN_STATES, SessionState
 from broker.ui.common import (
-    admit,
     is_admin,
     is_technician,
-    page,
-    refused,
     secure_cookies,
     settings_of_request,
     sign,
     unsign,
 )
+from broker.ui.kit import page, page_user, refused
 
 router = APIRouter(include_in_schema=False)
 CODE_COOKIE = "sb_code"
@@ -88,20 +85,16 @@ async def _my_sessions(db: DbSession, who: Principal) -> dict[str, list[SessionR
 
 
 @router.get("/ui/console", response_model=None)
-async def console(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, is_technician)
-    if isinstance(who, Response):
-        return who
+async def console(
+    request: Request, who: Annotated[Principal, page_user(is_technician)], db: DbSession
+) -> Response:
     return page(request, "ui/console.html", title="My sessions", **await _my_sessions(db, who))
 
 
 @router.get("/ui/console/sessions", response_model=None)
 async def console_fragment(
-    request: Request, principal: OptionalPrincipal, db: DbSession
+    request: Request, who: Annotated[Principal, page_user(is_technician)], db: DbSession
 ) -> Response:
-    who = await admit(request, db, principal, is_technician)
-    if isinstance(who, Response):
-        return who
     return page(request, "ui/_sessions.html", **await _my_sessions(db, who))
 
 
@@ -142,14 +135,11 @@ async def _form_context(db: DbSession, who: Principal, **values: Any) -> dict[st
 @router.get("/ui/new", response_model=None)
 async def new_form(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(is_technician)],
     db: DbSession,
     system: Ref = "",
     ticket: Ref = "",
 ) -> Response:
-    who = await admit(request, db, principal, is_technician)
-    if isinstance(who, Response):
-        return who
     # The lookup first: a refusal rolls the transaction back, which would expire the
     # devices the form lists (and the template would then load them outside the loop).
     lookup = await _lookup(db, who, system, ticket) if system and ticket else None
@@ -185,23 +175,19 @@ async def _lookup(db: DbSession, who: Principal, system: str, ticket: str) -> di
 @router.get("/ui/new/ticket", response_model=None)
 async def ticket_fragment(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(is_technician)],
     db: DbSession,
     system: Ref = "",
     ticket: Ref = "",
 ) -> Response:
-    who = await admit(request, db, principal, is_technician)
-    if isinstance(who, Response):
-        return who
     lookup = await _lookup(db, who, system, ticket) if system.strip() and ticket.strip() else None
     return page(request, "ui/_ticket.html", lookup=lookup)
 
 
 @router.post("/ui/sessions", response_model=None)
-async def create(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, is_technician)
-    if isinstance(who, Response):
-        return who
+async def create(
+    request: Request, who: Annotated[Principal, page_user(is_technician)], db: DbSession
+) -> Response:
     form = await request.form()
     text = {k: str(form.get(k, "")).strip() for k in FORM_FIELDS}
     chosen = [str(c) for c in form.getlist("capabilities")]
@@ -232,8 +218,6 @@ async def create(request: Request, principal: OptionalPrincipal, db: DbSession) 
     except BrokerError as exc:
         if not exc.keep_changes:
             await db.rollback()
-        from broker.app import status_for
-
         lookup = None
         if text["system"] and text["ticket"]:  # show the ticket (and subject field) again
             lookup = await _lookup(db, who, text["system"], text["ticket"])
@@ -323,11 +307,11 @@ async def _session_context(
 
 @router.get("/ui/sessions/{sid}", response_model=None)
 async def session_page(
-    request: Request, sid: str, principal: OptionalPrincipal, db: DbSession
+    request: Request,
+    sid: str,
+    who: Annotated[Principal, page_user(technician_or_admin)],
+    db: DbSession,
 ) -> Response:
-    who = await admit(request, db, principal, technician_or_admin)
-    if isinstance(who, Response):
-        return who
     try:
         context = await _session_context(request, db, who, sid)
     except BrokerError as exc:
@@ -342,11 +326,11 @@ async def session_page(
 
 @router.get("/ui/sessions/{sid}/status", response_model=None)
 async def session_fragment(
-    request: Request, sid: str, principal: OptionalPrincipal, db: DbSession
+    request: Request,
+    sid: str,
+    who: Annotated[Principal, page_user(technician_or_admin)],
+    db: DbSession,
 ) -> Response:
-    who = await admit(request, db, principal, technician_or_admin)
-    if isinstance(who, Response):
-        return who
     try:
         context = await _session_context(request, db, who, sid)
     except BrokerError as exc:
@@ -354,12 +338,7 @@ async def session_fragment(
     return page(request, "ui/_session_status.html", **context)
 
 
-async def _act(
-    request: Request, db: DbSession, principal: Principal | None, sid: str, action: str
-) -> Response:
-    who = await admit(request, db, principal, technician_or_admin)
-    if isinstance(who, Response):
-        return who
+async def _act(request: Request, db: DbSession, who: Principal, sid: str, action: str) -> Response:
     try:
         if action == "start":
             await sessions.start_session(db, who, sid)
@@ -374,18 +353,29 @@ async def _act(
 
 @router.post("/ui/sessions/{sid}/start", response_model=None)
 async def start(
-    request: Request, sid: str, principal: OptionalPrincipal, db: DbSession
+    request: Request,
+    sid: str,
+    who: Annotated[Principal, page_user(technician_or_admin)],
+    db: DbSession,
 ) -> Response:
-    return await _act(request, db, principal, sid, "start")
+    return await _act(request, db, who, sid, "start")
 
 
 @router.post("/ui/sessions/{sid}/end", response_model=None)
-async def end(request: Request, sid: str, principal: OptionalPrincipal, db: DbSession) -> Response:
-    return await _act(request, db, principal, sid, "end")
+async def end(
+    request: Request,
+    sid: str,
+    who: Annotated[Principal, page_user(technician_or_admin)],
+    db: DbSession,
+) -> Response:
+    return await _act(request, db, who, sid, "end")
 
 
 @router.post("/ui/sessions/{sid}/cancel", response_model=None)
 async def cancel(
-    request: Request, sid: str, principal: OptionalPrincipal, db: DbSession
+    request: Request,
+    sid: str,
+    who: Annotated[Principal, page_user(technician_or_admin)],
+    db: DbSession,
 ) -> Response:
-    return await _act(request, db, principal, sid, "cancel")
+    return await _act(request, db, who, sid, "cancel")

@@ -12,7 +12,7 @@ and audit events apply; every form is a POST with ``csrf_token``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -20,7 +20,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from broker.auth.deps import OptionalPrincipal
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.devices import service as devices
@@ -29,7 +28,8 @@ from broker.devices.schemas import DeviceCreate, DeviceUpdate
 from broker.errors import BrokerError
 from broker.flows import devices as inventory
 from broker.ui.admin import invalid
-from broker.ui.common import admit, is_admin, is_technician, page, refused
+from broker.ui.common import is_admin, is_technician
+from broker.ui.kit import page, page_user, refused
 
 router = APIRouter(include_in_schema=False)
 BASE = "/ui/devices"
@@ -92,10 +92,9 @@ async def _list_page(
 
 
 @router.get(BASE, response_model=None)
-async def device_list(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, _may_see)
-    if isinstance(who, Response):
-        return who
+async def device_list(
+    request: Request, who: Annotated[Principal, page_user(_may_see)], db: DbSession
+) -> Response:
     return await _list_page(request, db, who)
 
 
@@ -105,10 +104,9 @@ def _fields(form: FormData, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 @router.post(BASE, response_model=None)
-async def device_add(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, is_admin)
-    if isinstance(who, Response):
-        return who
+async def device_add(
+    request: Request, who: Annotated[Principal, page_user(is_admin)], db: DbSession
+) -> Response:
     form = await request.form()
     names = ("name", "group_id", "provider", "provider_device_id", *EDITABLE[2:])
     try:
@@ -146,11 +144,8 @@ async def _device_page(
 
 @router.get(BASE + "/{device_id}", response_model=None)
 async def device_detail(
-    request: Request, device_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, device_id: str, who: Annotated[Principal, page_user(_may_see)], db: DbSession
 ) -> Response:
-    who = await admit(request, db, principal, _may_see)
-    if isinstance(who, Response):
-        return who
     try:
         return await _device_page(request, db, who, device_id[:36])
     except BrokerError as exc:
@@ -159,12 +154,9 @@ async def device_detail(
 
 @router.post(BASE + "/{device_id}", response_model=None)
 async def device_update(
-    request: Request, device_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, device_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
     """Rename, move to another group, or change asset tag and owner."""
-    who = await admit(request, db, principal, is_admin)
-    if isinstance(who, Response):
-        return who
     form = await request.form()
     try:
         body = DeviceUpdate.model_validate(_fields(form, EDITABLE))
@@ -181,11 +173,8 @@ async def device_update(
 
 @router.post(BASE + "/{device_id}/retire", response_model=None)
 async def device_retire(
-    request: Request, device_id: str, principal: OptionalPrincipal, db: DbSession
+    request: Request, device_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    who = await admit(request, db, principal, is_admin)
-    if isinstance(who, Response):
-        return who
     try:
         await inventory.retire_device(db, actor=who.actor(), device_id=device_id[:36])
     except BrokerError as exc:

@@ -13,11 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from broker.auth.deps import OptionalPrincipal
+from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import BrokerError
 from broker.sessions import invitations as invites
-from broker.ui.common import admit, is_technician, refused
+from broker.ui.common import is_technician
+from broker.ui.kit import page_user, refused
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,13 +27,10 @@ router = APIRouter(include_in_schema=False)
 async def invite(
     request: Request,
     sid: str,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(is_technician)],
     db: DbSession,
     expert_id: Annotated[str, Form(max_length=36)] = "",
 ) -> Response:
-    who = await admit(request, db, principal, is_technician)
-    if isinstance(who, Response):
-        return who
     try:
         await invites.invite(db, who, sid, expert_id)
     except BrokerError as exc:

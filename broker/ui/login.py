@@ -27,18 +27,16 @@ from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import BrokerError, PermissionDenied, RateLimited
 from broker.ui.common import (
-    LOGIN_PATH,
-    admit,
     anyone,
     cross_origin,
     home_for,
-    page,
     safe_next,
     secure_cookies,
     settings_of_request,
     sign,
     unsign,
 )
+from broker.ui.kit import LOGIN_PATH, page, page_user
 
 router = APIRouter(include_in_schema=False)
 LOGIN_CSRF_COOKIE = "sb_login_csrf"
@@ -128,10 +126,9 @@ async def logged_in(request: Request, db: DbSession, user: User, next_url: str) 
 
 @router.get("/", response_model=None)
 @router.get("/ui", response_model=None)
-async def home(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, anyone)
-    if isinstance(who, Response):
-        return who
+async def home(
+    request: Request, who: Annotated[Principal, page_user(anyone)], db: DbSession
+) -> Response:
     return RedirectResponse(home_for(who), status_code=303)
 
 

@@ -14,7 +14,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from broker.auth.deps import OptionalPrincipal
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
@@ -22,7 +21,7 @@ from broker.errors import BrokerError
 from broker.sessions import oversight
 from broker.sessions import service as sessions
 from broker.sessions.states import SessionState
-from broker.ui.common import admit, page, refused
+from broker.ui.kit import page, page_user, refused
 
 router = APIRouter(include_in_schema=False)
 QUEUE_PATH = "/ui/oversight"
@@ -33,19 +32,17 @@ def oversees(principal: Principal) -> bool:
 
 
 @router.get(QUEUE_PATH, response_model=None)
-async def queue_page(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, oversees)
-    if isinstance(who, Response):
-        return who
+async def queue_page(
+    request: Request, who: Annotated[Principal, page_user(oversees)], db: DbSession
+) -> Response:
     entries = await oversight.queue(db, who)
     return page(request, "ui/oversight.html", entries=entries)
 
 
 @router.get(f"{QUEUE_PATH}/rows", response_model=None)
-async def queue_rows(request: Request, principal: OptionalPrincipal, db: DbSession) -> Response:
-    who = await admit(request, db, principal, oversees)
-    if isinstance(who, Response):
-        return who
+async def queue_rows(
+    request: Request, who: Annotated[Principal, page_user(oversees)], db: DbSession
+) -> Response:
     entries = await oversight.queue(db, who)
     return page(request, "ui/_oversight_rows.html", entries=entries)
 
@@ -54,13 +51,10 @@ async def queue_rows(request: Request, principal: OptionalPrincipal, db: DbSessi
 async def stop(
     request: Request,
     sid: str,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, page_user(oversees)],
     db: DbSession,
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    who = await admit(request, db, principal, oversees)
-    if isinstance(who, Response):
-        return who
     try:
         record = await sessions.get_session(db, who, sid)
         if record.session.state == SessionState.active:

@@ -16,12 +16,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from broker.auth.deps import OptionalPrincipal
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
 from broker.errors import BrokerError, ValidationFailed
 from broker.ui import reports_service as svc
-from broker.ui.auditor_web import admit, can_audit, can_oversee, page, refused, script
+from broker.ui.auditor_web import audit_user, can_audit, can_oversee, page, script
+from broker.ui.kit import refused
 
 router = APIRouter(include_in_schema=False)
 Day = Annotated[str, Query(max_length=10)]
@@ -29,11 +29,12 @@ Day = Annotated[str, Query(max_length=10)]
 
 @router.get("/ui/reports", response_model=None)
 async def reports_page(
-    request: Request, principal: OptionalPrincipal, db: DbSession, since: Day = "", until: Day = ""
+    request: Request,
+    who: Annotated[Principal, audit_user(can_oversee)],
+    db: DbSession,
+    since: Day = "",
+    until: Day = "",
 ) -> Response:
-    who = admit(request, principal, can_oversee)
-    if isinstance(who, Response):
-        return who
     context = {"since": since, "until": until, "can_audit": can_audit(who)}
     try:
         rng = svc.DateRange.parse(since, until)
@@ -57,14 +58,11 @@ async def reports_page(
 async def report_csv(
     request: Request,
     name: str,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_oversee)],
     db: DbSession,
     since: Day = "",
     until: Day = "",
 ) -> Response:
-    who = admit(request, principal, can_oversee)
-    if isinstance(who, Response):
-        return who
     try:
         rng = svc.DateRange.parse(since, until)
         found = await svc.dataset(db, name, rng, member_of(who))

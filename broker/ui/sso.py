@@ -17,13 +17,13 @@ from broker.auth.deps import client_ip
 from broker.db.session import DbSession
 from broker.errors import BrokerError, NotAuthenticated
 from broker.ui.common import (
-    refused,
     safe_next,
     secure_cookies,
     settings_of_request,
     sign,
     unsign,
 )
+from broker.ui.kit import refused
 from broker.ui.login import (
     OIDC_COOKIE,
     OIDC_SECONDS,

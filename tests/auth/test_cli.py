@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,16 +15,8 @@ from broker.auth.secrets import token_hash, verify_password
 from broker.cli import main, run_in_transaction
 from broker.config import Settings
 
-
-@pytest.fixture
-def broker_env(tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    target = tmp_path / "cli.db"
-    shutil.copy(sqlite_template, target)
-    monkeypatch.setenv("SUPPORTBROKER_DATABASE_URL", f"sqlite+aiosqlite:///{target}")
-    monkeypatch.setenv("SUPPORTBROKER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("SUPPORTBROKER_ENVIRONMENT", "test")
-    monkeypatch.setenv("SUPPORTBROKER_SECRET_KEY", "cli-test-secret-" + "y" * 16)
-    return Settings()
+# On SQLite only, as the command line is run in these tests (broker_env: tests/conftest.py).
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def in_db(settings: Settings, fn: Any) -> Any:

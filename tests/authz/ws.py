@@ -2,7 +2,7 @@
 
 The gateway's WebSocket endpoints accept, then either relay or send one JSON error
 (``{"error", "detail"}``) and close with 4403. The matrix reads that error's code and maps it
-to the HTTP status the same error gets on every other route (``broker.app.status_for``), so a
+to the HTTP status the same error gets on every other route (``broker.errors.status_for``), so a
 WebSocket cell is asserted like any other cell.
 """
 
@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from broker.app import status_for
-from broker.errors import BrokerError
+from broker.errors import BrokerError, status_for
 
 
 def _error_statuses() -> dict[str, int]:

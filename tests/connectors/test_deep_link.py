@@ -9,18 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from broker.connectors.registry import ConnectorRegistry
 from tests.connectors.conftest import SYSTEM
 from tests.connectors.fakes.webhook import FakeReceiver
-from tests.factories import Desk, make_desk, make_device, make_group, make_token, make_user
+from tests.factories import Desk, make_device, make_group, make_token, make_user
 from tests.ui.browsers import Browser, browser
-
-
-@pytest.fixture
-async def desk(app: Any) -> Desk:
-    return await make_desk(app)
 
 
 async def follow(tech: Browser, path: str) -> httpx.Response:

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select, update
 
 from broker.connectors.models import OutboxMessage
@@ -20,7 +19,7 @@ from tests.connectors.conftest import SYSTEM
 from tests.connectors.fakes.webhook import FakeReceiver
 from tests.connectors.test_session_flow import STORY, act, created_on, decide
 from tests.connectors.test_webhooks import URL, signed
-from tests.factories import Desk, audit_events, make_desk
+from tests.factories import Desk, audit_events
 
 SESSION_EVENTS = [
     "session.requested",
@@ -29,11 +28,6 @@ SESSION_EVENTS = [
     "session.active",
     "session.ended",
 ]
-
-
-@pytest.fixture
-async def desk(app: Any) -> Desk:
-    return await make_desk(app)
 
 
 async def test_desk_down_for_a_whole_session_loses_nothing(

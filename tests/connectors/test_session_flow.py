@@ -28,7 +28,6 @@ from tests.factories import (
     Desk,
     audit_events,
     consent_token,
-    make_desk,
     request_session,
     update_session_row,
 )
@@ -44,11 +43,6 @@ STORY = [
 
 def on(external_id: str, system: str = SYSTEM) -> dict[str, Any]:
     return {"ticket": {"system": system, "external_id": external_id}}
-
-
-@pytest.fixture
-async def desk(app: Any) -> Desk:
-    return await make_desk(app)
 
 
 async def decide(client: httpx.AsyncClient, created: dict[str, Any], decision: str) -> None:

@@ -7,16 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from broker.connectors.base import TicketInfo
 from tests.connectors.conftest import SYSTEM
-from tests.factories import Desk, audit_events, make_desk, request_session
-
-
-@pytest.fixture
-async def desk(app: Any) -> Desk:
-    return await make_desk(app)
+from tests.factories import Desk, audit_events, request_session
 
 
 async def _created(app: Any, ref: str) -> dict[str, Any]:

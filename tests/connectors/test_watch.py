@@ -24,12 +24,7 @@ from tests.connectors.fakes.osticket import FakeOsTicket
 from tests.connectors.fakes.zammad import FakeZammad
 from tests.connectors.harness import Harness, harness
 from tests.connectors.test_desk_notifications import notify, running, state_of
-from tests.factories import Desk, audit_events, make_desk
-
-
-@pytest.fixture
-async def desk(app: Any) -> Desk:
-    return await make_desk(app)
+from tests.factories import Desk, audit_events
 
 
 @pytest.fixture

@@ -6,13 +6,6 @@ from typing import Any
 
 import pytest
 
-from tests.factories import Desk, make_desk
-
-
-@pytest.fixture
-async def desk(app: Any) -> Desk:
-    return await make_desk(app)
-
 
 @pytest.fixture
 def pages(app: Any) -> Any:

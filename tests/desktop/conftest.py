@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.conftest import chromium
 from tests.gateway.conftest import app, gateway, live_url, people, settings_overrides
 
-__all__ = ["app", "chromium", "gateway", "live_url", "people", "settings_overrides"]
+__all__ = ["app", "gateway", "live_url", "people", "settings_overrides"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TOOLS = ("Xvfb", "x11vnc", "xdotool", "xsetroot")

@@ -49,8 +49,6 @@ from tests.e2e.processes import (
 )
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
 ROWS = "(document.querySelector('.xterm-rows')?.innerText || '')"
 STATUS = "(document.getElementById('status').textContent || '')"
 NEW_PASSWORD = "a-long-own-password-42"
@@ -91,19 +89,13 @@ def desk(served: Served, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
 
 @pytest.fixture
-async def logins(served: Served) -> AsyncIterator[Logins]:
-    from playwright.async_api import async_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (the journeys need a real Chromium)")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        found = Logins(browser, served.url, accept_downloads=True)
-        try:
-            yield found
-        finally:
-            await found.close()
-            await browser.close()
+async def logins(served: Served, chromium: Any) -> AsyncIterator[Logins]:
+    """tests/conftest.py's Chromium on the served broker; no page may log a script error."""
+    found = Logins(chromium, served.url, accept_downloads=True)
+    try:
+        yield found
+    finally:
+        await found.close()
     assert found.errors == []
 
 

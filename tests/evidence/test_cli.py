@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -23,14 +22,11 @@ EVENTS = 30
 
 
 @pytest.fixture
-def broker_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("SUPPORTBROKER_DATABASE_URL", db_url)
-    monkeypatch.setenv("SUPPORTBROKER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("SUPPORTBROKER_ENVIRONMENT", "test")
-    monkeypatch.setenv("SUPPORTBROKER_SECRET_KEY", "cli-test-secret-" + "v" * 16)
-    # Segments of 8 records, so a small log is verified by the workers.
+def broker_env(broker_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """tests/conftest.py's environment; segments of 8 records, so a small log is verified
+    by the workers."""
     monkeypatch.setitem(verify_database.__kwdefaults__, "segment", 8)
-    return Settings()
+    return broker_env
 
 
 def in_db(settings: Settings, fn: object) -> None:

@@ -30,15 +30,6 @@ TABLES = [
 ]
 
 
-@pytest.fixture
-def broker_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("SUPPORTBROKER_DATABASE_URL", db_url)
-    monkeypatch.setenv("SUPPORTBROKER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("SUPPORTBROKER_ENVIRONMENT", "test")
-    monkeypatch.setenv("SUPPORTBROKER_SECRET_KEY", "cli-test-secret-" + "v" * 16)
-    return Settings()
-
-
 async def _sign_and_publish(db: AsyncSession) -> None:
     log = audit_log_of(db)
     await flush_events(db)

@@ -19,7 +19,7 @@ from broker.evidence import digest, verification
 from broker.evidence.checkpoints import sign_if_due
 from broker.evidence.events import EventType as E
 from broker.evidence.service import SYSTEM_ACTOR, audit_log_of, flush_events, record_event
-from tests.factories import Desk, audit_events, make_desk, open_session, request_session
+from tests.factories import Desk, audit_events, open_session, request_session
 
 
 class CountingAuditLog(AuditLog):
@@ -36,11 +36,6 @@ class CountingAuditLog(AuditLog):
         self.batches.append([e.event_type for e in getattr(events, "events", events)])
         self.signed.append(kw.get("sign", True))
         return await super().append(conn, events, **kw)
-
-
-@pytest.fixture
-async def desk(app: Any) -> Desk:
-    return await make_desk(app)
 
 
 @pytest.fixture

@@ -59,22 +59,6 @@ async def people(app: Any, tmp_path: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def live_url(app: Any, gateway: Any) -> AsyncIterator[str]:
-    """The app served by uvicorn on a loopback port (WebSockets need a real server)."""
-    import asyncio
-
-    import uvicorn
-
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, ws="websockets"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+def live_url(gateway: Any, live_url: str) -> str:
+    """tests/conftest.py's served app, with the gateway running (the terminal's WebSockets)."""
+    return live_url

@@ -9,7 +9,6 @@ without the shell right shows the refusal; an anonymous visitor is sent to the l
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -30,19 +29,7 @@ from tests.gateway.helpers import (
     wait_state,
 )
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() == "true"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROWS = "(document.querySelector('.xterm-rows')?.innerText || '')"
 STATUS = "(document.getElementById('status').textContent || '')"
 
@@ -59,21 +46,10 @@ def xterm_installed() -> None:
 
 
 @pytest.fixture
-async def logins(live_url: str, xterm_installed: None) -> AsyncIterator[Logins]:
-    """Chromium, and each person's browser logged in once through the login form."""
-    if not Path(CHROMIUM).exists() and not IN_CI:
-        pytest.skip(f"{CHROMIUM} is not installed (the browser test needs a real Chromium)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        found = Logins(browser, live_url)
-        try:
-            yield found
-        finally:
-            await found.close()
-            await browser.close()
-    assert found.errors == []
+async def logins(logins: Logins, xterm_installed: None) -> AsyncIterator[Logins]:
+    """tests/conftest.py's logins; no page may have logged a script error."""
+    yield logins
+    assert logins.errors == []
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from agent import __version__ as agent_version
-from tests.e2e.conftest import chromium  # noqa: F401 - the real Chromium fixture
 from tests.factories import bearer
 from tests.gateway.helpers import ScriptedPrompter, enrolled_agent
 
@@ -75,7 +74,7 @@ async def test_technician_sees_the_agent_online_in_chromium(
     gateway: Any,
     people: Any,
     live_url: str,
-    chromium: Any,  # noqa: F811 - the fixture imported above
+    chromium: Any,
     tmp_path: Any,
     db_url: str,
 ) -> None:

@@ -8,12 +8,11 @@ from tests). Every failure is one clear line on stderr or stdout and a non-zero 
 from __future__ import annotations
 
 import asyncio
-import shutil
-from pathlib import Path
 
 import pytest
 
 from broker.cli import main
+from broker.config import Settings
 from broker.providers import registry
 from tests.providers import meshcentral_server as mc
 
@@ -21,14 +20,13 @@ MC_ENV = "SUPPORTBROKER_PROVIDER_MESHCENTRAL_"
 AD_ENV = "SUPPORTBROKER_PROVIDER_ANYDESK_"
 
 
+# On SQLite only, as the command line is run in these tests (broker_env: tests/conftest.py).
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(autouse=True)
-def broker_env(tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "cli.db"
-    shutil.copy(sqlite_template, target)
-    monkeypatch.setenv("SUPPORTBROKER_DATABASE_URL", f"sqlite+aiosqlite:///{target}")
-    monkeypatch.setenv("SUPPORTBROKER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("SUPPORTBROKER_ENVIRONMENT", "test")
-    monkeypatch.setenv("SUPPORTBROKER_SECRET_KEY", "cli-test-secret-" + "p" * 16)
+def provider_env(broker_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No provider configured from the environment the tests run in."""
     for var in ("URL", "USERNAME", "LOGIN_KEY", "PASSWORD", "CONNECT_TIMEOUT"):
         monkeypatch.delenv(MC_ENV + var, raising=False)
     for var in ("API_URL", "LICENSE_ID", "API_PASSWORD", "TIMEOUT"):

@@ -24,7 +24,7 @@ from tests.factories import (
 )
 
 S = SessionState
-# action → the states it is allowed from (PRODUCT.md's machine, narrowed per actor).
+# action → the states it is allowed from (docs/PRODUCT.md's machine, narrowed per actor).
 ALLOWED: dict[str, set[SessionState]] = {
     "start": {S.approved},
     "end": {S.active},

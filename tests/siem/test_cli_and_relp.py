@@ -8,7 +8,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +23,8 @@ from tests.siem.helpers import write_events
 
 
 @pytest.fixture
-def broker_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("SUPPORTBROKER_DATABASE_URL", db_url)
-    monkeypatch.setenv("SUPPORTBROKER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("SUPPORTBROKER_ENVIRONMENT", "test")
-    monkeypatch.setenv("SUPPORTBROKER_SECRET_KEY", "cli-test-secret-" + "v" * 16)
+def broker_env(broker_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """tests/conftest.py's environment, with two SIEM targets."""
     monkeypatch.setenv(
         "SUPPORTBROKER_SIEM_TARGETS",
         json.dumps(

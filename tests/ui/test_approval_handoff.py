@@ -15,14 +15,13 @@ import pytest
 from broker.sessions import service as sessions
 from tests.browser_login import WAIT_MS, Logins
 from tests.factories import Desk, bearer, make_device, make_group, make_token, make_user
-from tests.ui.test_request_form import live_url, logins  # noqa: F401 (fixtures)
 
 
 async def test_the_technician_sees_the_code_after_the_second_approval(
     app: Any,
     db_url: str,
     client: httpx.AsyncClient,
-    logins: Logins,  # noqa: F811
+    logins: Logins,
 ) -> None:
     if db_url.startswith("postgresql"):
         pytest.skip("a browser journey: checked on SQLite")

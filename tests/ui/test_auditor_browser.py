@@ -4,62 +4,18 @@ page draws its charts with Chart.js (from npm). Screenshots go to tests/artifact
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from broker.gateway.pages import VENDOR
 from broker.gateway.recording import open_recorder
 from broker.sessions import service as sessions
 from tests.browser_login import Logins
 from tests.factories import audit_events, consent_token, make_desk, make_user, open_session
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-IN_CI = os.environ.get("CI", "").lower() == "true"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-
-
-@pytest.fixture
-async def live_url(app: Any) -> AsyncIterator[str]:
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture
-async def logins(live_url: str) -> AsyncIterator[Logins]:
-    """Chromium; each person logs in once through the login form (tests/browser_login.py)."""
-    if not Path(CHROMIUM).exists() and not IN_CI:
-        pytest.skip(f"{CHROMIUM} is not installed (the browser test needs a real Chromium)")
-    missing = [name for name, path in VENDOR.items() if not path.exists()]
-    if missing:
-        pytest.fail(f"front-end packages missing from node_modules: {missing} (run npm install)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        found = Logins(browser, live_url)
-        try:
-            yield found
-        finally:
-            await found.close()
-            await browser.close()
 
 
 async def test_auditor_sees_green_timeline_replays_and_reads_charts(

@@ -5,9 +5,6 @@ page's script (the form is posted as a browser without JavaScript would).
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,49 +13,9 @@ import pytest
 from tests.browser_login import Logins, form_login
 from tests.factories import make_device, make_group, make_user
 
-CHROMIUM = "/usr/bin/chromium"
-IN_CI = os.environ.get("CI", "").lower() == "true"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 VISIBLE = """() => [...document.querySelectorAll('#capabilities [data-capability]')]
   .filter((l) => getComputedStyle(l).display !== 'none').map((l) => [l.dataset.capability,
     l.querySelector('input').checked, l.querySelector('.capability-recorded').textContent])"""
-
-
-@pytest.fixture
-async def live_url(app: Any) -> AsyncIterator[str]:
-    """The test's app served on a free loopback port (the lifespan already ran)."""
-    import asyncio
-
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture
-async def logins(live_url: str) -> AsyncIterator[Logins]:
-    if not Path(CHROMIUM).exists() and not IN_CI:
-        pytest.skip(f"{CHROMIUM} is not installed (the browser test needs a real Chromium)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        found = Logins(browser, live_url)
-        try:
-            yield found
-        finally:
-            await found.close()
-            await browser.close()
-    assert found.errors == []
 
 
 @pytest.fixture

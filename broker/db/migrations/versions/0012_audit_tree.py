@@ -1,5 +1,8 @@
 """audit_tree_nodes (stored subtree roots for O(log n) proofs) and audit_verifications
 
+Applied after ``0015_helpdesks``: the file numbers are not the order (the chain of
+``down_revision`` is), and revision ids stay as deployed databases store them.
+
 ``audit_tree_nodes`` keeps the root of every perfect subtree at levels 4, 8, 12, ... of the
 log's Merkle tree (``audit.merkle.STRIDE``); existing logs are filled in here from their leaf
 hashes, in log order. ``audit_verifications`` keeps the outcome of each whole-log

@@ -1,5 +1,8 @@
 """capabilities: port forwarding gets its own right, ``forward``
 
+Applied after ``0014_desktop``: the file numbers are not the order (the chain of
+``down_revision`` is), and revision ids stay as deployed databases store them.
+
 Until now a port forward to an agent's device rode on ``control`` (a VNC or RDP port was
 taken for remote control). ``forward`` is its own capability now and the agent checks it,
 so every agent session that carried ``control`` keeps what it could do: it gets ``forward``

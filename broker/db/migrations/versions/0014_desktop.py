@@ -1,5 +1,8 @@
 """devices.unavailable: the rights a device's agent said it cannot give, and why
 
+Applied after ``0011_audit_perf``: the file numbers are not the order (the chain of
+``down_revision`` is), and revision ids stay as deployed databases store them.
+
 The agent reports them in its hello (the screen on Wayland, with no display, on macOS or
 Windows; a shell on Windows); the request gate refuses them with that reason.
 

@@ -1,5 +1,8 @@
 """help desks as they ship: refused webhooks kept, ticket watch, outbox markers, sweeps
 
+Applied after ``0013_capabilities``: the file numbers are not the order (the chain of
+``down_revision`` is), and revision ids stay as deployed databases store them.
+
 ``connector_webhook_rejects`` keeps refused inbound deliveries for the admin;
 ``connector_ticket_watch`` the slow poll of tickets with running sessions;
 ``connector_outbox.marker`` the stable (session, step) reference each comment carries (one

@@ -1,5 +1,8 @@
 """device_groups.max_file_bytes: the largest file a transfer through the broker may move
 
+Applied after ``0012_audit_tree``: the file numbers are not the order (the chain of
+``down_revision`` is), and revision ids stay as deployed databases store them.
+
 NULL keeps the broker's default (``SUPPORTBROKER_FILES_MAX_BYTES``); see docs/FILES.md.
 
 Revision ID: 0016_files

@@ -1,5 +1,8 @@
 """owner_notices: mail owed to a device owner after an unattended session, until delivered
 
+Applied after ``0029_policy_gaps``: the file numbers are not the order (the chain of
+``down_revision`` is), and revision ids stay as deployed databases store them.
+
 The end user's history link needs no table (its token is an HMAC of the consent request's
 id); this adds only the outbox of owner notices (broker.notices).
 

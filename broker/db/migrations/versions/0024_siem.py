@@ -1,5 +1,8 @@
 """siem_cursors: each SIEM target's acknowledged position in the audit log
 
+Applied after ``0021_file_keep``: the file numbers are not the order (the chain of
+``down_revision`` is), and revision ids stay as deployed databases store them.
+
 See docs/SIEM.md.
 
 Revision ID: 0024_siem

@@ -1,5 +1,8 @@
 """tickets.dual_control, consent_requests.handoff_box: the gaps of issue 22
 
+Applied after ``0024_siem``: the file numbers are not the order (the chain of
+``down_revision`` is), and revision ids stay as deployed databases store them.
+
 ``tickets.dual_control``: two auditors for one ticket's recordings and plaintext, a
 per-ticket switch beside the device group's ``dual_control_playback``.
 ``consent_requests.handoff_box``: a second approval's consent code, encrypted, for the
