@@ -392,7 +392,7 @@ async def erase(
 @router.post(BASE + "/tickets/{system}/{external_id}/verify", response_model=None)
 async def verify_log_now(
     request: Request,
-    principal: OptionalPrincipal,
+    who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
     system: System,
     external_id: External,
@@ -400,9 +400,6 @@ async def verify_log_now(
     """The timeline's button: a whole-log verification starts in the background; the page
     shows it running, then its verdict (never verified per view: at 1 M records it takes
     seconds)."""
-    who = admit(request, principal, can_audit)
-    if isinstance(who, Response):
-        return who
     runs = request.app.state.verifications
     try:
         await svc.ask_verification(db, who, runs, f"{system}:{external_id}")

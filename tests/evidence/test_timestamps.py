@@ -207,12 +207,14 @@ def test_serve_timestamps_and_the_offline_verifier_reports_it(
         bundle = tmp_path / "out" / "system.zip"
         bundle.parent.mkdir()
         served.cli("audit", "export", SYSTEM_STREAM, "--out", str(bundle), "--reason", "tsa e2e")
+        # The third party verifies with the key as published, never one beside the bundle.
+        published_key = served.cli("audit", "public-key").stdout.strip()
     finally:
         served.stop()
     third_party = tmp_path / "third-party"
     third_party.mkdir()
     (third_party / "system.zip").write_bytes(bundle.read_bytes())
-    (third_party / "log.vkey").write_bytes(bundle.with_name("system.zip.vkey").read_bytes())
+    (third_party / "log.vkey").write_text(published_key + "\n")
     (third_party / "tsa-ca.pem").write_bytes(tsa.ca.read_bytes())
     args = ["--public-key", "log.vkey", "--tsa-cert", "tsa-ca.pem"]
     ok = _fresh_verify(third_party, "system.zip", *args)

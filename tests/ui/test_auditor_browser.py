@@ -4,6 +4,7 @@ page draws its charts with Chart.js (from npm). Screenshots go to tests/artifact
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
