@@ -20,11 +20,17 @@ def register(subparsers: Any) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from broker.cli import load_settings
+    from pydantic import ValidationError
+
+    from broker.config import Settings
+    from broker.errors import ValidationFailed
     from broker.evidence.setup import build_audit_log
     from broker.replicas.service import fingerprints
 
-    settings = load_settings()
+    try:  # the settings as every command reads them; a bad one is the CLI's error message
+        settings = Settings()
+    except ValidationError as exc:
+        raise ValidationFailed(f"configuration error: {exc.errors()[0]['msg']}") from exc
     for name, fingerprint in fingerprints(settings, build_audit_log(settings)).items():
         print(f"{name}: {fingerprint}")
     return 0
