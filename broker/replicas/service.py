@@ -26,7 +26,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, true, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -147,15 +147,22 @@ async def expire_dead(db: AsyncSession, lease: timedelta) -> int:
 
 
 async def take_lease(
-    maker: async_sessionmaker[AsyncSession], name: str, holder: str, seconds: float
+    maker: async_sessionmaker[AsyncSession],
+    name: str,
+    holder: str,
+    seconds: float,
+    *,
+    force: bool = False,
 ) -> bool:
-    """Take or renew ``name`` for ``seconds``; False if another live holder has it."""
+    """Take or renew ``name`` for ``seconds``; False if another live holder has it
+    (``force``: take it from any holder)."""
     now = utcnow()
     until = now + timedelta(seconds=seconds)
+    free = (Lease.holder == holder) | (Lease.expires_at <= now)
     async with maker() as db, db.begin():
         result = await db.execute(
             update(Lease)
-            .where(Lease.name == name, (Lease.holder == holder) | (Lease.expires_at <= now))
+            .where(Lease.name == name, true() if force else free)
             .values(holder=holder, expires_at=until)
             .execution_options(synchronize_session=False)
         )
@@ -190,6 +197,10 @@ class Membership:
         self.id = replica_id(settings)
         self.address = settings.replica_address or settings.base_url
         self.started_at = utcnow()
+        # Replicas share a PostgreSQL database; a SQLite file has one broker process, so a
+        # lease left by a killed predecessor must not keep the restarted one from its jobs
+        # (its final checkpoint at shutdown included) until the lease runs out.
+        self.alone = settings.database_url.startswith("sqlite")
         self.leading = False
         self._lease_until = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -211,7 +222,7 @@ class Membership:
             await heartbeat(db, self.id, self.address, self.started_at)
         seconds = self.settings.replica_lease_seconds
         was = self.leading
-        self.leading = await take_lease(self.maker, BACKGROUND, self.id, seconds)
+        self.leading = await take_lease(self.maker, BACKGROUND, self.id, seconds, force=self.alone)
         if self.leading:
             # Measured from before the request: our view ends no later than the row's.
             self._lease_until = asked + seconds
