@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from broker.gateway.models import AgentKey
 
 log = structlog.get_logger("broker.gateway")
+# A deadline is applied a moment after it passes (the database's clock and ours may differ
+# by a little; an early read would find it not yet due and sleep again).
+DEADLINE_GRACE_SECONDS = 0.05
 T = TypeVar("T")
 # The poller wakes on every committed session change (:mod:`broker.gateway.signals`); this
 # period only catches what another broker process committed.
@@ -288,20 +292,27 @@ class Poller:
         signals = self.gateway.signals
         while True:
             seen = signals.version  # a change during once() runs it again at once
+            wait = self.gateway.settings.resolved_signal_fallback_seconds
             try:
-                await self.once()
+                upcoming = await self.once()
             except Exception as exc:  # keep polling; the failure is logged, not swallowed
                 log.error("gateway.poll_failed", exc_info=exc)
-            await signals.wait_after(seen, self.gateway.settings.resolved_signal_fallback_seconds)
+                upcoming = None
+            if upcoming is not None:  # a deadline is no notice: wake for it, not the fallback
+                left = (upcoming - utcnow()).total_seconds()
+                wait = min(wait, max(left, DEADLINE_GRACE_SECONDS))
+            await signals.wait_after(seen, wait)
 
-    async def once(self) -> None:
+    async def once(self) -> datetime | None:
+        """Push what changed to the agents; the nearest deadline still to come, if any."""
         links = dict(self.gateway.links)
         if not links:
-            return
+            return None
         now = utcnow()
         async with self.gateway.maker() as db:
             rows = await open_sessions(db, links.keys())
             due = [r[0] for r in rows if r[4] is not None and r[4] <= now]
+            later = [r[4] for r in rows if r[4] is not None and r[4] > now]
             for session_id in due:  # apply run-out deadlines so they reach the agent now
                 await sessions.load(db, session_id)
             if due:
@@ -336,6 +347,7 @@ class Poller:
                     why = _ended(found)
                     link.send({"type": "session_ended", "session_id": session_id, "reason": why})
                     await _close_session(link, session_id, why)
+        return min(later, default=None)
 
     async def _push(
         self, db: AsyncSession, link: AgentLink, session_id: str, state: S, unattended: bool
