@@ -152,7 +152,14 @@ def admins_server(display: Display, tmp_path: Any) -> Any:
         )
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        # Nobody read its output since PORT=: a full pipe would hold it in a write on its
+        # way out. Closing our end lets that write fail, so it ends.
+        process.stdout.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 async def test_the_broker_drops_input_the_server_would_take(
