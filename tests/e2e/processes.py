@@ -213,9 +213,10 @@ class Agent:
             os.close(self._terminal)
 
 
-def enrolled_agent(served: Served, tmp: Path, group: str) -> Agent:
+def enrolled_agent(served: Served, tmp: Path, group: str, *, ssh_port: int | None = None) -> Agent:
     """An enrollment token from the broker's command line, ``supportbroker-agent enroll``
-    with it, then the agent running in its terminal."""
+    with it (at ``ssh_port``, e.g. a load balancer's; the broker's own by default), then the
+    agent running in its terminal."""
     issued = served.cli("agent", "token", "create", "--group", group).stdout
     token = issued.strip().splitlines()[-1]
     env = clean_env(
@@ -230,7 +231,7 @@ def enrolled_agent(served: Served, tmp: Path, group: str) -> Agent:
             str(BIN / "supportbroker-agent"),
             "enroll",
             "--broker",
-            f"127.0.0.1:{served.gateway_port}",
+            f"127.0.0.1:{ssh_port or served.gateway_port}",
             "--token",
             token,
         ],

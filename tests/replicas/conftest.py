@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PG_HOST, PG_USER, _pg_admin, _pg_reachable
-from tests.e2e.processes import BIN, Agent, Served, clean_env, free_port, serve
+from tests.e2e.processes import BIN, Agent, Served, clean_env, enrolled_agent, free_port, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
@@ -198,34 +198,8 @@ def _until_balanced(cluster: Cluster) -> None:
 
 def enroll_through_balancer(cluster: Cluster, tmp: Path, group: str) -> Agent:
     """The agent is given the load balancer's SSH address, like any admin would give it."""
-    issued = cluster.replicas["a"].cli("agent", "token", "create", "--group", group).stdout
-    token = issued.strip().splitlines()[-1]
-    env = clean_env(
-        SUPPORTBROKER_AGENT_CONFIG_DIR=str(tmp / "agent"),
-        SUPPORTBROKER_AGENT_NOTIFY="false",
-        SUPPORTBROKER_AGENT_SHELL_COMMAND="/bin/sh",
-        SUPPORTBROKER_AGENT_BACKOFF_INITIAL="0.2",
-        SUPPORTBROKER_AGENT_BACKOFF_MAX="1",
-    )
-    enroll = subprocess.run(
-        [
-            str(BIN / "supportbroker-agent"),
-            "enroll",
-            "--broker",
-            f"127.0.0.1:{cluster.ssh}",
-            "--token",
-            token,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert enroll.returncode == 0, enroll.stderr
-    agent = Agent(tmp / "agent", env)
+    agent = enrolled_agent(cluster.replicas["a"], tmp, group, ssh_port=cluster.ssh)
     cluster.agents.append(agent)
-    cluster.replicas["a"].agents.append(agent)
     return agent
 
 
