@@ -2,9 +2,10 @@
 
 Headline benchmark of issue 14 (auditor at scale). The broker runs as the product runs
 (``supportbroker serve`` in its own process, a SQLite file migrated by ``supportbroker
-migrate``); an auditor's bearer token from ``supportbroker token create`` drives the pages
-over HTTP/1.1 keep-alive: the session search with every filter it offers, deep paging, the
-device suggestions and a ticket's timeline (inclusion proofs, last verification). One client,
+migrate``); an auditor made with ``supportbroker user create`` logs in through the login
+form as a browser does and drives the pages with that session over HTTP/1.1 keep-alive:
+the session search with every filter it offers, deep paging, the device suggestions and a
+ticket's timeline (inclusion proofs, last verification). One client,
 requests one after the other: each figure is what one auditor waits.
 
 Setup (not timed, and NOT the product's request path): 50 technicians, 5,000 devices,
@@ -28,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import secrets
 import subprocess
 import sys
@@ -37,6 +39,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -191,19 +195,52 @@ def cases(shape: dict[str, Any]) -> dict[str, str]:
     }
 
 
-async def measure(port: int, token: str, paths: dict[str, str], rounds: int, per: int) -> None:
+def _field(html: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', html)
+    if found is None:
+        raise RuntimeError(f"no {name} field in the form")
+    return found.group(1)
+
+
+def log_in(port: int, username: str, password: str) -> str:
+    """The auditor logs in through the login form as a browser does (pages admit people,
+    not API tokens) and changes the one-time password when asked; returns the Cookie
+    header the browser would send from then on."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
+        form = client.get("/ui/login")
+        answer = client.post(
+            "/ui/login",
+            data={"username": username, "password": password,
+                  "csrf_token": _field(form.text, "csrf_token"), "next": ""},
+        )  # fmt: skip
+        if answer.status_code != 303:
+            raise RuntimeError(f"login answered {answer.status_code}: {answer.text[:300]!r}")
+        if answer.headers.get("location", "").startswith("/ui/password"):
+            form = client.get("/ui/password")
+            new = secrets.token_urlsafe(18)
+            changed = client.post(
+                "/ui/password",
+                data={"current": password, "new": new, "confirm": new,
+                      "csrf_token": _field(form.text, "csrf_token")},
+            )  # fmt: skip
+            if changed.status_code != 303:
+                raise RuntimeError(f"password change answered {changed.status_code}")
+        return "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+
+
+async def measure(port: int, cookie: str, paths: dict[str, str], rounds: int, per: int) -> None:
     conn = await Conn.open(port)
     times: dict[str, list[float]] = {name: [] for name in paths}
     try:
         for name, path in paths.items():  # warm-up: one of each, not counted
-            status, body = await conn.request("GET", path, token)
+            status, body = await conn.request("GET", path, cookie=cookie)
             if status != 200:
                 raise RuntimeError(f"{name}: {path} answered {status}: {body[:300]!r}")
         for r in range(rounds):
             for name, path in paths.items():
                 for _ in range(per):
                     t0 = time.perf_counter()
-                    status, _body = await conn.request("GET", path, token)
+                    status, _body = await conn.request("GET", path, cookie=cookie)
                     times[name].append(time.perf_counter() - t0)
                     assert status == 200, (name, status)
             print(f"  round {r + 1}/{rounds} done, load {loadavg()}", flush=True)
@@ -236,12 +273,13 @@ def main() -> None:
         _cli(env, "migrate")
         shape = asyncio.run(populate(env, args.sessions))
         shape_file.write_text(json.dumps(shape))
-        _cli(env, "user", "create", "bench-auditor", "--role", "auditor")
+        out = _cli(env, "user", "create", "bench-auditor", "--role", "auditor")
+    else:  # the one-time password of the earlier run is gone: a new one
+        out = _cli(env, "user", "reset-password", "bench-auditor")
     shape = json.loads(shape_file.read_text())
-    out = _cli(env, "token", "create", "--name", f"bench-{secrets.token_hex(3)}",
-               "--user", "bench-auditor", "--scope", "audit:read", "--scope", "sessions:read",
-               "--scope", "devices:read")  # fmt: skip
-    token = out.rsplit("secret (shown only now):", 1)[1].split()[0]
+    password = re.search(r"one-time password(?: for \S+)?: (\S+)", out)
+    if password is None:
+        raise RuntimeError(f"no one-time password in: {out!r}")
     port = free_port()
     with (workdir / "serve.log").open("wb") as logfile:
         proc = subprocess.Popen(
@@ -252,13 +290,14 @@ def main() -> None:
         )
         try:
             _wait_ready(port, proc)
+            cookie = log_in(port, "bench-auditor", password.group(1))
             print(
                 f"{shape['sessions']:,} sessions, {shape['sessions'] * EVENTS_PER_SESSION:,} "
                 f"events; {args.rounds} rounds x {args.per} requests per case, one client; "
                 f"load {loadavg()}",
                 flush=True,
             )
-            asyncio.run(measure(port, token, cases(shape), args.rounds, args.per))
+            asyncio.run(measure(port, cookie, cases(shape), args.rounds, args.per))
         finally:
             proc.terminate()
             proc.wait(timeout=30)

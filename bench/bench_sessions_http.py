@@ -103,12 +103,20 @@ class Conn:
         return cls(reader, writer)
 
     async def request(
-        self, method: str, path: str, token: str | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        *,
+        cookie: str | None = None,
     ) -> tuple[int, bytes]:
         data = b"" if body is None else json.dumps(body).encode()
         head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(data)}"]
         if token:
             head.append(f"Authorization: Bearer {token}")
+        if cookie:  # a browser's session (pages admit logged-in people, not API tokens)
+            head.append(f"Cookie: {cookie}")
         if body is not None:
             head.append("Content-Type: application/json")
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)

@@ -4,6 +4,7 @@ reason (audited), the evidence bundle, erasure by admins, the checkpoint page an
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zipfile
 from collections.abc import AsyncIterator
@@ -233,6 +234,17 @@ async def test_timeline_is_green_for_an_intact_log_and_red_after_tampering(
                 {"s": STREAM},
             )
         ).scalar_one()
+    # Checkpoints come on a cadence (1 s): the edit below is caught by a failed proof once a
+    # signed checkpoint covers the record, so wait for the broker to sign one that does.
+    for _ in range(100):
+        async with app.state.engine.connect() as conn:
+            latest = await app.state.audit_log.latest_checkpoint(conn)
+        if latest is not None and latest.size > position:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("no signed checkpoint covered the ticket's records within 10 s")
+    async with app.state.engine.begin() as conn:
         await conn.execute(
             text("UPDATE audit_records SET event_type = 'session.denied' WHERE position = :p"),
             {"p": position},
