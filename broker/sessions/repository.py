@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, CursorResult, Select, func, or_, select, u
 
 from broker.auth.models import User
 from broker.db.repository import Repository
+from broker.db.text import contains_text
 from broker.devices.models import Device, GroupMember
 from broker.evidence.events import EventType
 from broker.evidence.queries import streams_with_event
@@ -254,10 +255,7 @@ def _filtered(stmt: Select[*Ts], f: SessionFilter) -> Select[*Ts]:
         # A part of a text: no index serves it. The tickets are scanned once here; as a
         # join condition the same test ran once per session, walked in page order.
         matching = select(Ticket.id).where(
-            or_(
-                func.lower(Ticket.external_id).like(pattern, escape="\\"),
-                func.lower(Ticket.subject).like(pattern, escape="\\"),
-            )
+            or_(contains_text(Ticket.external_id, pattern), contains_text(Ticket.subject, pattern))
         )
         stmt = stmt.where(RemoteSession.ticket_id.in_(matching))
     return stmt

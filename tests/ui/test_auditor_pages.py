@@ -461,6 +461,8 @@ async def test_search_filters_and_pages(
     assert await found("ticket=z-") == {b["id"]}
     assert await found("ticket=PRINT") == {first, c["id"]}
     assert await found("ticket=%25") == set()  # a LIKE wildcard is only a character
+    assert await found("ticket=_") == set()
+    assert await found("ticket=hd%5F4711") == set()  # "_" is no wildcard either
     assert await found(f"technician={other.tech.id}") == {c["id"]}
     assert await found(f"device={second_device.id}") == {b["id"]}
     assert await found("device=pc-accounting") == {b["id"]}  # typed by its name
