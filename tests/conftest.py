@@ -65,6 +65,7 @@ def _pg_reachable() -> str | None:
 # start ``supportbroker serve`` as a process).
 BROWSER_TESTS = ("tests/e2e/",)
 DESKTOP_TESTS = ("tests/desktop/",)
+POSTGRES_TESTS = ("tests/replicas/",)  # replicas share one PostgreSQL database: no SQLite case
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,7 +79,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if where.startswith(DESKTOP_TESTS):
             item.add_marker(pytest.mark.desktop)
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and any(v == "postgresql" for v in callspec.params.values()):
+        on_postgres = callspec is not None and "postgresql" in callspec.params.values()
+        needs_pg = "pg_url" in getattr(item, "fixturenames", ())
+        if on_postgres or needs_pg or where.startswith(POSTGRES_TESTS):
             item.add_marker(pytest.mark.postgres)
 
 
