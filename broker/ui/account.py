@@ -21,7 +21,7 @@ from broker.auth.schemas import PASSWORD_MIN_LENGTH
 from broker.db.session import DbSession
 from broker.errors import BrokerError
 from broker.ui.common import anyone, home_for, safe_next
-from broker.ui.kit import LOGIN_PATH, login_redirect, page, page_user, refused
+from broker.ui.kit import LOGIN_PATH, login_redirect, page, page_user
 from broker.ui.login import Secret, refused_keep
 
 router = APIRouter(include_in_schema=False)
@@ -125,10 +125,7 @@ async def _account_page(
 async def totp_start(
     request: Request, who: Annotated[Principal, page_user(anyone)], db: DbSession
 ) -> Response:
-    try:
-        await totp.begin_enrollment(db, who)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await totp.begin_enrollment(db, who)
     return await _account_page(request, db, who)
 
 

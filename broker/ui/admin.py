@@ -163,11 +163,8 @@ async def update_user(
 async def reset_password(
     request: Request, user_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    try:
-        user = await auth.get_user(db, user_id)
-        password = await auth.reset_password(db, who.actor(), user)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    user = await auth.get_user(db, user_id)
+    password = await auth.reset_password(db, who.actor(), user)
     return await _users_page(
         request,
         db,
@@ -179,10 +176,7 @@ async def reset_password(
 async def unlock_user(
     request: Request, user_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    try:
-        user, cleared = await auth.unlock(db, who.actor(), user_id)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    user, cleared = await auth.unlock(db, who.actor(), user_id)
     notice = f"Sign-in of {user.username} unlocked ({cleared} failed-login counter(s) cleared)."
     return await _users_page(request, db, notice=notice)
 
@@ -191,11 +185,8 @@ async def unlock_user(
 async def reset_totp(
     request: Request, user_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    try:
-        user = await auth.get_user(db, user_id)
-        await totp.admin_reset(db, who.actor(), user)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    user = await auth.get_user(db, user_id)
+    await totp.admin_reset(db, who.actor(), user)
     return RedirectResponse(BASE + "/users", status_code=303)
 
 
@@ -261,8 +252,5 @@ async def token_create(
 async def token_revoke(
     request: Request, token_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    try:
-        await tokens.revoke_token(db, actor=who.actor(), token_id=token_id)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await tokens.revoke_token(db, actor=who.actor(), token_id=token_id)
     return RedirectResponse(BASE + "/tokens", status_code=303)

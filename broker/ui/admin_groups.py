@@ -29,7 +29,7 @@ from broker.gateway import dist
 from broker.gateway import service as gateway
 from broker.ui.admin import BASE, Text, invalid
 from broker.ui.common import is_admin
-from broker.ui.kit import page, page_user, refused
+from broker.ui.kit import page, page_user
 
 router = APIRouter(include_in_schema=False)
 
@@ -145,10 +145,7 @@ async def _group_page(
 async def group_detail(
     request: Request, group_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    try:
-        return await _group_page(request, db, group_id)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    return await _group_page(request, db, group_id)
 
 
 @router.post(BASE + "/groups/{group_id}", response_model=None)
@@ -177,10 +174,7 @@ async def _membership(
     change: Callable[[DbSession, Actor], Awaitable[object]],
 ) -> Response:
     """Add or remove a member, then back to the group's page (a refusal is shown there)."""
-    try:
-        await change(db, who.actor())
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await change(db, who.actor())
     return RedirectResponse(f"{BASE}/groups/{group_id}", status_code=303)
 
 

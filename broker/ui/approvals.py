@@ -17,11 +17,10 @@ from fastapi.responses import RedirectResponse, Response
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
-from broker.errors import BrokerError
 from broker.flows import approval
 from broker.sessions import oversight
 from broker.sessions.schemas import preview_of
-from broker.ui.kit import page, page_user, refused
+from broker.ui.kit import page, page_user
 
 router = APIRouter(include_in_schema=False)
 PATH = "/ui/approvals"
@@ -51,12 +50,9 @@ async def decide(
     decision: Annotated[str, Form(pattern="^(approve|deny)$")] = "approve",
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    try:
-        record, issued = await approval.second_approval(
-            db, who, sid, approve=decision == "approve", reason=reason or None
-        )
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    record, issued = await approval.second_approval(
+        db, who, sid, approve=decision == "approve", reason=reason or None
+    )
     if issued is None:
         return RedirectResponse(PATH, status_code=303)
     return page(request, "ui/approved.html", record=record, issued=issued)

@@ -154,11 +154,8 @@ async def session_detail(
     who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
 ) -> Response:
-    try:
-        detail = await svc.session_detail(db, who, session_id)
-        files = await kept.kept_files(db, who, session_id)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    detail = await svc.session_detail(db, who, session_id)
+    files = await kept.kept_files(db, who, session_id)
     return page(request, "auditor/session.html", detail=detail, kept_files=files)
 
 
@@ -173,10 +170,7 @@ async def kept_file_download(
 ) -> Response:
     """A file the group kept, with the auditor's reason (``file.viewed`` is committed before
     the file leaves: ``gateway.kept.kept_file``)."""
-    try:
-        name, body = await kept.kept_file(db, who, session_id, transfer_id, reason=reason)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    name, body = await kept.kept_file(db, who, session_id, transfer_id, reason=reason)
     filename = name.replace('"', "").replace("\r", "").replace("\n", "") or "file"
     return Response(
         body,
@@ -192,10 +186,7 @@ async def replay_form(
     who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
 ) -> Response:
-    try:
-        detail = await svc.session_detail(db, who, session_id)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    detail = await svc.session_detail(db, who, session_id)
     return page(request, "auditor/replay_reason.html", detail=detail, reason="")
 
 
@@ -236,10 +227,7 @@ async def playback_page(
     request: Request, who: Annotated[Principal, audit_user(can_audit)], db: DbSession
 ) -> Response:
     """Dual control: the requests waiting for a second auditor, and the caller's own."""
-    try:
-        views = await playback.listing(db, who)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    views = await playback.listing(db, who)
     now = utcnow()
     items = [(v, v.as_dict(now)) for v in views]
     return page(request, "auditor/playback.html", items=items, me=who.user_id)
@@ -255,12 +243,7 @@ async def playback_ask(
     ticket: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Ask a second auditor for a replay (``session_id``) or a plaintext export (``ticket``)."""
-    try:
-        await playback.ask(
-            db, who, reason=reason, session_id=session_id or None, ticket=ticket or None
-        )
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await playback.ask(db, who, reason=reason, session_id=session_id or None, ticket=ticket or None)
     return RedirectResponse(BASE + "/playback", status_code=303)
 
 
@@ -273,10 +256,7 @@ async def playback_decide(
     decision: Annotated[str, Form(pattern="^(approve|deny)$")] = "approve",
     reason: FormText = "",
 ) -> Response:
-    try:
-        await playback.decide(db, who, request_id, approve=decision == "approve", reason=reason)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await playback.decide(db, who, request_id, approve=decision == "approve", reason=reason)
     return RedirectResponse(BASE + "/playback", status_code=303)
 
 
@@ -288,10 +268,7 @@ async def ticket_timeline(
     who: Annotated[Principal, audit_user(can_audit)],
     db: DbSession,
 ) -> Response:
-    try:
-        view = await svc.ticket_timeline(db, who, system, external_id)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    view = await svc.ticket_timeline(db, who, system, external_id)
     return page(request, "auditor/timeline.html", view=view)
 
 
@@ -342,10 +319,7 @@ async def ticket_dual_control(
     """The ticket's own dual control: an auditor switches it on (timeline page), an admin
     switches it off (erase page); the service says who may do what."""
     ref = f"{system}:{external_id}"
-    try:
-        await playback.set_ticket_policy(db, who, ref, on=dual_control == "on", reason=reason)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await playback.set_ticket_policy(db, who, ref, on=dual_control == "on", reason=reason)
     back = "" if can_audit(who) else "/erase"
     return RedirectResponse(
         f"{BASE}/tickets/{quote(system, safe='')}/{quote(external_id, safe='')}{back}",
@@ -401,10 +375,7 @@ async def verify_log_now(
     shows it running, then its verdict (never verified per view: at 1 M records it takes
     seconds)."""
     runs = request.app.state.verifications
-    try:
-        await svc.ask_verification(db, who, runs, f"{system}:{external_id}")
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await svc.ask_verification(db, who, runs, f"{system}:{external_id}")
     target = f"{BASE}/tickets/{quote(system, safe='')}/{quote(external_id, safe='')}#integrity"
     return RedirectResponse(target, status_code=303)
 

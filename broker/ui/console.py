@@ -52,7 +52,7 @@ from broker.ui.common import (
     sign,
     unsign,
 )
-from broker.ui.kit import page, page_user, refused
+from broker.ui.kit import page, page_user
 
 router = APIRouter(include_in_schema=False)
 CODE_COOKIE = "sb_code"
@@ -312,10 +312,7 @@ async def session_page(
     who: Annotated[Principal, page_user(technician_or_admin)],
     db: DbSession,
 ) -> Response:
-    try:
-        context = await _session_context(request, db, who, sid)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    context = await _session_context(request, db, who, sid)
     return page(
         request,
         "ui/session.html",
@@ -331,23 +328,17 @@ async def session_fragment(
     who: Annotated[Principal, page_user(technician_or_admin)],
     db: DbSession,
 ) -> Response:
-    try:
-        context = await _session_context(request, db, who, sid)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    context = await _session_context(request, db, who, sid)
     return page(request, "ui/_session_status.html", **context)
 
 
 async def _act(request: Request, db: DbSession, who: Principal, sid: str, action: str) -> Response:
-    try:
-        if action == "start":
-            await sessions.start_session(db, who, sid)
-        elif action == "end":
-            await sessions.end_session(db, who, sid, "ended from the console")
-        else:
-            await sessions.cancel_session(db, who, sid, "cancelled from the console")
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    if action == "start":
+        await sessions.start_session(db, who, sid)
+    elif action == "end":
+        await sessions.end_session(db, who, sid, "ended from the console")
+    else:
+        await sessions.cancel_session(db, who, sid, "cancelled from the console")
     return RedirectResponse(f"/ui/sessions/{sid}", status_code=303)
 
 

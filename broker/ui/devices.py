@@ -146,10 +146,7 @@ async def _device_page(
 async def device_detail(
     request: Request, device_id: str, who: Annotated[Principal, page_user(_may_see)], db: DbSession
 ) -> Response:
-    try:
-        return await _device_page(request, db, who, device_id[:36])
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    return await _device_page(request, db, who, device_id[:36])
 
 
 @router.post(BASE + "/{device_id}", response_model=None)
@@ -175,8 +172,5 @@ async def device_update(
 async def device_retire(
     request: Request, device_id: str, who: Annotated[Principal, page_user(is_admin)], db: DbSession
 ) -> Response:
-    try:
-        await inventory.retire_device(db, actor=who.actor(), device_id=device_id[:36])
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await inventory.retire_device(db, actor=who.actor(), device_id=device_id[:36])
     return RedirectResponse(f"{BASE}/{device_id[:36]}", status_code=303)

@@ -15,10 +15,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
-from broker.errors import BrokerError
 from broker.sessions import invitations as invites
 from broker.ui.common import is_technician
-from broker.ui.kit import page_user, refused
+from broker.ui.kit import page_user
 
 router = APIRouter(include_in_schema=False)
 
@@ -31,8 +30,5 @@ async def invite(
     db: DbSession,
     expert_id: Annotated[str, Form(max_length=36)] = "",
 ) -> Response:
-    try:
-        await invites.invite(db, who, sid, expert_id)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    await invites.invite(db, who, sid, expert_id)
     return RedirectResponse(f"/ui/sessions/{sid}#experts", status_code=303)

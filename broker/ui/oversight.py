@@ -17,11 +17,10 @@ from fastapi.responses import RedirectResponse, Response
 from broker.auth.permissions import Scope
 from broker.auth.principal import Principal
 from broker.db.session import DbSession
-from broker.errors import BrokerError
 from broker.sessions import oversight
 from broker.sessions import service as sessions
 from broker.sessions.states import SessionState
-from broker.ui.kit import page, page_user, refused
+from broker.ui.kit import page, page_user
 
 router = APIRouter(include_in_schema=False)
 QUEUE_PATH = "/ui/oversight"
@@ -55,12 +54,9 @@ async def stop(
     db: DbSession,
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    try:
-        record = await sessions.get_session(db, who, sid)
-        if record.session.state == SessionState.active:
-            await sessions.end_session(db, who, sid, reason or None)
-        else:
-            await sessions.revoke_session(db, who, sid, reason or None)
-    except BrokerError as exc:
-        return await refused(request, db, exc)
+    record = await sessions.get_session(db, who, sid)
+    if record.session.state == SessionState.active:
+        await sessions.end_session(db, who, sid, reason or None)
+    else:
+        await sessions.revoke_session(db, who, sid, reason or None)
     return RedirectResponse(QUEUE_PATH, status_code=303)
