@@ -15,10 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from audit.bundle import verify_bundle
 from audit.checkpoint import load_verifier
 from audit.errors import AuditError
-from audit.timestamp import load_tsa_certificates
 
 
 def process_count(text: str) -> int:
@@ -55,7 +53,7 @@ async def _verify_log(url: str, key_source: str, processes: int) -> int:
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from audit.store import verify_database
+    from audit.dbverify import verify_database
 
     verifier = load_verifier(key_source)
     try:
@@ -127,6 +125,10 @@ def build_parser(prog: str = "python -m audit") -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "verify":
+            # Imported here: verify-log needs neither (the bundle's X.509 and RFC 3161 code).
+            from audit.bundle import verify_bundle
+            from audit.timestamp import load_tsa_certificates
+
             verifier = load_verifier(args.public_key)
             trusted = [c for path in args.tsa_cert for c in load_tsa_certificates(path)]
             try:

@@ -2,8 +2,9 @@
 
 One process reads pages of rows and feeds them to :meth:`LogVerifier.feed_rows`. With
 ``processes > 1`` (and a log of more than one segment) the rows are verified in worker
-processes instead (:func:`audit.segments.feed_segments`): each worker opens its own engine
-from the connection's URL and reads only its own segment, by log position, so the parent
+processes instead (:func:`audit.segments.feed_segments`): each worker connects to the
+database itself, through the driver alone where it is aiosqlite or asyncpg
+(:mod:`audit.rowsource`), and reads only its own segment, by log position, so the parent
 never holds more than the verifier's state. Both ways give the same report.
 
 Rows are read straight from the driver where it is aiosqlite or asyncpg: SQLAlchemy's
@@ -23,23 +24,22 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from audit import schema
+from audit import rowsource, schema
 from audit.checkpoint import SignedCheckpoint, VerifierKey
 from audit.errors import RollbackDetected, VerificationError
-from audit.reader import RECORD_COLUMNS
-from audit.segments import DEFAULT_SEGMENT, feed_segments
+from audit.rowsource import PAGE_ASYNCPG, PAGE_SQLITE, Source
+from audit.segments import DEFAULT_SEGMENT, Fetch, feed_segments
 from audit.verify import LogVerifier, VerifyReport
 
-_PAGE = (
-    f"SELECT {', '.join(c.name for c in RECORD_COLUMNS)} FROM audit_records "  # noqa: S608
-    "WHERE position >= {} ORDER BY position LIMIT {}"
-)
-_PAGE_SQLITE = _PAGE.format("?", "?")
-_PAGE_ASYNCPG = _PAGE.format("$1", "$2")
-WORKER_PAGE = 8_192
+WORKER_PAGE = rowsource.PAGE
+_COLUMNS = tuple(schema.records.columns)  # in ``Record`` field order
+_WORKER_DRIVERS = {"aiosqlite": "sqlite3", "asyncpg": "asyncpg"}
+_DIALECT_ONLY = ("async_fallback", "prepared_statement_cache_size", "prepared_statement_name_func")
+"""Connect arguments SQLAlchemy's asyncpg dialect takes for itself, not for the driver."""
 DEFAULT_CONTEXT = "spawn"
 """Start method of the workers: the parent runs an event loop and holds driver threads and
-connections, which a forked child would inherit half-alive; spawning costs about 0.3 s."""
+connections, which a forked child would inherit half-alive. A spawned worker imports no
+SQLAlchemy (:mod:`audit.rowsource`): its start costs about 0.15 s of CPU."""
 
 
 async def read_rows(
@@ -50,7 +50,7 @@ async def read_rows(
     driver = conn.dialect.driver
     if portable or driver not in ("aiosqlite", "asyncpg"):
         stmt = (
-            select(*RECORD_COLUMNS)
+            select(*_COLUMNS)
             .where(schema.records.c.position >= start)
             .order_by(schema.records.c.position)
             .limit(count)
@@ -58,9 +58,9 @@ async def read_rows(
         return (await conn.execute(stmt)).all()
     raw: Any = (await conn.get_raw_connection()).driver_connection
     if driver == "asyncpg":
-        rows: Sequence[Sequence[Any]] = await raw.fetch(_PAGE_ASYNCPG, start, count)
+        rows: Sequence[Sequence[Any]] = await raw.fetch(PAGE_ASYNCPG, start, count)
         return rows
-    async with raw.execute(_PAGE_SQLITE, (start, count)) as cursor:
+    async with raw.execute(PAGE_SQLITE, (start, count)) as cursor:
         return list(await cursor.fetchall())
 
 
@@ -73,10 +73,29 @@ def worker_url(conn: AsyncConnection) -> str | None:
     return url.render_as_string(hide_password=False)
 
 
+def worker_fetch(conn: AsyncConnection) -> Fetch | None:
+    """What a worker process reads its segments with (None: it cannot reach the database).
+
+    For aiosqlite and asyncpg, the driver itself with the arguments this connection's
+    dialect gives it (:func:`audit.rowsource.fetch_segment`: the worker never imports
+    SQLAlchemy); for any other driver, an engine of its own (:func:`fetch_segment`).
+    """
+    url = worker_url(conn)
+    if url is None:
+        return None
+    driver = _WORKER_DRIVERS.get(conn.dialect.driver)
+    if driver is None:
+        return partial(fetch_segment, url)
+    args, kwargs = conn.dialect.create_connect_args(conn.engine.url)
+    kept = {k: v for k, v in kwargs.items() if k not in _DIALECT_ONLY}
+    return partial(rowsource.fetch_segment, Source(driver, tuple(args), kept))
+
+
 def fetch_segment(
     url: str, start: int, count: int, *, page: int = WORKER_PAGE
 ) -> Iterator[Sequence[Any]]:
-    """A worker's :data:`audit.segments.Fetch`: its segment's rows through its own engine,
+    """A worker's :data:`audit.segments.Fetch` for a driver :mod:`audit.rowsource` does not
+    know: its segment's rows through its own engine,
     ``page`` rows at a time (the next page is read once the verifier has taken the last
     row of this one, so at most one page is in memory).
 
@@ -190,17 +209,17 @@ async def _verify(
     ts = schema.tree_state
     state = (await conn.execute(select(ts.c.size, ts.c.root).where(ts.c.id == 1))).first()
     total = int((await conn.execute(select(func.count()).select_from(schema.records))).scalar_one())
-    url = worker_url(conn) if processes > 1 and total > segment else None
+    fetch = worker_fetch(conn) if processes > 1 and total > segment else None
     done = 0
     try:
-        if url is not None:
+        if fetch is not None:
             stop = threading.Event()  # set when this coroutine ends, e.g. cancelled by Ctrl-C
             try:
                 await asyncio.to_thread(
                     feed_segments,
                     checker,
                     total,
-                    partial(fetch_segment, url),
+                    fetch,
                     processes=processes,
                     segment=segment,
                     context=context,

@@ -12,13 +12,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from audit.checkpoint import SignedCheckpoint, VerifierKey
 from audit.errors import RollbackDetected, VerificationError
 from audit.merkle import Frontier
 from audit.records import FieldCodec, Record, record_leaf_hash
 from audit.scan import NO_HEAD, Head, scan
 
 if TYPE_CHECKING:
+    # Annotations only: a segment worker (which imports this module) never loads the
+    # signature library.
+    from audit.checkpoint import SignedCheckpoint, VerifierKey
     from audit.segments import SegmentResult
 
 

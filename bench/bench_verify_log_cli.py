@@ -6,7 +6,9 @@ start-up, the snapshot, spawning the workers, reading and verifying every row, t
 Setup (not timed): 1,000,000 sealed records with their checkpoints and tree state in a
 SQLite file, as ``bench_audit_verify.py`` builds them. Baseline in the same
 run, rounds interleaved: a process that only reads every row of the same file with
-``sqlite3`` (the floor of any verifier that reads the database).
+``sqlite3`` (the floor of any verifier that reads the database). Each run's CPU time (the
+process and its workers, user + system) is printed beside its wall time: on a shared machine
+the wall time follows the load, the CPU time much less.
 
     .venv/bin/python bench/bench_verify_log_cli.py [--records 1000000] [--rounds 3]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,13 +41,19 @@ def loadavg() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
-    t0 = time.perf_counter()
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds of ``cmd`` (with its own children), and its last line."""
+    t0, c0 = time.perf_counter(), _cpu()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, _cpu() - c0
     if out.returncode != 0:
         raise RuntimeError(f"{cmd[:4]} exited {out.returncode}: {out.stdout}{out.stderr}")
-    return elapsed, out.stdout.strip().splitlines()[-1]
+    return elapsed, cpu, out.stdout.strip().splitlines()[-1]
 
 
 def main() -> None:
@@ -71,11 +80,17 @@ def main() -> None:
         best_ours, best_base = float("inf"), float("inf")
         for r in range(args.rounds):
             print(f"round {r + 1}: load average {loadavg()}", flush=True)
-            a, verdict = timed(ours)
-            b, count = timed(base)
+            a, a_cpu, verdict = timed(ours)
+            b, b_cpu, count = timed(base)
             best_ours, best_base = min(best_ours, a), min(best_base, b)
-            print(f"  verify-log --processes {args.processes}: {a:6.2f} s  ({verdict[:60]})")
-            print(f"  read every row with sqlite3:  {b:6.2f} s  ({count} rows)", flush=True)
+            print(
+                f"  verify-log --processes {args.processes}: {a:6.2f} s, CPU {a_cpu:5.2f} s"
+                f"  ({verdict[:60]})"
+            )
+            print(
+                f"  read every row with sqlite3:  {b:6.2f} s, CPU {b_cpu:5.2f} s  ({count} rows)",
+                flush=True,
+            )
         print(
             f"\nverify-log CLI, {len(ROWS):,} records, {args.processes} processes: best "
             f"{best_ours:.2f} s (target <= 3 s); reading the rows alone {best_base:.2f} s; "

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from audit import cli, schema
+from audit import cli, rowsource, schema
 from audit.checkpoint import SignedCheckpoint
-from audit.dbverify import fetch_segment, read_rows, verify_database, worker_url
+from audit.dbverify import fetch_segment, read_rows, verify_database, worker_fetch, worker_url
 from audit.errors import VerificationError
 from audit.records import Record, record_leaf_hash
 from audit.segments import feed_segments
@@ -206,42 +207,91 @@ async def test_rollback_behind_a_published_checkpoint(log: AuditLog, engine: Asy
     assert (await both(log, engine, mid)).ok
 
 
+Reader = Callable[..., Iterator[Sequence[Any]]]
+
+
+async def readers(engine: AsyncEngine, db_url: str) -> dict[str, Reader]:
+    """The two ways a worker reads: the driver alone (what ``worker_fetch`` gives for
+    aiosqlite and asyncpg) and its own SQLAlchemy engine (any other driver)."""
+    async with engine.connect() as conn:
+        url = worker_url(conn)
+        direct = worker_fetch(conn)
+    assert url is not None
+    assert isinstance(direct, partial)
+    assert direct.func is rowsource.fetch_segment
+    source = direct.args[0]
+    assert source.driver == ("asyncpg" if db_url.startswith("postgresql") else "sqlite3")
+    return {
+        "driver": partial(rowsource.fetch_segment, source),
+        "sqlalchemy": partial(fetch_segment, url),
+    }
+
+
 async def test_workers_read_by_position_and_stop_at_the_end(
     log: AuditLog, engine: AsyncEngine, db_url: str
 ) -> None:
     await fill(log, engine)
     recs = await records(engine)
-    async with engine.connect() as conn:
-        url = worker_url(conn)
-    assert url is not None
+    ways = await readers(engine, db_url)
+    read: dict[str, list[tuple[Any, ...]]] = {}
+    for name, reader in ways.items():
 
-    def fetch(start: int, count: int) -> list[tuple[object, ...]]:
-        return list(fetch_segment(url, start, count, page=3))
+        def fetch(start: int, count: int, reader: Reader = reader) -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in reader(start, count, page=3)]
 
-    assert [r[0] for r in await asyncio.to_thread(fetch, 40, 4)] == [40, 41, 42, 43]
-    assert [r[0] for r in await asyncio.to_thread(fetch, 40, 100)] == list(range(40, TOTAL))
-    assert [r[1] for r in await asyncio.to_thread(fetch, 0, TOTAL)] == [r.record_id for r in recs]
+        assert [r[0] for r in await asyncio.to_thread(fetch, 40, 4)] == [40, 41, 42, 43], name
+        assert [r[0] for r in await asyncio.to_thread(fetch, 40, 100)] == list(range(40, TOTAL))
+        read[name] = await asyncio.to_thread(fetch, 0, TOTAL)
+        assert [r[1] for r in read[name]] == [r.record_id for r in recs]
+    assert read["driver"] == read["sqlalchemy"]  # the same values, field for field
 
-    async def in_this_process(total: int, page: int = 8_192) -> tuple[str, int | None, int]:
+    async def in_this_process(
+        reader: Reader, total: int, page: int = 8_192
+    ) -> tuple[str, int | None, int]:
         async with engine.connect() as conn:
             cps = await conn.execute(select(schema.checkpoints.c.size, schema.checkpoints.c.note))
             checker = LogVerifier(LOG_ID, log.signer.verifier, {int(s): n for s, n in cps})
-        get = partial(fetch_segment, url, page=page)
+        get = partial(reader, page=page)
         try:
             await asyncio.to_thread(feed_segments, checker, total, get, segment=SEGMENT)
         except VerificationError as exc:
             return (str(exc), exc.position, checker.verified)
         return ("ok", None, checker.verified)
 
-    assert await in_this_process(TOTAL, page=5) == ("ok", None, TOTAL)
-    # Fewer rows than counted (the log shrank under the verifier): named, never joined.
-    found = await in_this_process(TOTAL + 3)
-    assert found[1:] == (TOTAL, TOTAL)
-    assert "changed while it was verified" in found[0]
+    for reader in ways.values():
+        assert await in_this_process(reader, TOTAL, page=5) == ("ok", None, TOTAL)
+        # Fewer rows than counted (the log shrank under the verifier): named, never joined.
+        found = await in_this_process(reader, TOTAL + 3)
+        assert found[1:] == (TOTAL, TOTAL)
+        assert "changed while it was verified" in found[0]
     async with engine.begin() as conn:  # a worker stops at the first bad row of a page
         await set_record(conn, 2, event_type="x")
-    found = await in_this_process(TOTAL, page=2)
-    assert found[1:] == (2, 2)
+    for reader in ways.values():
+        found = await in_this_process(reader, TOTAL, page=2)
+        assert found[1:] == (2, 2)
+
+
+async def test_other_drivers_read_through_sqlalchemy_in_the_workers(
+    log: AuditLog, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await fill(log, engine)
+    async with engine.connect() as conn:
+        url = worker_url(conn)
+        one = await verify_database(conn, log.signer.verifier)
+        # A driver the workers cannot use directly (the parent reads through SQLAlchemy Core)
+        monkeypatch.setattr(conn.dialect, "driver", "another")
+        fetch = worker_fetch(conn)
+        assert isinstance(fetch, partial)
+        assert (fetch.func, fetch.args) == (fetch_segment, (url,))
+        many = await verify_database(conn, log.signer.verifier, processes=2, segment=SEGMENT)
+    assert many == one
+    assert many.ok
+
+
+def test_worker_reader_columns_and_drivers() -> None:
+    assert tuple(c.name for c in schema.records.columns) == rowsource.COLUMNS
+    with pytest.raises(ValueError, match="no worker reader for the driver 'odbc'"):
+        rowsource.fetch_segment(rowsource.Source("odbc"), 0, 1)
 
 
 async def test_bad_process_counts_and_small_logs(log: AuditLog, engine: AsyncEngine) -> None:
@@ -262,6 +312,7 @@ async def test_in_memory_sqlite_is_verified_in_one_process(log: AuditLog) -> Non
             await conn.run_sync(schema.metadata.create_all)
             await log.append(conn, [NewEvent("HD-1", "e", {"i": i}) for i in range(20)])
             assert worker_url(conn) is None
+            assert worker_fetch(conn) is None
             report = await verify_database(conn, log.signer.verifier, processes=2, segment=4)
             assert report.ok
             assert report.size == 20
