@@ -30,6 +30,33 @@ if sys.platform != "win32":  # a PTY shell is POSIX; files and forwards work eve
 Report = Callable[[dict[str, Any]], None]
 # Forwarded bytes are read in large slices: per-read overhead, not copying, limits throughput.
 FORWARD_READ = 1 << 20
+# How much free heap glibc keeps when it trims, and adds when it grows (``M_TOP_PAD``).
+RELAY_HEAP_PAD = 16 << 20
+_M_TOP_PAD = -2  # glibc's mallopt() parameter number
+
+
+def keep_relay_heap(pad: int = RELAY_HEAP_PAD) -> bool:
+    """Keep ``pad`` bytes of free heap instead of handing it back to the system at each trim.
+
+    A forward's bytes pass through buffers of 128 KiB - 1 MiB (SSH packets, socket reads),
+    allocated and freed many times a second. With glibc's defaults the heap top is trimmed
+    whenever a few MiB are free, and the next buffers fault their pages in again: measured
+    on a 384 MiB forward, the agent took ~100,000 page faults (one per 4 KiB forwarded) and
+    a third more CPU than with the pad (under 1,000 faults). glibc on Linux only (elsewhere
+    nothing changes, and False is returned); the cost is at most ``pad`` of retained heap."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_TOP_PAD, pad))
+    except (OSError, AttributeError):
+        return False
+
+
 # The broker uploads to a staging name with this suffix, created exclusively, and renames it
 # once both hashes agree; one never renamed (the link dropped, the broker gave up) is removed
 # when the SFTP session ends, so nothing half-written stays on the device.

@@ -73,6 +73,9 @@ async def _main(args: argparse.Namespace, settings: AgentSettings) -> int:
         print(f"enrolled as device {config.device_id}")
         print(f"broker key pinned: {config.broker_fingerprint}")
         return 0
+    from agent.channels import keep_relay_heap
+
+    keep_relay_heap()  # the agent relays forwards from here on: fewer page faults per byte
     interactive = {"auto": None, "desktop": None, "terminal": True, "web": False}[
         settings.consent_prompt
     ]
