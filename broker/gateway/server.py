@@ -27,8 +27,6 @@ from audit.store import AuditLog
 from broker.config import Settings
 from broker.db.aftercommit import transaction
 from broker.errors import BrokerError, ProviderError
-from broker.evidence.events import EventType
-from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.gateway import files, keys, service
 from broker.gateway.access import Tickets, Waiting
 from broker.gateway.attendance import Attendance
@@ -228,13 +226,7 @@ class Gateway:
         """
         async with transaction(self.maker) as db:
             record, _ = await sessions.load(db, session_id)
-            await record_event(
-                db,
-                EventType.recording_gap,
-                ticket=record.ticket.ref,
-                actor=SYSTEM_ACTOR,
-                data={"session_id": session_id, "recording_id": recording_id, "why": why},
-            )
+            await service.record_gap(db, record, recording_id, why)
             await service.fail_lost(db, session_id, why)
         log.warning("gateway.session_failed_closed", session_id=session_id)
 

@@ -274,6 +274,20 @@ async def fail_lost(db: AsyncSession, session_id: str, why: str) -> bool:
     return await sessions.fail_if_running(db, session_id, actor=SYSTEM_ACTOR, why=why)
 
 
+async def record_gap(
+    db: AsyncSession, record: SessionRecord, recording_id: str, why: str, **facts: Any
+) -> None:
+    """A recording of ``record`` that stops short of its end record: a chunk could not be
+    sealed, or the replica recording it stopped (``facts``: which, after which chunk)."""
+    await record_event(
+        db,
+        EventType.recording_gap,
+        ticket=record.ticket.ref,
+        actor=SYSTEM_ACTOR,
+        data={"session_id": record.session.id, "recording_id": recording_id, "why": why, **facts},
+    )
+
+
 async def record_forward(db: AsyncSession, record: SessionRecord, port: int) -> None:
     """A technician's port forward to the device was opened (the agent accepted the port)."""
     await record_event(
