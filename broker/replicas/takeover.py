@@ -47,7 +47,7 @@ RUNNING = frozenset({SessionState.approved, SessionState.active})
 
 def stopped(replica: str) -> str:
     """The failed session's reason: which replica stopped."""
-    return f"the broker replica serving it ({replica}) stopped: agent connection lost"
+    return f"the broker replica serving it ({replica}) stopped: its heartbeat ran out"
 
 
 async def orphans(
