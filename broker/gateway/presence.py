@@ -30,8 +30,9 @@ FLUSH_SECONDS = 0.2  # gathers a burst of connects into one commit
 
 
 class Presence:
-    def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, maker: async_sessionmaker[AsyncSession], node: str) -> None:
         self.maker = maker
+        self.node = node  # the replica whose links these are
         self._pending: dict[str, tuple[str | None, str | None]] = {}
         self._wake = asyncio.Event()
 
@@ -53,7 +54,7 @@ class Presence:
             return
         try:
             async with self.maker() as db, db.begin():
-                await service.mark_presence(db, batch)
+                await service.mark_presence(db, batch, self.node)
         except SQLAlchemyError as exc:
             # Not lost: merged back under any newer marks and written on the next round.
             log.warning("gateway.presence_failed", devices=len(batch), error=str(exc)[:200])

@@ -81,7 +81,7 @@ class Gateway:
         self.signals = SessionSignals()
         self.waiting = Waiting()  # technician sockets waiting for consent
         self.transfers = files.Outcomes()  # downloads' sealed outcomes, asked for after
-        self.presence = Presence(maker)
+        self.presence = Presence(maker, self.node)
         self.attendance = Attendance()  # who is on a session's terminal or screen
         self.db_gate = asyncio.Semaphore(4)  # below the pool size: others keep a connection
         # Listeners on the technician's screen connection (the session's record): its

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.secrets import new_token, token_hash
@@ -161,9 +161,13 @@ async def identify(db: AsyncSession, fingerprint: str) -> tuple[AgentKey, Device
     return key, device, await get_group(db, device.group_id)
 
 
-async def mark_presence(db: AsyncSession, marks: dict[str, tuple[str | None, str | None]]) -> None:
-    """Many agents' (node, ip) in two bulk UPDATEs by primary key: one for connects, one for
-    disconnects (a connect also stamps ``connected_at``). Rows for unknown ids are skipped."""
+async def mark_presence(
+    db: AsyncSession, marks: dict[str, tuple[str | None, str | None]], holder: str
+) -> None:
+    """Many agents' (node, ip) in two bulk UPDATEs: connects by primary key (a connect also
+    stamps ``connected_at``), disconnects only where the link is still ``holder``'s: a
+    replica's late disconnect (it was cut off from the database) must not clear the link the
+    agent has since made to another replica. Rows for unknown ids are skipped."""
     now = utcnow()
     known = set(
         (await db.scalars(select(AgentKey.device_id).where(AgentKey.device_id.in_(marks)))).all()
@@ -173,13 +177,17 @@ async def mark_presence(db: AsyncSession, marks: dict[str, tuple[str | None, str
          "connected_at": now}
         for d, (n, ip) in marks.items() if n is not None and d in known
     ]  # fmt: skip
-    down = [
-        {"device_id": d, "connected_node": None, "peer_address": ip, "last_seen_at": now}
-        for d, (n, ip) in marks.items() if n is None and d in known
-    ]  # fmt: skip
-    for rows in (up, down):
-        if rows:
-            await db.execute(update(AgentKey), rows)
+    down = [{"b_device": d, "b_ip": ip} for d, (n, ip) in marks.items() if n is None and d in known]
+    if up:
+        await db.execute(update(AgentKey), up)
+    if down:
+        keys = AgentKey.__table__
+        await db.execute(
+            update(keys)
+            .where(keys.c.device_id == bindparam("b_device"), keys.c.connected_node == holder)
+            .values(connected_node=None, peer_address=bindparam("b_ip"), last_seen_at=now),
+            down,
+        )
 
 
 def note_unavailable(device: Device, reported: object) -> None:

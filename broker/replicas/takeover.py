@@ -53,12 +53,14 @@ def stopped(replica: str) -> str:
 async def orphans(
     db: AsyncSession, lease: timedelta, stale: Collection[str] = ()
 ) -> list[tuple[str, str]]:
-    """(session id, replica) of running sessions served by a replica that is not alive, or by
-    one of ``stale`` (this process's own id at start-up)."""
-    alive = set(await db.scalars(select(Replica.id).where(Replica.heartbeat_at > utcnow() - lease)))
-    return [
-        (sid, by) for sid, by in await sessions.served_running(db) if by not in alive or by in stale
-    ]
+    """(session id, replica) of running sessions served by a replica that is not alive; with
+    ``stale``, of those served by one of them (this process's own id at start-up)."""
+    running = await sessions.served_running(db)
+    if stale:
+        return [(sid, by) for sid, by in running if by in stale]
+    since = utcnow() - lease
+    alive = set(await db.scalars(select(Replica.id).where(Replica.heartbeat_at > since)))
+    return [(sid, by) for sid, by in running if by not in alive]
 
 
 async def take_over_session(

@@ -1,6 +1,7 @@
 """The takeover of a stopped replica's sessions on both databases (broker.replicas.takeover):
-who is taken over, what is sealed, and that it happens once. The processes and the kill are
-in test_takeover.py (PostgreSQL, three replicas)."""
+who is taken over, what is sealed, and that it happens once; and a cut-off replica's late
+disconnect, which must not clear the link its agent made elsewhere. The processes, the kill
+and the cut are in test_takeover.py (PostgreSQL, three replicas)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 import httpx
 
 from broker.db.base import utcnow
+from broker.gateway.models import AgentKey
 from broker.gateway.recording import open_recorder
+from broker.gateway.service import mark_presence
 from broker.replicas.models import Replica
 from broker.replicas.takeover import take_over
 from broker.sessions import service as sessions
@@ -114,3 +117,22 @@ async def test_a_replica_restarted_under_its_id_fails_its_earlier_lifes_sessions
     assert f"({mine}) stopped" in (gone.end_reason or "")
     # No recording had started: nothing to close, no gap record.
     assert "recording.gap" not in [k for k, _ in await audit_events(app, "helpdesk:HD-7003")]
+
+
+async def test_a_late_disconnect_leaves_the_link_another_replica_made(app: Any, desk: Desk) -> None:
+    # Replica a was cut off from the database when the agent left it; by the time its
+    # disconnect is written the agent is on replica b, and stays recorded there.
+    maker = app.state.sessionmaker
+    device = desk.device.id
+    async with maker() as db, db.begin():
+        db.add(AgentKey(device_id=device, fingerprint="SHA256:late", public_key="ssh-ed25519 A"))
+    async with maker() as db, db.begin():
+        await mark_presence(db, {device: ("b", "10.0.0.2")}, "b")
+    async with maker() as db, db.begin():
+        await mark_presence(db, {device: (None, "10.0.0.2")}, "a")
+    async with maker() as db:
+        assert (await db.get(AgentKey, device)).connected_node == "b"  # type: ignore[union-attr]
+    async with maker() as db, db.begin():  # b's own disconnect clears it
+        await mark_presence(db, {device: (None, "10.0.0.2")}, "b")
+    async with maker() as db:
+        assert (await db.get(AgentKey, device)).connected_node is None  # type: ignore[union-attr]
