@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.secrets import new_token, token_hash
@@ -181,7 +181,7 @@ async def mark_presence(
     if up:
         await db.execute(update(AgentKey), up)
     if down:
-        keys = AgentKey.__table__
+        keys = cast(Table, AgentKey.__table__)  # Core: executemany with extra WHERE
         await db.execute(
             update(keys)
             .where(keys.c.device_id == bindparam("b_device"), keys.c.connected_node == holder)

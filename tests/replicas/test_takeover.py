@@ -173,7 +173,7 @@ def _approved(cluster: Cluster, agent: Agent, token: str, device_id: str, ticket
 
 def _events(url: str, token: str, ticket: str, kind: str) -> list[dict[str, Any]]:
     found = _api(url, token, "GET", f"/audit/tickets/helpdesk/{ticket}/events")
-    return [e["payload"] for e in found["events"] if e["event_type"] == kind]
+    return [e["payload"]["data"] for e in found["events"] if e["event_type"] == kind]
 
 
 def _recordings(url: str, token: str, session_id: str) -> list[dict[str, Any]]:

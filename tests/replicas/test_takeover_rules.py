@@ -77,7 +77,7 @@ async def test_a_stopped_replicas_sessions_fail_with_their_recordings_gapped(
     )
     assert failed.served_by == mine  # claimed from the dead replica before anything else
     events = await audit_events(app, "helpdesk:HD-7001")
-    gaps = [p for kind, p in events if kind == "recording.gap"]
+    gaps = [p["data"] for kind, p in events if kind == "recording.gap"]
     assert gaps == [
         {
             "session_id": doomed["id"],
