@@ -55,8 +55,10 @@ class Presence:
         try:
             async with self.maker() as db, db.begin():
                 await service.mark_presence(db, batch, self.node)
-        except SQLAlchemyError as exc:
-            # Not lost: merged back under any newer marks and written on the next round.
+        except (SQLAlchemyError, OSError) as exc:
+            # Not lost: merged back under any newer marks and written on the next round. A
+            # connection that dies while being made (the route to the database came back
+            # after a cut) surfaces as a bare ConnectionError: the writer must outlive it.
             log.warning("gateway.presence_failed", devices=len(batch), error=str(exc)[:200])
             self._pending = {**batch, **self._pending}
             self._wake.set()

@@ -142,7 +142,7 @@ class Gateway:
             conn.close()
             try:
                 await self._drop(link)
-            except SQLAlchemyError:
+            except (SQLAlchemyError, OSError):
                 # Its sessions stay open until the deadline sweep: an operator must know.
                 log.error("gateway.drop_failed", device_id=link.device_id, exc_info=True)
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(eq=False)  # kept in a set by identity
 class _Pair:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
