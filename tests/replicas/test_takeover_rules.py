@@ -12,6 +12,7 @@ import httpx
 
 from broker.db.base import utcnow
 from broker.gateway.models import AgentKey
+from broker.gateway.presence import Presence
 from broker.gateway.recording import open_recorder
 from broker.gateway.service import mark_presence
 from broker.replicas.models import Replica
@@ -136,3 +137,27 @@ async def test_a_late_disconnect_leaves_the_link_another_replica_made(app: Any, 
         await mark_presence(db, {device: (None, "10.0.0.2")}, "b")
     async with maker() as db:
         assert (await db.get(AgentKey, device)).connected_node is None  # type: ignore[union-attr]
+
+
+async def test_presence_writes_outlive_a_connection_dying_as_it_is_made(
+    app: Any, desk: Desk
+) -> None:
+    # Back from a cut, the first connection to the database may die while being made: a
+    # bare ConnectionError, not SQLAlchemy's. The mark is kept and written next round.
+    device = desk.device.id
+    async with app.state.sessionmaker() as db, db.begin():
+        db.add(AgentKey(device_id=device, fingerprint="SHA256:back", public_key="ssh-ed25519 B"))
+    tries = []
+
+    def maker() -> Any:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ConnectionError("unexpected connection_lost() call")
+        return app.state.sessionmaker()
+
+    presence = Presence(maker, "b")  # type: ignore[arg-type]
+    presence.mark(device, "b", "10.0.0.2")
+    await presence.flush()
+    await presence.flush()
+    async with app.state.sessionmaker() as db:
+        assert (await db.get(AgentKey, device)).connected_node == "b"  # type: ignore[union-attr]
