@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections.abc import Coroutine
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from pathlib import Path
 
 
 @dataclass(eq=False)  # kept in a set by identity
@@ -28,20 +27,14 @@ class _Pair:
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-class DbProxy:
+class Relay:
+    """The relay itself, on the running event loop (its own process: see :class:`DbProxy`)."""
+
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.cut_off = False
         self._pairs: set[_Pair] = set()
         self._held: list[asyncio.StreamWriter] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._server = self._call(asyncio.start_server(self._accepted, "127.0.0.1", 0))
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.cut_off:
@@ -71,7 +64,7 @@ class DbProxy:
         for writer in (pair.client, pair.upstream):
             writer.transport.abort()
 
-    async def _cut(self) -> None:
+    def cut(self) -> None:
         self.cut_off = True
         for pair in list(self._pairs):
             for pump in pair.pumps:
@@ -80,26 +73,61 @@ class DbProxy:
             self._held.append(pair.client)  # the replica's side just goes quiet
         self._pairs.clear()
 
-    async def _restore(self) -> None:
+    def restore(self) -> None:
         for writer in self._held:
             writer.transport.abort()
         self._held.clear()
         self.cut_off = False
 
+
+async def _serve(host: str, port: int) -> None:
+    """Relay to ``host:port``; print the port listened on; SIGUSR1 cuts, SIGUSR2 restores
+    (each answered with a line once done); SIGTERM ends it."""
+    relay = Relay(host, port)
+    server = await asyncio.start_server(relay._accepted, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def act(what: str) -> None:
+        relay.cut() if what == "cut" else relay.restore()
+        print(what, flush=True)
+
+    loop.add_signal_handler(signal.SIGUSR1, act, "cut")
+    loop.add_signal_handler(signal.SIGUSR2, act, "restored")
+    loop.add_signal_handler(signal.SIGTERM, done.set)
+    await done.wait()
+    server.close()
+
+
+class DbProxy:
+    """The relay in a process of its own (the test process's own load must not slow the
+    replicas' database traffic), driven by signals."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.replicas.dbproxy", host, str(port)],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert self._proc.stdout is not None
+        self._out = self._proc.stdout
+        self.port = int(self._out.readline())
+
+    def _signal(self, sig: int, answer: bytes) -> None:
+        self._proc.send_signal(sig)
+        assert self._out.readline().strip() == answer
+
     def cut(self) -> None:
-        self._call(self._cut())
+        self._signal(signal.SIGUSR1, b"cut")
 
     def restore(self) -> None:
-        self._call(self._restore())
+        self._signal(signal.SIGUSR2, b"restored")
 
     def close(self) -> None:
-        async def stop() -> None:
-            self._server.close()
-            await self._restore()
-            for pair in list(self._pairs):
-                for writer in (pair.client, pair.upstream):
-                    writer.transport.abort()
+        self._proc.terminate()
+        self._proc.wait(10)
 
-        self._call(stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+
+if __name__ == "__main__":
+    asyncio.run(_serve(sys.argv[1], int(sys.argv[2])))
