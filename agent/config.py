@@ -38,8 +38,11 @@ class AgentSettings(BaseSettings):
     # to notice a dead broker (to redial) and keep NAT state alive.
     keepalive_interval: float = Field(default=30.0, gt=0)
     keepalive_count_max: int = Field(default=2, ge=1)
+    # Redial after a lost link: jittered, doubling from the initial wait up to the maximum.
+    # With the maximum at 30 s an agent is back within 30 s of its broker (or, behind a load
+    # balancer, another replica) answering again, however long it was away.
     backoff_initial: float = Field(default=1.0, gt=0)
-    backoff_max: float = Field(default=60.0, gt=0)
+    backoff_max: float = Field(default=30.0, gt=0)
     notify: bool = True  # desktop notification via notify-send when available
     # The screen (view/control): ``auto`` starts x11vnc on $DISPLAY for each session that
     # needs it; ``attach`` uses the admin's VNC server on 127.0.0.1:desktop_port (password

@@ -99,14 +99,20 @@ async def enroll(
 
 
 class Backoff:
-    """Exponential back-off with jitter, so a restarted broker is not hit by every agent at once."""
+    """Exponential back-off with jitter, so a restarted broker is not hit by every agent at once.
+
+    The ceiling doubles from ``initial`` up to ``maximum`` and stays there, however long the
+    broker is away: the count of attempts stops growing once the cap is reached (2**1024
+    seconds is no float: an agent offline for a long weekend must not crash on its redial).
+    """
 
     def __init__(self, initial: float, maximum: float) -> None:
         self.initial, self.maximum, self.attempt = initial, maximum, 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * 2**self.attempt)
-        self.attempt += 1
+        ceiling = min(self.maximum, self.initial * 2.0 ** min(self.attempt, 64))
+        if ceiling < self.maximum:
+            self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
 
     def reset(self) -> None:

@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # this process and, on PostgreSQL, from the other replicas (LISTEN/NOTIFY); None: 1 s on
     # SQLite (other processes, e.g. the command line, cannot signal), 30 s on PostgreSQL.
     signal_fallback_seconds: float | None = Field(default=None, gt=0, le=3600)
+    # /readyz answers 503 when the database has not answered its probe within this long: a
+    # replica cut off from PostgreSQL (a dropped route hangs rather than fails) leaves the
+    # load balancer's rotation (docs/DEPLOY.md, "Failures").
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
     # SIEM export (docs/SIEM.md): one exporter loop and one durable cursor per target.
     siem_targets: list[SiemTarget] = []

@@ -1,13 +1,22 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+Readiness asks the database, with a time limit: a replica cut off from PostgreSQL by a
+dropped route gets no error, its connections just hang, and the load balancer must still
+hear "not ready" (docs/DEPLOY.md, "Failures"). One probe is in flight at a time; a probe
+without an answer in time is left to finish on its own (cancelling it would wait for the
+same hung connection to roll back) and every readiness call until it ends answers 503.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.db.migrate import current_revisions, head_revisions
 from broker.metrics import REGISTRY, set_sessions_by_state
@@ -42,15 +51,55 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def _ask(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return await current_revisions(engine)
+
+
+class DatabaseProbe:
+    """The database's migration heads, asked at most once at a time and waited for at most
+    ``timeout`` seconds from when the asking began."""
+
+    def __init__(self, engine: AsyncEngine, timeout: float) -> None:
+        self.engine, self.timeout = engine, timeout
+        self._task: asyncio.Task[set[str]] | None = None
+        self._until = 0.0
+
+    async def heads(self) -> set[str]:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(_ask(self.engine), name="readiness-probe")
+            # Its outcome is read here or by a later call; never reported as unretrieved.
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._until = loop.time() + self.timeout
+        task, left = self._task, self._until - loop.time()
+        if left > 0:
+            await asyncio.wait({task}, timeout=left)
+        if not task.done():
+            raise TimeoutError(
+                f"the database has not answered within {self.timeout:g} s "
+                "(cut off from PostgreSQL?)"
+            )
+        return task.result()
+
+
+def _probe(request: Request) -> DatabaseProbe:
+    probe = getattr(request.app.state, "readiness_probe", None)
+    if probe is None or probe.engine is not request.app.state.engine:  # a new lifespan
+        settings = request.app.state.settings
+        probe = DatabaseProbe(request.app.state.engine, settings.readiness_timeout_seconds)
+        request.app.state.readiness_probe = probe
+    return probe
+
+
 @router.get("/readyz", responses=NOT_READY)
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to serve: the database answers and its schema is at the migrations' head."""
-    engine = request.app.state.engine
+    """Ready to serve: the database answers within the readiness time-out and its schema is
+    at the migrations' head."""
     settings = request.app.state.settings
     try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        current = await current_revisions(engine)
+        current = await _probe(request).heads()
     except Exception as exc:  # any database failure means "not ready"; the reason is returned
         return JSONResponse(
             {"status": "unavailable", "error": "database_unreachable", "detail": str(exc)[:200]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -70,6 +71,39 @@ async def test_readyz_refuses_an_unreachable_database(app: Any, client: httpx.As
     assert response.json()["status"] == "unavailable"
     assert response.json()["error"] == "database_unreachable"
     assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+
+
+async def test_readyz_answers_in_bounded_time_when_the_database_hangs(
+    app: Any, client: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    # A route to the database that was dropped: connections are taken and never answered
+    # (no error comes back). /readyz must still say "not ready", and soon.
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    working = app.state.engine
+    monkeypatch.setattr(app.state.settings, "readiness_timeout_seconds", 0.3)
+    app.state.engine = create_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{port}/none")
+    try:
+        first = await asyncio.wait_for(client.get("/readyz"), 10)
+        # The probe still hangs: the next call does not start another, it answers at once.
+        second = await asyncio.wait_for(client.get("/readyz"), 10)
+    finally:
+        for writer in held:
+            writer.transport.abort()
+        server.close()
+        await app.state.engine.dispose()
+        app.state.engine = working
+    for answer in (first, second):
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "database_unreachable"
+        assert "has not answered within 0.3 s" in answer.json()["detail"]
+    assert len(held) == 1  # one probe in flight, not one per call
+    assert (await client.get("/readyz")).status_code == 200  # the database is back
 
 
 async def test_metrics_count_requests_sessions_and_consent_decisions(

@@ -140,7 +140,10 @@ class EventType(StrEnum):
         "a sealed chunk of terminal output or of the screen's RFB stream",
     )
     recording_ended = "recording.ended", "a terminal or screen recording ended (size and digest)"
-    recording_gap = "recording.gap", "a recording chunk could not be sealed: the session fails"
+    recording_gap = (
+        "recording.gap",
+        "a recording stopped short of its end (a chunk not sealed, its replica died): it fails",
+    )
     recording_viewed = "recording.viewed", "someone replayed a recording"
     playback_requested = (
         "playback.requested",

@@ -165,7 +165,9 @@ async def _dispatch(link: AgentLink, msg: dict[str, Any]) -> None:
             await approval.device_decision(
                 db, device=device, key=key, receipt=receipt, signature=signature, ip=link.ip
             )
-            if approving:  # the technician's waiting sockets start in this same commit
+            if approving:  # this replica serves it; the technician's waiting sockets
+                # start in this same commit
+                await sessions.serve_from(db, session_id, link.gateway.node)
                 claims.extend(await access.attach_waiting(db, link.gateway.waiting, session_id))
 
         if approving:  # before the commit, so the poller never mistakes it for a web approval
@@ -359,6 +361,11 @@ class Poller:
             link.send(receipts.consent_request(record))
             link.prompted.add(session_id)
         elif session_id not in link.tracked:
+            if not await self._serve(db, session_id):
+                # Another replica's link held it: it ended with that link, or is failed by
+                # the replica that takes over (broker.replicas.takeover). Never adopted.
+                link.pushed.add((session_id, state))
+                return
             record, _ = await sessions.load(db, session_id)
             s = record.session
             kind = "unattended" if unattended else "approved_remotely"
@@ -377,3 +384,10 @@ class Poller:
             link.tracked.add(session_id)
             link.prompted.discard(session_id)  # the agent's prompt closes on this message
         link.pushed.add((session_id, state))
+
+    async def _serve(self, db: AsyncSession, session_id: str) -> bool:
+        """Claim the session for this replica; committed before its agent is given the
+        grant (the poll's other reads are rolled back at its end)."""
+        claimed = await sessions.serve_from(db, session_id, self.gateway.node)
+        await commit(db)
+        return claimed

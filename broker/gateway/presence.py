@@ -30,8 +30,9 @@ FLUSH_SECONDS = 0.2  # gathers a burst of connects into one commit
 
 
 class Presence:
-    def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, maker: async_sessionmaker[AsyncSession], node: str) -> None:
         self.maker = maker
+        self.node = node  # the replica whose links these are
         self._pending: dict[str, tuple[str | None, str | None]] = {}
         self._wake = asyncio.Event()
 
@@ -53,9 +54,11 @@ class Presence:
             return
         try:
             async with self.maker() as db, db.begin():
-                await service.mark_presence(db, batch)
-        except SQLAlchemyError as exc:
-            # Not lost: merged back under any newer marks and written on the next round.
+                await service.mark_presence(db, batch, self.node)
+        except (SQLAlchemyError, OSError) as exc:
+            # Not lost: merged back under any newer marks and written on the next round. A
+            # connection that dies while being made (the route to the database came back
+            # after a cut) surfaces as a bare ConnectionError: the writer must outlive it.
             log.warning("gateway.presence_failed", devices=len(batch), error=str(exc)[:200])
             self._pending = {**batch, **self._pending}
             self._wake.set()

@@ -27,8 +27,6 @@ from audit.store import AuditLog
 from broker.config import Settings
 from broker.db.aftercommit import transaction
 from broker.errors import BrokerError, ProviderError
-from broker.evidence.events import EventType
-from broker.evidence.service import SYSTEM_ACTOR, record_event
 from broker.gateway import files, keys, service
 from broker.gateway.access import Tickets, Waiting
 from broker.gateway.attendance import Attendance
@@ -83,7 +81,7 @@ class Gateway:
         self.signals = SessionSignals()
         self.waiting = Waiting()  # technician sockets waiting for consent
         self.transfers = files.Outcomes()  # downloads' sealed outcomes, asked for after
-        self.presence = Presence(maker)
+        self.presence = Presence(maker, self.node)
         self.attendance = Attendance()  # who is on a session's terminal or screen
         self.db_gate = asyncio.Semaphore(4)  # below the pool size: others keep a connection
         # Listeners on the technician's screen connection (the session's record): its
@@ -144,7 +142,7 @@ class Gateway:
             conn.close()
             try:
                 await self._drop(link)
-            except SQLAlchemyError:
+            except (SQLAlchemyError, OSError):
                 # Its sessions stay open until the deadline sweep: an operator must know.
                 log.error("gateway.drop_failed", device_id=link.device_id, exc_info=True)
 
@@ -228,13 +226,7 @@ class Gateway:
         """
         async with transaction(self.maker) as db:
             record, _ = await sessions.load(db, session_id)
-            await record_event(
-                db,
-                EventType.recording_gap,
-                ticket=record.ticket.ref,
-                actor=SYSTEM_ACTOR,
-                data={"session_id": session_id, "recording_id": recording_id, "why": why},
-            )
+            await service.record_gap(db, record, recording_id, why)
             await service.fail_lost(db, session_id, why)
         log.warning("gateway.session_failed_closed", session_id=session_id)
 

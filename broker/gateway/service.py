@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.secrets import new_token, token_hash
@@ -161,9 +161,13 @@ async def identify(db: AsyncSession, fingerprint: str) -> tuple[AgentKey, Device
     return key, device, await get_group(db, device.group_id)
 
 
-async def mark_presence(db: AsyncSession, marks: dict[str, tuple[str | None, str | None]]) -> None:
-    """Many agents' (node, ip) in two bulk UPDATEs by primary key: one for connects, one for
-    disconnects (a connect also stamps ``connected_at``). Rows for unknown ids are skipped."""
+async def mark_presence(
+    db: AsyncSession, marks: dict[str, tuple[str | None, str | None]], holder: str
+) -> None:
+    """Many agents' (node, ip) in two bulk UPDATEs: connects by primary key (a connect also
+    stamps ``connected_at``), disconnects only where the link is still ``holder``'s: a
+    replica's late disconnect (it was cut off from the database) must not clear the link the
+    agent has since made to another replica. Rows for unknown ids are skipped."""
     now = utcnow()
     known = set(
         (await db.scalars(select(AgentKey.device_id).where(AgentKey.device_id.in_(marks)))).all()
@@ -173,13 +177,17 @@ async def mark_presence(db: AsyncSession, marks: dict[str, tuple[str | None, str
          "connected_at": now}
         for d, (n, ip) in marks.items() if n is not None and d in known
     ]  # fmt: skip
-    down = [
-        {"device_id": d, "connected_node": None, "peer_address": ip, "last_seen_at": now}
-        for d, (n, ip) in marks.items() if n is None and d in known
-    ]  # fmt: skip
-    for rows in (up, down):
-        if rows:
-            await db.execute(update(AgentKey), rows)
+    down = [{"b_device": d, "b_ip": ip} for d, (n, ip) in marks.items() if n is None and d in known]
+    if up:
+        await db.execute(update(AgentKey), up)
+    if down:
+        keys = cast(Table, AgentKey.__table__)  # Core: executemany with extra WHERE
+        await db.execute(
+            update(keys)
+            .where(keys.c.device_id == bindparam("b_device"), keys.c.connected_node == holder)
+            .values(connected_node=None, peer_address=bindparam("b_ip"), last_seen_at=now),
+            down,
+        )
 
 
 def note_unavailable(device: Device, reported: object) -> None:
@@ -272,6 +280,20 @@ async def record_file_transfer(db: AsyncSession, device: Device, msg: dict[str, 
 async def fail_lost(db: AsyncSession, session_id: str, why: str) -> bool:
     """An open session whose agent vanished → failed; False if it had already ended."""
     return await sessions.fail_if_running(db, session_id, actor=SYSTEM_ACTOR, why=why)
+
+
+async def record_gap(
+    db: AsyncSession, record: SessionRecord, recording_id: str, why: str, **facts: Any
+) -> None:
+    """A recording of ``record`` that stops short of its end record: a chunk could not be
+    sealed, or the replica recording it stopped (``facts``: which, after which chunk)."""
+    await record_event(
+        db,
+        EventType.recording_gap,
+        ticket=record.ticket.ref,
+        actor=SYSTEM_ACTOR,
+        data={"session_id": record.session.id, "recording_id": recording_id, "why": why, **facts},
+    )
 
 
 async def record_forward(db: AsyncSession, record: SessionRecord, port: int) -> None:

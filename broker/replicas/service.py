@@ -37,6 +37,7 @@ from broker.errors import IdentityMismatch
 from broker.gateway import keys as gateway_keys
 from broker.gateway.models import AgentKey
 from broker.replicas.models import Lease, Replica, SealedKey
+from broker.replicas.takeover import Takeover, take_over
 
 log = structlog.get_logger("broker.replicas")
 
@@ -204,6 +205,8 @@ class Membership:
         self.leading = False
         self._lease_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        # A stopped replica's running sessions: failed, their recordings closed (takeover.py).
+        self.takeover = Takeover(maker, self.id)
 
     @property
     def lease(self) -> timedelta:
@@ -230,11 +233,15 @@ class Membership:
                 log.info("replicas.lease_taken", lease=BACKGROUND, replica=self.id)
             async with self.maker() as db, db.begin():
                 await expire_dead(db, self.lease)
+            self.takeover.poke(self.lease)
         elif was:
             log.warning("replicas.lease_lost", lease=BACKGROUND, replica=self.id)
 
     async def start(self) -> None:
         await self.beat()
+        # Before this process's gateway links any agent: sessions under our id are an
+        # earlier life's (a restart under a fixed SUPPORTBROKER_REPLICA_ID).
+        await take_over(self.maker, self.id, self.lease, stale={self.id})
         self._task = asyncio.create_task(self._run(), name="replica-heartbeat")
 
     async def _run(self) -> None:
@@ -252,6 +259,7 @@ class Membership:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.takeover.stop()
         self.leading = False
         with contextlib.suppress(SQLAlchemyError, OSError):
             await release_lease(self.maker, BACKGROUND, self.id)

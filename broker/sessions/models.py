@@ -59,6 +59,9 @@ class RemoteSession(IdMixin, CreatedMixin, Base):
 
     end_reason: Mapped[str | None] = mapped_column(String(500))
     ended_by: Mapped[str | None] = mapped_column(String(200))
+    # The broker replica whose agent link holds the grant (it records the session and
+    # enforces its rights); a session never moves to another (broker.replicas.takeover).
+    served_by: Mapped[str | None] = mapped_column(String(200))
     # Answers to the device group's pre-session questions, and the end user's rating.
     answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, nullable=False)
     rating: Mapped[int | None] = mapped_column(Integer)

@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.auth.permissions import Scope
@@ -388,6 +388,37 @@ async def fail_if_running(db: AsyncSession, session_id: str, *, actor: Actor, wh
         return False
     await fail_session(db, record, actor=actor, why=why)
     return True
+
+
+async def serve_from(
+    db: AsyncSession, session_id: str, replica: str, *, instead_of: str | None = None
+) -> bool:
+    """Claim ``session_id`` for ``replica`` (the one whose agent link holds its grant): a
+    compare-and-set on ``served_by``, which must be unset or already ``replica`` (or, to take
+    it over, ``instead_of``). False: another replica serves it (or took it over first)."""
+    claimable = (
+        RemoteSession.served_by == instead_of
+        if instead_of is not None
+        else (RemoteSession.served_by.is_(None) | (RemoteSession.served_by == replica))
+    )
+    result = await db.execute(
+        update(RemoteSession)
+        .where(RemoteSession.id == session_id, claimable)
+        .values(served_by=replica)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def served_running(db: AsyncSession) -> list[tuple[str, str]]:
+    """(session id, replica) of every approved or active session a replica serves."""
+    rows = await db.execute(
+        select(RemoteSession.id, RemoteSession.served_by).where(
+            RemoteSession.state.in_((S.approved, S.active)),
+            RemoteSession.served_by.is_not(None),
+        )
+    )
+    return [(str(sid), str(by)) for sid, by in rows]
 
 
 # Where each open state goes when its ticket closes or changes hands.

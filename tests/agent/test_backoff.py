@@ -39,3 +39,19 @@ def test_reset_starts_over_from_the_initial_delay() -> None:
         backoff.next_delay()
     backoff.reset()
     assert 0.5 <= backoff.next_delay() <= 1.0
+
+
+def test_a_long_outage_keeps_the_cap_and_never_overflows() -> None:
+    # Days of failed redials (thousands of attempts) still wait at most the cap, jittered.
+    backoff = Backoff(1.0, 30.0)
+    delays = [backoff.next_delay() for _ in range(5000)]
+    assert all(15.0 <= d <= 30.0 for d in delays[5:])
+    assert len({round(d, 3) for d in delays[-100:]}) > 50
+
+
+def test_the_default_cap_brings_an_agent_back_within_30_seconds() -> None:
+    from agent.config import AgentSettings
+
+    settings = AgentSettings()
+    backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+    assert max(backoff.next_delay() for _ in range(200)) <= 30.0

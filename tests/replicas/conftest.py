@@ -8,6 +8,9 @@ folder receives the published checkpoints; every replica is pointed at them by s
 keys are made once with ``supportbroker keys create``; the three replicas then start together
 (one migrates and seals the identity while the others wait for its locks).
 Heartbeats and leases are short, the signal fallback sweep is 60 s (a notice must do it).
+Each replica reaches PostgreSQL through a relay of its own (tests/replicas/dbproxy.py), which
+a test cuts to take that one replica off the database. One cluster serves the whole folder
+(package scope): test_takeover.py runs after test_replicas.py, on what that left alive.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pytest
 
 from tests.conftest import PG_HOST, PG_USER, _pg_admin, _pg_reachable
 from tests.e2e.processes import BIN, Agent, Served, clean_env, enrolled_agent, free_port, serve
+from tests.replicas.dbproxy import DbProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
@@ -62,6 +66,8 @@ class Cluster:
     publish_dir: Path
     settings: dict[str, str]
     haproxy: subprocess.Popen[bytes]
+    haproxy_log: Path
+    proxies: dict[str, DbProxy]  # each replica's way to PostgreSQL
     agents: list[Agent] = field(default_factory=list)
 
     @property
@@ -86,12 +92,12 @@ class Cluster:
         return {n: r for n, r in self.replicas.items() if r.proc.poll() is None}
 
 
-def _replica_settings(root: Path, name: str, base: dict[str, str]) -> dict[str, str]:
+def _replica_settings(root: Path, name: str, base: dict[str, str], url: str) -> dict[str, str]:
     (root / name).mkdir()
-    return {**base, "SUPPORTBROKER_REPLICA_ID": name}
+    return {**base, "SUPPORTBROKER_REPLICA_ID": name, "SUPPORTBROKER_DATABASE_URL": url}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     problem = _pg_reachable()
     if problem is not None:
@@ -124,6 +130,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "SUPPORTBROKER_TRUSTED_PROXIES": '["127.0.0.1"]',
     }
     replicas: dict[str, Served] = {}
+    proxies = {name: DbProxy(PG_HOST, 5432) for name in NAMES}
     haproxy: subprocess.Popen[bytes] | None = None
     try:
         made = subprocess.run(
@@ -142,7 +149,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
         def start(name: str) -> None:
             try:
-                started[name] = serve(root / name, **_replica_settings(root, name, base))
+                through = f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{proxies[name].port}/{db}"
+                settings = _replica_settings(root, name, base, through)
+                started[name] = serve(root / name, **settings)
             except BaseException as exc:  # reported below, in the test's thread
                 started[name] = exc
 
@@ -163,13 +172,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             env[f"SB_{up}_HTTP"] = f"127.0.0.1:{r.port}"
             env[f"SB_{up}_SSH"] = f"127.0.0.1:{r.gateway_port}"
             env[f"SB_{up}_CHECK_PORT"] = str(r.port)
+        haproxy_log = root / "haproxy.log"
         haproxy = subprocess.Popen(
             ["haproxy", "-db", "-f", str(HAPROXY_CFG)],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=(root / "haproxy.log").open("wb"),
+            stderr=haproxy_log.open("wb"),
         )
-        found = Cluster(replicas, url, http, ssh, secrets_dir, publish_dir, base, haproxy=haproxy)
+        found = Cluster(
+            replicas, url, http, ssh, secrets_dir, publish_dir, base, haproxy, haproxy_log, proxies
+        )
         _until_balanced(found)
         yield found
     finally:
@@ -179,6 +191,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for r in replicas.values():
             with contextlib.suppress(Exception):
                 r.stop()
+        for proxy in proxies.values():
+            proxy.close()
         hook.shutdown()
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
