@@ -333,34 +333,43 @@ def held_by(bench: Bench) -> dict[str, tuple[str | None, Any]]:
     return {r["device_id"]: (r["connected_node"], r["connected_at"]) for r in rows}
 
 
-def agents_up(tmp: Path) -> int:
-    """Agents whose link is up, as the agents themselves see it (the workers' counts)."""
-    total = 0
+def agent_counts(tmp: Path) -> tuple[int, int, int]:
+    """(links up now, links lost so far, connects so far) as the agents themselves see them
+    (the workers' counts)."""
+    up = lost = connects = 0
     for f in tmp.glob("up-*"):
         with contextlib.suppress(ValueError, OSError):
-            total += int(f.read_text() or 0)
-    return total
+            u, lo, c = (int(x) for x in f.read_text().split())
+            up, lost, connects = up + u, lost + lo, connects + c
+    return up, lost, connects
 
 
-def wait_agents(tmp: Path, target: int, since: float, timeout: float) -> tuple[bool, float, int]:
-    """Until ``target`` agents hold a link; returns (all?, seconds from ``since`` to the
-    moment the count was reached or last rose, the count)."""
+def wait_agents(
+    tmp: Path, target: int, since: float, timeout: float, expect_lost: int = 0
+) -> tuple[bool, float, int, int]:
+    """Until ``target`` agents hold a link, and (``expect_lost``) at least that many links
+    were lost since the call and every link lost was made again. Returns (all?, seconds
+    from ``since`` to the moment that was reached or the count last rose, links up, links
+    lost since the call)."""
+    _, lost0, connects0 = agent_counts(tmp)
     deadline = since + timeout
     last_print = since
     best, best_at = -1, since
     while True:
-        up = agents_up(tmp)
+        up, lost, connects = agent_counts(tmp)
+        lost, connects = lost - lost0, connects - connects0
         now = time.monotonic()
         if up > best:
             best, best_at = up, now
-        if up >= target:
-            return True, now - since, up
+        done = up >= target and lost >= expect_lost and connects >= lost
+        if done:
+            return True, now - since, up, lost
         if now >= deadline:
-            return False, best_at - since, up
+            return False, best_at - since, up, lost
         if now - last_print >= 30:
             print(f"  ... {now - since:.0f} s: {up} of {target} agents up ({loadavg()})")
             last_print = now
-        time.sleep(0.25)
+        time.sleep(0.1)
 
 
 def per_replica(bench: Bench, held: dict[str, int]) -> None:
@@ -383,7 +392,8 @@ def per_replica(bench: Bench, held: dict[str, int]) -> None:
 async def agents(tmp: Path, start: int, count: int) -> None:
     """Worker process: ``count`` agents from the keys at ``start``, each dialling HAProxy and
     redialling with the agent's own jittered back-off (as bench_agent_idle.py's workers);
-    how many hold a link now is written to ``tmp/up-START`` every quarter second."""
+    how many hold a link now, how many links were lost and made so far are written to
+    ``tmp/up-START`` every 0.1 s."""
     import asyncssh
 
     from agent.config import AgentSettings
@@ -395,10 +405,10 @@ async def agents(tmp: Path, start: int, count: int) -> None:
     settings = AgentSettings(config_dir=tmp / "unused")
     privates = json.loads((tmp / "private.json").read_text())[start : start + count]
     first_dials = asyncio.Semaphore(8)  # a fleet does not boot in the same millisecond
-    up = 0
+    up = lost = connects = 0
 
     async def one(private: str) -> None:
-        nonlocal up
+        nonlocal up, lost, connects
         key = asyncssh.import_private_key(private)
         core = AgentCore(key, ScriptedPrompter(), pinned=gw["fingerprint"], device_id="x")
         backoff = Backoff(settings.backoff_initial, settings.backoff_max)
@@ -417,18 +427,20 @@ async def agents(tmp: Path, start: int, count: int) -> None:
             first = False
             backoff.reset()
             up += 1
+            connects += 1
             try:
                 await conn.wait_closed()
             finally:
                 up -= 1
+                lost += 1
             await asyncio.sleep(backoff.next_delay())
 
     async def report() -> None:
         out, tmp_out = tmp / f"up-{start}", tmp / f"up-{start}.tmp"
         while True:
-            tmp_out.write_text(str(up))
+            tmp_out.write_text(f"{up} {lost} {connects}")
             os.replace(tmp_out, out)
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.1)
 
     await asyncio.gather(report(), *(one(private) for private in privates))
 
@@ -486,7 +498,7 @@ def run(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
                     cwd=str(ROOT),
                 )
             )
-    ok, took, up = wait_agents(tmp, n, t0, args.timeout)
+    ok, took, up, _ = wait_agents(tmp, n, t0, args.timeout)
     how = "all" if ok else "NOT all; the count stopped rising"
     print(f"agents connected       : {up} of {n} ({how}) at {took:.1f} s")
     time.sleep(3)  # links settle (keep-alives, the presence batch)
@@ -510,20 +522,20 @@ def run(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     lease = sql(bench.database, "SELECT holder FROM replica_leases WHERE name = 'background'")
     holder = lease[0]["holder"] if lease else None
     before = held_by(bench)
-    target = agents_up(tmp)
-    bench.replicas[victim].proc.send_signal(signal.SIGKILL)
+    target = agent_counts(tmp)[0]
     t1 = time.monotonic()
+    bench.replicas[victim].proc.send_signal(signal.SIGKILL)
     bench.replicas[victim].proc.wait()
     dead = frozenset({victim})
     print(
         f"killed replica {victim} ({held[victim]} links"
         f"{', background lease holder' if holder == victim else ''})"
     )
-    ok, took, up = wait_agents(tmp, target, t1, args.reconnect_timeout)
+    ok, took, up, lost = wait_agents(tmp, target, t1, args.reconnect_timeout, held[victim])
     how = "all" if ok else "NOT all; the count stopped rising"
     print(
         f"all connected again    : {up} of {target} agents ({how}) {took:.1f} s after the "
-        "kill (target <= 60 s)"
+        f"kill (target <= 60 s); {lost} links were lost and made again"
     )
     time.sleep(3)  # the presence batch
     found = links(bench, dead)
