@@ -337,7 +337,7 @@ def agent_counts(tmp: Path) -> tuple[int, int, int]:
     """(links up now, links lost so far, connects so far) as the agents themselves see them
     (the workers' counts)."""
     up = lost = connects = 0
-    for f in tmp.glob("up-*"):
+    for f in tmp.glob("up-*[0-9]"):  # not the .tmp being written
         with contextlib.suppress(ValueError, OSError):
             u, lo, c = (int(x) for x in f.read_text().split())
             up, lost, connects = up + u, lost + lo, connects + c
@@ -370,6 +370,21 @@ def wait_agents(
             print(f"  ... {now - since:.0f} s: {up} of {target} agents up ({loadavg()})")
             last_print = now
         time.sleep(0.1)
+
+
+def sockets(bench: Bench) -> dict[str, int]:
+    """Links per running replica as the kernel sees them: established TCP connections on
+    its gateway port (/proc/net/tcp; they come from HAProxy), whatever the database says."""
+    ports = {f"{r.gateway_port:04X}": n for n, r in bench.replicas.items() if r.proc.poll() is None}
+    found = dict.fromkeys(ports.values(), 0)
+    with open("/proc/net/tcp") as fh:
+        next(fh)
+        for line in fh:
+            fields = line.split()
+            port = fields[1].rsplit(":", 1)[1]
+            if fields[3] == "01" and port in ports:  # ESTABLISHED, local port
+                found[ports[port]] += 1
+    return found
 
 
 def per_replica(bench: Bench, held: dict[str, int]) -> None:
@@ -502,8 +517,12 @@ def run(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     how = "all" if ok else "NOT all; the count stopped rising"
     print(f"agents connected       : {up} of {n} ({how}) at {took:.1f} s")
     time.sleep(3)  # links settle (keep-alives, the presence batch)
-    held = links(bench)
-    print(f"  the database counts   : {sum(held.values())} links on live replicas")
+    recorded = links(bench)
+    held = sockets(bench)
+    print(
+        f"  links per replica     : {held} (established TCP on each gateway port); the "
+        f"database records {recorded}"
+    )
     per_replica(bench, held)
     grew = sum(rss_kib(r.proc.pid) - r.baseline_kib for r in bench.replicas.values())
     total = sum(held.values())
@@ -538,7 +557,8 @@ def run(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
         f"kill (target <= 60 s); {lost} links were lost and made again"
     )
     time.sleep(3)  # the presence batch
-    found = links(bench, dead)
+    recorded = links(bench, dead)
+    found = sockets(bench)
     after = held_by(bench)
     moved = sum(
         1 for d, (node, _) in before.items() if node == victim and after[d][0] not in (None, victim)
@@ -548,12 +568,12 @@ def run(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     )
     unrecorded = sum(1 for node, _ in after.values() if node is None)
     print(
-        f"  the database counts   : {sum(found.values())} links on the surviving replicas; "
-        f"{unrecorded} agent keys with no replica recorded"
+        f"  links per replica     : {found} (TCP); the database records {recorded}, and "
+        f"{unrecorded} agent keys with no replica"
     )
     print(
-        f"  moved from {victim}: {moved} of {held[victim]}; links of the other replicas "
-        f"that reconnected too: {others}"
+        f"  the database shows {moved} of {victim}'s {held[victim]} on another replica; "
+        f"links of the others that reconnected too: {others}"
     )
     per_replica(bench, found)
     print(f"load average after: {loadavg()}")
