@@ -345,13 +345,18 @@ def agent_counts(tmp: Path) -> tuple[int, int, int]:
 
 
 def wait_agents(
-    tmp: Path, target: int, since: float, timeout: float, expect_lost: int = 0
+    tmp: Path,
+    target: int,
+    since: float,
+    timeout: float,
+    expect_lost: int = 0,
+    base: tuple[int, int, int] | None = None,
 ) -> tuple[bool, float, int, int]:
     """Until ``target`` agents hold a link, and (``expect_lost``) at least that many links
     were lost since the call and every link lost was made again. Returns (all?, seconds
     from ``since`` to the moment that was reached or the count last rose, links up, links
-    lost since the call)."""
-    _, lost0, connects0 = agent_counts(tmp)
+    lost since the call, or since ``base``: the counts read before the event)."""
+    _, lost0, connects0 = base or agent_counts(tmp)
     deadline = since + timeout
     last_print = since
     best, best_at = -1, since
@@ -541,7 +546,8 @@ def run(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     lease = sql(bench.database, "SELECT holder FROM replica_leases WHERE name = 'background'")
     holder = lease[0]["holder"] if lease else None
     before = held_by(bench)
-    target = agent_counts(tmp)[0]
+    base = agent_counts(tmp)  # before the kill: some agents notice it within milliseconds
+    target = base[0]
     t1 = time.monotonic()
     bench.replicas[victim].proc.send_signal(signal.SIGKILL)
     bench.replicas[victim].proc.wait()
@@ -553,7 +559,7 @@ def run(args: argparse.Namespace, bench: Bench, tmp: Path) -> int:
     # The kernel's count may include a connection or two that is no agent's link (a
     # handshake under way): the victim's share is expected lost, less that surplus.
     expect = held[victim] - max(0, sum(held.values()) - target)
-    ok, took, up, lost = wait_agents(tmp, target, t1, args.reconnect_timeout, expect)
+    ok, took, up, lost = wait_agents(tmp, target, t1, args.reconnect_timeout, expect, base)
     how = "all" if ok else "NOT all; the count stopped rising"
     print(
         f"all connected again    : {up} of {target} agents ({how}) {took:.1f} s after the "
