@@ -40,6 +40,10 @@ BENCHES: dict[str, tuple[list[str], str]] = {
         ["bench_agent_forward.py", "--mb", "128"],
         "headline: port forward through agent + broker vs OpenSSH (same cipher, default)",
     ),
+    "replicas-idle": (
+        ["bench_replicas_idle.py"],
+        "headline: 10,000 idle agents over 3 replicas behind HAProxy, RSS per link, kill -9",
+    ),
     "record-event": (
         ["bench_record_event.py"],
         "micro: record_event, 5 events per transaction, vs the same rows raw",
