@@ -24,7 +24,8 @@ from starlette.websockets import WebSocketDisconnect
 from broker.errors import BrokerError, ProviderError
 from broker.gateway import access, rfb_service, service
 from broker.gateway.rfb_relay import DesktopViewer, DeviceDesktop, open_desktop
-from broker.gateway.router import _gateway, _held, _refuse
+from broker.gateway.router import _gateway, _held, _refuse, peered
+from broker.gateway.server import Gateway
 from broker.sessions.repository import SessionRecord
 
 router = APIRouter(tags=["agent"])
@@ -40,6 +41,20 @@ def _close(opened: list[DeviceDesktop]) -> None:
 @router.websocket("/gateway/desktop")
 async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     await ws.accept()
+    try:
+        gateway = _gateway(ws)
+        grant = gateway.tickets.redeem(ticket)
+        if await peered(ws, gateway, grant, "desktop"):
+            return
+    except BrokerError as exc:
+        await _refuse(ws, exc)
+        return
+    await serve_desktop(ws, gateway, grant)
+
+
+async def serve_desktop(ws: WebSocket, gateway: Gateway, grant: access.Ticket) -> None:
+    """The desktop socket once its ticket is redeemed (here, or relayed by another replica:
+    broker.gateway.peer_router)."""
     opened: list[DeviceDesktop] = []
 
     async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
@@ -59,8 +74,6 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         )
 
     try:
-        gateway = _gateway(ws)
-        grant = gateway.tickets.redeem(ticket)
         record = await access.attach_when_decided(
             gateway.maker,
             gateway.signals,
