@@ -10,7 +10,7 @@ WebSocket hop and one more Python process on the path.
 Throughput: one approved session with the ``forward`` right; ``supportbroker connect
 --forward`` runs twice, against A and against B, to the same TCP sink on the device's side
 (bench_agent_forward.py's sender and sink). Rounds interleaved (A, B, A, B, ...), the best of
-each; target B ≥ 0.7 × A.
+each; target B ≥ 0.7 x A.
 
 Approval → channel open: as bench_agent_latency.py, sessions alternately on A and on B: the
 technician (this process) requests a ``forward`` session, opens the forward socket on A or B
@@ -36,16 +36,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_agent_common import ROOT, pct  # noqa: E402
-from bench_agent_forward import SINK, free_port, loadavg, send  # noqa: E402
-from bench_agent_latency import ECHO  # noqa: E402
+from bench_agent_common import ROOT, pct
+from bench_agent_forward import SINK, free_port, loadavg, send
+from bench_agent_latency import ECHO
 
-from tests.e2e.processes import BIN, Agent, Served, clean_env, enrolled_agent, serve  # noqa: E402
+from tests.e2e.processes import BIN, Agent, Served, clean_env, enrolled_agent, serve
 
 PG_HOST = os.environ.get("SUPPORTBROKER_TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("SUPPORTBROKER_TEST_PG_USER", "postgres")
@@ -108,10 +107,10 @@ def desk(a: Served, tmp: Path, ports: list[int]) -> tuple[str, Agent, str]:
     a.cli("group", "add", "bench")
     a.cli("user", "create", "tom", "--role", "technician")
     a.cli("group", "add-member", "bench", "tom")
-    tech = _secret(a.cli("token", "create", "--name", "tom", "--user", "tom",
-                         "--scope", "sessions:read", "--scope", "sessions:write").stdout)  # fmt: skip
-    ops = _secret(a.cli("token", "create", "--name", "ops", "--user", "admin",
-                        "--scope", "devices:read", "--scope", "devices:write").stdout)  # fmt: skip
+    scopes = ("--scope", "sessions:read", "--scope", "sessions:write")
+    tech = _secret(a.cli("token", "create", "--name", "tom", "--user", "tom", *scopes).stdout)
+    scopes = ("--scope", "devices:read", "--scope", "devices:write")
+    ops = _secret(a.cli("token", "create", "--name", "ops", "--user", "admin", *scopes).stdout)
     with httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {ops}"}) as client:
         gid = client.get("/api/v1/device-groups").json()["items"][0]["id"]
         client.patch(f"/api/v1/device-groups/{gid}", json={"allowed_ports": ports})
@@ -190,7 +189,7 @@ async def throughput(a: Served, b: Served, token: str, agent: Agent, device: str
         sid = await request(http, device, 10_000)
         await approved(agent, mark)
         agent.type("y\n")
-        while (await http.get(f"/api/v1/sessions/{sid}")).json()["state"] != "approved":
+        while (await http.get(f"/api/v1/sessions/{sid}")).json()["state"] != "approved":  # noqa: ASYNC110 - the API, not an event
             await asyncio.sleep(0.1)
     relays, ports = [], {}
     try:

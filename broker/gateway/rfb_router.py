@@ -1,9 +1,11 @@
 """The desktop WebSocket ``/api/v1/gateway/desktop?ticket=…`` (included by the gateway router).
 
 Thin: redeem the one-time ticket (the terminal-ticket endpoint issues it, for any mode),
-attach through :mod:`broker.gateway.access` with the desktop channel opened before the
-attach commits (a refusal, the broker's or the agent's with its reason, starts nothing and
-ends the socket with a JSON error and close code 4403), then hand the socket to the relay.
+relay the socket to the replica holding the device's agent if another replica holds it
+(broker.gateway.router.peered; that replica records and enforces), else attach through
+:mod:`broker.gateway.access` with the desktop channel opened before the attach commits (a
+refusal, the broker's or the agent's with its reason, starts nothing and ends the socket
+with a JSON error and close code 4403), then hand the socket to the relay.
 
 Before the RFB stream the socket carries one JSON text frame each way: the broker says
 ``{"type": "ready", "input": …}`` (what the page may offer: keyboard, pointer, clipboard);

@@ -4,6 +4,11 @@ Thin: parse, authorise through a dependency, call one service function; the term
 WebSocket hands its bytes to the relay. Both sockets open their channel to the agent before
 the attach commits (:func:`broker.gateway.service.open_channel`): a refusal, the broker's or
 the agent's, starts nothing and ends the socket with its JSON error and close code 4403.
+
+With several replicas (docs/DEPLOY.md), a technician socket whose device's agent another
+replica holds is relayed there once its ticket is redeemed (:func:`peered`,
+broker.replicas.peering); that replica runs the same ``serve_*`` code on it, so recording,
+rights enforcement and the wait for consent happen on the replica holding the agent only.
 """
 
 from __future__ import annotations
@@ -274,7 +279,11 @@ async def peered(
         channel=channel,
         port=port,
     )
-    conn = await gateway.peering.dial(holder, signed)
+    try:
+        conn = await gateway.peering.dial(holder, signed)
+    except BrokerError as exc:
+        log.warning("gateway.peer_failed", replica=holder.id, error=exc.code, detail=exc.detail)
+        raise
     log.info("gateway.peered", session_id=grant.session_id, replica=holder.id, channel=channel)
     await relay_to_peer(ws, conn)
     return True

@@ -74,7 +74,7 @@ class PeeringRefused(NotAuthenticated):
 class Relayed(BrokerError):
     """The holding replica's refusal, passed on to the technician as it was given."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, detail: str, *, code: str = "provider_error") -> None:
         super().__init__(detail)
         self.code = code
 
@@ -230,7 +230,7 @@ class Peering:
         except ValueError:
             said = None
         if isinstance(said, dict) and isinstance(said.get("error"), str):
-            raise Relayed(said["error"], str(said.get("detail", "")))
+            raise Relayed(str(said.get("detail", "")), code=said["error"])
         proof = said.get("proof") if isinstance(said, dict) else None
         try:
             if not isinstance(proof, str):
@@ -289,7 +289,9 @@ class Peering:
             raise PeeringRefused("the peering grant was already used")
         self._seen[grant.nonce] = grant.expires
         proof = self.key.sign(PROOF_CONTEXT + raw)
-        await ws.send_text(json.dumps({"type": "peered", "replica": self.node, "proof": _b64(proof)}))
+        await ws.send_text(
+            json.dumps({"type": "peered", "replica": self.node, "proof": _b64(proof)})
+        )
         return grant
 
 

@@ -60,10 +60,15 @@ async def ws_call(
     params: dict[str, str],
     headers: dict[str, str],
     client: tuple[str, int] = ("198.51.100.99", 40000),
+    *,
+    first: str | None = None,
 ) -> WsOutcome:
-    """Connect, read until the server closes (or sends its first binary frame), disconnect."""
+    """Connect (sending ``first`` as a text frame, if given), read until the server closes
+    (or sends its first binary frame), disconnect."""
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await inbox.put({"type": "websocket.connect"})
+    if first is not None:
+        await inbox.put({"type": "websocket.receive", "text": first})
     outcome = WsOutcome()
     done = asyncio.Event()
 

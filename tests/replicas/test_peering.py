@@ -6,6 +6,7 @@ published key. Refusals close the peer socket with 4403 and a JSON error. Both d
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -47,7 +48,8 @@ async def served(app: Any, live_url: str) -> AsyncIterator[Replica]:
     try:
         async with app.state.sessionmaker() as db:
             row = await db.get(Replica, app.state.replica.id)
-            assert row is not None and row.peering_key == app.state.gateway.peering.public
+            assert row is not None
+            assert row.peering_key == app.state.gateway.peering.public
             yield Replica(id=row.id, address=live_url, peering_key=row.peering_key)
     finally:
         await stop()
@@ -87,14 +89,14 @@ async def _send(
     raw = grant.encode()
     signature = base64.b64encode(signer.sign(GRANT_CONTEXT + raw)).decode()
     async with connect(ws_address(target.address) + channel) as conn:
-        await conn.send(json.dumps({"type": "grant", "grant": raw.decode(), "signature": signature}))
+        await conn.send(
+            json.dumps({"type": "grant", "grant": raw.decode(), "signature": signature})
+        )
         first = json.loads(await conn.recv())
         if "proof" in first:
             return first, None
-        try:
+        with contextlib.suppress(ConnectionClosed):
             await conn.recv()
-        except ConnectionClosed:
-            pass
         return first, conn.close_code
 
 
