@@ -36,12 +36,14 @@ import secrets
 import time
 from datetime import timedelta
 
+import httpx
 import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -58,9 +60,14 @@ log = structlog.get_logger("broker.replicas")
 
 PATH = "/api/v1/gateway/peer/"
 CHANNELS = ("terminal", "forward", "desktop")
+FILES = "files"  # the channel of a relayed file transfer (HTTP, not a socket)
+GRANT_HEADER = "X-Peer-Grant"  # on a relayed file transfer: the grant, base64
+SIGNATURE_HEADER = "X-Peer-Signature"
+PROOF_HEADER = "X-Peer-Proof"  # the holding replica's answer
 GRANT_SECONDS = 30.0  # a grant is good this long after it is made (clocks agree by NTP)
 SKEW_SECONDS = 5.0
 HANDSHAKE_SECONDS = 10.0
+HTTP_SECONDS = 300.0  # a relayed file transfer's longest silence
 GRANT_CONTEXT = b"supportbroker peering grant v1\n"
 PROOF_CONTEXT = b"supportbroker peering proof v1\n"
 
@@ -99,6 +106,15 @@ class Grant(BaseModel):
 
     def encode(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+def _said(body: bytes) -> dict[str, object]:
+    """A JSON error body, or nothing."""
+    try:
+        said = json.loads(body)
+    except ValueError:
+        return {}
+    return said if isinstance(said, dict) else {}
 
 
 def _b64(data: bytes) -> str:
@@ -190,11 +206,15 @@ class Peering:
             nonce=secrets.token_urlsafe(24),
         )
 
+    def signed(self, grant: Grant) -> tuple[bytes, str]:
+        """The grant's bytes and this replica's signature of them (base64)."""
+        raw = grant.encode()
+        return raw, _b64(self.key.sign(GRANT_CONTEXT + raw))
+
     async def dial(self, target: Replica, grant: Grant) -> ClientConnection:
         """The peer socket on ``target``, both ends authenticated; raises the refusal."""
         url = ws_address(target.address) + grant.channel
-        raw = grant.encode()
-        signature = self.key.sign(GRANT_CONTEXT + raw)
+        raw, signature = self.signed(grant)
         try:
             conn = await connect(
                 url,
@@ -210,7 +230,7 @@ class Peering:
             ) from exc
         try:
             await conn.send(
-                json.dumps({"type": "grant", "grant": raw.decode(), "signature": _b64(signature)})
+                json.dumps({"type": "grant", "grant": raw.decode(), "signature": signature})
             )
             first = await asyncio.wait_for(conn.recv(), HANDSHAKE_SECONDS)
             self._check_proof(target, raw, first)
@@ -224,6 +244,50 @@ class Peering:
             raise
         return conn
 
+    async def send_http(
+        self, target: Replica, grant: Grant, request: Request, suffix: str
+    ) -> tuple[httpx.AsyncClient, httpx.Response]:
+        """``request`` (its method, query and streamed body) sent on to ``target``'s peer
+        route ``PATH + suffix`` with the signed grant; the answer, still streaming, once the
+        holding replica's proof checks out. The caller closes both."""
+        raw, signature = self.signed(grant)
+        headers = {GRANT_HEADER: _b64(raw), SIGNATURE_HEADER: signature}
+        for name in ("content-type", "content-length"):
+            if (value := request.headers.get(name)) is not None:
+                headers[name] = value
+        url = target.address.rstrip("/") + PATH + suffix
+        client = httpx.AsyncClient(timeout=httpx.Timeout(HANDSHAKE_SECONDS, read=HTTP_SECONDS))
+        body = request.stream() if request.method in ("PUT", "POST") else None
+        try:
+            answer = await client.send(
+                client.build_request(
+                    request.method, url, params=request.query_params, headers=headers, content=body
+                ),
+                stream=True,
+            )
+        except httpx.HTTPError as exc:
+            await client.aclose()
+            raise ProviderError(
+                f"the broker replica holding the device's agent ({target.id}) cannot be "
+                f"reached at {target.address}: {exc}"
+            ) from exc
+        try:
+            proof = answer.headers.get(PROOF_HEADER)
+            if proof is None:  # refused before the grant was accepted: no proof, no trust
+                said = _said(await answer.aread())
+                if said.get("error") == PeeringRefused.code:
+                    raise PeeringRefused(str(said.get("detail", "")))
+                raise ProviderError(
+                    f"the broker replica holding the device's agent ({target.id}) answered "
+                    f"{answer.status_code}: {said.get('detail', '')}"
+                )
+            self.check_proof(target, raw, proof)
+        except BaseException:
+            await answer.aclose()
+            await client.aclose()
+            raise
+        return client, answer
+
     def _check_proof(self, target: Replica, raw: bytes, first: str | bytes) -> None:
         try:
             said = json.loads(first)
@@ -231,7 +295,10 @@ class Peering:
             said = None
         if isinstance(said, dict) and isinstance(said.get("error"), str):
             raise Relayed(str(said.get("detail", "")), code=said["error"])
-        proof = said.get("proof") if isinstance(said, dict) else None
+        self.check_proof(target, raw, said.get("proof") if isinstance(said, dict) else None)
+
+    def check_proof(self, target: Replica, raw: bytes, proof: object) -> None:
+        """Raise unless ``proof`` is ``raw`` signed with ``target``'s published key."""
         try:
             if not isinstance(proof, str):
                 raise InvalidSignature
@@ -253,10 +320,22 @@ class Peering:
             raise PeeringRefused("no grant was sent on the peering channel") from exc
         try:
             sent = json.loads(frame.get("text") or "")
-            raw = str(sent["grant"]).encode()
-            signature = base64.b64decode(str(sent["signature"]), validate=True)
+            raw, signature = str(sent["grant"]).encode(), str(sent["signature"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise PeeringRefused("the peering grant is malformed") from exc
+        grant = await self.check(raw, signature, channel)
+        await ws.send_text(
+            json.dumps({"type": "peered", "replica": self.node, "proof": self.prove(raw)})
+        )
+        return grant
+
+    async def check(self, raw: bytes, signature: str, channel: str) -> Grant:
+        """The grant ``raw`` if a live registered replica signed it (``signature``, base64)
+        for this replica as it is now, for ``channel``, unexpired and never used before."""
+        try:
+            signed = base64.b64decode(signature, validate=True)
             grant = Grant.model_validate_json(raw)
-        except (ValueError, TypeError, KeyError, binascii.Error, ValidationError) as exc:
+        except (ValueError, binascii.Error, ValidationError) as exc:
             raise PeeringRefused("the peering grant is malformed") from exc
         async with self.maker() as db:
             origin = await db.scalar(
@@ -267,12 +346,12 @@ class Peering:
         if origin is None:
             raise PeeringRefused(f"{grant.origin!r} is not a registered live broker replica")
         try:
-            _public(origin).verify(signature, GRANT_CONTEXT + raw)
+            _public(origin).verify(signed, GRANT_CONTEXT + raw)
         except InvalidSignature as exc:
             raise PeeringRefused(
                 f"the grant's signature is not replica {grant.origin}'s registered key"
             ) from exc
-        # Signed by a live replica from here on: a replay is told apart from a forgery.
+        # Authentic from here on: is it for this replica as it is now, unexpired, and new?
         if grant.target != self.node or grant.target_key != self.public:
             raise PeeringRefused(
                 f"the grant is for replica {grant.target} as it was, not for this one"
@@ -288,11 +367,11 @@ class Peering:
         if grant.nonce in self._seen:
             raise PeeringRefused("the peering grant was already used")
         self._seen[grant.nonce] = grant.expires
-        proof = self.key.sign(PROOF_CONTEXT + raw)
-        await ws.send_text(
-            json.dumps({"type": "peered", "replica": self.node, "proof": _b64(proof)})
-        )
         return grant
+
+    def prove(self, raw: bytes) -> str:
+        """This replica's answer to an accepted grant: the grant signed with its own key."""
+        return _b64(self.key.sign(PROOF_CONTEXT + raw))
 
 
 async def relay(technician: WebSocket, peer: ClientConnection) -> None:

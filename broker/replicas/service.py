@@ -5,7 +5,8 @@ checkpoint signing key and its gateway SSH key to ``sealed_keys``; every later s
 and refuses on a difference (a replica with its own ``./var/keys`` would seal records the
 others cannot open, sign checkpoints nobody pinned and present agents another host key).
 
-Presence: each replica upserts its row every ``replica_heartbeat_seconds``. An agent link
+Presence: each replica upserts its row every ``replica_heartbeat_seconds``, with the public
+half of the peering key it made at start (broker.replicas.peering). An agent link
 (``agent_keys.connected_node``) names its replica and counts only while that replica's
 heartbeat is younger than ``replica_lease_seconds``; the lease holder clears the links of
 replicas found dead.

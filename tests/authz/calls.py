@@ -495,6 +495,18 @@ async def peer_socket(cell: Cell) -> Call:
     return Call("WS", f"{V1}/gateway/peer/terminal", ws=True, first=first)
 
 
+def peer_files(suffix: str, method: str = "GET") -> Build:
+    """A relayed file transfer on the replica holding the agent: no caller's credential
+    counts, only a live replica's signed grant in its headers (none here)."""
+
+    async def _build(cell: Cell) -> Call:
+        path = f"{V1}/gateway/peer/sessions/{cell.world.session_id}/files{suffix}"
+        params = {"path": "/tmp/peer.txt"} if suffix == "/content" else None
+        return Call(method, path, params=params, content=b"x" if method == "PUT" else None)
+
+    return _build
+
+
 async def recordings(cell: Cell) -> Call:
     return Call("GET", f"{V1}/sessions/{cell.world.session_id}/recordings")
 
