@@ -224,8 +224,9 @@ def _echo_service() -> int:
     return int(server.getsockname()[1])
 
 
-def _allow_port(cluster: Cluster, group: str, port: int) -> None:
-    """The admin lets the group's sessions forward to ``port`` (through the load balancer)."""
+def _allow(cluster: Cluster, group: str, port: int, folder: Path) -> None:
+    """The admin lets the group's sessions forward to ``port`` and move files in ``folder``
+    (through the load balancer)."""
     a = cluster.replicas["a"]
     issued = a.cli("token", "create", "--name", f"ops-{port}", "--user", "admin",
                    "--scope", "devices:read", "--scope", "devices:write").stdout  # fmt: skip
@@ -236,7 +237,10 @@ def _allow_port(cluster: Cluster, group: str, port: int) -> None:
     ) as client:
         groups = client.get("/api/v1/device-groups").json()["items"]
         gid = next(g["id"] for g in groups if g["name"] == group)
-        changed = client.patch(f"/api/v1/device-groups/{gid}", json={"allowed_ports": [port]})
+        changed = client.patch(
+            f"/api/v1/device-groups/{gid}",
+            json={"allowed_ports": [port], "allowed_paths": [str(folder)]},
+        )
         assert changed.status_code == 200, changed.text
 
 
@@ -259,17 +263,20 @@ def _through(local: int, payload: bytes) -> bytes:
     return got
 
 
-def test_a_terminal_and_a_forward_on_another_replica_reach_the_agent(
-    cluster: Cluster, desk: dict[str, Any]
+def test_a_terminal_forward_and_files_on_another_replica_reach_the_agent(
+    cluster: Cluster, desk: dict[str, Any], tmp_path: Path
 ) -> None:
     on = holder(cluster, desk["device"]["id"])
     via = next(n for n in cluster.live() if n != on)
     agent, token = desk["agent"], desk["token"]
     port = _echo_service()
-    _allow_port(cluster, "front-office", port)
+    device_folder = tmp_path / "device"  # the device's files (the agent runs here)
+    device_folder.mkdir()
+    (device_folder / "report.txt").write_bytes(b"printer log\n" * 5000)
+    _allow(cluster, "front-office", port, device_folder)
     mark = agent.out.mark()
     created = _request(
-        cluster.replicas[via], token, desk["device"], "HD-2003", ("shell", "forward")
+        cluster.replicas[via], token, desk["device"], "HD-2003", ("shell", "forward", "files")
     )
     agent.out.wait_for(r"Allow\? \[y/N\] ", after=mark, timeout=SIGNAL_WAIT)
     agent.type("y\n")
@@ -301,6 +308,23 @@ def test_a_terminal_and_a_forward_on_another_replica_reach_the_agent(
     finally:
         forward.terminate()
         forward.wait(10)
+    # A download and an upload through the same replica, hashed and sealed by the holder.
+    got = tmp_path / "got.txt"
+    for move in (
+        ["--get", str(device_folder / "report.txt"), str(got)],
+        ["--put", str(got), str(device_folder / "back.txt")],
+    ):
+        moved = subprocess.run(
+            [str(BIN / "supportbroker"), "connect", created["id"], "--url",
+             cluster.replicas[via].url, *move],
+            env=clean_env(SUPPORTBROKER_TOKEN=token),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+    assert got.read_bytes() == (device_folder / "report.txt").read_bytes()
+    assert (device_folder / "back.txt").read_bytes() == got.read_bytes()
     _end(cluster.replicas[via], token, created["id"])
 
 
