@@ -164,9 +164,9 @@ class Gateway:
 
     async def absent(self, db: AsyncSession, device_id: str) -> ProviderError:
         """Why a technician's socket or file transfer for ``device_id`` cannot be served
-        here: the agent is not connected at all, or it is held by another live replica (the
-        sockets are relayed there before they get this far, broker.replicas.peering; a file
-        transfer must reach that replica itself, docs/DEPLOY.md)."""
+        here: the agent is not connected at all, or it is held by another live replica (both
+        are relayed there before they get this far, broker.replicas.peering: this is the
+        rare race of an agent that moved meanwhile)."""
         lease = timedelta(seconds=self.settings.replica_lease_seconds)
         holder = await holder_of(db, device_id, lease)
         if holder is not None and holder != self.node:

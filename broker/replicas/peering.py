@@ -23,6 +23,10 @@ After the handshake A serves the socket with the same code as a technician socke
 and B relays the frames both ways, passing A's close code and reason back. So recording,
 rights enforcement and consent waiting happen on exactly one replica per session: A, the one
 holding the agent. B sees the frames but decides nothing.
+
+File transfers are HTTP requests: B sends each on to A's peer route with the grant in the
+``X-Peer-Grant`` / ``X-Peer-Signature`` headers (channel ``files``); A answers with its proof
+in ``X-Peer-Proof``, which B checks before passing anything on (:meth:`Peering.send_http`).
 """
 
 from __future__ import annotations
