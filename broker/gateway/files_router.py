@@ -96,7 +96,7 @@ async def _relayed(
     return _CutOnFailure(chunks(), status_code=answer.status_code, headers=headers)
 
 
-@router.get("/gateway/sessions/{session_id}/files", response_model=None)
+@router.get("/gateway/sessions/{session_id}/files", response_model=dict[str, Any])
 async def list_files(
     session_id: str,
     request: Request,
@@ -117,7 +117,7 @@ async def serve_list(
     return await files.listing(link, plan, path)
 
 
-@router.put("/gateway/sessions/{session_id}/files/content", response_model=None)
+@router.put("/gateway/sessions/{session_id}/files/content", response_model=dict[str, Any])
 async def upload(
     session_id: str,
     path: Path,
@@ -173,7 +173,9 @@ async def serve_download(
     return _CutOnFailure(found.chunks(), media_type="application/octet-stream", headers=headers)
 
 
-@router.get("/gateway/sessions/{session_id}/files/transfers/{transfer_id}", response_model=None)
+@router.get(
+    "/gateway/sessions/{session_id}/files/transfers/{transfer_id}", response_model=dict[str, Any]
+)
 async def transfer_outcome(
     session_id: str,
     transfer_id: str,
