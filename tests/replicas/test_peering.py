@@ -61,6 +61,7 @@ async def _register(app: Any, name: str, *, beat_ago: float = 0.0) -> Peering:
     async with app.state.sessionmaker() as db, db.begin():
         await heartbeat(db, name, "http://127.0.0.1:9", utcnow(), peering.public)
         if beat_ago:
+            await db.flush()
             row = await db.get(Replica, name)
             assert row is not None
             row.heartbeat_at = utcnow() - timedelta(seconds=beat_ago)
@@ -122,42 +123,47 @@ async def test_a_live_registered_replica_is_served_once(
     assert "already used" in first["detail"]
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["unknown replica", "dead replica", "bad signature", "expired", "other replica", "channel"],
-)
-async def test_peering_refusals(app: Any, served: Replica, desk: Any, case: str) -> None:
-    b = await _register(app, "replica-b", beat_ago=600 if case == "dead replica" else 0)
-    grant, signer, channel = _grant(b, served, desk), b.key, "terminal"
-    if case == "unknown replica":
-        grant = grant.model_copy(update={"origin": "replica-x"})
-    elif case == "bad signature":
-        signer = Ed25519PrivateKey.generate()
-    elif case == "expired":
-        grant = grant.model_copy(update={"expires": time.time() - 1})
-    elif case == "other replica":  # made for the served replica's predecessor (other key)
-        grant = grant.model_copy(update={"target_key": public_text(signer)})
-    elif case == "channel":
-        channel = "forward"
-    first, code = await _send(served, grant, signer, channel)
-    assert code == 4403, first
-    assert first["error"] == "peering_refused", first
-    expected = {
-        "unknown replica": "not a registered live broker replica",
-        "dead replica": "not a registered live broker replica",
-        "bad signature": "signature",
-        "expired": "expired",
-        "other replica": "as it was",
-        "channel": "not a forward",
-    }[case]
-    assert expected in first["detail"], first
+REFUSALS = {  # what is wrong with the grant -> what the refusal says
+    "unknown replica": "not a registered live broker replica",
+    "dead replica": "not a registered live broker replica",
+    "bad signature": "signature",
+    "expired": "expired",
+    "other replica": "as it was",
+    "channel": "not a forward",
+    "malformed": "malformed",
+}
 
 
-async def test_a_replica_that_cannot_prove_its_key_is_not_relayed_to(
-    app: Any, served: Replica, desk: Any
-) -> None:
+async def test_peering_refusals(app: Any, served: Replica, desk: Any) -> None:
     b = await _register(app, "replica-b")
-    # b believes another key is the served replica's: its proof does not check out.
+    await _register(app, "replica-d", beat_ago=600)  # stopped heartbeating
+    for case, says in REFUSALS.items():
+        grant, signer, channel = _grant(b, served, desk), b.key, "terminal"
+        if case == "unknown replica":
+            grant = grant.model_copy(update={"origin": "replica-x"})
+        elif case == "dead replica":
+            grant = grant.model_copy(update={"origin": "replica-d"})
+        elif case == "bad signature":
+            signer = Ed25519PrivateKey.generate()
+        elif case == "expired":
+            grant = grant.model_copy(update={"expires": time.time() - 1})
+        elif case == "other replica":  # made for the served replica's predecessor (other key)
+            grant = grant.model_copy(update={"target_key": public_text(signer)})
+        elif case == "channel":
+            channel = "forward"
+        elif case == "malformed":
+            grant = grant.model_copy(update={"nonce": "short"})
+        first, code = await _send(served, grant, signer, channel)
+        assert code == 4403, (case, first)
+        assert first["error"] == "peering_refused", (case, first)
+        assert says in first["detail"], (case, first)
+    # A replica never registered is refused, and the dialler hands that refusal on as is.
+    ghost = Peering(app.state.settings, app.state.sessionmaker, "ghost")
+    with pytest.raises(Relayed) as refused:
+        await ghost.dial(served, _grant(ghost, served, desk))
+    assert refused.value.code == "peering_refused"
+    assert "not a registered live broker replica" in refused.value.detail
+    # The dialler believes another key is the served replica's: the proof does not check out.
     impostor = Replica(
         id=served.id,
         address=served.address,
@@ -166,13 +172,3 @@ async def test_a_replica_that_cannot_prove_its_key_is_not_relayed_to(
     grant = _grant(b, impostor, desk, target_key=served.peering_key)
     with pytest.raises(PeeringRefused, match="did not prove"):
         await b.dial(impostor, grant)
-
-
-async def test_a_refusal_passes_the_served_replicas_error_on(
-    app: Any, served: Replica, desk: Any
-) -> None:
-    ghost = Peering(app.state.settings, app.state.sessionmaker, "ghost")  # never registered
-    with pytest.raises(Relayed) as refused:
-        await ghost.dial(served, _grant(ghost, served, desk))
-    assert refused.value.code == "peering_refused"
-    assert "not a registered live broker replica" in refused.value.detail
