@@ -77,9 +77,8 @@ PROOF_CONTEXT = b"supportbroker peering proof v1\n"
 
 
 class PeeringRefused(NotAuthenticated):
-    """A peer socket without a valid grant of a live registered replica."""
-
-    code = "peering_refused"
+    """A peer socket without a valid grant of a live registered replica (the code of every
+    refused credential, ``not_authenticated``: 401)."""
 
 
 class Relayed(BrokerError):

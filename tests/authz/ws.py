@@ -27,7 +27,6 @@ def _error_statuses() -> dict[str, int]:
     return found
 
 
-ERROR_STATUS = _error_statuses()
 
 
 @dataclass
@@ -48,7 +47,8 @@ class WsOutcome:
     def status(self) -> int:
         """The HTTP status of the error the endpoint sent (0: none), or 1008's 422."""
         if self.error is not None:
-            return ERROR_STATUS.get(str(self.error["error"]), 400)
+            # Read when asked: every module's errors are imported by then (the app is built).
+            return _error_statuses().get(str(self.error["error"]), 400)
         if self.close_code == 1008:  # FastAPI: request validation failed before accept
             return 422
         return 0

@@ -119,7 +119,7 @@ async def test_a_live_registered_replica_is_served_once(
         await conn.close()
     # The same grant again: a replay.
     first, code = await _send(served, grant, b.key)
-    assert (first["error"], code) == ("peering_refused", 4403)
+    assert (first["error"], code) == ("not_authenticated", 4403)
     assert "already used" in first["detail"]
 
 
@@ -155,13 +155,13 @@ async def test_peering_refusals(app: Any, served: Replica, desk: Any) -> None:
             grant = grant.model_copy(update={"nonce": "short"})
         first, code = await _send(served, grant, signer, channel)
         assert code == 4403, (case, first)
-        assert first["error"] == "peering_refused", (case, first)
+        assert first["error"] == "not_authenticated", (case, first)
         assert says in first["detail"], (case, first)
     # A replica never registered is refused, and the dialler hands that refusal on as is.
     ghost = Peering(app.state.settings, app.state.sessionmaker, "ghost")
     with pytest.raises(Relayed) as refused:
         await ghost.dial(served, _grant(ghost, served, desk))
-    assert refused.value.code == "peering_refused"
+    assert refused.value.code == "not_authenticated"
     assert "not a registered live broker replica" in refused.value.detail
     # The dialler believes another key is the served replica's: the proof does not check out.
     impostor = Replica(
