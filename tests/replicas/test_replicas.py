@@ -256,10 +256,11 @@ def _through(local: int, payload: bytes) -> bytes:
                 raise
             time.sleep(0.1)
     with sock:
-        sock.sendall(payload)
         got = b""
-        while len(got) < len(payload) and (data := sock.recv(65536)):
-            got += data
+        for start in range(0, len(payload), 65536):  # read back as it comes, as a client does
+            sock.sendall(payload[start : start + 65536])
+            while len(got) < min(len(payload), start + 65536) and (data := sock.recv(65536)):
+                got += data
     return got
 
 
@@ -304,10 +305,11 @@ def test_a_terminal_forward_and_files_on_another_replica_reach_the_agent(
     )  # fmt: skip
     try:
         payload = b"through-another-replica " * 40000  # ~1 MiB, more than one frame
-        assert _through(local, payload) == payload
+        echoed = _through(local, payload)
     finally:
         forward.terminate()
-        forward.wait(10)
+        _, said = forward.communicate(timeout=10)
+    assert echoed == payload, (len(echoed), said.decode(errors="replace")[-2000:])
     # A download and an upload through the same replica, hashed and sealed by the holder.
     got = tmp_path / "got.txt"
     for move in (
