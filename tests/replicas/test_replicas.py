@@ -37,10 +37,19 @@ def desk(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     ).stdout  # fmt: skip
     token = re.search(r"secret \(shown only now\): (\S+)", issued)
     assert token, issued
+    # Before the agent connects: it learns its group's ports and folders when its link starts.
+    port, folder = _echo_service(), tmp_path_factory.mktemp("device-files")
+    _allow(cluster, "front-office", port, folder)
     agent = enroll_through_balancer(cluster, tmp_path_factory.mktemp("device"), "front-office")
     device = json.loads(a.cli("device", "list", "--json").stdout)["items"][0]
     created_password(tom.stdout)
-    return {"token": token.group(1), "agent": agent, "device": device}
+    return {
+        "token": token.group(1),
+        "agent": agent,
+        "device": device,
+        "echo": port,
+        "folder": folder,
+    }
 
 
 def _until(what: str, check: Any, timeout: float = 30.0) -> Any:
@@ -269,12 +278,9 @@ def test_a_terminal_forward_and_files_on_another_replica_reach_the_agent(
 ) -> None:
     on = holder(cluster, desk["device"]["id"])
     via = next(n for n in cluster.live() if n != on)
-    agent, token = desk["agent"], desk["token"]
-    port = _echo_service()
-    device_folder = tmp_path / "device"  # the device's files (the agent runs here)
-    device_folder.mkdir()
+    agent, token, port = desk["agent"], desk["token"], desk["echo"]
+    device_folder = desk["folder"]  # the device's files (the agent runs here)
     (device_folder / "report.txt").write_bytes(b"printer log\n" * 5000)
-    _allow(cluster, "front-office", port, device_folder)
     mark = agent.out.mark()
     created = _request(
         cluster.replicas[via], token, desk["device"], "HD-2003", ("shell", "forward", "files")
