@@ -27,8 +27,6 @@ def _error_statuses() -> dict[str, int]:
     return found
 
 
-
-
 @dataclass
 class WsOutcome:
     accepted: bool = False
