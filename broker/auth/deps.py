@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.contextvars import bind_contextvars
 
 from broker.auth.permissions import Scope, grants_for
@@ -206,3 +207,44 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return _check
+
+
+async def principal_by_id(
+    db: AsyncSession, kind: str, principal_id: str, ip: str | None
+) -> Principal:
+    """The principal another replica redeemed a ticket of, read again here from the database
+    (broker.replicas.peering): a token revoked, expired or whose owner was disabled since, or
+    a disabled user, is refused as a request of theirs would be."""
+    if kind == "token":
+        token = await ApiTokenRepository(db).get(principal_id)
+        owner = await UserRepository(db).get(token.owner_id) if token and token.owner_id else None
+        if token is None or token.revoked_at is not None:
+            raise NotAuthenticated("the ticket's token is unknown or revoked")
+        if token.expires_at is not None and token.expires_at <= utcnow():
+            raise NotAuthenticated("the ticket's token has expired")
+        if token.owner_id is not None and (owner is None or not owner.is_active):
+            raise NotAuthenticated("the ticket's token owner is disabled")
+        role = owner.role if owner is not None else "integration"
+        scopes = frozenset(Scope(s) for s in token.scopes if s in Scope.__members__.values())
+        return Principal(
+            kind="token",
+            role=role,
+            name=owner.display_name if owner is not None else token.name,
+            scopes=scopes & grants_for(role),
+            user_id=owner.id if owner is not None else None,
+            token_id=token.id,
+            ticket_system=token.system,
+            ip=ip,
+        )
+    user = await UserRepository(db).get(principal_id) if kind == "user" else None
+    if user is None or not user.is_active:
+        raise NotAuthenticated("the ticket's user is unknown or disabled")
+    return Principal(
+        kind="user",
+        role=user.role,
+        name=user.display_name,
+        scopes=grants_for(user.role),
+        user_id=user.id,
+        ip=ip,
+        must_change_password=user.must_change_password,
+    )

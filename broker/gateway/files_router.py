@@ -6,18 +6,25 @@ write lock the sealing needs). Only the session's technician lists, uploads and 
 an expert or a supervisor watching gets 403 (they see each transfer in the session's
 events). The upload body is not held by the broker's body limit: the group's size limit
 applies instead, while it streams.
+
+With several replicas, a transfer whose device's agent another replica holds is sent on to
+it (broker.replicas.peering; the ``serve_*`` functions run there, behind
+broker.gateway.peer_router): that replica checks the rights, moves the bytes and seals the
+outcome; this one only streams both ways.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as FastPath
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette import types
 
 from broker.auth.deps import require
@@ -29,6 +36,10 @@ from broker.errors import BrokerError, ProviderError
 from broker.gateway import files, kept
 from broker.gateway.link import AgentLink
 from broker.gateway.server import Gateway
+from broker.replicas.peering import FILES
+
+# What a relayed transfer's answer keeps of the holding replica's headers.
+PASSED_ON = frozenset({"content-type", "content-disposition", "x-transfer-id", "x-file-size"})
 
 router = APIRouter(tags=["agent"])
 Path = Annotated[str, Query(min_length=1, max_length=4096)]
@@ -55,28 +66,74 @@ async def _ready(
     return gateway, link, plan
 
 
-@router.get("/gateway/sessions/{session_id}/files")
+async def _relayed(
+    request: Request, principal: Principal, session_id: str, suffix: str
+) -> StreamingResponse | None:
+    """The request served by the replica holding the session's device's agent, when another
+    replica holds it (broker.replicas.peering): that one checks the rights, moves the bytes
+    and seals the outcome; this one streams both ways. None: served here."""
+    gateway = _gateway(request)
+    device_id, holder = await gateway.peering.holder(session_id)
+    if holder is None or device_id in gateway.links:
+        return None
+    grant = gateway.peering.grant(
+        holder, principal=principal, session_id=session_id, mode="control", channel=FILES
+    )
+    suffix = f"sessions/{session_id}/files{suffix}"
+    client, answer = await gateway.peering.send_http(holder, grant, request, suffix)
+    headers = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_ON}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in answer.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:  # cut short there: cut short here (no final chunk)
+            raise ProviderError("the broker replica holding the agent broke off") from exc
+        finally:
+            await answer.aclose()
+            await client.aclose()
+
+    return _CutOnFailure(chunks(), status_code=answer.status_code, headers=headers)
+
+
+@router.get("/gateway/sessions/{session_id}/files", response_model=dict[str, Any])
 async def list_files(
     session_id: str,
     request: Request,
     db: DbSession,
     principal: Annotated[Principal, Depends(require(Scope.sessions_write))],
     path: Annotated[str | None, Query(max_length=4096)] = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     """The allowed folders (no ``path``) or the entries of one of them."""
+    if (relayed := await _relayed(request, principal, session_id, "")) is not None:
+        return relayed
+    return await serve_list(request, db, principal, session_id, path)
+
+
+async def serve_list(
+    request: Request, db: AsyncSession, principal: Principal, session_id: str, path: str | None
+) -> dict[str, Any]:
     _, link, plan = await _ready(request, db, principal, session_id)
     return await files.listing(link, plan, path)
 
 
-@router.put("/gateway/sessions/{session_id}/files/content")
+@router.put("/gateway/sessions/{session_id}/files/content", response_model=dict[str, Any])
 async def upload(
     session_id: str,
     path: Path,
     request: Request,
     db: DbSession,
     principal: Annotated[Principal, Depends(require(Scope.sessions_write))],
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     """The body, streamed to ``path`` on the device; the sealed outcome with both hashes."""
+    if (relayed := await _relayed(request, principal, session_id, "/content")) is not None:
+        return relayed
+    return await serve_upload(request, db, principal, session_id, path)
+
+
+async def serve_upload(
+    request: Request, db: AsyncSession, principal: Principal, session_id: str, path: str
+) -> dict[str, Any]:
     gateway, link, plan = await _ready(request, db, principal, session_id)
     length = request.headers.get("content-length")
     declared = int(length) if length is not None and length.isdigit() else None
@@ -98,6 +155,14 @@ async def download(
 ) -> StreamingResponse:
     """The file's bytes as they come from the device. Keep them only once
     ``/files/transfers/{X-Transfer-Id}`` says ``ok``: the hashes are compared at the end."""
+    if (relayed := await _relayed(request, principal, session_id, "/content")) is not None:
+        return relayed
+    return await serve_download(request, db, principal, session_id, path)
+
+
+async def serve_download(
+    request: Request, db: AsyncSession, principal: Principal, session_id: str, path: str
+) -> StreamingResponse:
     gateway, link, plan = await _ready(request, db, principal, session_id)
     found = await files.open_download(gateway.maker, link, plan, path, gateway.transfers)
     headers = {
@@ -108,15 +173,27 @@ async def download(
     return _CutOnFailure(found.chunks(), media_type="application/octet-stream", headers=headers)
 
 
-@router.get("/gateway/sessions/{session_id}/files/transfers/{transfer_id}")
+@router.get(
+    "/gateway/sessions/{session_id}/files/transfers/{transfer_id}", response_model=dict[str, Any]
+)
 async def transfer_outcome(
     session_id: str,
     transfer_id: str,
     request: Request,
     db: DbSession,
     principal: Annotated[Principal, Depends(require(Scope.sessions_write))],
+) -> dict[str, Any] | Response:
+    """The sealed outcome of a download this broker (or the replica holding the agent, which
+    streamed it) streamed; waits for its seal."""
+    suffix = f"/transfers/{transfer_id}"
+    if (relayed := await _relayed(request, principal, session_id, suffix)) is not None:
+        return relayed
+    return await serve_outcome(request, db, principal, session_id, transfer_id)
+
+
+async def serve_outcome(
+    request: Request, db: AsyncSession, principal: Principal, session_id: str, transfer_id: str
 ) -> dict[str, Any]:
-    """The sealed outcome of a download this broker streamed (waits for its seal)."""
     await files.plan(db, principal, session_id, 1)  # the same checks as the transfer
     await commit(db)
     outcome = await _gateway(request).transfers.wait(session_id, transfer_id, OUTCOME_SECONDS)

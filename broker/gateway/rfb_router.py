@@ -1,9 +1,11 @@
 """The desktop WebSocket ``/api/v1/gateway/desktop?ticket=…`` (included by the gateway router).
 
 Thin: redeem the one-time ticket (the terminal-ticket endpoint issues it, for any mode),
-attach through :mod:`broker.gateway.access` with the desktop channel opened before the
-attach commits (a refusal, the broker's or the agent's with its reason, starts nothing and
-ends the socket with a JSON error and close code 4403), then hand the socket to the relay.
+relay the socket to the replica holding the device's agent if another replica holds it
+(broker.gateway.router.peered; that replica records and enforces), else attach through
+:mod:`broker.gateway.access` with the desktop channel opened before the attach commits (a
+refusal, the broker's or the agent's with its reason, starts nothing and ends the socket
+with a JSON error and close code 4403), then hand the socket to the relay.
 
 Before the RFB stream the socket carries one JSON text frame each way: the broker says
 ``{"type": "ready", "input": …}`` (what the page may offer: keyboard, pointer, clipboard);
@@ -24,7 +26,8 @@ from starlette.websockets import WebSocketDisconnect
 from broker.errors import BrokerError, ProviderError
 from broker.gateway import access, rfb_service, service
 from broker.gateway.rfb_relay import DesktopViewer, DeviceDesktop, open_desktop
-from broker.gateway.router import _gateway, _held, _refuse
+from broker.gateway.router import _gateway, _held, _refuse, peered
+from broker.gateway.server import Gateway
 from broker.sessions.repository import SessionRecord
 
 router = APIRouter(tags=["agent"])
@@ -40,6 +43,20 @@ def _close(opened: list[DeviceDesktop]) -> None:
 @router.websocket("/gateway/desktop")
 async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     await ws.accept()
+    try:
+        gateway = _gateway(ws)
+        grant = gateway.tickets.redeem(ticket)
+        if await peered(ws, gateway, grant, "desktop"):
+            return
+    except BrokerError as exc:
+        await _refuse(ws, exc)
+        return
+    await serve_desktop(ws, gateway, grant)
+
+
+async def serve_desktop(ws: WebSocket, gateway: Gateway, grant: access.Ticket) -> None:
+    """The desktop socket once its ticket is redeemed (here, or relayed by another replica:
+    broker.gateway.peer_router)."""
     opened: list[DeviceDesktop] = []
 
     async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
@@ -59,8 +76,6 @@ async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         )
 
     try:
-        gateway = _gateway(ws)
-        grant = gateway.tickets.redeem(ticket)
         record = await access.attach_when_decided(
             gateway.maker,
             gateway.signals,

@@ -4,6 +4,11 @@ Thin: parse, authorise through a dependency, call one service function; the term
 WebSocket hands its bytes to the relay. Both sockets open their channel to the agent before
 the attach commits (:func:`broker.gateway.service.open_channel`): a refusal, the broker's or
 the agent's, starts nothing and ends the socket with its JSON error and close code 4403.
+
+With several replicas (docs/DEPLOY.md), a technician socket whose device's agent another
+replica holds is relayed there once its ticket is redeemed (:func:`peered`,
+broker.replicas.peering); that replica runs the same ``serve_*`` code on it, so recording,
+rights enforcement and the wait for consent happen on the replica holding the agent only.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from broker.gateway.link import AgentLink
 from broker.gateway.relay import ShellRelay, Viewer, open_forward, open_shell
 from broker.gateway.server import Gateway
 from broker.providers.offers import recording_of
+from broker.replicas.peering import relay as relay_to_peer
 from broker.sessions.repository import SessionRecord
 from broker.types import CleanText
 
@@ -256,9 +262,50 @@ async def _relay(
     return relay
 
 
+async def peered(
+    ws: WebSocket, gateway: Gateway, grant: access.Ticket, channel: str, port: int | None = None
+) -> bool:
+    """Relay the socket to the replica holding the session's device's agent when another
+    replica holds it (broker.replicas.peering): that replica serves it, records it and
+    enforces its rights. False: it is served here (and refused here if need be)."""
+    device_id, holder = await gateway.peering.holder(grant.session_id)
+    if holder is None or device_id in gateway.links:
+        return False
+    signed = gateway.peering.grant(
+        holder,
+        principal=grant.principal,
+        session_id=grant.session_id,
+        mode=grant.mode,
+        channel=channel,
+        port=port,
+    )
+    try:
+        conn = await gateway.peering.dial(holder, signed)
+    except BrokerError as exc:
+        log.warning("gateway.peer_failed", replica=holder.id, error=exc.code, detail=exc.detail)
+        raise
+    log.info("gateway.peered", session_id=grant.session_id, replica=holder.id, channel=channel)
+    await relay_to_peer(ws, conn)
+    return True
+
+
 @router.websocket("/gateway/terminal")
 async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
     await ws.accept()
+    try:
+        gateway = _gateway(ws)
+        grant = gateway.tickets.redeem(ticket)
+        if await peered(ws, gateway, grant, "terminal"):
+            return
+    except BrokerError as exc:
+        await _refuse(ws, exc)
+        return
+    await serve_terminal(ws, gateway, grant)
+
+
+async def serve_terminal(ws: WebSocket, gateway: Gateway, grant: access.Ticket) -> None:
+    """The terminal socket once its ticket is redeemed (here, or on the replica that relays
+    it: broker.gateway.peer_router)."""
     opened: list[asyncssh.SSHClientProcess[bytes]] = []
 
     async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
@@ -275,8 +322,6 @@ async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
         )
 
     try:
-        gateway = _gateway(ws)
-        grant = gateway.tickets.redeem(ticket)
         record = await access.attach_when_decided(
             gateway.maker,
             gateway.signals,
@@ -339,6 +384,19 @@ async def forward(
     ws: WebSocket, ticket: Annotated[str, Query()], port: Annotated[int, Query(gt=0, lt=65536)]
 ) -> None:
     await ws.accept()
+    try:
+        gateway = _gateway(ws)
+        grant = gateway.tickets.redeem(ticket)
+        if await peered(ws, gateway, grant, "forward", port):
+            return
+    except BrokerError as exc:
+        await _refuse(ws, exc)
+        return
+    await serve_forward(ws, gateway, grant, port)
+
+
+async def serve_forward(ws: WebSocket, gateway: Gateway, grant: access.Ticket, port: int) -> None:
+    """The forward socket once its ticket is redeemed (here, or relayed by another replica)."""
     opened: list[asyncssh.SSHClientProcess[bytes]] = []
 
     async def open_channel(db: AsyncSession, record: SessionRecord) -> None:
@@ -358,8 +416,6 @@ async def forward(
         )
 
     try:
-        gateway = _gateway(ws)
-        grant = gateway.tickets.redeem(ticket)
         if grant.mode != "control":
             raise ProviderError("only the session's technician opens port forwards")
         await access.attach_when_decided(
@@ -400,13 +456,15 @@ async def forward(
 
 
 def _include_desktop() -> None:
-    """The desktop socket and the file transfers live in their own modules; they share this
-    router's prefix."""
+    """The desktop socket, the file transfers and the replicas' peer sockets live in their
+    own modules; they share this router's prefix."""
     from broker.gateway.files_router import router as files_router
+    from broker.gateway.peer_router import router as peer_router
     from broker.gateway.rfb_router import router as desktop_router
 
     router.include_router(desktop_router)
     router.include_router(files_router)
+    router.include_router(peer_router)
 
 
 _include_desktop()

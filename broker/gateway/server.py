@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncssh
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,6 +38,7 @@ from broker.gateway.presence import Presence
 from broker.gateway.recording import AuditRecorder, open_recorder
 from broker.gateway.rfb_relay import DesktopTap
 from broker.gateway.signals import SessionSignals, listen_for_changes
+from broker.replicas.peering import Peering
 from broker.replicas.service import holder_of
 from broker.sessions import service as sessions
 from broker.sessions.repository import SessionRecord
@@ -63,6 +65,7 @@ class Gateway:
         audit_log: AuditLog,
         recording_begin: Begin,
         node: str | None = None,
+        peering_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.settings = settings
         self.maker = maker
@@ -74,6 +77,9 @@ class Gateway:
         # The replica id (broker.replicas): agent links name it in agent_keys.connected_node.
         self.node = node or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.links: dict[str, AgentLink] = {}
+        # Sockets for agents held by another replica are relayed there (the replica's
+        # published key, broker.replicas.service.Membership, authenticates the channel).
+        self.peering = Peering(settings, maker, self.node, peering_key)
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
@@ -155,9 +161,10 @@ class Gateway:
         await link.granted(session_id)
 
     async def absent(self, db: AsyncSession, device_id: str) -> ProviderError:
-        """Why a technician's socket for ``device_id`` cannot be served here: the agent is
-        not connected at all, or it is held by another live replica (until replica-to-replica
-        peering exists, the socket must reach that replica; docs/DEPLOY.md)."""
+        """Why a technician's socket or file transfer for ``device_id`` cannot be served
+        here: the agent is not connected at all, or it is held by another live replica (both
+        are relayed there before they get this far, broker.replicas.peering: this is the
+        rare race of an agent that moved meanwhile)."""
         lease = timedelta(seconds=self.settings.replica_lease_seconds)
         holder = await holder_of(db, device_id, lease)
         if holder is not None and holder != self.node:
@@ -248,12 +255,14 @@ class Gateway:
 async def start_gateway(app: Any) -> Callable[[], Awaitable[None]]:
     """Start the SSH gateway for ``app`` (called from the lifespan); returns ``stop``."""
     settings: Settings = app.state.settings
+    replica = getattr(app.state, "replica", None)
     gateway = Gateway(
         settings,
         app.state.sessionmaker,
         audit_log=app.state.audit_log,
         recording_begin=app.state.engine.begin,
-        node=getattr(app.state, "replica", None) and app.state.replica.id,
+        node=replica.id if replica is not None else None,
+        peering_key=replica.peering_key if replica is not None else None,
     )
     await gateway.start(settings.gateway_host, settings.gateway_port)
     app.state.gateway = gateway

@@ -17,7 +17,7 @@ class Replica(Base):
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     address: Mapped[str] = mapped_column(String(500), nullable=False)
-    # The key other replicas will pin for the replica-to-replica channel (not built yet).
+    # The public half of its Ed25519 peering key (broker.replicas.peering), made at each start.
     peering_key: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)

@@ -5,7 +5,8 @@ checkpoint signing key and its gateway SSH key to ``sealed_keys``; every later s
 and refuses on a difference (a replica with its own ``./var/keys`` would seal records the
 others cannot open, sign checkpoints nobody pinned and present agents another host key).
 
-Presence: each replica upserts its row every ``replica_heartbeat_seconds``. An agent link
+Presence: each replica upserts its row every ``replica_heartbeat_seconds``, with the public
+half of the peering key it made at start (broker.replicas.peering). An agent link
 (``agent_keys.connected_node``) names its replica and counts only while that replica's
 heartbeat is younger than ``replica_lease_seconds``; the lease holder clears the links of
 replicas found dead.
@@ -19,6 +20,7 @@ Replicas' clocks are assumed to agree to well under the lease (NTP).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
@@ -26,6 +28,8 @@ import uuid
 from datetime import datetime, timedelta
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import delete, select, true, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -42,6 +46,12 @@ from broker.replicas.takeover import Takeover, take_over
 log = structlog.get_logger("broker.replicas")
 
 BACKGROUND = "background"  # the one lease the background jobs run under (broker.tasks)
+
+
+def public_text(key: Ed25519PrivateKey) -> str:
+    """The public half of a peering key as ``replicas.peering_key`` stores it."""
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return "ed25519:" + base64.b64encode(raw).decode()
 
 
 def replica_id(settings: Settings) -> str:
@@ -93,16 +103,28 @@ async def check_identity(db: AsyncSession, held: dict[str, str]) -> list[str]:
 # --- presence -------------------------------------------------------------------------------
 
 
-async def heartbeat(db: AsyncSession, rid: str, address: str, started_at: datetime) -> None:
+async def heartbeat(
+    db: AsyncSession, rid: str, address: str, started_at: datetime, peering_key: str | None = None
+) -> None:
+    """Upsert this replica's row; ``peering_key`` is the public half of its peering key
+    (broker.replicas.peering), which the other replicas check its grants and proofs with."""
     now = utcnow()
     result = await db.execute(
         update(Replica)
         .where(Replica.id == rid)
-        .values(heartbeat_at=now, address=address)
+        .values(heartbeat_at=now, address=address, peering_key=peering_key)
         .execution_options(synchronize_session=False)
     )
     if not getattr(result, "rowcount", 0):
-        db.add(Replica(id=rid, address=address, started_at=started_at, heartbeat_at=now))
+        db.add(
+            Replica(
+                id=rid,
+                address=address,
+                peering_key=peering_key,
+                started_at=started_at,
+                heartbeat_at=now,
+            )
+        )
 
 
 async def alive(db: AsyncSession, lease: timedelta) -> dict[str, Replica]:
@@ -198,6 +220,9 @@ class Membership:
         self.id = replica_id(settings)
         self.address = settings.replica_address or settings.base_url
         self.started_at = utcnow()
+        # Made anew at every start, kept in memory only: its public half is published with
+        # each heartbeat; the replica-to-replica channel is authenticated with it.
+        self.peering_key = Ed25519PrivateKey.generate()
         # Replicas share a PostgreSQL database; a SQLite file has one broker process, so a
         # lease left by a killed predecessor must not keep the restarted one from its jobs
         # (its final checkpoint at shutdown included) until the lease runs out.
@@ -222,7 +247,9 @@ class Membership:
         loop = asyncio.get_running_loop()
         asked = loop.time()
         async with self.maker() as db, db.begin():
-            await heartbeat(db, self.id, self.address, self.started_at)
+            await heartbeat(
+                db, self.id, self.address, self.started_at, public_text(self.peering_key)
+            )
         seconds = self.settings.replica_lease_seconds
         was = self.leading
         self.leading = await take_lease(self.maker, BACKGROUND, self.id, seconds, force=self.alone)

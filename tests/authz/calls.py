@@ -7,6 +7,8 @@ allowed cell's body: that the principal sees what it may, and nothing more.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ class Call:
     auth: bool = True  # send the caller's credentials (consent-token cells do not)
     creates_session: bool = False  # a session it creates is revoked after the cell
     ws: bool = False
+    first: str | None = None  # a WebSocket's first text frame, sent once it is accepted
 
 
 Build = Callable[[Cell], Awaitable[Call]]
@@ -474,6 +477,32 @@ def socket(route: str, **params: str) -> Build:
         )
         ticket = issued.json()["ticket"] if issued.status_code == 200 else secrets.token_hex(16)
         return Call("WS", f"{V1}{route}", params={"ticket": ticket, **params}, ws=True)
+
+    return _build
+
+
+async def peer_socket(cell: Cell) -> Call:
+    """A replica's peer socket (broker.replicas.peering): no caller's credential counts, only
+    a grant signed by a live registered replica; this one is made up (nobody's key)."""
+    grant = {
+        "origin": "replica-x", "target": "replica-y", "target_key": "", "session_id":
+        cell.world.session_id, "principal_kind": "user", "principal_id": "0" * 36, "ip": None,
+        "mode": "control", "channel": "terminal", "port": None, "expires": 0.0,
+        "nonce": secrets.token_hex(16),
+    }  # fmt: skip
+    signature = base64.b64encode(bytes(64)).decode()
+    first = json.dumps({"type": "grant", "grant": json.dumps(grant), "signature": signature})
+    return Call("WS", f"{V1}/gateway/peer/terminal", ws=True, first=first)
+
+
+def peer_files(suffix: str, method: str = "GET") -> Build:
+    """A relayed file transfer on the replica holding the agent: no caller's credential
+    counts, only a live replica's signed grant in its headers (none here)."""
+
+    async def _build(cell: Cell) -> Call:
+        path = f"{V1}/gateway/peer/sessions/{cell.world.session_id}/files{suffix}"
+        params = {"path": "/tmp/peer.txt"} if suffix == "/content" else None
+        return Call(method, path, params=params, content=b"x" if method == "PUT" else None)
 
     return _build
 

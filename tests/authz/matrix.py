@@ -476,4 +476,21 @@ ROWS: tuple[Row, ...] = (
         everyone(401, technician=WS_OK, admin=WS_OK, admin_cookie=WS_OK, supervisor=WS_OK),
         check=c.check_forward,
     ),
+    # The replicas' peer socket: only a live replica's signed grant opens it, never a
+    # caller's credential (a made-up grant: 401 for everyone)
+    Row("WS", f"{c.V1}/gateway/peer/{{channel}}", c.peer_socket, everyone(401)),
+    *(
+        Row(
+            method,
+            f"{c.V1}/gateway/peer/sessions/{{session_id}}/files{suffix}",
+            c.peer_files(suffix.replace("{transfer_id}", "0" * 32), method),
+            everyone(401),
+        )
+        for method, suffix in (
+            ("GET", ""),
+            ("GET", "/content"),
+            ("PUT", "/content"),
+            ("GET", "/transfers/{transfer_id}"),
+        )
+    ),
 )

@@ -44,7 +44,9 @@ async def _perform(cell: Cell, call: Call) -> tuple[int, Any]:
     headers = caller.headers(call.method) if call.auth else {}
     headers.update(call.headers)
     if call.ws:
-        outcome = await ws_call(cell.app, call.path, dict(call.params or {}), headers)
+        outcome = await ws_call(
+            cell.app, call.path, dict(call.params or {}), headers, first=call.first
+        )
         return outcome.status, outcome.error or {"texts": outcome.texts}
     response = await caller.client.request(
         call.method,

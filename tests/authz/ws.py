@@ -27,9 +27,6 @@ def _error_statuses() -> dict[str, int]:
     return found
 
 
-ERROR_STATUS = _error_statuses()
-
-
 @dataclass
 class WsOutcome:
     accepted: bool = False
@@ -48,7 +45,8 @@ class WsOutcome:
     def status(self) -> int:
         """The HTTP status of the error the endpoint sent (0: none), or 1008's 422."""
         if self.error is not None:
-            return ERROR_STATUS.get(str(self.error["error"]), 400)
+            # Read when asked: every module's errors are imported by then (the app is built).
+            return _error_statuses().get(str(self.error["error"]), 400)
         if self.close_code == 1008:  # FastAPI: request validation failed before accept
             return 422
         return 0
@@ -60,10 +58,15 @@ async def ws_call(
     params: dict[str, str],
     headers: dict[str, str],
     client: tuple[str, int] = ("198.51.100.99", 40000),
+    *,
+    first: str | None = None,
 ) -> WsOutcome:
-    """Connect, read until the server closes (or sends its first binary frame), disconnect."""
+    """Connect (sending ``first`` as a text frame, if given), read until the server closes
+    (or sends its first binary frame), disconnect."""
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     await inbox.put({"type": "websocket.connect"})
+    if first is not None:
+        await inbox.put({"type": "websocket.receive", "text": first})
     outcome = WsOutcome()
     done = asyncio.Event()
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,10 +37,19 @@ def desk(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     ).stdout  # fmt: skip
     token = re.search(r"secret \(shown only now\): (\S+)", issued)
     assert token, issued
+    # Before the agent connects: it learns its group's ports and folders when its link starts.
+    port, folder = _echo_service(), tmp_path_factory.mktemp("device-files")
+    _allow(cluster, "front-office", port, folder)
     agent = enroll_through_balancer(cluster, tmp_path_factory.mktemp("device"), "front-office")
     device = json.loads(a.cli("device", "list", "--json").stdout)["items"][0]
     created_password(tom.stdout)
-    return {"token": token.group(1), "agent": agent, "device": device}
+    return {
+        "token": token.group(1),
+        "agent": agent,
+        "device": device,
+        "echo": port,
+        "folder": folder,
+    }
 
 
 def _until(what: str, check: Any, timeout: float = 30.0) -> Any:
@@ -64,7 +75,13 @@ def holder(cluster: Cluster, device_id: str) -> str:
     return str(_until("the agent's link is recorded", read))
 
 
-def _request(replica: Served, token: str, device: dict[str, Any], ticket: str) -> Any:
+def _request(
+    replica: Served,
+    token: str,
+    device: dict[str, Any],
+    ticket: str,
+    capabilities: tuple[str, ...] = ("shell",),
+) -> Any:
     with httpx.Client(
         base_url=replica.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as client:
@@ -74,7 +91,7 @@ def _request(replica: Served, token: str, device: dict[str, Any], ticket: str) -
                 "ticket": {"system": "helpdesk", "external_id": ticket, "subject": "Printer"},
                 "device_id": device["id"],
                 "reason": "Printer queue is stuck: needs a look at the logs",
-                "capabilities": ["shell"],
+                "capabilities": list(capabilities),
                 "duration_minutes": 30,
             },
         )
@@ -168,12 +185,7 @@ def test_presence_names_the_replica_holding_the_agent(
     agent.out.wait_for(r"Allow\? \[y/N\] ", after=mark, timeout=SIGNAL_WAIT)
     agent.type("y\n")
     _until("approved", lambda: _state(cluster.replicas[on], token, created["id"]) == "approved")
-    # A terminal on a replica without the agent is refused, naming where the agent is.
-    refused = _connect(cluster, cluster.replicas[others[1]], token, created["id"], b"exit\n")
-    said = (refused.stdout + refused.stderr).decode(errors="replace")
-    assert refused.returncode != 0, said
-    assert f"connected to another broker replica ({on})" in said, said
-    # On the holder the terminal works.
+    # On the holder the terminal works (on the others too: test_peering_* below).
     works = _connect(
         cluster, cluster.replicas[on], token, created["id"], b"echo held-$((20+1))\nexit\n"
     )
@@ -203,6 +215,125 @@ def test_web_approval_on_one_replica_reaches_the_agent_on_another(
     # The holder hears of it by LISTEN/NOTIFY: its fallback sweep would take 60 s.
     agent.out.wait_for(r"approved on the web by Erika Mustermann", after=mark, timeout=SIGNAL_WAIT)
     _end(cluster.replicas[asked_on], token, created["id"])
+
+
+def _echo_service() -> int:
+    """A service on the device (the agent runs on this machine) echoing what it gets: the
+    far end of a forward."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+
+    threading.Thread(target=run, daemon=True).start()
+    return int(server.getsockname()[1])
+
+
+def _allow(cluster: Cluster, group: str, port: int, folder: Path) -> None:
+    """The admin lets the group's sessions forward to ``port`` and move files in ``folder``
+    (through the load balancer)."""
+    a = cluster.replicas["a"]
+    issued = a.cli("token", "create", "--name", f"ops-{port}", "--user", "admin",
+                   "--scope", "devices:read", "--scope", "devices:write").stdout  # fmt: skip
+    found = re.search(r"secret \(shown only now\): (\S+)", issued)
+    assert found, issued
+    with httpx.Client(
+        base_url=cluster.url, headers={"Authorization": f"Bearer {found.group(1)}"}, timeout=30
+    ) as client:
+        groups = client.get("/api/v1/device-groups").json()["items"]
+        gid = next(g["id"] for g in groups if g["name"] == group)
+        changed = client.patch(
+            f"/api/v1/device-groups/{gid}",
+            json={"allowed_ports": [port], "allowed_paths": [str(folder)]},
+        )
+        assert changed.status_code == 200, changed.text
+
+
+def _through(local: int, payload: bytes) -> bytes:
+    """Send ``payload`` into a forward's local port and read as much back."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", local), timeout=30)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with sock:
+        got = b""
+        for start in range(0, len(payload), 65536):  # read back as it comes, as a client does
+            sock.sendall(payload[start : start + 65536])
+            while len(got) < min(len(payload), start + 65536) and (data := sock.recv(65536)):
+                got += data
+    return got
+
+
+def test_a_terminal_forward_and_files_on_another_replica_reach_the_agent(
+    cluster: Cluster, desk: dict[str, Any], tmp_path: Path
+) -> None:
+    on = holder(cluster, desk["device"]["id"])
+    via = next(n for n in cluster.live() if n != on)
+    agent, token, port = desk["agent"], desk["token"], desk["echo"]
+    device_folder = desk["folder"]  # the device's files (the agent runs here)
+    (device_folder / "report.txt").write_bytes(b"printer log\n" * 5000)
+    mark = agent.out.mark()
+    created = _request(
+        cluster.replicas[via], token, desk["device"], "HD-2003", ("shell", "forward", "files")
+    )
+    agent.out.wait_for(r"Allow\? \[y/N\] ", after=mark, timeout=SIGNAL_WAIT)
+    agent.type("y\n")
+    _until("approved", lambda: _state(cluster.replicas[via], token, created["id"]) == "approved")
+    started = "SELECT count(*) AS n FROM audit_records WHERE event_type = 'recording.started'"
+    before = cluster.sql(started)[0]["n"]
+    # The technician's terminal socket is opened on a replica without the agent.
+    works = _connect(
+        cluster, cluster.replicas[via], token, created["id"], b"echo peered-$((40+2))\nexit\n"
+    )
+    assert b"peered-42" in works.stdout, works.stderr
+    # Relayed by `via`, served and recorded by the holder: one recording, begun once.
+    assert cluster.sql(started)[0]["n"] == before + 1
+    assert "gateway.peered" in cluster.replicas[via].log.read_text()
+    assert "gateway.peer_accepted" in cluster.replicas[on].log.read_text()
+    assert "gateway.peer_accepted" not in cluster.replicas[via].log.read_text()
+    # A forward through the same replica reaches the device's port.
+    local = free_port()
+    forward = subprocess.Popen(
+        [str(BIN / "supportbroker"), "connect", created["id"], "--url",
+         cluster.replicas[via].url, "--forward", f"{local}:{port}"],
+        env=clean_env(SUPPORTBROKER_TOKEN=token),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        payload = b"through-another-replica " * 40000  # ~1 MiB, more than one frame
+        echoed = _through(local, payload)
+    finally:
+        forward.terminate()
+        _, said = forward.communicate(timeout=10)
+    assert echoed == payload, (len(echoed), said.decode(errors="replace")[-2000:])
+    # A download and an upload through the same replica, hashed and sealed by the holder.
+    got = tmp_path / "got.txt"
+    for move in (
+        ["--get", str(device_folder / "report.txt"), str(got)],
+        ["--put", str(got), str(device_folder / "back.txt")],
+    ):
+        moved = subprocess.run(
+            [str(BIN / "supportbroker"), "connect", created["id"], "--url",
+             cluster.replicas[via].url, *move],
+            env=clean_env(SUPPORTBROKER_TOKEN=token),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+    assert got.read_bytes() == (device_folder / "report.txt").read_bytes()
+    assert (device_folder / "back.txt").read_bytes() == got.read_bytes()
+    _end(cluster.replicas[via], token, created["id"])
 
 
 def test_background_jobs_run_on_one_replica_only(cluster: Cluster, desk: dict[str, Any]) -> None:
