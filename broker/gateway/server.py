@@ -174,6 +174,12 @@ class Gateway:
             )
         return ProviderError("the device's agent is not connected to this broker")
 
+    def remark_links(self) -> None:
+        """Write every agent link this process holds again (the replica was taken for dead
+        and its links cleared while its agents stayed connected)."""
+        for device_id, link in self.links.items():
+            self.presence.mark(device_id, self.node, link.ip)
+
     async def _drop(self, link: AgentLink) -> None:
         link.lost()
         if link.device_id and self.links.get(link.device_id) is link:
@@ -266,6 +272,9 @@ async def start_gateway(app: Any) -> Callable[[], Awaitable[None]]:
     )
     await gateway.start(settings.gateway_host, settings.gateway_port)
     app.state.gateway = gateway
+    replica = getattr(app.state, "replica", None)
+    if replica is not None:
+        replica.on_revived = gateway.remark_links
 
     async def _stop() -> None:
         await gateway.stop()

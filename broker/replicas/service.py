@@ -25,6 +25,7 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -105,9 +106,10 @@ async def check_identity(db: AsyncSession, held: dict[str, str]) -> list[str]:
 
 async def heartbeat(
     db: AsyncSession, rid: str, address: str, started_at: datetime, peering_key: str | None = None
-) -> None:
+) -> bool:
     """Upsert this replica's row; ``peering_key`` is the public half of its peering key
-    (broker.replicas.peering), which the other replicas check its grants and proofs with."""
+    (broker.replicas.peering), which the other replicas check its grants and proofs with.
+    True when the row had to be made: a first start, or a replica found dead meanwhile."""
     now = utcnow()
     result = await db.execute(
         update(Replica)
@@ -125,6 +127,8 @@ async def heartbeat(
                 heartbeat_at=now,
             )
         )
+        return True
+    return False
 
 
 async def alive(db: AsyncSession, lease: timedelta) -> dict[str, Replica]:
@@ -232,6 +236,10 @@ class Membership:
         self._task: asyncio.Task[None] | None = None
         # A stopped replica's running sessions: failed, their recordings closed (takeover.py).
         self.takeover = Takeover(maker, self.id)
+        # Called when this replica was taken for dead and comes back (the gateway writes its
+        # agent links again); set by broker.gateway.server.start_gateway.
+        self.on_revived: Callable[[], None] | None = None
+        self._beaten = False
 
     @property
     def lease(self) -> timedelta:
@@ -247,9 +255,17 @@ class Membership:
         loop = asyncio.get_running_loop()
         asked = loop.time()
         async with self.maker() as db, db.begin():
-            await heartbeat(
+            remade = await heartbeat(
                 db, self.id, self.address, self.started_at, public_text(self.peering_key)
             )
+        if remade and self._beaten:
+            # Our heartbeat was late past the lease (a stalled process, a slow database) and
+            # the lease holder took us for dead: it cleared our agents' links, which are
+            # written only when an agent connects. The agents are still ours: write them again.
+            log.warning("replicas.found_dead_while_alive", replica=self.id)
+            if self.on_revived is not None:
+                self.on_revived()
+        self._beaten = True
         seconds = self.settings.replica_lease_seconds
         was = self.leading
         self.leading = await take_lease(self.maker, BACKGROUND, self.id, seconds, force=self.alone)

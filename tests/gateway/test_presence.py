@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import websockets
+from sqlalchemy import select, update
 
+from broker.db.base import utcnow
+from broker.gateway.models import AgentKey
+from broker.replicas.models import Replica
+from broker.replicas.service import expire_dead
 from tests.gateway.helpers import (
     ScriptedPrompter,
     enrolled_agent,
@@ -75,5 +81,39 @@ async def test_who_is_connected_is_shown_until_the_session_ends(
             assert resp.status_code == 200, resp.text
             await _noticed(prompter, "disconnected:", tech, sid)
         assert prompter.shown[-1] == []  # nobody left: the on-screen notice goes
+    finally:
+        await agent.stop()
+
+
+async def _link_node(app: Any, device_id: str) -> str | None:
+    async with app.state.sessionmaker() as db:
+        key = await db.scalar(select(AgentKey).where(AgentKey.device_id == device_id))
+        return key.connected_node if key is not None else None
+
+
+async def test_a_replica_taken_for_dead_while_alive_writes_its_links_again(
+    app: Any, gateway: Any, people: Any, tmp_path: Any
+) -> None:
+    """A heartbeat late past the lease: the lease holder clears this replica's agent links
+    (broker.replicas.service.expire_dead), but the agents are still connected here. The
+    next heartbeat finds its row gone and the gateway writes every link it holds again."""
+    agent = await enrolled_agent(app, gateway, tmp_path, people["group"].name, ScriptedPrompter([]))
+    replica = app.state.replica
+    try:
+        async with asyncio.timeout(10):
+            while await _link_node(app, agent.device_id) != gateway.node:
+                await asyncio.sleep(0.05)
+        async with app.state.sessionmaker() as db, db.begin():  # what a late heartbeat leaves
+            stale = utcnow() - timedelta(minutes=5)
+            await db.execute(
+                update(Replica).where(Replica.id == replica.id).values(heartbeat_at=stale)
+            )
+        async with app.state.sessionmaker() as db, db.begin():  # the lease holder's pass
+            assert await expire_dead(db, replica.lease) == 1
+        assert await _link_node(app, agent.device_id) is None
+        await replica.beat()
+        async with asyncio.timeout(10):  # presence is written in batches, shortly after
+            while await _link_node(app, agent.device_id) != gateway.node:
+                await asyncio.sleep(0.05)
     finally:
         await agent.stop()
