@@ -59,18 +59,22 @@ def _pg_reachable() -> str | None:
     return None
 
 
-# What `make test-fast` leaves out (`-m "not postgres and not browser and not desktop"`):
-# tests in a real browser, the desktop (Xvfb, VNC) tests, and every PostgreSQL variant.
+# What `make test-fast` leaves out (`-m "not postgres and not browser and not desktop and not
+# slow"`): tests in a real browser, the desktop (Xvfb, VNC) tests, every PostgreSQL variant
+# (and the replicas, which share one PostgreSQL database), and what is marked ``slow`` where
+# it is written (the authorization matrix's cells beyond its sample, tests/authz).
 # A browser test is one that asks for the ``chromium`` fixture, or any end-to-end test (those
 # start ``supportbroker serve`` as a process).
 BROWSER_TESTS = ("tests/e2e/",)
 DESKTOP_TESTS = ("tests/desktop/",)
+POSTGRES_TESTS = ("tests/replicas/test_replicas.py",)
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by what they need: ``browser`` (Chromium), ``desktop`` (an X display and a
-    VNC server), ``postgres`` (any test run with a PostgreSQL database parameter)."""
+    VNC server), ``postgres`` (any test run with a PostgreSQL database parameter, and the
+    replicas)."""
     for item in items:
         where = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
         if where.startswith(BROWSER_TESTS) or "chromium" in getattr(item, "fixturenames", ()):
@@ -78,7 +82,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if where.startswith(DESKTOP_TESTS):
             item.add_marker(pytest.mark.desktop)
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and any(v == "postgresql" for v in callspec.params.values()):
+        if where.startswith(POSTGRES_TESTS) or (
+            callspec is not None and any(v == "postgresql" for v in callspec.params.values())
+        ):
             item.add_marker(pytest.mark.postgres)
 
 
