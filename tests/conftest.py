@@ -62,7 +62,8 @@ def _pg_reachable() -> str | None:
 # What `make test-fast` leaves out (`-m "not postgres and not browser and not desktop and not
 # slow"`): tests in a real browser, the desktop (Xvfb, VNC) tests, every PostgreSQL variant
 # (and the replicas, which share one PostgreSQL database), and what is marked ``slow`` where
-# it is written (the authorization matrix's cells beyond its sample, tests/authz).
+# it is written (the authorization matrix's cells beyond its sample, tests/authz; the API
+# fuzzing; the audit log's Hypothesis properties; the tests that kill broker processes).
 # A browser test is one that asks for the ``chromium`` fixture, or any end-to-end test (those
 # start ``supportbroker serve`` as a process).
 BROWSER_TESTS = ("tests/e2e/",)
