@@ -60,11 +60,13 @@ pytest: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
 		--cov=audit --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
 
-## test-fast: the edit loop: SQLite only, no browser, desktop or PostgreSQL tests (markers set
-## by tests/conftest.py), no coverage gate; `make test` stays the whole suite
+## test-fast: the edit loop: SQLite only; leaves out the browser, desktop and PostgreSQL tests
+## (markers set by tests/conftest.py) and the `slow` ones (the authorization matrix's cells
+## beyond its sample, tests that fuzz or kill processes for minutes); no lint, no coverage
+## gate. `make test` stays the whole suite, every matrix cell included
 test-fast: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider \
-		-m "not postgres and not browser and not desktop" $(PYTEST_ARGS)
+		-m "not postgres and not browser and not desktop and not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench

@@ -59,19 +59,24 @@ def _pg_reachable() -> str | None:
     return None
 
 
-# What `make test-fast` leaves out (`-m "not postgres and not browser and not desktop"`):
-# tests in a real browser, the desktop (Xvfb, VNC) tests, and every PostgreSQL variant.
+# What `make test-fast` leaves out (`-m "not postgres and not browser and not desktop and not
+# slow"`): tests in a real browser, the desktop (Xvfb, VNC) tests, every PostgreSQL variant
+# (and the replicas, which share one PostgreSQL database), and what is marked ``slow`` where
+# it is written (the authorization matrix's cells beyond its sample, tests/authz; the API
+# fuzzing; the audit log's Hypothesis properties; the tests that kill broker processes).
 # A browser test is one that asks for the ``chromium`` fixture, or any end-to-end test (those
 # start ``supportbroker serve`` as a process).
 BROWSER_TESTS = ("tests/e2e/",)
 DESKTOP_TESTS = ("tests/desktop/",)
-POSTGRES_TESTS = ("tests/replicas/",)  # replicas share one PostgreSQL database: no SQLite case
+# The replica cluster's tests run on PostgreSQL only (three brokers share one database).
+POSTGRES_TESTS = ("tests/replicas/test_replicas.py", "tests/replicas/test_takeover.py")
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by what they need: ``browser`` (Chromium), ``desktop`` (an X display and a
-    VNC server), ``postgres`` (any test run with a PostgreSQL database parameter)."""
+    VNC server), ``postgres`` (any test run with a PostgreSQL database parameter, and the
+    replicas)."""
     for item in items:
         where = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
         if where.startswith(BROWSER_TESTS) or "chromium" in getattr(item, "fixturenames", ()):

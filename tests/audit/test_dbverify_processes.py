@@ -187,6 +187,7 @@ async def test_tampering_gets_the_one_pass_report(
         assert report.record_id == recs[position].record_id
 
 
+@pytest.mark.slow  # half a minute of worker processes on two cores
 async def test_rollback_behind_a_published_checkpoint(log: AuditLog, engine: AsyncEngine) -> None:
     await fill(log, engine)
     async with engine.connect() as conn:

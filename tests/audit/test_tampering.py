@@ -150,6 +150,7 @@ def test_untouched_log_verifies() -> None:
         assert open_record(LOG_ID, r, KEYS[r.stream])
 
 
+@pytest.mark.slow  # thousands of examples: `make test` runs it, `make test-fast` not
 @TAMPER
 @given(
     index=st.integers(0, N - 1),
@@ -169,6 +170,7 @@ def test_modified_field_is_detected(index: int, field: str, k: int, forge: bool)
 OPS = ["delete", "swap", "insert_copy", "duplicate", "insert_forged", "move", "truncate"]
 
 
+@pytest.mark.slow  # thousands of examples: `make test` runs it, `make test-fast` not
 @TAMPER
 @given(op=st.sampled_from(OPS), i=st.integers(0, N - 1), j=st.integers(0, N - 1))
 def test_structural_change_is_detected(op: str, i: int, j: int) -> None:
@@ -200,6 +202,7 @@ def test_structural_change_is_detected(op: str, i: int, j: int) -> None:
         verify(records)
 
 
+@pytest.mark.slow  # thousands of examples: `make test` runs it, `make test-fast` not
 @TAMPER
 @given(
     i=st.integers(0, N - 1),
@@ -324,6 +327,7 @@ def test_seal_batch_refuses_bad_events() -> None:
     assert sealed.records[0].occurred_at.tzinfo is UTC
 
 
+@pytest.mark.slow  # thousands of examples: `make test` runs it, `make test-fast` not
 @settings(max_examples=4_000, deadline=None)
 @given(
     plan=st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=12),

@@ -494,3 +494,36 @@ ROWS: tuple[Row, ...] = (
         )
     ),
 )
+
+
+# --- the edit loop's sample ------------------------------------------------------------------
+
+# Principals the matrix expects to behave alike unless a row says otherwise: each class is one
+# kind of caller (a role, a narrow token, a ticket system, no credential at all).
+CLASSES: tuple[tuple[str, ...], ...] = (
+    ("admin", "admin-cookie", "admin-cookie-no-csrf"),
+    (ONE_TIME,),
+    ("technician", "tech-all-scopes", "colleague", "other-technician"),
+    ("auditor",),
+    ("supervisor",),
+    ("admin-tickets-read", "tech-tickets-read"),
+    ("system-a", "system-b"),
+    ("anonymous", "end-user", "admin-revoked-token", "disabled-admin"),
+)
+
+
+def sampled(index: int, row: Row) -> frozenset[str]:
+    """The principals of row ``index`` that ``make test-fast`` runs (``make test`` runs them
+    all): in each class, one caller per status the row expects of that class (so a class
+    whose members answer differently, such as a technician in the group and one outside it,
+    keeps each answer), taken in turn by the row's index so that across the table every
+    principal is called; and every cell marked as a bug. Deterministic: the same cells on
+    every run."""
+    chosen = set(row.bugs)
+    for members in CLASSES:
+        by_status: dict[int, list[str]] = {}
+        for name in members:
+            by_status.setdefault(row.expect[name], []).append(name)
+        for alike in by_status.values():
+            chosen.add(alike[index % len(alike)])
+    return frozenset(chosen)

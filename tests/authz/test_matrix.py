@@ -9,6 +9,10 @@ audit log records the refusal). Cells marked by a row's ``bugs`` are strict xfai
 The whole matrix runs on SQLite and on PostgreSQL; the world (users, tokens, groups, the
 shared session and its recording) is built once per database, and every cell that changes
 state creates and cleans up its own resources.
+
+``make test`` runs every cell. ``make test-fast`` (the edit loop) runs the sample that
+``tests.authz.matrix.sampled`` picks: every route, one caller per kind of caller and answer;
+the other cells are marked ``slow``, which the fast run leaves out.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.authz.calls import Call
-from tests.authz.matrix import ROWS, Row
+from tests.authz.matrix import ROWS, Row, sampled
 from tests.authz.state import TABLES, fingerprint
 from tests.authz.world import PRINCIPALS, Cell, World
 from tests.authz.ws import ws_call
@@ -30,9 +34,10 @@ REFUSAL_CODES = {401: {"not_authenticated"}, 403: {"forbidden", "policy_denied"}
 
 def _cells() -> list[Any]:
     cells = []
-    for row in ROWS:
+    for index, row in enumerate(ROWS):
+        sample = sampled(index, row)
         for principal in PRINCIPALS:
-            marks = []
+            marks = [] if principal in sample else [pytest.mark.slow]
             if principal in row.bugs:
                 marks.append(pytest.mark.xfail(strict=True, reason=row.bugs[principal]))
             cells.append(pytest.param(row, principal, marks=marks, id=f"{row.key}-{principal}"))

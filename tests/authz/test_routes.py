@@ -1,5 +1,6 @@
 """The matrix covers the app's API exactly: a new route without a row fails here, and so
-does a row whose route is gone. Every row states a status for every principal."""
+does a row whose route is gone. Every row states a status for every principal, and the fast
+run's sample keeps every route, every principal and every answer a kind of caller gets."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import SecretStr
 
 from broker.app import create_app
 from broker.config import Settings
-from tests.authz.matrix import ROWS
+from tests.authz.matrix import CLASSES, ROWS, sampled
 from tests.authz.world import PRINCIPALS
 
 
@@ -59,3 +60,24 @@ def test_the_route_list_is_not_empty(tmp_path: Path) -> None:
     assert "POST /api/v1/sessions" in keys
     assert "WS /api/v1/gateway/terminal" in keys
     assert len(keys) >= 50
+
+
+def test_the_classes_split_the_principals() -> None:
+    members = [name for members in CLASSES for name in members]
+    assert sorted(members) == sorted(PRINCIPALS), "a principal is in no class, or in two"
+
+
+def test_the_sample_keeps_each_answer_of_each_kind_of_caller() -> None:
+    called: set[str] = set()
+    for index, row in enumerate(ROWS):
+        sample = sampled(index, row)
+        assert sample <= set(PRINCIPALS), row.key
+        assert set(row.bugs) <= sample, row.key
+        for members in CLASSES:
+            expected = {row.expect[name] for name in members}
+            kept = {row.expect[name] for name in members if name in sample}
+            assert kept == expected, f"{row.key}: {members} lost an answer"
+        called |= sample
+    assert called == set(PRINCIPALS), f"never called: {sorted(set(PRINCIPALS) - called)}"
+    cells = sum(len(sampled(i, row)) for i, row in enumerate(ROWS))
+    assert cells < len(ROWS) * len(PRINCIPALS)

@@ -152,6 +152,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # two broker processes, one killed: half a minute on two cores
 def test_a_broker_killed_mid_delivery_posts_no_duplicate(
     tmp_path: Path, sqlite_template: Path, live: LiveFake
 ) -> None:

@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 
 
@@ -65,6 +67,7 @@ def _post(port: int, path: str, token: str, body: dict[str, object]) -> dict[str
         return data
 
 
+@pytest.mark.slow  # broker processes killed and restarted: half a minute on two cores
 def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     env = dict(
         os.environ,
