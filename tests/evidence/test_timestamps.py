@@ -186,6 +186,7 @@ def _fresh_verify(
     )
 
 
+@pytest.mark.slow  # serve, a TSA and a bare venv for the verifier: `make test` runs it
 def test_serve_timestamps_and_the_offline_verifier_reports_it(
     tsa: LocalTSA, tmp_path: Path
 ) -> None:

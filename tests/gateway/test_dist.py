@@ -77,6 +77,7 @@ def test_declared_requirements_are_exactly_what_agent_imports() -> None:
     assert "Requires-Dist: asyncssh>=" in meta  # the broker's floors, not bare names
 
 
+@pytest.mark.slow  # a fresh venv and pip: `make test` runs it, `make test-fast` not
 def test_pip_installs_it_into_a_fresh_venv_and_the_command_runs(tmp_path: Path) -> None:
     wheel = dist.build(AGENT_DIR)
     path = tmp_path / wheel.filename

@@ -58,6 +58,7 @@ def first_occurrences(positions: list[int]) -> list[int]:
     return [p for p in positions if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
 
 
+@pytest.mark.slow  # a real rsyslogd stopped and started: `make test` runs it
 async def test_a_stopped_receiver_gets_every_event_in_order_once_back(
     rsyslog: Rsyslog, app: FastAPI
 ) -> None:
