@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.contextvars import bind_contextvars
 
+from broker.auth.models import ApiToken, User
 from broker.auth.permissions import Scope, grants_for
 from broker.auth.principal import Principal
 from broker.auth.repository import ApiTokenRepository, UserRepository, WebSessionRepository
@@ -56,6 +57,23 @@ def client_ip(request: Request) -> str:
     return (hops[0] if hops else peer)[:64]
 
 
+def token_principal(token: ApiToken, owner: User | None, ip: str | None) -> Principal:
+    """Who an accepted API token acts as: its owner's role (a ticket system's token with no
+    owner: ``integration``), its scopes narrowed to what that role may be granted."""
+    role = owner.role if owner is not None else "integration"
+    scopes = frozenset(Scope(s) for s in token.scopes if s in Scope.__members__.values())
+    return Principal(
+        kind="token",
+        role=role,
+        name=owner.display_name if owner is not None else token.name,
+        scopes=scopes & grants_for(role),
+        user_id=owner.id if owner is not None else None,
+        token_id=token.id,
+        ticket_system=token.system,
+        ip=ip,
+    )
+
+
 async def _from_bearer(request: Request, db: DbSession, secret: str) -> Principal:
     ip = client_ip(request)
     found = await ApiTokenRepository(db).with_owner(token_hash(secret))
@@ -79,18 +97,7 @@ async def _from_bearer(request: Request, db: DbSession, secret: str) -> Principa
             data={"why": problem, "token_id": token.id if token else None},
         )
         raise NotAuthenticated(f"bearer token refused: {problem}", keep_changes=True)
-    role = owner.role if owner is not None else "integration"
-    scopes = frozenset(Scope(s) for s in token.scopes if s in Scope.__members__.values())
-    principal = Principal(
-        kind="token",
-        role=role,
-        name=owner.display_name if owner is not None else token.name,
-        scopes=scopes & grants_for(role),
-        user_id=owner.id if owner is not None else None,
-        token_id=token.id,
-        ticket_system=token.system,
-        ip=ip,
-    )
+    principal = token_principal(token, owner, ip)
     # Written with the request's audit events at commit, not now: an early write would make
     # the whole request SQLite's writer (broker.db.sqlite) from its authentication on.
     # Kept to the minute: rewriting the token's row on every request made each one a write
@@ -224,18 +231,7 @@ async def principal_by_id(
             raise NotAuthenticated("the ticket's token has expired")
         if token.owner_id is not None and (owner is None or not owner.is_active):
             raise NotAuthenticated("the ticket's token owner is disabled")
-        role = owner.role if owner is not None else "integration"
-        scopes = frozenset(Scope(s) for s in token.scopes if s in Scope.__members__.values())
-        return Principal(
-            kind="token",
-            role=role,
-            name=owner.display_name if owner is not None else token.name,
-            scopes=scopes & grants_for(role),
-            user_id=owner.id if owner is not None else None,
-            token_id=token.id,
-            ticket_system=token.system,
-            ip=ip,
-        )
+        return token_principal(token, owner, ip)
     user = await UserRepository(db).get(principal_id) if kind == "user" else None
     if user is None or not user.is_active:
         raise NotAuthenticated("the ticket's user is unknown or disabled")
