@@ -15,6 +15,9 @@ from broker.db.aftercommit import transaction
 from broker.errors import IdentityMismatch
 
 BOOTSTRAP_LOCK = 0x5342_424F_4F54_5354  # "SBBOOTST"
+# On a stop, open sockets (a terminal, a forward) are told to close; a handler still running
+# after this many seconds is cancelled, so a restart never waits on one forever.
+SHUTDOWN_GRACE_SECONDS = 10
 
 
 async def _bootstrap(settings: Settings) -> tuple[str, str] | None:
@@ -85,5 +88,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         port=settings.port,
         log_config=None,
         proxy_headers=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
     return 0

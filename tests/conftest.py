@@ -26,8 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.app import create_app
 from broker.config import Settings
 from broker.db import migrate
+from broker.serve import SHUTDOWN_GRACE_SECONDS
 from tests.browser_login import Logins
 from tests.factories import Desk, make_desk
+
+pytest_plugins = ["tests.watchdog"]  # a hung test's id is the last line printed
 
 PG_HOST = os.environ.get("SUPPORTBROKER_TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("SUPPORTBROKER_TEST_PG_USER", "postgres")
@@ -248,8 +251,17 @@ async def live_url(app: Any) -> AsyncIterator[str]:
     WebSockets work, as the terminal needs)."""
     import uvicorn
 
+    # A bounded graceful shutdown, as `supportbroker serve` has: a socket handler still open
+    # when the test ends is cancelled after a few seconds instead of holding the teardown
+    # (and the whole suite) until pytest's timeout.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, ws="websockets"
+        app,
+        host="127.0.0.1",
+        port=0,
+        lifespan="off",
+        log_config=None,
+        ws="websockets",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
