@@ -14,6 +14,9 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "dev-only-change-me"  # noqa: S105 - a marker we refuse outside development
+# OWASP's password storage cheat sheet: argon2id with at least 19 MiB and 2 passes.
+OWASP_MEMORY_KIB = 19456
+OWASP_TIME_COST = 2
 
 # A SIEM target (docs/SIEM.md), one entry of ``SUPPORTBROKER_SIEM_TARGETS`` (a JSON list):
 # each gets its own exporter loop and its own cursor, named by ``name``.
@@ -112,6 +115,12 @@ class Settings(BaseSettings):
     # Wrong logins for one account from all addresses together before addresses it never
     # signed in from must wait (broker.auth.throttle, the account's guard).
     login_guard_failures: int = Field(default=50, ge=5, le=10000)
+    # argon2id's cost for passwords (docs/SECURITY.md, "Password hashes"). Outside the test
+    # environment no less than OWASP's floor (19 MiB, 2 passes); raising it re-hashes each
+    # password at its owner's next login.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=100)
+    password_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=64)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     # How often each managed MeshCentral/AnyDesk device's connections are read for outside
     # connections, whether or not a session runs there (0: never).
@@ -178,6 +187,25 @@ class Settings(BaseSettings):
         names = [t.name for t in self.siem_targets]
         if len(names) != len(set(names)):
             raise ValueError("SUPPORTBROKER_SIEM_TARGETS: two targets share a name (a cursor)")
+        return self
+
+    @model_validator(mode="after")
+    def _password_cost_floor(self) -> Settings:
+        if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
+            raise ValueError(
+                "SUPPORTBROKER_PASSWORD_HASH_MEMORY_KIB must be at least 8 KiB per lane "
+                "(SUPPORTBROKER_PASSWORD_HASH_PARALLELISM)"
+            )
+        # Cheaper hashes only where no real password lives: test suites hash thousands.
+        if self.environment != "test" and (
+            self.password_hash_memory_kib < OWASP_MEMORY_KIB
+            or self.password_hash_time_cost < OWASP_TIME_COST
+        ):
+            raise ValueError(
+                f"the password hash cost is below OWASP's floor for argon2id "
+                f"({OWASP_MEMORY_KIB} KiB, {OWASP_TIME_COST} passes), refused in the "
+                f"{self.environment!r} environment"
+            )
         return self
 
     @model_validator(mode="after")

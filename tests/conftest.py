@@ -28,7 +28,7 @@ from broker.config import Settings
 from broker.db import migrate
 from broker.serve import SHUTDOWN_GRACE_SECONDS
 from tests.browser_login import Logins
-from tests.factories import Desk, make_desk
+from tests.factories import CHEAP_PASSWORD_HASH, Desk, cheap_password_env, make_desk
 
 pytest_plugins = ["tests.watchdog"]  # a hung test's id is the last line printed
 
@@ -186,6 +186,7 @@ def settings(db_url: str, tmp_path: Path, settings_overrides: dict[str, Any]) ->
         "sweep_interval_seconds": 3600.0,
         "gateway_enabled": False,  # tests/gateway starts it on a free port
         "log_format": "console",
+        **CHEAP_PASSWORD_HASH,
     }
     values.update(settings_overrides)
     return Settings(**values)
@@ -227,6 +228,8 @@ def broker_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SUPPORTBROKER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SUPPORTBROKER_ENVIRONMENT", "test")
     monkeypatch.setenv("SUPPORTBROKER_SECRET_KEY", "cli-test-secret-" + "v" * 16)
+    for name, value in cheap_password_env().items():
+        monkeypatch.setenv(name, value)
     return Settings()
 
 

@@ -19,6 +19,21 @@ from broker.auth.secrets import new_token, token_hash
 from broker.auth.service import create_user
 from broker.devices.models import Device, DeviceGroup, GroupMember
 
+# argon2id at its cheapest, which only the test environment accepts: the suite hashes
+# thousands of passwords (~70 ms each at the production cost). The production cost is
+# exercised by tests/auth/test_password_cost.py and by every test that starts `serve`.
+CHEAP_PASSWORD_HASH: dict[str, Any] = {
+    "password_hash_time_cost": 1,
+    "password_hash_memory_kib": 64,
+    "password_hash_parallelism": 1,
+}
+
+
+def cheap_password_env() -> dict[str, str]:
+    """:data:`CHEAP_PASSWORD_HASH` as the environment a ``supportbroker`` command reads."""
+    return {f"SUPPORTBROKER_{name.upper()}": str(v) for name, v in CHEAP_PASSWORD_HASH.items()}
+
+
 # Each test user's password, by user id: page tests log in through the login form with it.
 PASSWORDS: dict[str, str] = {}
 

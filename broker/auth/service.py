@@ -22,11 +22,13 @@ from broker.auth.principal import Principal
 from broker.auth.repository import UserRepository, WebSessionRepository
 from broker.auth.schemas import PASSWORD_MIN_LENGTH, USERNAME_PATTERN
 from broker.auth.secrets import (
+    PasswordCost,
     csrf_token_for,
-    hash_password,
+    hash_password_off_loop,
+    needs_rehash,
     new_password,
     token_hash,
-    verify_password,
+    verify_password_off_loop,
 )
 from broker.context import settings_of
 from broker.db.base import utcnow
@@ -100,7 +102,7 @@ async def create_user(
             display_name=display_name,
             role=role,
             email=email,
-            password_hash=hash_password(password) if password else None,
+            password_hash=await _hash(db, password) if password else None,
             must_change_password=must_change_password,
             max_concurrent_sessions=max_concurrent_sessions,
         )
@@ -189,7 +191,7 @@ async def update_user(
 async def reset_password(db: AsyncSession, actor: Actor, user: User) -> str:
     """A new one-time password for ``user``; their browser sessions end."""
     password = new_password()
-    user.password_hash = hash_password(password)
+    user.password_hash = await _hash(db, password)
     user.must_change_password = True
     await WebSessionRepository(db).delete_for_user(user.id)
     await throttle.clear_account(db, user.username)
@@ -224,8 +226,8 @@ async def authenticate(db: AsyncSession, username: str, password: str, ip: str) 
             keep_changes=True,
         )
     user = await UserRepository(db).by_username(username)
-    # verify_password runs even for unknown users, so timing does not reveal them.
-    valid = verify_password(password, user.password_hash if user else None)
+    # The hash is checked even for unknown users, so timing does not reveal them.
+    valid = await _verify(db, password, user.password_hash if user else None)
     why = None
     if user is None:
         why = "unknown user"
@@ -244,7 +246,28 @@ async def authenticate(db: AsyncSession, username: str, password: str, ip: str) 
         )
         raise NotAuthenticated(LOGIN_FAILED, keep_changes=True)
     await throttle.signed_in(db, username, ip, now)
+    if user.password_hash and needs_rehash(user.password_hash, _cost(db)):
+        # The configured cost changed since this password was set: store it under the new one
+        # while we hold the plain password (the only moment we do).
+        user.password_hash = await _hash(db, password)
     return user
+
+
+def _cost(db: AsyncSession) -> PasswordCost:
+    settings = settings_of(db)
+    return PasswordCost(
+        time_cost=settings.password_hash_time_cost,
+        memory_kib=settings.password_hash_memory_kib,
+        parallelism=settings.password_hash_parallelism,
+    )
+
+
+async def _hash(db: AsyncSession, password: str) -> str:
+    return await hash_password_off_loop(password, _cost(db))
+
+
+async def _verify(db: AsyncSession, password: str, password_hash: str | None) -> bool:
+    return await verify_password_off_loop(password, password_hash, _cost(db))
 
 
 async def throttled_usernames(db: AsyncSession) -> set[str]:
@@ -334,7 +357,7 @@ async def change_password(
     if principal.kind != "user" or principal.user_id is None:
         raise PermissionDenied("only a logged-in user changes their own password")
     user = await get_user(db, principal.user_id)
-    if not verify_password(current, user.password_hash):
+    if not await _verify(db, current, user.password_hash):
         await record_event(
             db,
             EventType.auth_password_change_failed,
@@ -347,7 +370,7 @@ async def change_password(
         raise ValidationFailed(f"the new password needs at least {PASSWORD_MIN_LENGTH} characters")
     if new == current:
         raise ValidationFailed("the new password must differ from the current one")
-    user.password_hash = hash_password(new)
+    user.password_hash = await _hash(db, new)
     user.must_change_password = False
     keep = token_hash(cookie_secret) if cookie_secret else None
     await WebSessionRepository(db).delete_for_user(user.id, keep_token_hash=keep)

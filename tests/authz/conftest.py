@@ -24,6 +24,7 @@ from broker.connectors import registry as registry_mod
 from broker.connectors.registry import ConnectorRegistry
 from tests.authz.world import HOOK_SECRET, HOOK_SYSTEM, World, build_world
 from tests.conftest import _off_loop, _truncate_pg
+from tests.factories import CHEAP_PASSWORD_HASH
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -67,6 +68,7 @@ async def world(
         gateway_port=0,
         max_concurrent_sessions=100,
         log_format="console",
+        **CHEAP_PASSWORD_HASH,
     )
     registry = _hook_registry(settings.base_url)
     registry_mod.install(registry)
