@@ -53,18 +53,18 @@ async def complete(db: AsyncSession, data: dict[str, Any]) -> dict[str, Any] | N
     position = data.get(POSITION)
     if not isinstance(position, int) or "tree_size" in data:
         return None
-    cp = schema.checkpoints.c
-    stmt = select(cp.note, cp.created_at_us).where(cp.size > position).order_by(cp.size).limit(1)
-    row = (await db.execute(stmt)).first()
-    if row is None:
-        log = audit_log_of(db)
-        signed = await log.sign_checkpoint(await db.connection())
-        if signed is None:  # the position is past the tree: the message is wrong
+    found = await _first_covering(db, position)
+    if found is None:
+        signed = await audit_log_of(db).sign_checkpoint(await db.connection())
+        if signed is not None:
+            found = (signed.note, datetime.now(UTC))
+        else:
+            # Another signer (a replica's cadence tick) covered the position between our read
+            # and the writer lock; now that we hold the lock, its checkpoint is visible.
+            found = await _first_covering(db, position)
+        if found is None:  # the position is past the tree: the message is wrong
             raise ValueError(f"no checkpoint can cover audit position {position}")
-        note, signed_at = signed.note, datetime.now(UTC)
-    else:
-        note = str(row[0])
-        signed_at = datetime.fromtimestamp(int(row[1]) / 1e6, UTC)
+    note, signed_at = found
     checkpoint = parse_checkpoint(note.partition("\n\n")[0] + "\n")
     return {
         **data,
@@ -72,3 +72,11 @@ async def complete(db: AsyncSession, data: dict[str, Any]) -> dict[str, Any] | N
         "root_hash": checkpoint.root.hex(),
         "signed_at": signed_at.isoformat(),
     }
+
+
+async def _first_covering(db: AsyncSession, position: int) -> tuple[str, datetime] | None:
+    """The first signed checkpoint whose tree holds ``position``: its note and time."""
+    cp = schema.checkpoints.c
+    stmt = select(cp.note, cp.created_at_us).where(cp.size > position).order_by(cp.size).limit(1)
+    row = (await db.execute(stmt)).first()
+    return None if row is None else (str(row[0]), datetime.fromtimestamp(int(row[1]) / 1e6, UTC))

@@ -176,6 +176,32 @@ async def test_the_digest_signs_when_no_checkpoint_covers_yet(app: Any) -> None:
     assert "Audit evidence sealed for T-8" in digest.placeholder_text("T-8")
 
 
+async def test_the_digest_takes_a_checkpoint_signed_between_its_read_and_the_lock(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica's cadence tick may sign between the digest's read and its own signing:
+    its checkpoint is the digest (it once failed the delivery with "no checkpoint")."""
+    async with app.state.sessionmaker() as db:
+        await record_event(db, E.ticket_updated, ticket="T-9", actor=SYSTEM_ACTOR)
+        (sealed,) = await flush_events(db)
+        await db.commit()
+    read = digest._first_covering
+    ticks: list[Any] = []
+
+    async def stale_read_then_a_tick(db: Any, position: int) -> Any:
+        if not ticks:  # the read saw no checkpoint; then the other signer's tick commits
+            ticks.append(await audit_log_of(db).sign_checkpoint(await db.connection()))
+            return None
+        return await read(db, position)
+
+    monkeypatch.setattr(digest, "_first_covering", stale_read_then_a_tick)
+    async with app.state.sessionmaker() as db, db.begin():
+        data = await digest.complete(db, {digest.POSITION: sealed.position, "ticket": "T-9"})
+    assert data is not None
+    assert ticks[0] is not None
+    assert (data["tree_size"], data["root_hash"]) == (ticks[0].size, ticks[0].root.hex())
+
+
 async def test_verification_keeps_its_last_result(app: Any, desk: Desk) -> None:
     maker = app.state.sessionmaker
     async with maker() as db:
