@@ -142,12 +142,15 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
-    """x11vnc must not outlive a killed agent: ask Linux to SIGTERM it when we go."""
+    """x11vnc must not outlive the agent: ask Linux to SIGKILL it when we go. Not SIGTERM:
+    x11vnc's own SIGTERM handler can deadlock (seen: blocked on a lock with SIGTERM masked,
+    its display and agent gone, its port still open), and a kill leaves nothing behind, as
+    the password file was removed when x11vnc read it."""
     import ctypes
     import signal
 
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _read_first_line(path: Path) -> str | None:
