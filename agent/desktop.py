@@ -146,6 +146,8 @@ def _die_with_parent() -> None:  # pragma: no cover (runs in the child before ex
     x11vnc's own SIGTERM handler can deadlock (seen: blocked on a lock with SIGTERM masked,
     its display and agent gone, its port still open), and a kill leaves nothing behind, as
     the password file was removed when x11vnc read it."""
+    if sys.platform != "linux":  # prctl is Linux's; elsewhere it is never set as preexec_fn
+        return
     import ctypes
     import signal
 
