@@ -2,7 +2,7 @@
 
 Thin: redeem the one-time ticket (the terminal-ticket endpoint issues it, for any mode),
 relay the socket to the replica holding the device's agent if another replica holds it
-(broker.gateway.router.peered; that replica records and enforces), else attach through
+(broker.gateway.router.entered; that replica records and enforces), else attach through
 :mod:`broker.gateway.access` with the desktop channel opened before the attach commits (a
 refusal, the broker's or the agent's with its reason, starts nothing and ends the socket
 with a JSON error and close code 4403), then hand the socket to the relay.
@@ -26,7 +26,7 @@ from starlette.websockets import WebSocketDisconnect
 from broker.errors import BrokerError, ProviderError
 from broker.gateway import access, rfb_service, service
 from broker.gateway.rfb_relay import DesktopViewer, DeviceDesktop, open_desktop
-from broker.gateway.router import _gateway, _held, _refuse, peered
+from broker.gateway.router import _held, _refuse, entered
 from broker.gateway.server import Gateway
 from broker.sessions.repository import SessionRecord
 
@@ -42,16 +42,8 @@ def _close(opened: list[DeviceDesktop]) -> None:
 
 @router.websocket("/gateway/desktop")
 async def desktop(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
-    await ws.accept()
-    try:
-        gateway = _gateway(ws)
-        grant = gateway.tickets.redeem(ticket)
-        if await peered(ws, gateway, grant, "desktop"):
-            return
-    except BrokerError as exc:
-        await _refuse(ws, exc)
-        return
-    await serve_desktop(ws, gateway, grant)
+    if (entry := await entered(ws, ticket, "desktop")) is not None:
+        await serve_desktop(ws, *entry)
 
 
 async def serve_desktop(ws: WebSocket, gateway: Gateway, grant: access.Ticket) -> None:

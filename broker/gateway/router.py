@@ -289,18 +289,27 @@ async def peered(
     return True
 
 
-@router.websocket("/gateway/terminal")
-async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
+async def entered(
+    ws: WebSocket, ticket: str, channel: str, port: int | None = None
+) -> tuple[Gateway, access.Ticket] | None:
+    """Accept a socket and redeem its ticket: the gateway and grant to serve it here, or None
+    when it was refused or relayed to the replica holding the agent (:func:`peered`)."""
     await ws.accept()
     try:
         gateway = _gateway(ws)
         grant = gateway.tickets.redeem(ticket)
-        if await peered(ws, gateway, grant, "terminal"):
-            return
+        if await peered(ws, gateway, grant, channel, port):
+            return None
     except BrokerError as exc:
         await _refuse(ws, exc)
-        return
-    await serve_terminal(ws, gateway, grant)
+        return None
+    return gateway, grant
+
+
+@router.websocket("/gateway/terminal")
+async def terminal(ws: WebSocket, ticket: Annotated[str, Query()]) -> None:
+    if (entry := await entered(ws, ticket, "terminal")) is not None:
+        await serve_terminal(ws, *entry)
 
 
 async def serve_terminal(ws: WebSocket, gateway: Gateway, grant: access.Ticket) -> None:
@@ -383,16 +392,8 @@ async def serve_terminal(ws: WebSocket, gateway: Gateway, grant: access.Ticket) 
 async def forward(
     ws: WebSocket, ticket: Annotated[str, Query()], port: Annotated[int, Query(gt=0, lt=65536)]
 ) -> None:
-    await ws.accept()
-    try:
-        gateway = _gateway(ws)
-        grant = gateway.tickets.redeem(ticket)
-        if await peered(ws, gateway, grant, "forward", port):
-            return
-    except BrokerError as exc:
-        await _refuse(ws, exc)
-        return
-    await serve_forward(ws, gateway, grant, port)
+    if (entry := await entered(ws, ticket, "forward", port)) is not None:
+        await serve_forward(ws, *entry, port)
 
 
 async def serve_forward(ws: WebSocket, gateway: Gateway, grant: access.Ticket, port: int) -> None:
