@@ -2,8 +2,8 @@
 
 Thin: redeem the one-time ticket (the terminal-ticket endpoint issues it, for any mode),
 relay the socket to the replica holding the device's agent if another replica holds it
-(broker.gateway.router.entered; that replica records and enforces), else attach through
-:mod:`broker.gateway.access` with the desktop channel opened before the attach commits (a
+(broker.gateway.router.entered and peered; that replica records and enforces), else attach
+through :mod:`broker.gateway.access` with the desktop channel opened before the attach commits (a
 refusal, the broker's or the agent's with its reason, starts nothing and ends the socket
 with a JSON error and close code 4403), then hand the socket to the relay.
 
