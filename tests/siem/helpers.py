@@ -9,10 +9,13 @@ import ipaddress
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -190,3 +193,32 @@ def make_certificates(where: Path) -> dict[str, Path]:
         out[name] = where / f"{name}.pem"
         out[name].write_bytes(data)
     return out
+
+
+class TlsServer(ThreadingHTTPServer):
+    """A threading server speaking TLS with the local CA's server certificate, each handshake
+    in its connection's own thread. Wrapping the listening socket instead does the handshake
+    inside ``accept``: one client that connects and never finishes it (an exporter cancelled
+    mid-connect) stalls the accept loop, and ``shutdown()`` waits on that loop forever."""
+
+    daemon_threads = True
+    HANDSHAKE_SECONDS = 10.0
+
+    def __init__(self, handler: Any, pem: dict[str, Path]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.tls.load_cert_chain(pem["server_cert"], pem["server_key"])
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        wrapped = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.HANDSHAKE_SECONDS)
+        try:
+            request.do_handshake()
+        except OSError:  # a client that does not trust our CA, or one that left
+            return
+        request.settimeout(None)
+        super().finish_request(request, client_address)

@@ -5,10 +5,9 @@ again and the cursor moves only on a 2xx; payloads go out only to a target allow
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from broker.siem.service import TargetStatus, status
-from tests.siem.helpers import make_certificates, until, write_events
+from tests.siem.helpers import TlsServer, make_certificates, until, write_events
 
 
 class Receiver:
@@ -46,10 +45,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(pem["server_cert"], pem["server_key"])
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.server = TlsServer(Handler, pem)
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

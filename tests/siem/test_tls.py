@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import socketserver
-import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,14 @@ import pytest
 from fastapi import FastAPI
 
 from broker.siem.service import TargetStatus, status
-from tests.siem.helpers import Rsyslog, free_port, make_certificates, until, write_events
+from tests.siem.helpers import (
+    Rsyslog,
+    TlsServer,
+    free_port,
+    make_certificates,
+    until,
+    write_events,
+)
 
 SD = re.compile(r'\[sbAudit@32473 log="[^"]*" pos="(\d+)"')
 
@@ -38,11 +44,7 @@ class OctetCountingReceiver:
                         return
                     outer.messages.append(self.rfile.read(int(digits)))
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(pem["server_cert"], pem["server_key"])
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.server.daemon_threads = True
+        self.server = TlsServer(Handler, pem)
         self.port = int(self.server.server_address[1])
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
