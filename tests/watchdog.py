@@ -13,12 +13,12 @@ import gc
 import os
 import sys
 import threading
-import traceback
 from typing import Any
 
 import pytest
+from pytest_timeout import dump_stacks
 
-_PHASE: dict[str, str] = {}
+_phase = ["setup"]  # of the test running now (one at a time)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -40,14 +40,14 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_logstart(nodeid: str) -> None:
-    _PHASE[nodeid] = "setup"
+    _phase[0] = "setup"
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    _PHASE[item.nodeid] = "call"
+    _phase[0] = "call"
     yield
-    _PHASE[item.nodeid] = "teardown"
+    _phase[0] = "teardown"
 
 
 def _timed_out(item: pytest.Item, timeout: float) -> None:
@@ -56,16 +56,10 @@ def _timed_out(item: pytest.Item, timeout: float) -> None:
     if capture is not None:  # the test's captured output would swallow the report
         capture.suspend_global_capture(item)
     try:
-        me = threading.get_ident()
-        names = {t.ident: t.name for t in threading.enumerate()}
-        for ident, frame in sys._current_frames().items():
-            if ident != me:
-                terminal.sep("~", f"stack of {names.get(ident, '?')}")
-                terminal.write("".join(traceback.format_stack(frame)))
+        dump_stacks(terminal)
         _write_tasks(terminal)
     finally:
-        phase = _PHASE.get(item.nodeid, "setup")
-        terminal.sep("+", f"TIMEOUT after {timeout:.0f} s in {phase}: {item.nodeid}")
+        terminal.sep("+", f"TIMEOUT after {timeout:.0f} s in {_phase[0]}: {item.nodeid}")
         terminal.flush()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -66,6 +66,11 @@ def x11vnc_commands() -> list[str]:
     return [line for line in done.stdout.splitlines() if line.strip()]
 
 
+def x11vnc_on(display: str) -> list[str]:
+    """The command lines of the x11vnc processes sharing ``display`` (``:N``)."""
+    return [c for c in x11vnc_commands() if f"-display {display} " in c + " "]
+
+
 async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
     """Poll ``check`` until it returns something truthy (generous: CPUs are shared)."""
     last: Any = None

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.desktop.conftest import Display
-from tests.desktop.helpers import eventually, x11vnc_commands
+from tests.desktop.helpers import eventually, x11vnc_on
 from tests.desktop.pixels import Png, close_to
 from tests.factories import make_group, make_token, make_user
 from tests.gateway.helpers import new_token, request_session, ticket_ref, wait_events, wait_state
@@ -189,7 +189,7 @@ async def test_technician_sees_and_controls_the_screen_a_watcher_only_sees(
         await agent.stop()
     # The agent was stopped with its screen still shared: its x11vnc goes with it.
     await eventually(
-        lambda: not [c for c in x11vnc_commands() if f"-display {display.name} " in c + " "],
+        lambda: not x11vnc_on(display.name),
         timeout=10,
         what="x11vnc gone with the agent",
     )

@@ -15,7 +15,7 @@ import pytest
 
 from agent.desktop import DesktopConfig
 from tests.desktop.conftest import Display
-from tests.desktop.helpers import desktop_agent, eventually, x11vnc_commands
+from tests.desktop.helpers import desktop_agent, eventually, x11vnc_on
 from tests.desktop.rfbclient import RfbClient
 from tests.gateway.helpers import (
     ScriptedPrompter,
@@ -96,7 +96,7 @@ async def test_view_only_grant_moves_nothing_and_starts_x11vnc_view_only(
         sid = await _session(client, people, agent, ["view"])
         tech = await RfbClient.open(live_url, people["tech_token"], sid, "control")
         assert tech.ready["input"] is False
-        ours = [c for c in x11vnc_commands() if f"-display {display.name} " in c + " "]
+        ours = x11vnc_on(display.name)
         assert len(ours) == 1, ours
         assert "-viewonly" in ours[0]
         assert "-localhost" in ours[0]
@@ -117,7 +117,7 @@ async def test_view_only_grant_moves_nothing_and_starts_x11vnc_view_only(
         code, _ = await tech.closed()
         assert code == 4000
         await eventually(
-            lambda: not [c for c in x11vnc_commands() if f"-display {display.name} " in c + " "],
+            lambda: not x11vnc_on(display.name),
             what="x11vnc stopped",
         )
     finally:
